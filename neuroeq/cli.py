@@ -1,0 +1,120 @@
+"""The ``neuroeq`` command line. Bad input ends with one error line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from neuroeq.errors import NeuroEQError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _list(kind: Callable[[str], object], what: str) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{what}: expected a comma-separated list")
+        try:
+            return [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: cannot read {text!r}") from None
+    return parse
+
+
+def _add_gradcheck(commands) -> None:
+    parser = commands.add_parser("gradcheck", help="compare rules with the true gradient")
+    parser.add_argument("--model", type=_list(str, "--model"), default=["hopfield_smooth"],
+                        help="model name(s), comma-separated (default hopfield_smooth)")
+    parser.add_argument("--engine", choices=["torch"], default="torch")
+    parser.add_argument("--sizes", type=_list(int, "--sizes"), default=[20, 16, 5],
+                        help="layer sizes, input first (default 20,16,5)")
+    parser.add_argument("--coupling", type=_list(str, "--coupling"), default=["symmetric"],
+                        help="symmetric, asymmetric, feedforward (comma-separated)")
+    parser.add_argument("--alpha", type=_list(float, "--alpha"), default=[1.0],
+                        help="asymmetry(ies) of asymmetric nets (default 1)")
+    parser.add_argument("--rules", type=_list(str, "--rules"),
+                        default=["ep", "centered", "vf", "asym", "dyadic"],
+                        help="rules and oracles: ep,centered,vf,asym,dyadic,implicit,bptt,fd")
+    parser.add_argument("--beta", type=_list(float, "--beta"), default=[1e-3])
+    parser.add_argument("--seed", type=_list(int, "--seed"), default=[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--readout", choices=["identity", "linear"], default="identity")
+    parser.add_argument("--cost", choices=["mse", "cross_entropy"], default="mse")
+    parser.add_argument("--out", type=Path, help="write the dataset as NetCDF")
+    parser.add_argument("--markdown", type=Path, help="write the summary table (Markdown)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out / --markdown")
+    parser.set_defaults(handler=_gradcheck)
+
+
+def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from neuroeq.gradcheck import gradcheck, summary_table
+    from neuroeq.io import refuse_overwrite, write_netcdf, write_text
+
+    for path in (args.out, args.markdown):
+        if path is not None:
+            refuse_overwrite(path, args.force)
+    dataset = gradcheck(models=args.model, sizes=args.sizes, couplings=args.coupling,
+                        alphas=args.alpha, rules=args.rules, betas=args.beta, seeds=args.seed,
+                        batch=args.batch, dtype=args.dtype, readout=args.readout,
+                        cost=args.cost,
+                        progress=lambda text: print(f"gradcheck: {text}", file=sys.stderr))
+    table = summary_table(dataset)
+    print(table)
+    if args.out is not None:
+        write_netcdf(dataset, args.out)
+        print(f"wrote {args.out}")
+    if args.markdown is not None:
+        command = "neuroeq " + " ".join(shlex.quote(a) for a in argv)
+        write_text(args.markdown, f"Produced by:\n\n```\n{command}\n```\n\n{table}")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="neuroeq", description=__doc__)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_gradcheck(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.version:
+            from neuroeq import __version__
+            print(__version__)
+            return 0
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return EXIT_USAGE
+        return args.handler(args, argv)
+    except _UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except NeuroEQError as exc:
+        print(f"neuroeq: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("neuroeq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Gradient check: every rule against the true gradient, as an ``xarray.Dataset``.
+
+Loops over model × coupling × α × seed × rule × β on small networks; the reference is
+implicit differentiation (:class:`~neuroeq.rules.ImplicitDifferentiation`). Variables:
+``cosine`` and ``rel_error`` (``‖ĝ - g‖/‖g‖``), the flattened ``estimate`` and ``true``
+gradients (NaN-padded along ``element``, whose ``parameter`` coordinate names the
+parameter of each element), ``free_steps`` and ``loss``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from neuroeq.engines.torch_engine import TorchEngine
+from neuroeq.errors import ConfigError
+from neuroeq.network import COUPLINGS, Network
+from neuroeq.neuron_model import load_model
+from neuroeq.readout import Readout
+from neuroeq.rules import ORACLES, RULE_NAMES, make_rule
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> None:
+    for value in values:
+        if value not in allowed:
+            raise ConfigError(f"unknown {what} {value!r}; known: {', '.join(allowed)}")
+
+
+def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int] = (20, 16, 5),
+              couplings: Sequence[str] = ("symmetric",), alphas: Sequence[float] = (1.0,),
+              rules: Sequence[str] = ("ep", "centered", "vf", "asym", "dyadic"),
+              betas: Sequence[float] = (1e-3,), seeds: Sequence[int] = (0,), batch: int = 4,
+              dtype: str = "float64", engine: TorchEngine | None = None,
+              readout: str = "identity", cost: str = "mse", gain: float = 1.0,
+              progress: Callable[[str], None] | None = None) -> xr.Dataset:
+    """Compare rules with the implicit-differentiation gradient; see the module docstring."""
+    _check_choices(list(rules), RULE_NAMES, "rule")
+    _check_choices(list(couplings), COUPLINGS, "coupling")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} must be one of {', '.join(DTYPES)}")
+    for beta in betas:
+        if not math.isfinite(beta) or beta == 0:
+            raise ConfigError(f"beta {beta} must be a finite, non-zero number")
+    for alpha in alphas:
+        if not 0 <= alpha <= 1:
+            raise ConfigError(f"alpha {alpha} must lie in [0, 1]")
+    if batch < 1:
+        raise ConfigError(f"batch {batch} must be at least 1")
+    loaded = {name: load_model(name) for name in models}
+    engine = engine or TorchEngine(tol=1e-12 if dtype == "float64" else 1e-5, max_steps=100000)
+    torch_dtype = DTYPES[dtype]
+    shape = (len(models), len(couplings), len(alphas), len(seeds), len(rules), len(betas))
+    cosine = np.full(shape, np.nan)
+    rel_error = np.full(shape, np.nan)
+    free_steps = np.full(shape[:4], np.nan)
+    loss = np.full(shape[:4], np.nan)
+    vectors: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    parameter_names: list[str] = []
+    for i, model_name in enumerate(models):
+        model = loaded[model_name]
+        for j, coupling in enumerate(couplings):
+            for k, alpha in enumerate(alphas):
+                if coupling != "asymmetric" and k > 0:  # alpha only shapes asymmetric nets
+                    cosine[i, j, k], rel_error[i, j, k] = cosine[i, j, 0], rel_error[i, j, 0]
+                    free_steps[i, j, k], loss[i, j, k] = free_steps[i, j, 0], loss[i, j, 0]
+                    for key in [key for key in vectors if key[:3] == (i, j, 0)]:
+                        vectors[(i, j, k, *key[3:])] = vectors[key]
+                    continue
+                for s, seed in enumerate(seeds):
+                    if progress:
+                        progress(f"{model_name} {coupling} alpha={alpha} seed={seed}")
+                    network = Network(model, sizes, coupling=coupling, alpha=alpha, seed=seed,
+                                      gain=gain, dtype=torch_dtype,
+                                      readout=Readout(sizes[-1], 10 if readout == "linear"
+                                                      else None, kind=readout, cost=cost,
+                                                      seed=seed, dtype=torch_dtype))
+                    generator = torch.Generator().manual_seed(10_000 + seed)
+                    x = torch.rand(batch, sizes[0], generator=generator, dtype=torch_dtype)
+                    y = torch.randint(0, network.readout.n_classes, (batch,),
+                                      generator=generator)
+                    names = [n for n, _ in network.named_parameters()]
+                    with torch.no_grad():
+                        free = engine.relax(network, x)
+                    true = make_rule("implicit", engine=engine).estimate(
+                        network, (x, y), free=free, write_grad=False)
+                    reference = true.flat(names)
+                    free_steps[i, j, k, s] = free.n_steps
+                    loss[i, j, k, s] = true.loss
+                    if not parameter_names or len(names) > len(parameter_names):
+                        parameter_names = _element_names(network, names)
+                    for r, rule_name in enumerate(rules):
+                        for b, beta in enumerate(betas):
+                            if rule_name in ORACLES and b > 0:
+                                cosine[i, j, k, s, r, b] = cosine[i, j, k, s, r, 0]
+                                rel_error[i, j, k, s, r, b] = rel_error[i, j, k, s, r, 0]
+                                vectors[(i, j, k, s, r, b)] = vectors[(i, j, k, s, r, 0)]
+                                continue
+                            rule = make_rule(rule_name, beta=beta, engine=engine,
+                                             model_class=model.structural_class)
+                            found = rule.estimate(network, (x, y), free=free,
+                                                  write_grad=False).flat(names)
+                            cosine[i, j, k, s, r, b] = _cosine(found, reference)
+                            rel_error[i, j, k, s, r, b] = float(
+                                (found - reference).norm() / reference.norm())
+                            vectors[(i, j, k, s, r, b)] = (found.numpy(), reference.numpy())
+    n_elements = max((len(v[0]) for v in vectors.values()), default=0)
+    estimate = np.full((*shape, n_elements), np.nan)
+    true_grad = np.full((*shape, n_elements), np.nan)
+    for key, (found, reference) in vectors.items():
+        estimate[key][: len(found)] = found
+        true_grad[key][: len(reference)] = reference
+    dims = ("model", "coupling", "alpha", "seed", "rule", "beta")
+    coords = {"model": list(models), "coupling": list(couplings), "alpha": list(alphas),
+              "seed": list(seeds), "rule": list(rules), "beta": list(betas),
+              "parameter": ("element", parameter_names[:n_elements]
+                            + [""] * (n_elements - len(parameter_names)))}
+    config = {"models": list(models), "sizes": list(sizes), "couplings": list(couplings),
+              "alphas": list(alphas), "rules": list(rules), "betas": list(betas),
+              "seeds": list(seeds), "batch": batch, "dtype": dtype, "readout": readout,
+              "cost": cost, "gain": gain, "engine": engine.name,
+              "tol": engine.settings(Network(loaded[models[0]], sizes))[2]}
+    from neuroeq import __version__
+
+    return xr.Dataset(
+        {"cosine": (dims, cosine), "rel_error": (dims, rel_error),
+         "estimate": ((*dims, "element"), estimate), "true": ((*dims, "element"), true_grad),
+         "free_steps": (dims[:4], free_steps), "loss": (dims[:4], loss)},
+        coords=coords,
+        attrs={"title": "neuroeq gradient check", "reference": "implicit differentiation",
+               "model": ",".join(models), "config": json.dumps(config),
+               "neuroeq_version": __version__},
+    )
+
+
+def _element_names(network: Network, names: list[str]) -> list[str]:
+    params = dict(network.named_parameters())
+    out: list[str] = []
+    for name in names:
+        out += [name] * params[name].numel()
+    return out
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a @ b) / (a.norm() * b.norm()))
+
+
+def summary_table(dataset: xr.Dataset) -> str:
+    """Markdown table: mean cosine and relative error per rule × coupling × β (per model)."""
+    lines = ["| model | coupling | α | rule | β | cosine (mean over seeds) | rel. error |",
+             "|---|---|---|---|---|---|---|"]
+    for model in dataset.model.values:
+        for coupling in dataset.coupling.values:
+            alphas = dataset.alpha.values if coupling == "asymmetric" else dataset.alpha.values[:1]
+            for alpha in alphas:
+                for rule in dataset.rule.values:
+                    betas = dataset.beta.values[:1] if rule in ORACLES else dataset.beta.values
+                    for beta in betas:
+                        point = dataset.sel(model=model, coupling=coupling, alpha=alpha,
+                                            rule=rule, beta=beta)
+                        beta_text = "-" if rule in ORACLES else f"{beta:g}"
+                        lines.append(
+                            f"| {model} | {coupling} | {alpha:g} | {rule} | {beta_text} | "
+                            f"{float(point.cosine.mean()):.8f} | "
+                            f"{float(point.rel_error.mean()):.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+def convergence_slope(dataset: xr.Dataset, rule: str, **selection) -> float:
+    """Slope of log(rel_error) against log(β) (1 for one-sided EP, 2 for centered)."""
+    errors = dataset.rel_error.sel(rule=rule, **selection)
+    errors = errors.mean([d for d in errors.dims if d != "beta"])
+    betas = np.log(np.asarray(dataset.beta.values, dtype=float))
+    return float(np.polyfit(betas, np.log(errors.values), 1)[0])

@@ -1,0 +1,47 @@
+"""Writing results without losing any: atomic writes (temp file + rename), no silent
+overwrites."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import xarray as xr
+
+from neuroeq.errors import ConfigError
+
+
+def refuse_overwrite(path: str | os.PathLike, force: bool) -> None:
+    """Raise if ``path`` exists and ``force`` is not set."""
+    if Path(path).exists() and not force:
+        raise ConfigError(f"{str(path)!r} exists; pass --force to overwrite it")
+
+
+def _temporary_sibling(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text atomically."""
+    path = Path(path)
+    temporary = _temporary_sibling(path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_netcdf(dataset: xr.Dataset, path: str | os.PathLike) -> None:
+    """Write a dataset as NetCDF atomically."""
+    path = Path(path)
+    temporary = _temporary_sibling(path)
+    try:
+        dataset.to_netcdf(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

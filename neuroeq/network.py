@@ -1,0 +1,321 @@
+"""Layered network specification: layers, projections, couplings, weights as torch tensors.
+
+Layer 0 is the clamped input (its rates are the data ``x``); layers ``1..L`` are free
+and made of the model's neurons. Each neuron ``i`` of layer ``l`` receives
+``I_syn,i = Σ_edges Σ_j M_ij ρ(s_j)`` where the edges are:
+
+- forward ``W_l`` (layer ``l-1 → l``), always present;
+- backward: ``W_lᵀ`` (``symmetric``), an independent ``B_l`` initialised as
+  ``(1-α)·W_lᵀ + α·R`` (``asymmetric``), or none (``feedforward``);
+- lateral ``L_l`` inside a free layer (symmetrised, zero diagonal, when symmetric);
+- skip ``S_l`` (layer ``l-2 → l``) with the same feedback rule as forward weights.
+
+The flat state ``s`` of shape ``(..., batch, N)`` stacks every free layer's state
+variables (layer by layer, variables in model order). The weights (``nn.Parameter``)
+are the single source of truth; every engine reads them from here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from neuroeq.compiled_model import CompiledModel
+from neuroeq.errors import ConfigError
+from neuroeq.neuron_model import NeuronModel, load_model
+from neuroeq.readout import Readout
+
+COUPLINGS = ("symmetric", "asymmetric", "feedforward")
+Params = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One projection ``pre → post`` whose matrix is a parameter (or its transpose)."""
+
+    param: str
+    pre: int
+    post: int
+    kind: str
+    transpose: bool = False
+    primary: bool = True
+
+
+@dataclass(frozen=True)
+class Block:
+    """Where one state variable of one free layer lives in the flat state."""
+
+    layer: int
+    variable: str
+    start: int
+    stop: int
+
+
+class Network(nn.Module):
+    """A layered network of one neuron model, with its readout.
+
+    Args:
+        model: a :class:`NeuronModel` or the name of a model file (``"fhn"``).
+        sizes: units per layer, input first, e.g. ``(784, 500, 10)``.
+        coupling: ``symmetric``, ``asymmetric`` (tunable ``alpha``) or ``feedforward``.
+        alpha: asymmetry of the initial backward weights, ``B = (1-α)Wᵀ + αR``.
+        lateral, skip: add lateral (within-layer) and skip (``l-2 → l``) projections.
+        readout: output rates to predictions; default identity readout with MSE.
+        seed: seeds the weight initialisation (reproducible).
+        gain: scale of the initial weights (uniform ``±gain/√fan_in``).
+    """
+
+    def __init__(self, model: NeuronModel | str, sizes: Sequence[int], *,
+                 coupling: str = "symmetric", alpha: float = 1.0, lateral: bool = False,
+                 skip: bool = False, readout: Readout | None = None, seed: int = 0,
+                 gain: float = 1.0, bias_init: float = 0.0, dtype: torch.dtype = torch.float64,
+                 device: str | torch.device = "cpu"):
+        super().__init__()
+        self.model = load_model(model) if isinstance(model, str) else model
+        sizes = tuple(int(n) for n in sizes)
+        if len(sizes) < 2:
+            raise ConfigError(f"sizes {sizes} needs at least an input and an output layer")
+        if any(n <= 0 for n in sizes):
+            raise ConfigError(f"sizes {sizes}: every layer needs a positive number of units")
+        if coupling not in COUPLINGS:
+            raise ConfigError(f"coupling {coupling!r} must be one of {', '.join(COUPLINGS)}")
+        if not 0.0 <= float(alpha) <= 1.0 or not math.isfinite(float(alpha)):
+            raise ConfigError(f"alpha {alpha} must lie in [0, 1]")
+        if not math.isfinite(float(gain)) or gain <= 0:
+            raise ConfigError(f"gain {gain} must be a positive number")
+        if dtype not in (torch.float32, torch.float64):
+            raise ConfigError(f"dtype {dtype} must be torch.float32 or torch.float64")
+        self.sizes, self.coupling, self.alpha = sizes, coupling, float(alpha)
+        self.lateral, self.skip, self.seed, self.gain = bool(lateral), bool(skip), seed, gain
+        self.compiled = CompiledModel(self.model)
+        self.layer_names = ["input"] + [f"hidden{l}" for l in range(1, len(sizes) - 1)] + ["output"]
+        self.n_layers = len(sizes) - 1  # free layers
+        generator = torch.Generator().manual_seed(int(seed))
+        self.weights = nn.ParameterDict()
+        self.biases = nn.ParameterDict()
+        self.edges: list[Edge] = []
+
+        def uniform(shape: tuple[int, int], fan_in: int) -> torch.Tensor:
+            bound = gain / math.sqrt(fan_in)
+            return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+
+        def add_feedforward(name: str, pre: int, post: int, kind: str) -> None:
+            forward = uniform((sizes[post], sizes[pre]), sizes[pre])
+            self.weights[name] = nn.Parameter(forward)
+            self.edges.append(Edge(name, pre, post, kind))
+            if pre == 0 or coupling == "feedforward":
+                return
+            if coupling == "symmetric":
+                self.edges.append(Edge(name, post, pre, "backward", transpose=True, primary=False))
+            else:
+                independent = uniform((sizes[pre], sizes[post]), sizes[post])
+                backward = (1 - self.alpha) * forward.T + self.alpha * independent
+                self.weights["B" + name] = nn.Parameter(backward)
+                self.edges.append(Edge("B" + name, post, pre, "backward"))
+
+        for l in range(1, len(sizes)):
+            add_feedforward(f"W{l}", l - 1, l, "forward")
+        if skip:
+            for l in range(2, len(sizes)):
+                add_feedforward(f"S{l}", l - 2, l, "skip")
+        if lateral:
+            for l in range(1, len(sizes)):
+                matrix = uniform((sizes[l], sizes[l]), sizes[l])
+                self.weights[f"L{l}"] = nn.Parameter(matrix)
+                self.edges.append(Edge(f"L{l}", l, l, "lateral"))
+        for l in range(1, len(sizes)):
+            self.biases[f"b{l}"] = nn.Parameter(torch.full((sizes[l],), float(bias_init),
+                                                           dtype=torch.float64))
+        self.readout = readout if readout is not None else Readout(sizes[-1], dtype=dtype)
+        self.blocks: list[Block] = []
+        offset = 0
+        for l in range(1, len(sizes)):
+            for variable in self.compiled.variables:
+                self.blocks.append(Block(l, variable, offset, offset + sizes[l]))
+                offset += sizes[l]
+        self.state_size = offset
+        self.to(dtype=dtype, device=device)
+
+    # ----------------------------------------------------------------- basic facts
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.biases["b1"].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.biases["b1"].device
+
+    @property
+    def tau(self) -> float:
+        return self.compiled.tau
+
+    def describe(self) -> dict:
+        """Plain description for dataset attributes and logs."""
+        return {"model": self.model.name, "sizes": list(self.sizes), "coupling": self.coupling,
+                "alpha": self.alpha, "lateral": self.lateral, "skip": self.skip,
+                "seed": self.seed, "gain": self.gain, "readout": self.readout.kind,
+                "cost": self.readout.cost_name}
+
+    def block(self, layer: int, variable: str | None = None) -> Block:
+        variable = variable or self.compiled.coupled
+        for block in self.blocks:
+            if block.layer == layer and block.variable == variable:
+                return block
+        raise KeyError((layer, variable))
+
+    @property
+    def output_block(self) -> Block:
+        return self.block(self.n_layers)
+
+    def dynamics_parameters(self) -> dict[str, torch.Tensor]:
+        """The weights and biases of the dynamics (readout excluded), by short name."""
+        return {**dict(self.weights.items()), **dict(self.biases.items())}
+
+    def layer_of_index(self, index: int) -> str:
+        """The layer name (and variable) owning a flat state index, for error messages."""
+        for block in self.blocks:
+            if block.start <= index < block.stop:
+                return f"{self.layer_names[block.layer]}.{block.variable}"
+        return "?"
+
+    # ----------------------------------------------------------------- state
+    def initial_state(self, batch: int, leading: tuple[int, ...] = ()) -> torch.Tensor:
+        """The model's initial values for every unit, shape ``(*leading, batch, N)``."""
+        state = torch.empty(*leading, batch, self.state_size, dtype=self.dtype, device=self.device)
+        for block in self.blocks:
+            state[..., block.start:block.stop] = self.model.initial[block.variable]
+        return state
+
+    def variables(self, state: torch.Tensor, layer: int) -> dict[str, torch.Tensor]:
+        """Views of one layer's state variables."""
+        return {b.variable: state[..., b.start:b.stop] for b in self.blocks if b.layer == layer}
+
+    def coupled(self, state: torch.Tensor, layer: int) -> torch.Tensor:
+        block = self.block(layer)
+        return state[..., block.start:block.stop]
+
+    def rates(self, state: torch.Tensor) -> list[torch.Tensor]:
+        """``ρ`` of the coupled variable for each free layer (index 0 is unused: ``None``)."""
+        return [None] + [self.compiled.rho(self.coupled(state, l))
+                         for l in range(1, self.n_layers + 1)]
+
+    def output_rates(self, state: torch.Tensor) -> torch.Tensor:
+        return self.compiled.rho(self.coupled(state, self.n_layers))
+
+    def project(self, state: torch.Tensor) -> torch.Tensor:
+        """Clamp bounded state variables into their box (in place); returns ``state``."""
+        for block in self.blocks:
+            if block.variable in self.compiled.bounds:
+                low, high = self.compiled.bounds[block.variable]
+                state[..., block.start:block.stop].clamp_(low, high)
+        return state
+
+    # ----------------------------------------------------------------- dynamics
+    def matrix(self, edge: Edge, params: Params) -> torch.Tensor:
+        """The effective ``(n_post, n_pre)`` matrix of an edge."""
+        weight = params[edge.param]
+        if edge.kind == "lateral":
+            mask = 1 - torch.eye(weight.shape[-1], dtype=weight.dtype, device=weight.device)
+            if self.coupling == "symmetric":
+                weight = 0.5 * (weight + weight.transpose(-1, -2))
+            return weight * mask
+        return weight.transpose(-1, -2) if edge.transpose else weight
+
+    def drive(self, x: torch.Tensor, params: Params | None = None) -> dict[int, torch.Tensor]:
+        """Input currents from the clamped layer, ``Σ W x`` per receiving layer (constant)."""
+        params = self.dynamics_parameters() if params is None else params
+        if x.shape[-1] != self.sizes[0]:
+            raise ConfigError(f"input has {x.shape[-1]} features, the network expects "
+                              f"{self.sizes[0]} (sizes {self.sizes})")
+        x = x.to(self.dtype)
+        currents: dict[int, torch.Tensor] = {}
+        for edge in self.edges:
+            if edge.pre == 0:
+                current = x @ self.matrix(edge, params).transpose(-1, -2)
+                currents[edge.post] = currents[edge.post] + current if edge.post in currents \
+                    else current
+        return currents
+
+    def synaptic_input(self, rates: list[torch.Tensor], drive: dict[int, torch.Tensor],
+                       params: Params) -> list[torch.Tensor | float]:
+        """``I_syn`` per free layer: the drive plus ``Σ M ρ(pre)`` over recurrent edges."""
+        currents: list[torch.Tensor | float] = [0.0] * (self.n_layers + 1)
+        for layer, current in drive.items():
+            currents[layer] = current
+        for edge in self.edges:
+            if edge.pre == 0:
+                continue
+            contribution = rates[edge.pre] @ self.matrix(edge, params).transpose(-1, -2)
+            currents[edge.post] = currents[edge.post] + contribution
+        return currents
+
+    def velocity(self, state: torch.Tensor, drive: dict[int, torch.Tensor],
+                 params: Params | None = None) -> torch.Tensor:
+        """``F(s) = ds/dt`` (closed form, no autograd), shape like ``state``."""
+        params = self.dynamics_parameters() if params is None else params
+        rates = self.rates(state)
+        currents = self.synaptic_input(rates, drive, params)
+        pieces = []
+        for l in range(1, self.n_layers + 1):
+            variables = self.variables(state, l)
+            coupled = variables[self.compiled.coupled]
+            velocity = self.compiled.velocity(
+                variables, I_syn=_as_tensor(currents[l], coupled), bias=params[f"b{l}"],
+                rho=rates[l], rho_prime=self.compiled.rho_prime(coupled))
+            pieces.extend(velocity[v] for v in self.compiled.variables)
+        shape = torch.broadcast_shapes(*(p.shape[:-1] for p in pieces))
+        return torch.cat([p.expand(*shape, p.shape[-1]) for p in pieces], dim=-1)
+
+    def cost(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample cost ``C(ρ(s_out), y)``."""
+        return self.readout.cost(self.output_rates(state), y)
+
+    def cost_gradient(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``c = ∂C/∂s`` over the flat state (non-zero on the output's coupled variable)."""
+        block = self.output_block
+        coupled = state[..., block.start:block.stop]
+        rates = self.compiled.rho(coupled)
+        grad_out = self.readout.cost_gradient(rates, y) * self.compiled.rho_prime(coupled)
+        full = torch.zeros(*grad_out.shape[:-1], self.state_size, dtype=grad_out.dtype,
+                           device=grad_out.device)
+        full[..., block.start:block.stop] = grad_out
+        return full
+
+    def hebbian_energy(self, state: torch.Tensor, x: torch.Tensor,
+                       params: Params | None = None) -> torch.Tensor:
+        """Coupling part of the energy, per sample:
+        ``-Σ_edges ρ_postᵀ M ρ_pre - Σ_l b_lᵀ ρ_l`` (each symmetric edge counted once;
+        symmetrised lateral weights with a factor ½). Its θ-derivatives are the Hebbian
+        terms of EP (``∂/∂W_l = -ρ_l ρ_{l-1}ᵀ``), for any coupling.
+        """
+        params = self.dynamics_parameters() if params is None else params
+        rates = self.rates(state)
+        rates[0] = x.to(self.dtype)
+        energy = 0.0
+        for edge in self.edges:
+            if not edge.primary:
+                continue
+            factor = 0.5 if (edge.kind == "lateral" and self.coupling == "symmetric") else 1.0
+            post_current = rates[edge.pre] @ self.matrix(edge, params).transpose(-1, -2)
+            energy = energy - factor * (rates[edge.post] * post_current).sum(-1)
+        for l in range(1, self.n_layers + 1):
+            energy = energy - (rates[l] * params[f"b{l}"]).sum(-1)
+        return energy
+
+    def energy(self, state: torch.Tensor, x: torch.Tensor, params: Params | None = None
+               ) -> torch.Tensor:
+        """Full energy ``E = Σ e(s_i) + hebbian`` (gradient / skew-gradient models only)."""
+        total = self.hebbian_energy(state, x, params)
+        for l in range(1, self.n_layers + 1):
+            total = total + self.compiled.unit_energy(self.variables(state, l)).sum(-1)
+        return total
+
+
+def _as_tensor(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.zeros_like(like)

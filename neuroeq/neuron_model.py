@@ -1,0 +1,318 @@
+"""Neuron models as data: read a model file from ``models/`` and check it.
+
+A model file (TOML) declares the neuron's differential equations in Brian2 syntax, its
+parameters with units, the rate nonlinearity ``rho`` of the variable it sends through its
+synapses, and its structural class (``gradient``, ``skew_gradient`` with ``Q``, or
+``general``). Both engines read the same :class:`NeuronModel`.
+
+The equations may use, besides their own state variables and parameters, the symbols the
+engines provide: ``I_syn`` (summed synaptic input ``Σ_j W_ij ρ(s_j)``, input layer
+included), ``bias`` (the neuron's learnable bias), ``rho`` and ``rho_prime`` (``ρ`` and
+``ρ'`` of the coupled variable). Loading never executes code from the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sympy
+
+from neuroeq.errors import ModelError
+from neuroeq.expressions import free_symbols, parse_expression
+
+STRUCTURAL_CLASSES = ("gradient", "skew_gradient", "general")
+ENGINE_SYMBOLS = ("I_syn", "bias", "rho", "rho_prime")
+_KNOWN_KEYS = {
+    "name", "title", "reference", "structural_class", "coupled_variable", "time_constant",
+    "equations", "rho", "rho_prime", "energy", "Q", "parameters", "initial", "bounds",
+    "integration", "notes", "spiking",
+}
+MODEL_PATH_ENV = "NEUROEQ_MODEL_PATH"
+
+
+@dataclass(frozen=True)
+class StateEquation:
+    """``d<variable>/dt = rhs`` with ``rhs`` as Brian2 code and as a sympy tree."""
+
+    variable: str
+    code: str
+    expr: sympy.Expr
+
+
+@dataclass(frozen=True)
+class NeuronModel:
+    """A neuron model read from a file: equations, parameters (SI floats), ``ρ``, class."""
+
+    name: str
+    title: str
+    structural_class: str
+    equations_code: str
+    state: tuple[StateEquation, ...]
+    coupled_variable: str
+    time_constant: str
+    rho_code: str
+    rho_prime_code: str
+    parameters: dict[str, float]
+    parameter_units: dict[str, str]
+    initial: dict[str, float]
+    bounds: dict[str, tuple[float, float]]
+    Q: dict[str, str] = field(default_factory=dict)
+    energy_code: str | None = None
+    integration: dict[str, Any] = field(default_factory=dict)
+    spiking: dict[str, Any] = field(default_factory=dict)
+    reference: str = ""
+    notes: str = ""
+    source: str = ""
+
+    @property
+    def state_variables(self) -> tuple[str, ...]:
+        return tuple(eq.variable for eq in self.state)
+
+    @property
+    def tau(self) -> float:
+        """The time constant in seconds (SI), used to scale residuals and nudges."""
+        return self.parameters[self.time_constant]
+
+    def integration_setting(self, key: str, default: float) -> float:
+        """A number from the model's ``[integration]`` table in SI units (``dt`` in s)."""
+        if key not in self.integration:
+            return default
+        value, _ = _parameter_value(key, self.integration[key], f"model {self.name!r} integration")
+        return value
+
+    def q_values(self) -> dict[str, float]:
+        """The diagonal of ``Q`` as numbers (skew-gradient: ``F = -(1/τ) Q ∇E``)."""
+        values = {}
+        for variable in self.state_variables:
+            code = self.Q.get(variable, "1")
+            expr = parse_expression(str(code), f"model {self.name!r}: Q[{variable}]")
+            values[variable] = float(expr.subs({sympy.Symbol(k, real=True): v
+                                                for k, v in self.parameters.items()}))
+        return values
+
+    def with_parameters(self, **overrides: float) -> NeuronModel:
+        """A copy with some parameters replaced (SI values), e.g. ``eps=3.0``."""
+        unknown = set(overrides) - set(self.parameters)
+        if unknown:
+            raise ModelError(f"model {self.name!r}: unknown parameter(s) {sorted(unknown)}; "
+                             f"known: {sorted(self.parameters)}")
+        params = {**self.parameters, **{k: float(v) for k, v in overrides.items()}}
+        return _replace(self, parameters=params)
+
+    def describe(self) -> dict[str, Any]:
+        """A plain dictionary for dataset attributes and logs."""
+        return {
+            "name": self.name, "structural_class": self.structural_class,
+            "equations": self.equations_code.strip(), "rho": self.rho_code,
+            "parameters": dict(self.parameters), "source": self.source,
+        }
+
+
+def _replace(model: NeuronModel, **changes: Any) -> NeuronModel:
+    from dataclasses import replace
+
+    return replace(model, **changes)
+
+
+def model_search_path() -> list[Path]:
+    """Directories searched for model files: ``$NEUROEQ_MODEL_PATH``, then the shipped zoo."""
+    paths = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    package_dir = Path(__file__).resolve().parent
+    paths += [package_dir.parent / "models", package_dir / "_bundled_models"]
+    return paths
+
+
+def available_models() -> list[str]:
+    """Names of the model files found on the search path."""
+    names = set()
+    for directory in model_search_path():
+        if directory.is_dir():
+            names.update(p.stem for p in directory.glob("*.toml"))
+    return sorted(names)
+
+
+def find_model_file(name_or_path: str | os.PathLike) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise ModelError(f"model file {str(candidate)!r} does not exist")
+        return candidate
+    for directory in model_search_path():
+        path = directory / f"{name_or_path}.toml"
+        if path.is_file():
+            return path
+    raise ModelError(f"unknown model {str(name_or_path)!r}; available: "
+                     f"{', '.join(available_models()) or '(none found)'}")
+
+
+def load_model(name_or_path: str | os.PathLike, **parameter_overrides: float) -> NeuronModel:
+    """Read and check a model by name (``"fhn"``) or path (``"my_models/izh.toml"``)."""
+    path = find_model_file(name_or_path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"model file {str(path)!r} is not valid TOML: {exc}") from None
+    model = model_from_dict(data, source=str(path))
+    return model.with_parameters(**parameter_overrides) if parameter_overrides else model
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in data:
+        raise ModelError(f"{where}: missing key {key!r}")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ModelError(f"{where}: key {key!r} must be a {kind.__name__}, "
+                         f"got {type(value).__name__}")
+    return value
+
+
+def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
+    """``{value = 1.0, unit = "ms"}`` or a bare number -> (SI float, unit name)."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        value, unit = float(spec), "1"
+    elif isinstance(spec, Mapping):
+        unknown = set(spec) - {"value", "unit", "doc"}
+        if unknown:
+            raise ModelError(f"{where}: parameter {name!r} has unknown key(s) {sorted(unknown)}")
+        raw = spec.get("value")
+        if not isinstance(raw, (int, float)) or isinstance(raw, bool):
+            raise ModelError(f"{where}: parameter {name!r} needs a numeric 'value'")
+        value, unit = float(raw), str(spec.get("unit", "1"))
+    else:
+        raise ModelError(f"{where}: parameter {name!r} must be a number or "
+                         f"{{value = ..., unit = ...}}, got {type(spec).__name__}")
+    if not math.isfinite(value):
+        raise ModelError(f"{where}: parameter {name!r} is {value}; it must be finite")
+    return value * _unit_scale(unit, name, where), unit
+
+
+def _unit_scale(unit: str, name: str, where: str) -> float:
+    if unit in ("1", ""):
+        return 1.0
+    import brian2.units as units
+    from brian2.units.fundamentalunits import Unit
+
+    found = getattr(units, unit, None)
+    if not isinstance(found, Unit):
+        raise ModelError(f"{where}: parameter {name!r} has unknown unit {unit!r} "
+                         "(use a Brian2 unit name such as 'ms', 'mV', 'Hz')")
+    return float(found)
+
+
+def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronModel:
+    """Build a :class:`NeuronModel` from parsed TOML data, checking every key."""
+    where = f"model file {source!r}"
+    if not isinstance(data, Mapping):
+        raise ModelError(f"{where}: expected a table at top level")
+    unknown = set(data) - _KNOWN_KEYS
+    if unknown:
+        raise ModelError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_KNOWN_KEYS)}")
+    name = _require(data, "name", str, where)
+    where = f"model {name!r} ({source})"
+    structural_class = _require(data, "structural_class", str, where)
+    if structural_class not in STRUCTURAL_CLASSES:
+        raise ModelError(f"{where}: structural_class {structural_class!r} must be one of "
+                         f"{', '.join(STRUCTURAL_CLASSES)}")
+    equations_code = _require(data, "equations", str, where)
+    coupled = _require(data, "coupled_variable", str, where)
+    time_constant = _require(data, "time_constant", str, where)
+
+    parameters, units = {}, {}
+    for key, spec in dict(data.get("parameters", {})).items():
+        parameters[key], units[key] = _parameter_value(key, spec, where)
+    if time_constant not in parameters:
+        raise ModelError(f"{where}: time_constant {time_constant!r} is not a parameter")
+    if parameters[time_constant] <= 0:
+        raise ModelError(f"{where}: time constant {time_constant!r} must be positive")
+
+    state = _parse_equations(equations_code, where)
+    variables = [eq.variable for eq in state]
+    if coupled not in variables:
+        raise ModelError(f"{where}: coupled_variable {coupled!r} is not a state variable "
+                         f"(state variables: {', '.join(variables)})")
+    clash = set(variables) & (set(parameters) | set(ENGINE_SYMBOLS))
+    if clash:
+        raise ModelError(f"{where}: name(s) {sorted(clash)} used both as state variable and "
+                         "as parameter or engine symbol")
+    allowed = set(variables) | set(parameters) | set(ENGINE_SYMBOLS)
+    for eq in state:
+        unknown_symbols = free_symbols(eq.expr) - allowed
+        if unknown_symbols:
+            raise ModelError(f"{where}: equation for {eq.variable!r} uses undefined name(s) "
+                             f"{sorted(unknown_symbols)}; define them under [parameters]")
+
+    rho_code = _require(data, "rho", str, where)
+    rho_prime_code = _require(data, "rho_prime", str, where)
+    for label, code in (("rho", rho_code), ("rho_prime", rho_prime_code)):
+        symbols = free_symbols(parse_expression(code, f"{where}: {label}"))
+        if symbols - ({coupled} | set(parameters)):
+            raise ModelError(f"{where}: {label} may depend only on {coupled!r} and parameters, "
+                             f"found {sorted(symbols - ({coupled} | set(parameters)))}")
+    energy = data.get("energy")
+    if energy is not None:
+        if not isinstance(energy, str):
+            raise ModelError(f"{where}: energy must be an expression string")
+        parse_expression(energy, f"{where}: energy")
+    if structural_class != "general" and energy is None:
+        raise ModelError(f"{where}: a {structural_class} model must declare its 'energy'")
+    q_table = {k: str(v) for k, v in dict(data.get("Q", {})).items()}
+    if set(q_table) - set(variables):
+        raise ModelError(f"{where}: Q names unknown state variable(s) "
+                         f"{sorted(set(q_table) - set(variables))}")
+
+    initial = {v: 0.0 for v in variables}
+    for key, value in dict(data.get("initial", {})).items():
+        if key not in initial or not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ModelError(f"{where}: initial.{key} must name a state variable and be a number")
+        initial[key] = float(value)
+    bounds = {}
+    for key, value in dict(data.get("bounds", {})).items():
+        if (key not in variables or not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(b, (int, float)) for b in value) or value[0] >= value[1]):
+            raise ModelError(f"{where}: bounds.{key} must be [low, high] for a state variable")
+        bounds[key] = (float(value[0]), float(value[1]))
+    model = NeuronModel(
+        name=name, title=str(data.get("title", name)), structural_class=structural_class,
+        equations_code=equations_code, state=tuple(state), coupled_variable=coupled,
+        time_constant=time_constant, rho_code=rho_code, rho_prime_code=rho_prime_code,
+        parameters=parameters, parameter_units=units, initial=initial, bounds=bounds,
+        Q=q_table, energy_code=energy, integration=dict(data.get("integration", {})),
+        spiking=dict(data.get("spiking", {})), reference=str(data.get("reference", "")),
+        notes=str(data.get("notes", "")), source=source,
+    )
+    if structural_class == "skew_gradient":
+        q = model.q_values()
+        if q.get(coupled) != 1.0:
+            raise ModelError(f"{where}: a skew-gradient model needs Q = 1 on the coupled "
+                             f"variable {coupled!r} (got {q.get(coupled)})")
+    return model
+
+
+def _parse_equations(code: str, where: str) -> list[StateEquation]:
+    """Parse Brian2 equations; keep the differential equations, in file order."""
+    from brian2 import Equations
+
+    try:
+        equations = Equations(code)
+    except Exception as exc:
+        raise ModelError(f"{where}: invalid Brian2 equations: {exc}") from None
+    state = []
+    for variable in equations.ordered:
+        if variable.type == "differential equation":
+            rhs = variable.expr.code
+            state.append(StateEquation(variable.varname, rhs,
+                                       parse_expression(rhs, f"{where}: d{variable.varname}/dt")))
+        elif variable.varname not in ENGINE_SYMBOLS:
+            raise ModelError(f"{where}: only differential equations belong in 'equations' "
+                             f"(found {variable.type} {variable.varname!r}); put constants "
+                             "under [parameters]")
+    if not state:
+        raise ModelError(f"{where}: the equations declare no differential equation")
+    return state

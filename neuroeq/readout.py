@@ -1,0 +1,82 @@
+"""Readout and cost: output-unit rates to predictions, the cost ``C`` and its gradient.
+
+The nudging force the engines inject into the output units is ``-(β/τ) ∂C/∂s_out`` with
+``∂C/∂s_out = ρ'(s_out) ∂C/∂r_out`` (the readout acts on the rates ``r = ρ(s)``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from neuroeq.errors import ConfigError
+
+READOUT_KINDS = ("identity", "linear")
+COSTS = ("mse", "cross_entropy")
+
+
+class Readout(nn.Module):
+    """Maps output rates ``r`` (batch, n_out) to predictions (batch, n_classes).
+
+    ``identity``: prediction ``r`` itself (``n_out == n_classes``); ``linear``:
+    ``W r + b``. Costs: ``mse`` ``C = ½‖p - onehot(y)‖²`` and ``cross_entropy``
+    ``C = -log softmax(p)_y``.
+    """
+
+    def __init__(self, n_out: int, n_classes: int | None = None, kind: str = "identity",
+                 cost: str = "mse", seed: int = 0, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        if kind not in READOUT_KINDS:
+            raise ConfigError(f"readout kind {kind!r} must be one of {', '.join(READOUT_KINDS)}")
+        if cost not in COSTS:
+            raise ConfigError(f"cost {cost!r} must be one of {', '.join(COSTS)}")
+        n_classes = n_out if n_classes is None else n_classes
+        if kind == "identity" and n_classes != n_out:
+            raise ConfigError(f"an identity readout needs as many output units ({n_out}) as "
+                              f"classes ({n_classes}); use kind='linear'")
+        self.kind, self.cost_name = kind, cost
+        self.n_out, self.n_classes = n_out, n_classes
+        if kind == "linear":
+            generator = torch.Generator().manual_seed(seed + 7919)
+            bound = 1.0 / math.sqrt(n_out)
+            self.weight = nn.Parameter(
+                (torch.rand(n_classes, n_out, generator=generator, dtype=dtype) * 2 - 1) * bound)
+            self.bias = nn.Parameter(torch.zeros(n_classes, dtype=dtype))
+
+    def forward(self, rates: torch.Tensor) -> torch.Tensor:
+        """Predictions (logits for cross-entropy), shape ``(..., batch, n_classes)``."""
+        if self.kind == "identity":
+            return rates
+        return rates @ self.weight.transpose(-1, -2) + self.bias
+
+    def targets(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """One-hot targets from class labels (or pass-through of float targets)."""
+        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            return nn.functional.one_hot(y.long(), self.n_classes).to(like.dtype)
+        return y.to(like.dtype)
+
+    def cost(self, rates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample cost ``C(r, y)``, shape ``(..., batch)``."""
+        prediction = self(rates)
+        target = self.targets(y, prediction)
+        if self.cost_name == "mse":
+            return 0.5 * ((prediction - target) ** 2).sum(-1)
+        return -(target * torch.log_softmax(prediction, dim=-1)).sum(-1)
+
+    def cost_gradient(self, rates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``∂C/∂r`` in closed form, shape ``(..., batch, n_out)``."""
+        prediction = self(rates)
+        target = self.targets(y, prediction)
+        if self.cost_name == "mse":
+            error = prediction - target
+        else:
+            error = torch.softmax(prediction, dim=-1) - target
+        if self.kind == "identity":
+            return error
+        return error @ self.weight
+
+    def predict(self, rates: torch.Tensor) -> torch.Tensor:
+        """Predicted class labels."""
+        return self(rates).argmax(-1)

@@ -1,0 +1,43 @@
+"""Gradient estimators behind one interface: EP variants, baselines and oracles."""
+
+from __future__ import annotations
+
+from neuroeq.errors import ConfigError
+from neuroeq.rules.asym_ep import AsymEP
+from neuroeq.rules.base import Estimate, GradientEstimator, write_gradients
+from neuroeq.rules.dyadic_ep import DyadicEP
+from neuroeq.rules.ep import CenteredEP, CenteredSkewGradientEP, ClassicEP, SkewGradientEP
+from neuroeq.rules.oracles import BPTT, FiniteDifferences, ImplicitDifferentiation
+from neuroeq.rules.vector_field import VectorFieldEP
+
+#: CLI names of the rules that take a nudge strength ``beta``.
+NUDGED_RULES: dict[str, type[GradientEstimator]] = {
+    "ep": ClassicEP, "centered": CenteredEP, "vf": VectorFieldEP, "asym": AsymEP,
+    "dyadic": DyadicEP, "skew_ep": SkewGradientEP, "skew_centered": CenteredSkewGradientEP,
+}
+#: CLI names of the oracles (no ``beta``).
+ORACLES: dict[str, type[GradientEstimator]] = {
+    "implicit": ImplicitDifferentiation, "bptt": BPTT, "fd": FiniteDifferences,
+}
+RULE_NAMES = tuple(NUDGED_RULES) + tuple(ORACLES)
+
+
+def make_rule(name: str, *, beta: float = 1e-3, engine=None, model_class: str | None = None,
+              **options) -> GradientEstimator:
+    """Build a rule from its CLI name. For skew-gradient models ``ep``/``centered`` mean
+    skew-gradient EP."""
+    if model_class == "skew_gradient" and name in ("ep", "centered"):
+        name = {"ep": "skew_ep", "centered": "skew_centered"}[name]
+    if name in NUDGED_RULES:
+        return NUDGED_RULES[name](beta=beta, engine=engine, **options)
+    if name in ORACLES:
+        return ORACLES[name](engine=engine, **options)
+    raise ConfigError(f"unknown rule {name!r}; known: {', '.join(RULE_NAMES)}")
+
+
+__all__ = [
+    "AsymEP", "BPTT", "CenteredEP", "CenteredSkewGradientEP", "ClassicEP", "DyadicEP",
+    "Estimate", "FiniteDifferences", "GradientEstimator", "ImplicitDifferentiation",
+    "NUDGED_RULES", "ORACLES", "RULE_NAMES", "SkewGradientEP", "VectorFieldEP", "make_rule",
+    "write_gradients",
+]

@@ -1,0 +1,77 @@
+"""AsymEP (Scurria, Vanden Abeele, Mognetti, Massar 2026, arXiv 2602.03670)."""
+
+from __future__ import annotations
+
+import torch
+
+from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.network import Network
+from neuroeq.rules.base import Estimate, GradientEstimator
+from neuroeq.rules.ep import check_beta
+from neuroeq.rules.phases import combine, mean_cost, nudged_phase, readout_gradients, velocity_vjp
+
+
+def linearize(network: Network, state: torch.Tensor, x: torch.Tensor):
+    """``(u ↦ J* u, u ↦ J*ᵀ u)`` at ``state`` (per sample; ``J* = ∂F/∂s`` there)."""
+    drive = network.drive(x)
+    state = state.detach()
+
+    def velocity(s: torch.Tensor) -> torch.Tensor:
+        return network.velocity(s, drive)
+
+    with torch.enable_grad():
+        _, vjp = torch.func.vjp(velocity, state)
+
+    def jvp(u: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            return torch.func.jvp(velocity, (state,), (u,))[1]
+
+    return jvp, (lambda u: vjp(u)[0])
+
+
+class AsymEP(GradientEstimator):
+    """AsymEP: keep the free phase; nudge with the non-reciprocal correction
+
+    ``ds/dt = F(s) - (β/τ) c(s) - 2A(s - s*)``, ``A = (J* - J*ᵀ)/2``,
+
+    so the linear response is governed by ``J* - 2A = J*ᵀ``: ``λ = τ(s_{+β} - s_{-β})/2β``
+    solves ``J*ᵀλ = c`` and ``ĝ = ∂C/∂θ - λᵀ ∂F/∂θ(s*)``. Exact as ``β → 0`` for any
+    coupling (feedforward included), error O(β²) when centered. Neuron ``i``'s correction
+    ``Σ_j (ρ'(s_i*) W_ji - W_ij ρ'(s_j*))(s_j - s_j*)`` uses only the synapses between
+    ``i`` and ``j``: local.
+    """
+
+    name = "asym"
+    exact_for = "any stable dynamics, any coupling, as beta -> 0"
+
+    def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
+                 centered: bool = True):
+        super().__init__(engine)
+        self.beta = check_beta(beta)
+        self.centered = centered
+
+    def correction(self, network: Network, free_state: torch.Tensor, x: torch.Tensor):
+        """The force ``s ↦ -2A(s - s*) = -(J* - J*ᵀ)(s - s*)``."""
+        jvp, vjp = linearize(network, free_state, x)
+        anchor = free_state.detach()
+
+        def force(s: torch.Tensor) -> torch.Tensor:
+            displacement = s - anchor
+            return vjp(displacement) - jvp(displacement)
+
+        return force
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        force = self.correction(network, free.state, x)
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state, force)
+        phases = {"+beta": plus}
+        if self.centered:
+            minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state, force)
+            phases["-beta"] = minus
+            response = (plus.state - minus.state) / (2 * self.beta)
+        else:
+            response = (plus.state - free.state) / self.beta
+        grads = combine(velocity_vjp(network, free.state, x, response * network.tau),
+                        readout_gradients(network, free.state, y))
+        return Estimate(grads, mean_cost(network, free.state, y), free, phases)

@@ -1,0 +1,92 @@
+"""One interface for every gradient estimator: EP variants and oracles are peers.
+
+``rule.estimate(network, (x, y))`` returns an :class:`Estimate` whose ``grads`` are keyed
+by ``network.named_parameters()`` names and, unless ``write_grad=False``, writes them into
+``param.grad`` so that any ``torch.optim`` optimizer applies them. The estimated quantity
+is the gradient of the batch-mean cost at the free stationary state,
+``L(θ) = mean_b C(s*_b(θ))``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.errors import ConfigError
+from neuroeq.network import Network
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Estimate:
+    """A gradient estimate with the phases that produced it.
+
+    ``grads``: parameter name → tensor shaped like the parameter; ``loss``: batch-mean
+    cost at the free state; ``free``: the free phase; ``nudged``: the other phases by
+    label (``"+beta"``, ``"-beta"``, ``"dyadic"``, ...).
+    """
+
+    grads: dict[str, torch.Tensor]
+    loss: float
+    free: RelaxResult | None = None
+    nudged: dict[str, RelaxResult] = field(default_factory=dict)
+
+    def flat(self, names: list[str] | None = None) -> torch.Tensor:
+        """All gradients concatenated (in ``names`` order, default: sorted)."""
+        names = sorted(self.grads) if names is None else names
+        return torch.cat([self.grads[n].reshape(-1) for n in names])
+
+
+class GradientEstimator(ABC):
+    """Base class of every rule. Subclasses implement :meth:`compute`.
+
+    Attributes: ``name`` (the CLI name), ``exact_for`` (structural classes / couplings
+    for which the rule is exact in its limit), ``engine`` (the relaxation engine).
+    """
+
+    name: str = ""
+    exact_for: str = ""
+
+    def __init__(self, engine: TorchEngine | None = None):
+        self.engine = engine if engine is not None else TorchEngine()
+
+    def estimate(self, network: Network, batch: Batch, *, free: RelaxResult | None = None,
+                 init: torch.Tensor | None = None, write_grad: bool = True) -> Estimate:
+        """Estimate ``dL/dθ`` on ``batch = (x, y)``; optionally reuse a free phase.
+
+        ``init`` warm-starts the free phase (persistent particles).
+        """
+        x, y = batch
+        if x.dim() != 2 or x.shape[0] != y.shape[0]:
+            raise ConfigError(f"batch shapes x {tuple(x.shape)} and y {tuple(y.shape)} must be "
+                              "(batch, features) and (batch,) or (batch, outputs)")
+        x = x.to(device=network.device, dtype=network.dtype)
+        y = y.to(network.device)
+        if free is None:
+            with torch.no_grad():
+                free = self.engine.relax(network, x, init=init)
+        estimate = self.compute(network, x, y, free)
+        if write_grad:
+            write_gradients(network, estimate.grads)
+        return estimate
+
+    __call__ = estimate
+
+    @abstractmethod
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        """The rule itself, given the free phase."""
+
+    def describe(self) -> dict:
+        return {"rule": self.name, "class": type(self).__name__}
+
+
+def write_gradients(network: Network, grads: dict[str, torch.Tensor]) -> None:
+    """Write estimates into ``param.grad`` (replacing what was there)."""
+    for name, param in network.named_parameters():
+        if name in grads:
+            param.grad = grads[name].detach().to(param.dtype).clone()

@@ -1,0 +1,112 @@
+"""Classic, centered and skew-gradient Equilibrium Propagation (contrastive Hebbian)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.errors import ConfigError
+from neuroeq.network import Network
+from neuroeq.rules.base import Estimate, GradientEstimator
+from neuroeq.rules.phases import (
+    combine,
+    difference,
+    hebbian_gradient,
+    mean_cost,
+    nudged_phase,
+    readout_gradients,
+)
+
+
+def check_beta(beta: float) -> float:
+    beta = float(beta)
+    if not math.isfinite(beta) or beta == 0.0:
+        raise ConfigError(f"beta {beta} must be a finite, non-zero number")
+    return beta
+
+
+class ClassicEP(GradientEstimator):
+    """Classic EP (Scellier & Bengio 2017).
+
+    Nudged dynamics ``ds/dt = F(s) - (β/τ) ∂C/∂s`` (for ``F = -(1/τ)∇E``: descent on
+    ``E + βC``); estimate ``ĝ = (1/β)(∂E/∂θ(s_β) - ∂E/∂θ(s*))``, the contrastive Hebbian
+    update ``ΔW_l ∝ -(1/β)(ρ_l^β ρ_{l-1}^βᵀ - ρ_l* ρ_{l-1}*ᵀ)``. Exact as ``β → 0`` for
+    gradient systems, error O(β). ``random_sign`` draws the sign of β per call.
+    """
+
+    name = "ep"
+    exact_for = "gradient and skew-gradient models with symmetric coupling, as beta -> 0"
+
+    def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
+                 random_sign: bool = False, seed: int = 0):
+        super().__init__(engine)
+        self.beta = check_beta(beta)
+        self.random_sign = random_sign
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def _signed_beta(self) -> float:
+        if self.random_sign and bool(torch.randint(0, 2, (1,), generator=self._generator)):
+            return -self.beta
+        return self.beta
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        beta = self._signed_beta()
+        nudged = nudged_phase(self.engine, network, x, y, beta, free.state)
+        grads = difference(hebbian_gradient(network, nudged.state, x),
+                           hebbian_gradient(network, free.state, x), 1.0 / beta)
+        grads = combine(grads, readout_gradients(network, free.state, y))
+        return Estimate(grads, mean_cost(network, free.state, y), free,
+                        {f"{beta:+g}": nudged})
+
+
+class CenteredEP(ClassicEP):
+    """Centered (symmetric) EP (Laborieux et al. 2021).
+
+    Nudges ``±β``: ``ĝ = (1/2β)(∂E/∂θ(s_{+β}) - ∂E/∂θ(s_{-β}))``; error O(β²).
+    """
+
+    name = "centered"
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state)
+        minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state)
+        grads = difference(hebbian_gradient(network, plus.state, x),
+                           hebbian_gradient(network, minus.state, x), 0.5 / self.beta)
+        grads = combine(grads, readout_gradients(network, free.state, y))
+        return Estimate(grads, mean_cost(network, free.state, y), free,
+                        {"+beta": plus, "-beta": minus})
+
+
+class _SkewGradientCheck:
+    def _check_model(self, network: Network) -> None:
+        model = network.model
+        if model.structural_class != "skew_gradient":
+            raise ConfigError(f"skew-gradient EP needs a skew-gradient model; {model.name!r} is "
+                              f"{model.structural_class} (use 'ep' or 'centered')")
+
+
+class SkewGradientEP(_SkewGradientCheck, ClassicEP):
+    """Skew-gradient EP (Kendall 2026) for systems ``ds/dt = -(1/τ) Q ∇E``, e.g. FHN with
+    ``Q = diag(1, -ε)``: nudge only the activators (``Q = 1`` there, checked at load), and
+    ``ĝ = (1/β)(∂E/∂θ(s_β) - ∂E/∂θ(s*))`` is exact as ``β → 0`` (the ``Q`` factors cancel).
+    """
+
+    name = "skew_ep"
+
+    def compute(self, network, x, y, free):
+        self._check_model(network)
+        return super().compute(network, x, y, free)
+
+
+class CenteredSkewGradientEP(_SkewGradientCheck, CenteredEP):
+    """Centered skew-gradient EP: nudges ``±β`` on the activators, error O(β²)."""
+
+    name = "skew_centered"
+
+    def compute(self, network, x, y, free):
+        self._check_model(network)
+        return super().compute(network, x, y, free)

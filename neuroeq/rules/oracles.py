@@ -1,0 +1,162 @@
+"""True-gradient oracles, peers of the rules: implicit differentiation, BPTT, finite
+differences of the loss ``L(θ) = mean_b C(s*_b(θ))``."""
+
+from __future__ import annotations
+
+import torch
+
+from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.errors import ConfigError
+from neuroeq.network import Network
+from neuroeq.rules.base import Estimate, GradientEstimator
+from neuroeq.rules.phases import (
+    active_mask,
+    combine,
+    full_names,
+    mean_cost,
+    readout_gradients,
+    velocity_vjp,
+)
+
+
+def jacobian(network: Network, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample Jacobian ``J = ∂F/∂s`` at ``state``: shape ``(batch, N, N)``."""
+    drive = network.drive(x)
+    n = network.state_size
+    state = state.detach()
+    eye = torch.eye(n, dtype=state.dtype, device=state.device)
+
+    def velocity(s: torch.Tensor) -> torch.Tensor:
+        return network.velocity(s, drive)
+
+    with torch.enable_grad():
+        _, vjp = torch.func.vjp(velocity, state)
+        # row k of J for every sample: e_kᵀ J = vjp(e_k)
+        rows = [vjp(eye[k].expand_as(state))[0] for k in range(n)]
+    return torch.stack(rows, dim=-2)
+
+
+class ImplicitDifferentiation(GradientEstimator):
+    """Implicit differentiation (adjoint solve). From ``F(s*(θ), θ) = 0``:
+    ``dL/dθ = ∂C/∂θ - λᵀ ∂F/∂θ`` with ``Jᵀ λ = c`` at ``s*`` (one dense solve per sample,
+    ``torch.linalg.solve``). Units pinned at a bound (projected dynamics) are held fixed:
+    their Jacobian row is ``-1/τ`` and their ``∂F/∂θ`` zero. Exact.
+    """
+
+    name = "implicit"
+    exact_for = "everything (the oracle)"
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        state = free.state.detach()
+        with torch.no_grad():
+            velocity = network.velocity(state, network.drive(x))
+        mask = active_mask(network, state, velocity)
+        J = jacobian(network, state, x)
+        eye = torch.eye(network.state_size, dtype=J.dtype, device=J.device)
+        J = mask.unsqueeze(-1) * J + (1 - mask).unsqueeze(-1) * (-eye / network.tau)
+        c = network.cost_gradient(state, y)
+        adjoint = torch.linalg.solve(J.transpose(-1, -2), c.unsqueeze(-1)).squeeze(-1)
+        grads = combine(velocity_vjp(network, state, x, adjoint * mask),
+                        readout_gradients(network, state, y))
+        return Estimate(grads, mean_cost(network, state, y), free)
+
+
+class BPTT(GradientEstimator):
+    """Backpropagation through time through the whole relaxation from the initial state:
+    ``steps`` Euler steps with autograd (``steps=None``: twice the free phase's steps,
+    at least 200), then ``∇_θ mean C(s_T)``. Converges to the implicit gradient as the
+    relaxation converges.
+    """
+
+    name = "bptt"
+    exact_for = "everything, as the relaxation converges (the oracle)"
+
+    def __init__(self, engine: TorchEngine | None = None, steps: int | None = None):
+        super().__init__(engine)
+        self.steps = steps
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        steps = self.steps or max(200, 2 * free.n_steps)
+        params = dict(network.named_parameters())
+        with torch.enable_grad():
+            run = self.engine.relax(network, x, max_steps=steps, tol=0.0)
+            loss = network.cost(run.state, y).mean()
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        grads = {name: (g if g is not None else torch.zeros_like(params[name]))
+                 for name, g in zip(params, grads, strict=False)}
+        return Estimate(grads, float(loss.detach()), free, {"bptt": run})
+
+
+class FiniteDifferences(GradientEstimator):
+    """Central finite differences of the loss, element by element:
+    ``∂L/∂θ_k ≈ (L(θ + h e_k) - L(θ - h e_k)) / 2h``, each perturbed network relaxed from
+    the free state (all perturbations of one tensor relaxed together as a batch).
+    Readout parameters are perturbed at fixed ``s*``. Error O(h²) + O(tol/h).
+    """
+
+    name = "fd"
+    exact_for = "everything, up to O(h^2) (the oracle)"
+
+    def __init__(self, engine: TorchEngine | None = None, h: float = 1e-5,
+                 chunk: int = 512):
+        super().__init__(engine)
+        if not h > 0:
+            raise ConfigError(f"finite-difference step h {h} must be positive")
+        self.h, self.chunk = h, chunk
+
+    def _loss_of_stack(self, network: Network, x, y, free, name: str, stacked: torch.Tensor
+                       ) -> torch.Tensor:
+        params = network.dynamics_parameters()
+        if name.startswith("b"):
+            stacked = stacked.unsqueeze(-2)  # (P, 1, n) broadcasts over the batch
+        params = {**params, name: stacked}
+        init = free.state.detach().expand(stacked.shape[0], *free.state.shape).clone()
+        with torch.no_grad():
+            run = self.engine.relax(network, x, params=params, init=init)
+            return network.cost(run.state, y).mean(-1)
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        names = full_names(network)
+        h = self.h
+        grads: dict[str, torch.Tensor] = {}
+        for short, param in network.dynamics_parameters().items():
+            flat = param.detach().reshape(-1)
+            result = torch.empty_like(flat)
+            for start in range(0, flat.numel(), self.chunk):
+                idx = torch.arange(start, min(start + self.chunk, flat.numel()))
+                base = flat.expand(2 * len(idx), -1).clone()
+                rows = torch.arange(len(idx))
+                base[rows, idx] += h
+                base[rows + len(idx), idx] -= h
+                losses = self._loss_of_stack(network, x, y, free, short,
+                                             base.reshape(-1, *param.shape))
+                result[idx] = (losses[:len(idx)] - losses[len(idx):]) / (2 * h)
+            grads[names[short]] = result.reshape(param.shape)
+        grads.update(self._readout(network, free.state, y))
+        return Estimate(grads, mean_cost(network, free.state, y), free)
+
+    def _readout(self, network: Network, state: torch.Tensor, y: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+        grads = {}
+        readout = network.readout
+        rates = network.output_rates(state.detach())
+        for name, param in readout.named_parameters():
+            flat = param.detach().reshape(-1)
+            result = torch.empty_like(flat)
+            with torch.no_grad():
+                for k in range(flat.numel()):
+                    losses = []
+                    for sign in (1, -1):
+                        original = param.data.reshape(-1)[k].item()
+                        param.data.reshape(-1)[k] = original + sign * self.h
+                        losses.append(float(readout.cost(rates, y).mean()))
+                        param.data.reshape(-1)[k] = original
+                    result[k] = (losses[0] - losses[1]) / (2 * self.h)
+            grads[f"readout.{name}"] = result.reshape(param.shape)
+        return grads
+
+
+__all__ = ["BPTT", "FiniteDifferences", "ImplicitDifferentiation", "jacobian"]

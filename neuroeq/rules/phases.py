@@ -1,0 +1,101 @@
+"""Pieces the rules share: free/nudged phases, Hebbian and vector-field contractions.
+
+Every function returns gradients keyed by full parameter names
+(``weights.W1``, ``biases.b1``, ``readout.weight``) and averaged over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.network import Network
+
+
+def full_names(network: Network) -> dict[str, str]:
+    """Short dynamics-parameter names → ``named_parameters`` names."""
+    names = {f"weights.{k}": k for k in network.weights} | {f"biases.{k}": k
+                                                            for k in network.biases}
+    return {short: full for full, short in names.items()}
+
+
+def readout_gradients(network: Network, state: torch.Tensor, y: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+    """``∂C/∂θ_readout`` at the free state (the readout does not feed back: exact)."""
+    params = dict(network.readout.named_parameters())
+    if not params:
+        return {}
+    with torch.enable_grad():
+        loss = network.cost(state.detach(), y).mean()
+        grads = torch.autograd.grad(loss, list(params.values()))
+    return {f"readout.{name}": g for name, g in zip(params, grads, strict=False)}
+
+
+def mean_cost(network: Network, state: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(network.cost(state, y).mean())
+
+
+def hebbian_gradient(network: Network, state: torch.Tensor, x: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """``∂E_hebb/∂θ`` at ``state``, batch-averaged (``∂/∂W_l = -⟨ρ_l ρ_{l-1}ᵀ⟩``)."""
+    params = network.dynamics_parameters()
+    with torch.enable_grad():
+        energy = network.hebbian_energy(state.detach(), x).mean()
+        grads = torch.autograd.grad(energy, list(params.values()), allow_unused=True)
+    names = full_names(network)
+    return {names[k]: (g if g is not None else torch.zeros_like(params[k]))
+            for k, g in zip(params, grads, strict=False)}
+
+
+def velocity_vjp(network: Network, state: torch.Tensor, x: torch.Tensor,
+                 vector: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``-vᵀ ∂F/∂θ`` at ``state``, batch-averaged: the adjoint form ``-λᵀ ∂F/∂θ``."""
+    params = network.dynamics_parameters()
+    with torch.enable_grad():
+        velocity = network.velocity(state.detach(), network.drive(x), params)
+        total = -(velocity * vector.detach()).sum() / state.shape[-2]
+        grads = torch.autograd.grad(total, list(params.values()), allow_unused=True)
+    names = full_names(network)
+    return {names[k]: (g if g is not None else torch.zeros_like(params[k]))
+            for k, g in zip(params, grads, strict=False)}
+
+
+def combine(*parts: dict[str, torch.Tensor], scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """Sum gradient dictionaries (later ones may add keys)."""
+    total: dict[str, torch.Tensor] = {}
+    for part in parts:
+        for name, value in part.items():
+            total[name] = total[name] + value if name in total else value
+    return {k: v * scale for k, v in total.items()} if scale != 1.0 else total
+
+
+def difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], scale: float
+               ) -> dict[str, torch.Tensor]:
+    """``scale · (a - b)`` key by key."""
+    return {k: (a[k] - b[k]) * scale for k in a}
+
+
+def nudged_phase(engine: TorchEngine, network: Network, x: torch.Tensor, y: torch.Tensor,
+                 beta: float, start: torch.Tensor, force=None) -> RelaxResult:
+    """Relax with nudge ``β`` from ``start`` (the free state): no autograd."""
+    with torch.no_grad():
+        return engine.relax(network, x, y=y, beta=beta, init=start, force=force)
+
+
+def active_mask(network: Network, state: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
+    """1 for units free to move, 0 for bounded units pinned at a bound by ``F``.
+
+    With projected dynamics a pinned unit does not respond to small parameter changes;
+    the oracles treat its row of the Jacobian as ``-1/τ`` and its ``∂F/∂θ`` as zero.
+    """
+    mask = torch.ones_like(state)
+    for block in network.blocks:
+        if block.variable not in network.compiled.bounds:
+            continue
+        low, high = network.compiled.bounds[block.variable]
+        s = state[..., block.start:block.stop]
+        f = velocity[..., block.start:block.stop]
+        pinned = ((s <= low) & (f <= 0)) | ((s >= high) & (f >= 0))
+        mask[..., block.start:block.stop] = (~pinned).to(state.dtype)
+    return mask

@@ -1,0 +1,44 @@
+"""Vector-field EP (Scellier et al. 2018): the baseline for non-gradient dynamics."""
+
+from __future__ import annotations
+
+import torch
+
+from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.network import Network
+from neuroeq.rules.base import Estimate, GradientEstimator
+from neuroeq.rules.ep import check_beta
+from neuroeq.rules.phases import combine, mean_cost, nudged_phase, readout_gradients, velocity_vjp
+
+
+class VectorFieldEP(GradientEstimator):
+    """Vector-field EP: nudged dynamics ``F(s) - (β/τ) c``; estimate
+    ``ĝ = -(1/β)(∂F/∂θ)ᵀ(s_β - s*)·τ`` (centered: ``(s_{+β} - s_{-β})/2β``).
+
+    Linearised, ``s_β - s* ≈ (β/τ) J⁻¹ c`` while the true gradient needs ``J⁻ᵀ c``: biased
+    by the non-reciprocal part of ``J``, exact only when ``J`` is symmetric.
+    """
+
+    name = "vf"
+    exact_for = "dynamics with a symmetric Jacobian, as beta -> 0"
+
+    def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
+                 centered: bool = True):
+        super().__init__(engine)
+        self.beta = check_beta(beta)
+        self.centered = centered
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state)
+        phases = {"+beta": plus}
+        if self.centered:
+            minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state)
+            phases["-beta"] = minus
+            response = (plus.state - minus.state) / (2 * self.beta)
+        else:
+            response = (plus.state - free.state) / self.beta
+        adjoint = response * network.tau
+        grads = combine(velocity_vjp(network, free.state, x, adjoint),
+                        readout_gradients(network, free.state, y))
+        return Estimate(grads, mean_cost(network, free.state, y), free, phases)

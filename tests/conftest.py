@@ -1,0 +1,40 @@
+"""Shared fixtures: small float64 problems, seeded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuroeq import Network, TorchEngine
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    # Brian2's code-generation cache lives inside the project, not in the home directory.
+    os.environ.setdefault("NEUROEQ_CACHE_DIR", str(REPO / ".cache"))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def make_problem(model: str, sizes=(20, 16, 5), coupling="symmetric", alpha=1.0, seed=0,
+                 batch=4, dtype=torch.float64, **network_options):
+    """A network and a seeded batch ``(x, y)``."""
+    network = Network(model, sizes, coupling=coupling, alpha=alpha, seed=seed, dtype=dtype,
+                      **network_options)
+    generator = torch.Generator().manual_seed(1000 + seed)
+    x = torch.rand(batch, sizes[0], generator=generator, dtype=dtype)
+    y = torch.randint(0, sizes[-1], (batch,), generator=generator)
+    return network, (x, y)
+
+
+@pytest.fixture
+def precise_engine():
+    return TorchEngine(tol=1e-12, max_steps=100_000)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a @ b) / (a.norm() * b.norm()))

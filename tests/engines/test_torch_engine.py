@@ -1,0 +1,95 @@
+"""The torch mean-field engine: convergence, per-sample steps, failures named clearly."""
+
+import pytest
+import torch
+
+from neuroeq import ConfigError, Network, RelaxationError, TorchEngine
+from neuroeq.neuron_model import load_model, model_from_dict
+from tests.conftest import make_problem
+
+
+@pytest.mark.parametrize("model", ["hopfield", "hopfield_smooth", "fhn", "spiking_rate"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relaxation_reaches_a_stationary_state(model, dtype):
+    network, (x, _) = make_problem(model, dtype=dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-9
+    with torch.no_grad():
+        result = TorchEngine(tol=tol, max_steps=50_000).relax(network, x)
+    assert result.state.dtype == dtype
+    assert bool(result.converged.all())
+    assert (result.steps > 0).all() and (result.steps <= result.n_steps).all()
+    velocity = network.velocity(result.state, network.drive(x))
+    if not network.compiled.bounds:
+        assert float(velocity.abs().max()) * network.tau < 10 * tol
+
+
+def test_nudge_moves_the_output_toward_the_target():
+    network, (x, y) = make_problem("hopfield_smooth")
+    engine = TorchEngine(tol=1e-10)
+    with torch.no_grad():
+        free = engine.relax(network, x)
+        nudged = engine.relax(network, x, y=y, beta=0.5, init=free.state)
+    assert float(network.cost(nudged.state, y).mean()) < float(network.cost(free.state, y).mean())
+
+
+def test_nudged_phase_needs_targets():
+    network, (x, _) = make_problem("hopfield_smooth")
+    with pytest.raises(ConfigError, match="targets"):
+        TorchEngine().relax(network, x, beta=0.1)
+
+
+def test_fhn_limit_cycle_is_reported_as_oscillation():
+    textbook = load_model("fhn").with_parameters(b=0.8, eps=0.08)
+    network = Network(textbook, (4, 6, 3), seed=0, gain=3.0)
+    x = torch.full((3, 4), 0.5, dtype=torch.float64)
+    with pytest.raises(RelaxationError) as info, torch.no_grad():
+        TorchEngine(tol=1e-8, max_steps=30_000).relax(network, x)
+    assert info.value.kind == "oscillating"
+    assert info.value.layer.split(".")[0] in network.layer_names
+    assert info.value.samples
+    assert "did not settle" in str(info.value) and "oscillating" in str(info.value)
+
+
+def test_budget_exhausted_is_reported_as_not_converged():
+    network, (x, _) = make_problem("fhn")
+    with pytest.raises(RelaxationError) as info, torch.no_grad():
+        TorchEngine(tol=1e-12, max_steps=40).relax(network, x)
+    assert info.value.kind == "not_converged"
+    assert "raise max_steps" in str(info.value)
+
+
+def test_divergence_names_the_layer():
+    unstable = model_from_dict({
+        "name": "unstable", "structural_class": "general", "coupled_variable": "u",
+        "time_constant": "tau", "equations": "du/dt = (u + I_syn + bias)/tau : 1",
+        "rho": "u", "rho_prime": "1 + 0*u", "parameters": {"tau": {"value": 1, "unit": "ms"}},
+    })
+    network = Network(unstable, (3, 4, 2))
+    with pytest.raises(RelaxationError) as info, torch.no_grad():
+        TorchEngine(tol=1e-8, max_steps=10_000, dt=1e-4).relax(network, torch.ones(2, 3))
+    assert info.value.kind in ("diverged", "nan")
+    assert info.value.layer.startswith(("hidden1", "output"))
+
+
+def test_on_failure_warn_returns_the_state():
+    network, (x, _) = make_problem("fhn")
+    with pytest.warns(RuntimeWarning, match="did not settle"), torch.no_grad():
+        result = TorchEngine(tol=1e-12, max_steps=40, on_failure="warn").relax(network, x)
+    assert result.failure is not None and not bool(result.converged.all())
+
+
+def test_wrong_input_width_is_refused():
+    network, _ = make_problem("hopfield_smooth")
+    with pytest.raises(ConfigError, match="features"):
+        TorchEngine().relax(network, torch.zeros(2, 7))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    network, (x, _) = make_problem("fhn")
+    engine = TorchEngine(tol=1e-10)
+    with torch.no_grad():
+        cpu = engine.relax(network, x).state
+        network.to("cuda")
+        gpu = engine.relax(network, x.cuda()).state.cpu()
+    torch.testing.assert_close(cpu, gpu)

@@ -1,0 +1,59 @@
+"""Classic and centered EP against the oracles on symmetric Hopfield networks."""
+
+import numpy as np
+import pytest
+import torch
+
+from neuroeq.errors import ConfigError
+from neuroeq.rules import CenteredEP, ClassicEP, ImplicitDifferentiation
+from tests.conftest import cosine, make_problem
+
+
+def _compare(rule, model, sizes, seed, engine, coupling="symmetric"):
+    network, batch = make_problem(model, sizes, coupling, seed=seed)
+    names = [n for n, _ in network.named_parameters()]
+    with torch.no_grad():
+        free = engine.relax(network, batch[0])
+    true = ImplicitDifferentiation(engine).estimate(network, batch, free=free, write_grad=False)
+    found = rule.estimate(network, batch, free=free, write_grad=False)
+    a, b = found.flat(names), true.flat(names)
+    return cosine(a, b), float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("model", ["hopfield_smooth", "hopfield"])
+@pytest.mark.parametrize("sizes", [(20, 16, 5), (20, 16, 16, 5)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rule_class", [ClassicEP, CenteredEP])
+def test_ep_matches_true_gradient_at_small_beta(model, sizes, seed, rule_class,
+                                                precise_engine):
+    value, _ = _compare(rule_class(1e-4, precise_engine), model, sizes, seed, precise_engine)
+    assert value >= 0.9999
+
+
+@pytest.mark.parametrize("rule_class, slope", [(ClassicEP, 1.0), (CenteredEP, 2.0)])
+def test_error_falls_with_beta_at_the_right_order(rule_class, slope, precise_engine):
+    betas = [1e-1, 1e-2, 1e-3]
+    errors = [_compare(rule_class(beta, precise_engine), "hopfield_smooth", (20, 16, 5), 0,
+                       precise_engine)[1] for beta in betas]
+    fitted = np.polyfit(np.log(betas), np.log(errors), 1)[0]
+    assert abs(fitted - slope) < 0.2, (errors, fitted)
+
+
+def test_ep_is_biased_on_asymmetric_networks(precise_engine):
+    value, _ = _compare(CenteredEP(1e-4, precise_engine), "hopfield_smooth", (20, 16, 5), 0,
+                        precise_engine, coupling="asymmetric")
+    assert value < 0.99
+
+
+def test_random_sign_uses_both_signs(precise_engine):
+    rule = ClassicEP(1e-3, precise_engine, random_sign=True, seed=3)
+    network, batch = make_problem("hopfield_smooth")
+    signs = {next(iter(rule.estimate(network, batch, write_grad=False).nudged))[0]
+             for _ in range(8)}
+    assert signs == {"+", "-"}
+
+
+@pytest.mark.parametrize("beta", [0.0, float("nan"), float("inf")])
+def test_bad_beta_is_refused(beta):
+    with pytest.raises(ConfigError, match="beta"):
+        ClassicEP(beta)

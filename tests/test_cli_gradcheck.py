@@ -1,0 +1,58 @@
+"""``neuroeq gradcheck``: dataset contents, NetCDF output, clear errors with exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import xarray as xr
+
+from neuroeq.cli import main
+from neuroeq.gradcheck import convergence_slope, gradcheck
+
+
+def test_gradcheck_dataset_has_the_promised_variables():
+    ds = gradcheck(models=["hopfield_smooth"], sizes=(8, 6, 3),
+                   couplings=["symmetric", "asymmetric"], alphas=[0.5, 1.0],
+                   rules=["ep", "centered", "asym", "implicit"], betas=[1e-2, 1e-3],
+                   seeds=[0, 1], batch=2)
+    assert set(ds.cosine.dims) == {"model", "coupling", "alpha", "seed", "rule", "beta"}
+    assert list(ds.rule.values) == ["ep", "centered", "asym", "implicit"]
+    for name in ("cosine", "rel_error", "estimate", "true"):
+        assert name in ds
+    assert json.loads(ds.attrs["config"])["sizes"] == [8, 6, 3]
+    assert "neuroeq_version" in ds.attrs
+    symmetric = ds.sel(coupling="symmetric", alpha=1.0)
+    assert float(symmetric.cosine.sel(rule="centered").min()) > 0.9999
+    assert float(ds.rel_error.sel(rule="implicit").max()) == 0.0
+    slope = convergence_slope(ds.sel(coupling="symmetric", alpha=1.0), "ep")
+    assert 0.8 < slope < 1.2
+
+
+def test_cli_writes_netcdf_and_markdown(tmp_path, capsys):
+    out, table = tmp_path / "check.nc", tmp_path / "table.md"
+    code = main(["gradcheck", "--sizes", "6,5,3", "--rules", "centered,dyadic", "--beta",
+                 "1e-3", "--batch", "2", "--out", str(out), "--markdown", str(table)])
+    assert code == 0
+    ds = xr.open_dataset(out)
+    assert float(ds.cosine.min()) > 0.9999
+    assert "neuroeq gradcheck" in table.read_text()
+    assert main(["gradcheck", "--sizes", "6,5,3", "--rules", "ep", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gradcheck", "--rules", "ep,telepathy"], "unknown rule 'telepathy'"),
+    (["gradcheck", "--model", "nope"], "unknown model 'nope'"),
+    (["gradcheck", "--coupling", "diagonal"], "unknown coupling"),
+    (["gradcheck", "--beta", "0"], "beta"),
+    (["gradcheck", "--sizes", "a,b"], "--sizes"),
+    (["gradcheck", "--dtype", "float16"], "dtype"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, message):
+    result = subprocess.run([sys.executable, "-m", "neuroeq.cli", *argv], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,65 @@
+"""Network specification: couplings, energies, seeding, readout gradients."""
+
+import pytest
+import torch
+
+from neuroeq import ConfigError, Network, Readout
+from tests.conftest import make_problem
+
+
+@pytest.mark.parametrize("model", ["hopfield", "hopfield_smooth", "fhn"])
+@pytest.mark.parametrize("lateral, skip", [(False, False), (True, True)])
+def test_dynamics_are_minus_q_grad_energy(model, lateral, skip):
+    network, (x, _) = make_problem(model, (6, 5, 4, 3), lateral=lateral, skip=skip)
+    state = (0.3 * torch.randn(4, network.state_size, dtype=torch.float64) + 0.5)
+    state.requires_grad_(True)
+    (grad,) = torch.autograd.grad(network.energy(state, x).sum(), state)
+    q = network.model.q_values()
+    Q = torch.cat([torch.full((b.stop - b.start,), q[b.variable], dtype=torch.float64)
+                   for b in network.blocks])
+    velocity = network.velocity(state.detach(), network.drive(x))
+    torch.testing.assert_close(velocity, -Q * grad / network.tau, rtol=1e-9, atol=1e-6)
+
+
+def test_asymmetry_interpolates_backward_weights():
+    symmetric_start = Network("hopfield_smooth", (5, 4, 3), coupling="asymmetric", alpha=0.0)
+    torch.testing.assert_close(symmetric_start.weights["BW2"].data,
+                               symmetric_start.weights["W2"].data.T)
+    random = Network("hopfield_smooth", (5, 4, 3), coupling="asymmetric", alpha=1.0)
+    assert not torch.allclose(random.weights["BW2"].data, random.weights["W2"].data.T)
+
+
+def test_feedforward_has_no_backward_projection():
+    network = Network("hopfield_smooth", (5, 4, 3), coupling="feedforward")
+    assert all(edge.kind != "backward" for edge in network.edges)
+    assert set(network.weights) == {"W1", "W2"}
+
+
+def test_seed_makes_weights_reproducible():
+    a = Network("fhn", (5, 4, 3), seed=7)
+    b = Network("fhn", (5, 4, 3), seed=7)
+    c = Network("fhn", (5, 4, 3), seed=8)
+    torch.testing.assert_close(a.weights["W1"].data, b.weights["W1"].data)
+    assert not torch.equal(a.weights["W1"].data, c.weights["W1"].data)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sizes": (5,)}, "at least"), ({"sizes": (5, 0, 3)}, "positive"),
+    ({"coupling": "diagonal"}, "coupling"), ({"alpha": 1.5}, "alpha"),
+    ({"gain": -1.0}, "gain"), ({"dtype": torch.int64}, "dtype"),
+])
+def test_bad_network_settings(kwargs, message):
+    options = {"sizes": (5, 4, 3), **kwargs}
+    sizes = options.pop("sizes")
+    with pytest.raises(ConfigError, match=message):
+        Network("hopfield_smooth", sizes, **options)
+
+
+@pytest.mark.parametrize("kind, cost", [("identity", "mse"), ("identity", "cross_entropy"),
+                                        ("linear", "mse"), ("linear", "cross_entropy")])
+def test_readout_cost_gradient_is_the_autograd_gradient(kind, cost):
+    readout = Readout(5, 5 if kind == "identity" else 3, kind=kind, cost=cost)
+    rates = torch.rand(4, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 1])
+    (expected,) = torch.autograd.grad(readout.cost(rates, y).sum(), rates)
+    torch.testing.assert_close(readout.cost_gradient(rates.detach(), y), expected)

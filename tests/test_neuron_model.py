@@ -1,0 +1,65 @@
+"""Model files: the shipped zoo loads, and bad files give one clear error naming the key."""
+
+import math
+
+import pytest
+
+from neuroeq.errors import ModelError
+from neuroeq.neuron_model import available_models, load_model, model_from_dict
+
+GOOD = {
+    "name": "toy", "structural_class": "general", "coupled_variable": "u",
+    "time_constant": "tau", "equations": "du/dt = (-u + I_syn + bias)/tau : 1",
+    "rho": "clip(u, 0, 1)", "rho_prime": "int(u >= 0 and u <= 1)",
+    "parameters": {"tau": {"value": 2.0, "unit": "ms"}},
+}
+
+
+def test_zoo_loads_with_expected_classes():
+    assert {"hopfield", "hopfield_smooth", "fhn", "spiking_rate"} <= set(available_models())
+    fhn = load_model("fhn")
+    assert fhn.structural_class == "skew_gradient"
+    assert fhn.state_variables == ("v", "w")
+    assert fhn.q_values() == {"v": 1.0, "w": -6.0}
+    assert load_model("hopfield").structural_class == "gradient"
+    assert load_model("spiking_rate").structural_class == "general"
+
+
+def test_units_are_converted_to_si():
+    model = model_from_dict(GOOD)
+    assert math.isclose(model.tau, 2e-3)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"structural_class": "chaotic"}, "structural_class"),
+    ({"equations": "du/dt = (-u + nope)/tau : 1"}, "undefined name"),
+    ({"equations": "du/dt = (-u + : 1"}, "invalid Brian2 equations"),
+    ({"coupled_variable": "x"}, "coupled_variable"),
+    ({"parameters": {"tau": {"value": 1.0, "unit": "parsec"}}}, "unknown unit"),
+    ({"parameters": {"tau": {"value": float("nan"), "unit": "ms"}}}, "finite"),
+    ({"parameters": {"tau": {"value": -1.0, "unit": "ms"}}}, "positive"),
+    ({"rho": "__import__('os')"}, "rho"),
+    ({"colour": "blue"}, "unknown key"),
+    ({"structural_class": "gradient"}, "energy"),
+])
+def test_bad_model_files_are_refused_with_a_clear_message(change, message):
+    with pytest.raises(ModelError, match=message):
+        model_from_dict({**GOOD, **change})
+
+
+def test_missing_key_is_named():
+    data = dict(GOOD)
+    del data["rho"]
+    with pytest.raises(ModelError, match="missing key 'rho'"):
+        model_from_dict(data)
+
+
+def test_unknown_model_lists_the_available_ones():
+    with pytest.raises(ModelError, match="available: .*fhn"):
+        load_model("izhikevich_but_misspelt")
+
+
+def test_parameter_override():
+    assert load_model("fhn", eps=3.0).parameters["eps"] == 3.0
+    with pytest.raises(ModelError, match="unknown parameter"):
+        load_model("fhn", epsilon=3.0)
