@@ -137,7 +137,7 @@ class TorchEngine:
         leading = state.shape[:-1]
         converged = torch.zeros(leading, dtype=torch.bool, device=state.device)
         steps = torch.full(leading, -1, dtype=torch.long, device=state.device)
-        residual = torch.full(leading, math.inf, dtype=state.dtype, device=state.device)
+        residual = torch.full(leading, math.inf, dtype=state.real.dtype, device=state.device)
         last_delta = torch.zeros_like(state)
         history: list[torch.Tensor] = []
         trace: list[float] = []
