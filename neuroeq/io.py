@@ -19,9 +19,13 @@ def refuse_overwrite(path: str | os.PathLike, force: bool) -> None:
 
 
 def _temporary_sibling(path: Path) -> Path:
+    """An empty file next to ``path`` with the usual permissions (umask honoured)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
 
