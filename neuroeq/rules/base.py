@@ -84,6 +84,13 @@ class GradientEstimator(ABC):
     def describe(self) -> dict:
         return {"rule": self.name, "class": type(self).__name__}
 
+    def random_state(self) -> dict[str, torch.Tensor]:
+        """The rule's own random state (for exact resume); empty for deterministic rules."""
+        return {}
+
+    def set_random_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`random_state` returned."""
+
 
 def write_gradients(network: Network, grads: dict[str, torch.Tensor]) -> None:
     """Write estimates into ``param.grad`` (replacing what was there)."""

@@ -46,6 +46,13 @@ class ClassicEP(GradientEstimator):
         self.random_sign = random_sign
         self._generator = torch.Generator().manual_seed(seed)
 
+    def random_state(self) -> dict[str, torch.Tensor]:
+        return {"sign_generator": self._generator.get_state()}
+
+    def set_random_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "sign_generator" in state:
+            self._generator.set_state(state["sign_generator"])
+
     def _signed_beta(self) -> float:
         if self.random_sign and bool(torch.randint(0, 2, (1,), generator=self._generator)):
             return -self.beta

@@ -1,0 +1,57 @@
+"""Data sets as tensors: the built-in digits task, MNIST and Fashion-MNIST (IDX files from
+a directory the user names)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from neuroeq.data.builtin import load_digits_split
+from neuroeq.data.idx import DATA_DIR_ENV, load_idx_split, read_idx
+from neuroeq.errors import ConfigError
+
+DATASETS = ("digits", "mnist", "fashion_mnist")
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class LabeledData:
+    """``x`` (N, D) float32 in [0, 1], ``y`` (N,) int64, ``n_classes``, ``name``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    n_classes: int
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_features(self) -> int:
+        return self.x.shape[1]
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
+                 limit: int | None = None) -> LabeledData:
+    """Load ``digits`` (built in), ``mnist`` or ``fashion_mnist`` (IDX files under ``root``
+    or ``$NEUROEQ_DATA_DIR``); ``limit`` keeps the first ``limit`` samples."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ConfigError(f"split {split!r} must be 'train' or 'test'")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit {limit!r} must be a positive integer")
+    if name == "digits":
+        x, y = load_digits_split(split)
+    else:
+        images, labels = load_idx_split(name, split, root)
+        x = images.reshape(len(images), -1).astype("float32") / 255.0
+        y = labels.astype("int64")
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return LabeledData(torch.from_numpy(x.copy()), torch.from_numpy(y.copy()), 10, name)
+
+
+__all__ = ["DATASETS", "DATA_DIR_ENV", "LabeledData", "load_dataset", "read_idx"]

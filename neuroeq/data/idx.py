@@ -1,0 +1,116 @@
+"""Reading MNIST-style IDX files (``*-idx3-ubyte.gz``), checked by magic number, shape and
+MD5 sum.
+
+IDX layout: two zero bytes, a type byte (``0x08`` = unsigned byte), the number of
+dimensions, one big-endian ``uint32`` per dimension, then the data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from neuroeq.errors import ConfigError
+
+DATA_DIR_ENV = "NEUROEQ_DATA_DIR"
+
+#: The original files and their MD5 sums (as published with the data sets).
+FILES: dict[str, dict[str, tuple[str, str]]] = {
+    "mnist": {
+        "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+        "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+        "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+    },
+    "fashion_mnist": {
+        "train_images": ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        "train_labels": ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+        "test_images": ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+        "test_labels": ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+    },
+}
+#: Sub-folders tried under the data directory for each data set.
+SUBFOLDERS = {"mnist": ("mnist", "MNIST", ""), "fashion_mnist": ("fashion-mnist",
+                                                                  "fashion_mnist", "")}
+EXPECTED_COUNT = {"train": 60000, "test": 10000}
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or not) into a ``uint8`` array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise ConfigError(f"{str(path)!r}: cannot read IDX file ({exc}); "
+                          "the file is missing, truncated or not gzip") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ConfigError(f"{str(path)!r}: not an IDX file (bad magic number)")
+    if raw[2] != 0x08:
+        raise ConfigError(f"{str(path)!r}: IDX type {raw[2]:#04x} unsupported "
+                          "(expected 0x08, unsigned bytes)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise ConfigError(f"{str(path)!r}: truncated IDX header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise ConfigError(f"{str(path)!r}: IDX header promises {shape} = {expected} bytes, "
+                          f"file holds {len(raw) - header}: truncated or corrupt")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def resolve_root(root: str | os.PathLike | None, name: str) -> Path:
+    """The directory holding ``name``'s files: ``root``, else ``$NEUROEQ_DATA_DIR``."""
+    base = root if root is not None else os.environ.get(DATA_DIR_ENV)
+    if not base:
+        raise ConfigError(f"data set {name!r} needs its IDX files: pass root=DIR (protocol key "
+                          f"dataset.root) or set {DATA_DIR_ENV}; the built-in task 'digits' "
+                          "needs no download")
+    base = Path(base)
+    for sub in SUBFOLDERS[name]:
+        folder = base / sub if sub else base
+        if (folder / FILES[name]["train_labels"][0]).is_file():
+            return folder
+    raise ConfigError(f"data set {name!r}: no {FILES[name]['train_labels'][0]} under "
+                      f"{str(base)!r} (tried sub-folders {', '.join(s or '.' for s in SUBFOLDERS[name])})")
+
+
+def load_idx_split(name: str, split: str, root: str | os.PathLike | None = None,
+                   verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 28, 28)`` and labels ``(N,)`` of one split, MD5- and shape-checked."""
+    if name not in FILES:
+        raise ConfigError(f"unknown IDX data set {name!r}; known: {', '.join(FILES)}")
+    folder = resolve_root(root, name)
+    arrays = []
+    for kind in ("images", "labels"):
+        filename, expected_md5 = FILES[name][f"{split}_{kind}"]
+        path = folder / filename
+        if not path.is_file():
+            raise ConfigError(f"data set {name!r}: missing file {str(path)!r}")
+        if verify and md5sum(path) != expected_md5:
+            raise ConfigError(f"{str(path)!r}: MD5 sum mismatch (corrupt or a different file; "
+                              f"expected {expected_md5})")
+        arrays.append(read_idx(path))
+    images, labels = arrays
+    count = EXPECTED_COUNT[split]
+    if images.shape != (count, 28, 28) or labels.shape != (count,):
+        raise ConfigError(f"data set {name!r} {split}: shapes {images.shape} and {labels.shape} "
+                          f"(expected ({count}, 28, 28) and ({count},))")
+    if int(labels.max()) > 9:
+        raise ConfigError(f"data set {name!r} {split}: label {int(labels.max())} out of range")
+    return images, labels

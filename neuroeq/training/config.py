@@ -1,0 +1,76 @@
+"""Training settings, validated with errors that name the field."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from neuroeq.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam")
+NONCONVERGENCE_POLICIES = ("stop", "skip", "continue")
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    ``lr`` is one rate or a mapping from parameter names (``"W1"``, ``"b2"``,
+    ``"readout"`` or full names such as ``"weights.W1"``) to rates, with ``"default"``
+    for the rest. ``persistent_particles`` warm-starts each sample's free phase from its
+    last free state. ``on_nonconvergence``: ``stop`` (raise after saving), ``skip`` the
+    batch, or ``continue`` with the unsettled state; counts are recorded per epoch.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float | dict[str, float] = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    persistent_particles: bool = False
+    eval_every: int = 1
+    eval_batch_size: int = 1000
+    seed: int = 0
+    checkpoint_every: int = 1
+    on_nonconvergence: str = "continue"
+    limit_train: int | None = None
+    limit_test: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size",
+                     "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"training.{name} must be a positive integer, got {value!r}")
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"training.{name} must be a positive integer, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"training.optimizer {self.optimizer!r} must be one of "
+                              f"{', '.join(OPTIMIZERS)}")
+        if self.on_nonconvergence not in NONCONVERGENCE_POLICIES:
+            raise ConfigError(f"training.on_nonconvergence {self.on_nonconvergence!r} must be "
+                              f"one of {', '.join(NONCONVERGENCE_POLICIES)}")
+        rates = self.lr.values() if isinstance(self.lr, Mapping) else [self.lr]
+        for rate in rates:
+            if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 0:
+                raise ConfigError(f"training.lr must be non-negative finite number(s), got "
+                                  f"{self.lr!r}")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"training.{name} must be a non-negative number, got {value!r}")
+        if not isinstance(self.seed, int):
+            raise ConfigError(f"training.seed must be an integer, got {self.seed!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

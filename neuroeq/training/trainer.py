@@ -1,0 +1,194 @@
+"""The training loop: minibatches, a rule writing ``param.grad``, any ``torch.optim``
+optimizer, persistent particles, evaluation, per-epoch metrics and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from neuroeq.data import LabeledData
+from neuroeq.errors import ConfigError, RelaxationError
+from neuroeq.io import write_netcdf
+from neuroeq.network import Network
+from neuroeq.rules.base import GradientEstimator
+from neuroeq.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from neuroeq.training.config import TrainConfig
+
+METRICS_NAME = "metrics.nc"
+
+
+def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimizer:
+    """One parameter group per learning rate; ``config.lr`` may name parameters."""
+    rates = config.lr if isinstance(config.lr, dict) else {"default": config.lr}
+    known_short = {name.split(".", 1)[-1] for name, _ in network.named_parameters()}
+    for key in rates:
+        full_names = {name for name, _ in network.named_parameters()}
+        if key not in ("default", "readout") and key not in known_short | full_names:
+            raise ConfigError(f"training.lr names unknown parameter {key!r}; known: "
+                              f"{', '.join(sorted(known_short))}, readout, default")
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, param in network.named_parameters():
+        short = name.split(".", 1)[-1]
+        if name in rates:
+            rate = rates[name]
+        elif name.startswith("readout.") and "readout" in rates:
+            rate = rates["readout"]
+        elif short in rates and not name.startswith("readout."):
+            rate = rates[short]
+        elif "default" in rates:
+            rate = rates["default"]
+        else:
+            raise ConfigError(f"training.lr has no rate for parameter {name!r}; add 'default'")
+        groups.setdefault(float(rate), []).append(param)
+    param_groups = [{"params": params, "lr": rate} for rate, params in groups.items()]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=0.0, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    return torch.optim.Adam(param_groups, lr=0.0, weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(network: Network, rule: GradientEstimator, data: LabeledData,
+             batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cost and accuracy at the free stationary states."""
+    total_cost, correct = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        x = data.x[start:start + batch_size].to(network.device, network.dtype)
+        y = data.y[start:start + batch_size].to(network.device)
+        state = rule.engine.relax(network, x).state
+        total_cost += float(network.cost(state, y).sum())
+        correct += int((network.readout.predict(network.output_rates(state)) == y).sum())
+    return total_cost / len(data), correct / len(data)
+
+
+def _metrics_dataset(history: list[dict], network: Network, rule: GradientEstimator,
+                     config: TrainConfig, data_name: str) -> xr.Dataset:
+    from neuroeq import __version__
+
+    epochs = [row["epoch"] for row in history]
+    names = [k for k in (history[0] if history else {}) if k != "epoch"]
+    return xr.Dataset(
+        {name: ("epoch", [row[name] for row in history]) for name in names},
+        coords={"epoch": epochs},
+        attrs={"title": "neuroeq training metrics", "model": network.model.name,
+               "rule": rule.name, "dataset": data_name,
+               "network": json.dumps(network.describe()),
+               "config": json.dumps(config.as_dict(), default=str),
+               "neuroeq_version": __version__})
+
+
+def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
+          test_data: LabeledData | None, config: TrainConfig, out_dir: str | Path | None = None,
+          resume: bool = False, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> xr.Dataset:
+    """Train ``network`` with ``rule`` and return per-epoch metrics (``xarray.Dataset``).
+
+    With ``out_dir``, metrics (``metrics.nc``) and a checkpoint (``checkpoint.pt``) are
+    written atomically after every ``checkpoint_every`` epochs; ``resume=True`` continues
+    from that checkpoint and ends with exactly the weights of an uninterrupted run.
+    """
+    if train_data.n_features != network.sizes[0]:
+        raise ConfigError(f"data set {train_data.name!r} has {train_data.n_features} features, "
+                          f"the network's input layer has {network.sizes[0]}")
+    if config.limit_train:
+        train_data = dataclasses.replace(train_data, x=train_data.x[:config.limit_train],
+                                         y=train_data.y[:config.limit_train])
+    if test_data is not None and config.limit_test:
+        test_data = dataclasses.replace(test_data, x=test_data.x[:config.limit_test],
+                                        y=test_data.y[:config.limit_test])
+    out_dir = Path(out_dir) if out_dir is not None else None
+    torch.manual_seed(config.seed)
+    if config.on_nonconvergence != "stop":
+        rule.engine = dataclasses.replace(rule.engine, on_failure="ignore")
+    optimizer = make_optimizer(network, config)
+    x_all = train_data.x.to(network.device, network.dtype)
+    y_all = train_data.y.to(network.device)
+    particles = (network.initial_state(len(train_data)) if config.persistent_particles
+                 else None)
+    history: list[dict] = []
+    first_epoch = 1
+    if resume and out_dir is not None and (out_dir / CHECKPOINT_NAME).exists():
+        saved = load_checkpoint(out_dir / CHECKPOINT_NAME)
+        network.load_state_dict(saved["network"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if particles is not None and saved.get("particles") is not None:
+            particles = saved["particles"].to(network.device, network.dtype)
+        rule.set_random_state(saved.get("rule_random_state", {}))
+        history = list(saved["history"])
+        first_epoch = int(saved["epoch"]) + 1
+    for epoch in range(first_epoch, config.epochs + 1):
+        row = _train_epoch(network, rule, optimizer, x_all, y_all, particles, config, epoch,
+                           progress)
+        if test_data is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
+            row["test_loss"], row["test_accuracy"] = evaluate(network, rule, test_data,
+                                                              config.eval_batch_size)
+        else:
+            row["test_loss"], row["test_accuracy"] = float("nan"), float("nan")
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if out_dir is not None and (epoch % config.checkpoint_every == 0
+                                    or epoch == config.epochs):
+            write_netcdf(_metrics_dataset(history, network, rule, config, train_data.name),
+                         out_dir / METRICS_NAME)
+            save_checkpoint(out_dir / CHECKPOINT_NAME, {
+                "epoch": epoch, "network": network.state_dict(),
+                "optimizer": optimizer.state_dict(), "particles": particles,
+                "rule_random_state": rule.random_state(), "history": history})
+    return _metrics_dataset(history, network, rule, config, train_data.name)
+
+
+def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.optim.Optimizer,
+                 x_all: torch.Tensor, y_all: torch.Tensor, particles: torch.Tensor | None,
+                 config: TrainConfig, epoch: int, progress: bool) -> dict:
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(y_all), generator=generator).to(y_all.device)
+    total_loss, correct, seen, skipped, unsettled = 0.0, 0, 0, 0, 0
+    started = time.perf_counter()
+    batches = range(0, len(order), config.batch_size)
+    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+               disable=not progress, leave=False)
+    for start in bar:
+        index = order[start:start + config.batch_size]
+        x, y = x_all[index], y_all[index]
+        init = particles[index] if particles is not None else None
+        try:
+            estimate = rule.estimate(network, (x, y), init=init)
+        except RelaxationError:
+            if config.on_nonconvergence == "stop":
+                raise
+            skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            continue
+        phases = [estimate.free, *estimate.nudged.values()]
+        failed = any(phase is not None and phase.failure is not None for phase in phases)
+        if failed:
+            unsettled += 1
+            if config.on_nonconvergence == "skip":
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+                continue
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if particles is not None:
+            particles[index] = estimate.free.state.detach()
+        with torch.no_grad():
+            predicted = network.readout.predict(network.output_rates(estimate.free.state))
+        correct += int((predicted == y).sum())
+        total_loss += estimate.loss * len(y)
+        seen += len(y)
+        elapsed = time.perf_counter() - started
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
+                        samples_s=f"{seen / elapsed:.0f}")
+    seconds = time.perf_counter() - started
+    return {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1), "samples_per_second": seen / seconds,
+            "epoch_seconds": seconds, "skipped_batches": skipped,
+            "unsettled_batches": unsettled}

@@ -1,0 +1,88 @@
+"""Data sets: the IDX reader (good, truncated, wrong magic, MD5), the built-in task, MNIST."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from neuroeq.data import load_dataset, read_idx
+from neuroeq.data.idx import load_idx_split
+from neuroeq.errors import ConfigError
+from tests.conftest import SHARED_DATA
+
+
+def _write_idx(path, array, magic_type=0x08, truncate=0):
+    header = bytes([0, 0, magic_type, array.ndim]) + b"".join(
+        struct.pack(">I", n) for n in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb") as handle:
+        handle.write(payload[:len(payload) - truncate])
+
+
+def test_reads_a_good_file(tmp_path):
+    images = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    _write_idx(tmp_path / "a.gz", images)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), images)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    _write_idx(tmp_path / "a.gz", np.zeros((5, 28, 28)), truncate=100)
+    with pytest.raises(ConfigError, match="truncated or corrupt"):
+        read_idx(tmp_path / "a.gz")
+
+
+def test_wrong_magic_is_refused(tmp_path):
+    with gzip.open(tmp_path / "a.gz", "wb") as handle:
+        handle.write(b"\x1f\x8b\x08\x03" + b"\x00" * 32)
+    with pytest.raises(ConfigError, match="magic"):
+        read_idx(tmp_path / "a.gz")
+    _write_idx(tmp_path / "b.gz", np.zeros(4), magic_type=0x0D)
+    with pytest.raises(ConfigError, match="unsupported"):
+        read_idx(tmp_path / "b.gz")
+
+
+def test_not_gzip_is_refused(tmp_path):
+    (tmp_path / "a.gz").write_bytes(b"hello")
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_idx(tmp_path / "a.gz")
+
+
+def test_missing_directory_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEUROEQ_DATA_DIR", raising=False)
+    with pytest.raises(ConfigError, match="NEUROEQ_DATA_DIR"):
+        load_dataset("mnist")
+    with pytest.raises(ConfigError, match="no train-labels"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_md5_mismatch_is_refused(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        _write_idx(folder / name, np.zeros((3, 2)))
+    with pytest.raises(ConfigError, match="MD5"):
+        load_idx_split("mnist", "train", tmp_path)
+
+
+def test_builtin_digits_task():
+    train, test = load_dataset("digits"), load_dataset("digits", "test")
+    assert train.x.shape == (1348, 64) and test.x.shape == (449, 64)
+    assert float(train.x.min()) >= 0 and float(train.x.max()) <= 1
+    assert set(train.y.tolist()) == set(range(10))
+    assert len(load_dataset("digits", limit=10)) == 10
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(ConfigError, match="unknown data set"):
+        load_dataset("cifar")
+    with pytest.raises(ConfigError, match="split"):
+        load_dataset("digits", "validation")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="MNIST files not present")
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_real_idx_files(name):
+    test = load_dataset(name, "test", root=SHARED_DATA)
+    assert test.x.shape == (10000, 784) and test.y.shape == (10000,)
+    assert set(test.y.tolist()) == set(range(10))
