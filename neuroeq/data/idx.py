@@ -86,8 +86,9 @@ def resolve_root(root: str | os.PathLike | None, name: str) -> Path:
         folder = base / sub if sub else base
         if (folder / FILES[name]["train_labels"][0]).is_file():
             return folder
+    tried = ", ".join(sub or "." for sub in SUBFOLDERS[name])
     raise ConfigError(f"data set {name!r}: no {FILES[name]['train_labels'][0]} under "
-                      f"{str(base)!r} (tried sub-folders {', '.join(s or '.' for s in SUBFOLDERS[name])})")
+                      f"{str(base)!r} (tried sub-folders {tried})")
 
 
 def load_idx_split(name: str, split: str, root: str | os.PathLike | None = None,

@@ -88,8 +88,8 @@ class GradientEstimator(ABC):
         """The rule's own random state (for exact resume); empty for deterministic rules."""
         return {}
 
-    def set_random_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`random_state` returned."""
+    def set_random_state(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027
+        """Restore what :meth:`random_state` returned (nothing for deterministic rules)."""
 
 
 def write_gradients(network: Network, grads: dict[str, torch.Tensor]) -> None:
