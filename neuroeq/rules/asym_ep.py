@@ -45,8 +45,9 @@ class AsymEP(GradientEstimator):
     exact_for = "any stable dynamics, any coupling, as beta -> 0"
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
+                 nudged_steps: int | None = None,
                  centered: bool = True):
-        super().__init__(engine)
+        super().__init__(engine, nudged_steps)
         self.beta = check_beta(beta)
         self.centered = centered
 
@@ -64,10 +65,12 @@ class AsymEP(GradientEstimator):
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
         force = self.correction(network, free.state, x)
-        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state, force)
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state, force,
+                            max_steps=self.nudged_steps)
         phases = {"+beta": plus}
         if self.centered:
-            minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state, force)
+            minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state, force,
+                            max_steps=self.nudged_steps)
             phases["-beta"] = minus
             response = (plus.state - minus.state) / (2 * self.beta)
         else:

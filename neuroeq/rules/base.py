@@ -51,8 +51,11 @@ class GradientEstimator(ABC):
     name: str = ""
     exact_for: str = ""
 
-    def __init__(self, engine: TorchEngine | None = None):
+    def __init__(self, engine: TorchEngine | None = None, nudged_steps: int | None = None):
         self.engine = engine if engine is not None else TorchEngine()
+        if nudged_steps is not None and (not isinstance(nudged_steps, int) or nudged_steps < 1):
+            raise ConfigError(f"nudged_steps {nudged_steps!r} must be a positive integer")
+        self.nudged_steps = nudged_steps
 
     def estimate(self, network: Network, batch: Batch, *, free: RelaxResult | None = None,
                  init: torch.Tensor | None = None, write_grad: bool = True) -> Estimate:

@@ -25,8 +25,9 @@ class DyadicEP(GradientEstimator):
     name = "dyadic"
     exact_for = "any stable dynamics, any coupling, any beta"
 
-    def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None):
-        super().__init__(engine)
+    def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
+                 nudged_steps: int | None = None):
+        super().__init__(engine, nudged_steps)
         self.beta = check_beta(beta)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
@@ -52,7 +53,8 @@ class DyadicEP(GradientEstimator):
         start = torch.cat([free.state, torch.zeros_like(free.state)], dim=-1)
         with torch.no_grad():
             joint = self.engine.integrate(network, coupled_velocity, start,
-                                          describe_index=describe)
+                                          describe_index=describe,
+                                          max_steps=self.nudged_steps)
         m, d = joint.state[..., :n], joint.state[..., n:]
         adjoint = d * (network.tau / self.beta)
         grads = combine(velocity_vjp(network, m, x, adjoint), readout_gradients(network, m, y))

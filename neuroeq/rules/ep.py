@@ -40,8 +40,9 @@ class ClassicEP(GradientEstimator):
     exact_for = "gradient and skew-gradient models with symmetric coupling, as beta -> 0"
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
+                 nudged_steps: int | None = None,
                  random_sign: bool = False, seed: int = 0):
-        super().__init__(engine)
+        super().__init__(engine, nudged_steps)
         self.beta = check_beta(beta)
         self.random_sign = random_sign
         self._generator = torch.Generator().manual_seed(seed)
@@ -61,7 +62,8 @@ class ClassicEP(GradientEstimator):
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
         beta = self._signed_beta()
-        nudged = nudged_phase(self.engine, network, x, y, beta, free.state)
+        nudged = nudged_phase(self.engine, network, x, y, beta, free.state,
+                            max_steps=self.nudged_steps)
         grads = difference(hebbian_gradient(network, nudged.state, x),
                            hebbian_gradient(network, free.state, x), 1.0 / beta)
         grads = combine(grads, readout_gradients(network, free.state, y))
@@ -79,8 +81,10 @@ class CenteredEP(ClassicEP):
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
-        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state)
-        minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state)
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state,
+                            max_steps=self.nudged_steps)
+        minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state,
+                            max_steps=self.nudged_steps)
         grads = difference(hebbian_gradient(network, plus.state, x),
                            hebbian_gradient(network, minus.state, x), 0.5 / self.beta)
         grads = combine(grads, readout_gradients(network, free.state, y))

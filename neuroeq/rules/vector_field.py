@@ -23,17 +23,20 @@ class VectorFieldEP(GradientEstimator):
     exact_for = "dynamics with a symmetric Jacobian, as beta -> 0"
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
+                 nudged_steps: int | None = None,
                  centered: bool = True):
-        super().__init__(engine)
+        super().__init__(engine, nudged_steps)
         self.beta = check_beta(beta)
         self.centered = centered
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
-        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state)
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state,
+                            max_steps=self.nudged_steps)
         phases = {"+beta": plus}
         if self.centered:
-            minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state)
+            minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state,
+                            max_steps=self.nudged_steps)
             phases["-beta"] = minus
             response = (plus.state - minus.state) / (2 * self.beta)
         else:
