@@ -1,0 +1,57 @@
+"""Gradient alignment: how well a rule's estimate points along the true gradient, from
+gradient-check datasets (``neuroeq gradcheck``) or asymmetry sweeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+
+def cosine(estimate: xr.DataArray, true: xr.DataArray, dim: str = "element") -> xr.DataArray:
+    """``cos∠(ĝ, g) = ĝ·g / (‖ĝ‖‖g‖)`` along ``dim`` (NaN padding ignored)."""
+    estimate, true = estimate.fillna(0.0), true.fillna(0.0)
+    dot = (estimate * true).sum(dim)
+    return dot / np.sqrt((estimate ** 2).sum(dim) * (true ** 2).sum(dim))
+
+
+def alignment_summary(dataset: xr.Dataset, over: str = "seed") -> xr.Dataset:
+    """Mean and spread over ``over`` of ``cosine`` and ``rel_error`` (and of the angle in
+    degrees); recomputed from ``estimate``/``true`` when those are present."""
+    cos = cosine(dataset.estimate, dataset.true) if "estimate" in dataset else dataset.cosine
+    angle = np.degrees(np.arccos(cos.clip(-1.0, 1.0)))
+    return xr.Dataset({
+        "cosine_mean": cos.mean(over), "cosine_std": cos.std(over),
+        "angle_deg_mean": angle.mean(over),
+        "rel_error_mean": dataset.rel_error.mean(over),
+        "rel_error_std": dataset.rel_error.std(over)}, attrs=dict(dataset.attrs))
+
+
+def plot_alignment(dataset: xr.Dataset, x: str = "beta", variable: str = "rel_error",
+                   ax=None, **selection):
+    """One line per rule of ``variable`` (``rel_error`` or ``cosine``) against ``x``
+    (``beta`` or ``alpha``), mean over seeds with a min-max band; log axes for β."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    data = dataset[variable].sel(**selection)
+    extra = [d for d in data.dims if d not in (x, "rule")]
+    for rule in data.rule.values:
+        line = data.sel(rule=rule)
+        if x not in line.dims:
+            continue
+        mean = line.mean(extra) if extra else line
+        low = line.min(extra) if extra else line
+        high = line.max(extra) if extra else line
+        ax.plot(line[x].values, mean.values, "o-", label=str(rule))
+        ax.fill_between(line[x].values, low.values, high.values, alpha=0.15)
+    if x == "beta":
+        ax.set_xscale("log")
+    if variable == "rel_error":
+        ax.set_yscale("log")
+    ax.set_xlabel({"beta": "β", "alpha": "asymmetry α"}.get(x, x))
+    ax.set_ylabel({"rel_error": "‖ĝ - g‖ / ‖g‖", "cosine": "cos∠(ĝ, g)"}.get(variable,
+                                                                            variable))
+    ax.legend(fontsize=8)
+    ax.set_title("gradient alignment with the true gradient")
+    return ax.figure

@@ -1,0 +1,148 @@
+"""Relaxation trajectories: the free and nudged phases recorded as an ``xarray.Dataset``,
+with convergence traces and phase portraits (FHN units in the ``(v, w)`` plane)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+
+from neuroeq.engines.torch_engine import TorchEngine
+from neuroeq.network import Network
+from neuroeq.rules.phases import active_mask
+
+
+@torch.no_grad()
+def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
+                      y: torch.Tensor | None = None, beta: float = 0.0, *, chunk: int = 10,
+                      free_steps: int | None = None, nudged_steps: int | None = None
+                      ) -> xr.Dataset:
+    """Record the free phase (``s*``) and, when ``y`` and ``β`` are given, the nudged phases
+    ``±β`` started from ``s*``, every ``chunk`` Euler steps.
+
+    Returns variables ``state`` (phase, time, sample, unit) and ``residual``
+    (phase, time, sample) ``= max_units |ds/dt|·τ`` (units pinned at a bound count as
+    settled); the ``unit`` coordinate carries the
+    ``layer``, ``variable`` and ``index`` of each flat state element; ``time`` is in ms.
+    """
+    dt, budget, _ = engine.settings(network)
+    x = x.to(network.device, network.dtype)
+    drive = network.drive(x)
+    phases = [("free", 0.0, None, free_steps or budget)]
+    if y is not None and beta:
+        phases += [("nudged+", beta, "free", nudged_steps or budget),
+                   ("nudged-", -beta, "free", nudged_steps or budget)]
+    recorded: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    finals: dict[str, torch.Tensor] = {}
+    for name, phase_beta, start_from, steps in phases:
+        state = network.initial_state(x.shape[0]) if start_from is None else finals[start_from]
+        states, residuals = [state.cpu().numpy()], [_residual(network, state, drive, y,
+                                                              phase_beta)]
+        done = 0
+        while done < steps:
+            n = min(chunk, steps - done)
+            state = engine.relax(network, x, y=y, beta=phase_beta, init=state, drive=drive,
+                                 max_steps=n, tol=0.0).state
+            done += n
+            states.append(state.cpu().numpy())
+            residuals.append(_residual(network, state, drive, y, phase_beta))
+        finals[name] = state
+        recorded[name] = (states, residuals)
+    length = max(len(states) for states, _ in recorded.values())
+    shape = (len(phases), length, x.shape[0], network.state_size)
+    state_array = np.full(shape, np.nan)
+    residual_array = np.full(shape[:3], np.nan)
+    for p, (name, *_rest) in enumerate(phases):
+        states, residuals = recorded[name]
+        state_array[p, :len(states)] = np.stack(states)
+        residual_array[p, :len(residuals)] = np.stack(residuals)
+    layer, variable, index = _unit_coordinates(network)
+    return xr.Dataset(
+        {"state": (("phase", "time", "sample", "unit"), state_array),
+         "residual": (("phase", "time", "sample"), residual_array)},
+        coords={"phase": [p[0] for p in phases], "time": np.arange(length) * chunk * dt * 1e3,
+                "layer": ("unit", layer), "variable": ("unit", variable),
+                "index": ("unit", index)},
+        attrs={"model": network.model.name, "beta": float(beta), "dt_ms": dt * 1e3,
+               "title": "relaxation trajectories",
+               "model_parameters": str(dict(network.model.parameters))},
+    )
+
+
+def _residual(network: Network, state: torch.Tensor, drive: dict, y: torch.Tensor | None,
+              beta: float) -> np.ndarray:
+    velocity = network.velocity(state, drive)
+    if beta:
+        velocity = velocity - beta / network.tau * network.cost_gradient(state, y)
+    velocity = velocity * active_mask(network, state, velocity)  # pinned at a bound: settled
+    return (velocity.abs().amax(-1) * network.tau).cpu().numpy()
+
+
+def _unit_coordinates(network: Network) -> tuple[list[str], list[str], list[int]]:
+    layer, variable, index = [""] * network.state_size, [""] * network.state_size, \
+        [0] * network.state_size
+    for block in network.blocks:
+        for i in range(block.start, block.stop):
+            layer[i] = network.layer_names[block.layer]
+            variable[i] = block.variable
+            index[i] = i - block.start
+    return layer, variable, index
+
+
+def plot_convergence(traces: xr.Dataset, ax=None):
+    """Residual ``max|ds/dt|·τ`` against time, one line per phase (median over samples,
+    band from min to max); log scale."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    offset = 0.0
+    for phase in traces.phase.values:
+        residual = traces.residual.sel(phase=phase).dropna("time", how="all")
+        time = residual.time.values + offset
+        ax.semilogy(time, residual.median("sample"), label=str(phase))
+        ax.fill_between(time, residual.min("sample"), residual.max("sample"), alpha=0.2)
+        if phase == "free":
+            offset = float(time[-1])
+    ax.set_xlabel("time (ms); nudged phases start at the free state")
+    ax.set_ylabel("max |ds/dt|·τ")
+    ax.set_title("relaxation to the stationary states")
+    ax.legend()
+    return ax.figure
+
+
+def plot_phase_portrait(traces: xr.Dataset, layer: str = "hidden1", units: int = 6,
+                        sample: int = 0, parameters: dict | None = None, ax=None):
+    """Trajectories of a few units of ``layer`` in the ``(v, w)`` plane during the free
+    phase, ending at their stationary states (dots). With FHN ``parameters`` (``a``, ``b``)
+    the inhibitor nullcline ``w = (v + a)/b`` and the uncoupled activator nullcline
+    ``w = v - v³/3`` are drawn."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4))
+    variables = [str(v) for v in np.unique(traces.variable.values)]
+    if len(variables) < 2:
+        raise ValueError(f"a phase portrait needs two state variables; this model has "
+                         f"{variables}")
+    first, second = variables[:2] if "v" not in variables else ("v", "w")
+    free = traces.state.sel(phase="free", sample=sample).dropna("time", how="all")
+    in_layer = traces.layer.values == layer
+    v_units = np.where(in_layer & (traces.variable.values == first))[0][:units]
+    w_units = np.where(in_layer & (traces.variable.values == second))[0][:units]
+    for vi, wi in zip(v_units, w_units, strict=True):
+        v, w = free.isel(unit=vi).values, free.isel(unit=wi).values
+        line, = ax.plot(v, w, lw=1)
+        ax.plot(v[-1], w[-1], "o", color=line.get_color())
+    if parameters and {"a", "b"} <= set(parameters):
+        grid = np.linspace(-2.2, 2.2, 200)
+        ax.plot(grid, (grid + parameters["a"]) / parameters["b"], "k--", lw=0.8,
+                label=f"{second}-nullcline")
+        ax.plot(grid, grid - grid ** 3 / 3, "k:", lw=0.8, label=f"{first}-nullcline (no input)")
+        ax.set_ylim(*np.percentile(np.concatenate([free.isel(unit=w_units).values.ravel(),
+                                                   [-1.5, 1.5]]), [0, 100]))
+        ax.legend(fontsize=7)
+    ax.set_xlabel(first)
+    ax.set_ylabel(second)
+    ax.set_title(f"{layer}: free phase, sample {sample}")
+    return ax.figure

@@ -1,0 +1,59 @@
+"""``neuroeq run`` and ``neuroeq sweep``: protocol files from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def add_protocol_commands(commands) -> None:
+    run = commands.add_parser("run", help="run a protocol file into a result folder")
+    run.add_argument("protocol", type=Path, help="protocol file (TOML), e.g. protocols/demo.toml")
+    run.add_argument("--out", type=Path, help="result folder (default results/<name>)")
+    run.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE", help="override a setting, e.g. training.epochs=3")
+    run.add_argument("--force", action="store_true", help="replace an existing result folder")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a training run from its checkpoint")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(handler=_run)
+
+    sweep = commands.add_parser("sweep", help="run a grid of protocol points on Dask")
+    sweep.add_argument("sweep", type=Path, help="sweep file (TOML with a [sweep] table)")
+    sweep.add_argument("--out", type=Path, help="result folder (default results/<name>)")
+    sweep.add_argument("--scheduler", help="address of a running Dask scheduler "
+                       "(default: start a LocalCluster)")
+    sweep.add_argument("--workers", type=int, default=2,
+                       help="LocalCluster worker processes (default 2)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a base setting")
+    sweep.set_defaults(handler=_sweep)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from neuroeq.protocols import load_protocol, run_protocol
+
+    protocol = load_protocol(args.protocol, args.overrides)
+    out = run_protocol(protocol, args.out, force=args.force, resume=args.resume,
+                       progress=not args.quiet)
+    print(f"results in {out}/ (protocol.toml, log.txt, *.nc, figures/)")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from neuroeq.errors import ConfigError
+    from neuroeq.protocols.sweep import load_sweep, run_sweep
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} must be at least 1")
+    sweep = load_sweep(args.sweep, args.overrides)
+    out = args.out if args.out is not None else Path("results") / sweep.name
+    dataset = run_sweep(sweep, out, scheduler=args.scheduler, workers=args.workers,
+                        progress=lambda text: print(f"sweep: {text}", file=sys.stderr))
+    failed = int((dataset.status != "done").sum())
+    print(f"{dataset.status.size - failed} of {dataset.status.size} points done; combined "
+          f"dataset in {out}/sweep.nc" + (f"; {failed} failed (see {out}/failures.txt)"
+                                          if failed else ""))
+    return 1 if failed else 0

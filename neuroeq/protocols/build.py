@@ -1,0 +1,85 @@
+"""Turning a validated protocol's sections into the objects they describe: the neuron
+model, the network, the relaxation engine, the rule and the data sets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from neuroeq.data import LabeledData, load_dataset
+from neuroeq.engines.torch_engine import TorchEngine
+from neuroeq.errors import ConfigError
+from neuroeq.network import Network
+from neuroeq.neuron_model import NeuronModel, load_model
+from neuroeq.readout import Readout
+from neuroeq.rules import make_rule
+from neuroeq.rules.base import GradientEstimator
+from neuroeq.training import TrainConfig
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MS = 1e-3
+
+
+def build_model(config: dict[str, dict[str, Any]]) -> NeuronModel:
+    """The ``[model]`` section: a model file with parameter overrides."""
+    section = config["model"]
+    return load_model(section["name"], **section["parameters"])
+
+
+def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None = None,
+                  n_classes: int = 10, **changes: Any) -> Network:
+    """The ``[network]`` section (``changes`` override single keys, e.g. ``alpha``)."""
+    section = {**config["network"], **changes}
+    model = model or build_model(config)
+    dtype = DTYPES[section["dtype"]]
+    readout = Readout(section["sizes"][-1], n_classes if section["readout"] == "linear"
+                      else None, kind=section["readout"], cost=section["cost"],
+                      seed=section["seed"], dtype=dtype)
+    return Network(model, section["sizes"], coupling=section["coupling"],
+                   alpha=section["alpha"], lateral=section["lateral"], skip=section["skip"],
+                   readout=readout, seed=section["seed"], gain=section["gain"],
+                   bias_init=section["bias_init"], dtype=dtype)
+
+
+def build_engine(config: dict[str, dict[str, Any]]) -> TorchEngine:
+    """The ``[engine]`` section (``dt_ms``, ``free_steps``, ``tol``; ``None`` = model file)."""
+    section = config["engine"]
+    if section["name"] != "torch":
+        raise ConfigError(f"[engine].name {section['name']!r}: this protocol kind runs on the "
+                          "torch engine only")
+    dt = section["dt_ms"] * MS if section["dt_ms"] is not None else None
+    return TorchEngine(dt=dt, max_steps=section["free_steps"], tol=section["tol"])
+
+
+def build_rule(config: dict[str, dict[str, Any]], model: NeuronModel,
+               engine: TorchEngine | None = None, name: str | None = None) -> GradientEstimator:
+    """The ``[rule]`` section (``name`` overrides its rule name, for sweeps over rules)."""
+    section = config.get("rule", {"name": name, "beta": 0.5, "random_sign": False})
+    name = name or section["name"]
+    engine = engine or build_engine(config)
+    options: dict[str, Any] = {}
+    if name in ("ep", "skew_ep") and section.get("random_sign"):
+        options["random_sign"] = True
+        options["seed"] = config.get("training", {}).get("seed", 0)
+    nudged_steps = config["engine"]["nudged_steps"]
+    if name not in ("implicit", "bptt", "fd"):
+        options["nudged_steps"] = nudged_steps
+    if name == "stochastic":
+        raise ConfigError("[rule].name 'stochastic' needs the Brian2 spiking engine; use a "
+                          "protocol of kind 'stochastic' to compare it with mean-field EP")
+    return make_rule(name, beta=section.get("beta", 0.5), engine=engine,
+                     model_class=model.structural_class, **options)
+
+
+def build_data(config: dict[str, dict[str, Any]]) -> tuple[LabeledData, LabeledData]:
+    """The ``[data]`` section: train and test sets (limits from ``[training]``)."""
+    section, training = config["data"], config["training"]
+    train = load_dataset(section["name"], "train", section["root"], training["limit_train"])
+    test = load_dataset(section["name"], "test", section["root"], training["limit_test"])
+    return train, test
+
+
+def build_train_config(config: dict[str, dict[str, Any]]) -> TrainConfig:
+    """The ``[training]`` section as a :class:`TrainConfig`."""
+    return TrainConfig(**config["training"])

@@ -1,0 +1,105 @@
+"""Reading protocol files (TOML, data only) and applying ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from neuroeq.errors import ConfigError
+from neuroeq.protocols.schema import validate
+
+MAX_FILE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated protocol: ``config`` holds every section with defaults filled in."""
+
+    config: dict[str, dict[str, Any]]
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.config["protocol"]["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.config["protocol"]["kind"]
+
+    def to_toml(self) -> str:
+        """The resolved protocol as TOML (``None`` values, meaning 'model default', are
+        left out)."""
+        return tomli_w.dumps(_drop_none(self.config))
+
+
+def read_protocol_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a TOML file into plain data (no code is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"protocol file {str(path)!r} does not exist")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"protocol file {str(path)!r} is larger than {MAX_FILE_BYTES:,} bytes")
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"training.epochs=3"`` → (``["training", "epochs"]``, ``3``); the value is read as
+    a TOML value (``3``, ``0.5``, ``true``, ``[1, 2]``, ``"x"``), else taken as a string."""
+    key, sep, raw = text.partition("=")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or len(path) < 2 or not all(path):
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. training.epochs=3")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str | tuple[list[str], Any]]
+                    ) -> dict[str, Any]:
+    """A copy of ``data`` with each override set (sections created as needed)."""
+    result = copy.deepcopy(dict(data))
+    for override in overrides:
+        path, value = parse_override(override) if isinstance(override, str) else override
+        table = result
+        for part in path[:-1]:
+            child = table.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not a table")
+            table = child
+        table[path[-1]] = value
+    return result
+
+
+def load_protocol(source: str | os.PathLike | Mapping[str, Any],
+                  overrides: Iterable[str | tuple[list[str], Any]] = (),
+                  name: str = "<protocol>") -> Protocol:
+    """Read (a path) or take (a mapping, called ``name`` in errors) a protocol, apply
+    overrides and validate it."""
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        data, name = read_protocol_file(source), str(source)
+    data = apply_overrides(data, overrides)
+    return Protocol(validate(data, name), name)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value

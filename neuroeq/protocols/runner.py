@@ -1,0 +1,301 @@
+"""Running a protocol: config in, result folder out.
+
+Every run writes ``protocol.toml`` (the resolved configuration), ``log.txt``, its datasets
+(NetCDF) and figures (PNG) into one folder. An existing folder is refused unless
+``force`` (start again) or ``resume`` (training continues from its checkpoint) is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from neuroeq.errors import ConfigError
+from neuroeq.io import write_netcdf, write_text
+from neuroeq.protocols import build
+from neuroeq.protocols.loader import Protocol
+
+RESULT_FILES = ("protocol.toml", "log.txt")
+DONE_MARKER = "DONE"
+
+
+def default_output_dir(protocol: Protocol) -> Path:
+    return Path("results") / protocol.name
+
+
+def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force: bool = False,
+                 resume: bool = False, progress: bool = True) -> Path:
+    """Run ``protocol`` and return its result folder (see the module docstring)."""
+    out = Path(out_dir) if out_dir is not None else default_output_dir(protocol)
+    if out.exists() and any(out.iterdir()):
+        if resume and protocol.kind != "train":
+            raise ConfigError(f"--resume applies to training protocols; {out} exists (use "
+                              "--force to run again)")
+        if not (force or resume):
+            raise ConfigError(f"result folder {str(out)!r} exists; pass --force to replace it "
+                              "or --resume to continue a training run")
+        if force and not resume:
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DONE_MARKER).unlink(missing_ok=True)
+    write_text(out / "protocol.toml", f"# resolved from {protocol.source}\n"
+                                      + protocol.to_toml())
+    log = _logger(out)
+    log.info("protocol %s (kind %s) from %s", protocol.name, protocol.kind, protocol.source)
+    started = time.perf_counter()
+    try:
+        RUNNERS[protocol.kind](protocol, out, log, resume=resume, progress=progress)
+    except Exception as exc:
+        log.error("failed: %s: %s", type(exc).__name__, exc)
+        raise
+    finally:
+        for handler in list(log.handlers):
+            handler.close()
+            log.removeHandler(handler)
+    seconds = time.perf_counter() - started
+    write_text(out / DONE_MARKER, f"{seconds:.1f} s\n")
+    with open(out / "log.txt", "a") as handle:
+        handle.write(f"done in {seconds:.1f} s\n")
+    return out
+
+
+def _logger(out: Path) -> logging.Logger:
+    log = logging.getLogger(f"neuroeq.run.{out.resolve()}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    handler = logging.FileHandler(out / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return log
+
+
+def _attrs(protocol: Protocol, **extra: Any) -> dict[str, Any]:
+    from neuroeq import __version__
+
+    return {"protocol": protocol.name, "kind": protocol.kind,
+            "config": json.dumps(protocol.config, default=str),
+            "neuroeq_version": __version__, **extra}
+
+
+def _save_figure(figure, path: Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
+    temporary.replace(path)
+    plt.close(figure)
+
+
+# --------------------------------------------------------------------------- train
+def _run_train(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bool,
+               progress: bool) -> None:
+    from neuroeq.analysis import (
+        plot_convergence,
+        plot_learning_curves,
+        plot_phase_portrait,
+        plot_plasticity_map,
+        record_relaxation,
+        weight_changes,
+    )
+    from neuroeq.training import train
+
+    config = protocol.config
+    torch.manual_seed(config["training"]["seed"])
+    model = build.build_model(config)
+    train_data, test_data = build.build_data(config)
+    network = build.build_network(config, model, n_classes=train_data.n_classes)
+    if network.sizes[0] != train_data.n_features:
+        raise ConfigError(f"[network].sizes starts with {network.sizes[0]} inputs but data set "
+                          f"{train_data.name!r} has {train_data.n_features} features")
+    engine = build.build_engine(config)
+    rule = build.build_rule(config, model, engine)
+    train_config = build.build_train_config(config)
+    initial = {k: v.detach().clone() for k, v in network.dynamics_parameters().items()}
+    log.info("network %s; rule %s; %d training / %d test samples", network.describe(),
+             rule.describe(), len(train_data), len(test_data))
+
+    def report(row: dict) -> None:
+        log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | "
+                 "%.0f samples/s | %d unsettled, %d skipped batches", row["epoch"],
+                 row["train_loss"], row["train_accuracy"], row["test_loss"],
+                 row["test_accuracy"], row["samples_per_second"], row["unsettled_batches"],
+                 row["skipped_batches"])
+        if progress:
+            print(f"epoch {row['epoch']}: test accuracy {100 * row['test_accuracy']:.2f} %, "
+                  f"train loss {row['train_loss']:.4f}, {row['samples_per_second']:.0f} "
+                  "samples/s", file=sys.stderr)
+
+    metrics = train(network, rule, train_data, test_data, train_config, out_dir=out,
+                    resume=resume, progress=progress, on_epoch=report)
+    metrics.attrs.update(_attrs(protocol))
+    write_netcdf(metrics, out / "metrics.nc")
+    if resume:  # the weights before training are those of a fresh network with this seed
+        initial = {k: v.detach().clone() for k, v in
+                   build.build_network(config, model).dynamics_parameters().items()}
+    changes = weight_changes(initial, network.dynamics_parameters())
+    changes.attrs.update(_attrs(protocol))
+    write_netcdf(changes, out / "weight_changes.nc")
+    outputs = config["outputs"]
+    traces = None
+    if outputs["state_samples"] > 0:
+        n = min(outputs["state_samples"], len(test_data))
+        traces = record_relaxation(
+            network, engine, test_data.x[:n], test_data.y[:n], config["rule"]["beta"],
+            chunk=outputs["trace_chunk"], nudged_steps=config["engine"]["nudged_steps"])
+        traces.attrs.update(_attrs(protocol))
+        write_netcdf(traces, out / "states.nc")
+    final = float(metrics.test_accuracy.dropna("epoch")[-1])
+    log.info("final test accuracy %.4f", final)
+    if outputs["figures"]:
+        dpi = outputs["dpi"]
+        _save_figure(plot_learning_curves(metrics), out / "figures" / "learning_curves.png", dpi)
+        _save_figure(plot_plasticity_map(changes, "W1"), out / "figures" / "plasticity_W1.png",
+                     dpi)
+        if traces is not None:
+            _save_figure(plot_convergence(traces), out / "figures" / "convergence.png", dpi)
+            if len(model.state_variables) >= 2:
+                _save_figure(plot_phase_portrait(traces, parameters=dict(model.parameters)),
+                             out / "figures" / "phase_portrait.png", dpi)
+        _save_figure(_overview(metrics, changes, traces, model), out / "figures" /
+                     "overview.png", dpi)
+
+
+def _overview(metrics: xr.Dataset, changes: xr.Dataset, traces: xr.Dataset | None, model):
+    """One picture of the run: accuracy, a phase portrait (or convergence), ΔW."""
+    import matplotlib.pyplot as plt
+
+    from neuroeq.analysis import plot_convergence, plot_phase_portrait
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    test = metrics.test_accuracy.dropna("epoch")
+    axes[0].plot(metrics.epoch, 100 * metrics.train_accuracy, "o-", label="train")
+    axes[0].plot(test.epoch, 100 * test, "s-", label="test")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].set_title(f"{metrics.attrs.get('rule')} on {metrics.attrs.get('dataset')}: "
+                      f"{100 * float(test[-1]):.1f} % test")
+    axes[0].legend()
+    if traces is not None and len(model.state_variables) >= 2:
+        plot_phase_portrait(traces, parameters=dict(model.parameters), ax=axes[1])
+    elif traces is not None:
+        plot_convergence(traces, ax=axes[1])
+    delta = changes["W1"].values
+    limit = float(np.abs(delta).max()) or 1.0
+    shown = axes[2].imshow(delta, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    axes[2].set_title("ΔW1 (hidden × input)")
+    axes[2].set_xlabel("input unit")
+    axes[2].set_ylabel("hidden unit")
+    figure.colorbar(shown, ax=axes[2])
+    figure.suptitle(f"{model.name}: a {model.structural_class.replace('_', '-')} network "
+                    "learning with local plasticity", fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------- gradcheck
+def _run_gradcheck(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bool,
+                   progress: bool) -> None:
+    from neuroeq.analysis import plot_alignment
+    from neuroeq.gradcheck import gradcheck, summary_table
+
+    section = protocol.config["gradcheck"]
+    dataset = gradcheck(models=section["models"], sizes=section["sizes"],
+                        couplings=section["couplings"], alphas=section["alphas"],
+                        rules=section["rules"], betas=section["betas"], seeds=section["seeds"],
+                        batch=section["batch"], dtype=section["dtype"],
+                        readout=section["readout"], cost=section["cost"],
+                        progress=lambda text: log.info("gradcheck %s", text))
+    dataset.attrs.update(_attrs(protocol))
+    write_netcdf(dataset, out / "gradcheck.nc")
+    table = summary_table(dataset)
+    write_text(out / "table.md", table)
+    log.info("wrote gradcheck.nc and table.md")
+    if progress:
+        print(table)
+    if protocol.config["outputs"]["figures"] and len(section["betas"]) > 1:
+        for model in dataset.model.values:
+            for coupling in dataset.coupling.values:
+                figure = plot_alignment(dataset, x="beta", model=model, coupling=coupling,
+                                        alpha=dataset.alpha.values[-1])
+                figure.axes[0].set_title(f"{model}, {coupling}")
+                _save_figure(figure, out / "figures" / f"alignment_{model}_{coupling}.png",
+                             protocol.config["outputs"]["dpi"])
+
+
+# --------------------------------------------------------------------------- asymmetry
+def _run_asymmetry(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bool,
+                   progress: bool) -> None:
+    """EP vs VF-EP vs AsymEP vs Dyadic EP as functions of the asymmetry α: gradient
+    alignment on a small net, and (``train = true``) accuracy after training."""
+    from neuroeq.analysis import plot_alignment
+    from neuroeq.gradcheck import gradcheck
+    from neuroeq.training import train
+
+    config = protocol.config
+    section = config["asymmetry"]
+    model = build.build_model(config)
+    alphas, rules, seeds = section["alphas"], section["rules"], section["seeds"]
+    log.info("gradient alignment over alpha %s, rules %s", alphas, rules)
+    checked = gradcheck(models=[config["model"]["name"]], sizes=section["gradcheck_sizes"],
+                        couplings=["asymmetric"], alphas=alphas, rules=rules,
+                        betas=[section["gradcheck_beta"]], seeds=seeds,
+                        engine=None, progress=lambda text: log.info("gradcheck %s", text))
+    data = {"cosine": checked.cosine.isel(model=0, coupling=0, beta=0).transpose(
+                "alpha", "rule", "seed"),
+            "rel_error": checked.rel_error.isel(model=0, coupling=0, beta=0).transpose(
+                "alpha", "rule", "seed")}
+    if section["train"]:
+        train_data, test_data = build.build_data(config)
+        accuracy = np.full((len(alphas), len(rules), len(seeds)), np.nan)
+        train_config = build.build_train_config(config)
+        for i, alpha in enumerate(alphas):
+            for j, rule_name in enumerate(rules):
+                for k, seed in enumerate(seeds):
+                    network = build.build_network(config, model, coupling="asymmetric",
+                                                  alpha=alpha, seed=seed,
+                                                  n_classes=train_data.n_classes)
+                    rule = build.build_rule(config, model, name=rule_name)
+                    metrics = train(network, rule, train_data, test_data, train_config,
+                                    progress=False)
+                    accuracy[i, j, k] = float(metrics.test_accuracy.dropna("epoch")[-1])
+                    log.info("alpha %g rule %s seed %d: test accuracy %.4f", alpha, rule_name,
+                             seed, accuracy[i, j, k])
+        data["test_accuracy"] = (("alpha", "rule", "seed"), accuracy)
+    dataset = xr.Dataset(data, coords={"alpha": alphas, "rule": rules, "seed": seeds},
+                         attrs=_attrs(protocol, model=model.name,
+                                      title="asymmetry sweep: gradient alignment and accuracy"))
+    dataset = dataset.drop_vars([c for c in dataset.coords if c not in dataset.dims])
+    write_netcdf(dataset, out / "asymmetry.nc")
+    summary = dataset.mean("seed").to_dataframe().round(4).to_string()
+    write_text(out / "summary.txt", summary + "\n")
+    if progress:
+        print(summary)
+    if config["outputs"]["figures"]:
+        import matplotlib.pyplot as plt
+
+        panels = 2 if "test_accuracy" in dataset else 1
+        figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+        plot_alignment(dataset, x="alpha", variable="cosine", ax=axes[0, 0])
+        if panels == 2:
+            plot_alignment(dataset.assign(accuracy=100 * dataset.test_accuracy), x="alpha",
+                           variable="accuracy", ax=axes[0, 1])
+            axes[0, 1].set_ylabel("test accuracy (%)")
+            axes[0, 1].set_title("accuracy after training")
+        figure.tight_layout()
+        _save_figure(figure, out / "figures" / "asymmetry.png", config["outputs"]["dpi"])
+
+
+RUNNERS: dict[str, Callable[..., None]] = {
+    "train": _run_train, "gradcheck": _run_gradcheck, "asymmetry": _run_asymmetry,
+}

@@ -1,0 +1,280 @@
+"""The protocol schema: which sections and keys a protocol file may hold, their types,
+defaults and allowed values. Validation errors name the key (``[rule].beta``) and say what
+would be right. Protocol files are data: nothing in them is ever executed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from neuroeq.errors import ConfigError
+
+REQUIRED = object()
+KINDS = ("train", "gradcheck", "asymmetry", "stochastic")
+#: the largest layer a protocol may ask for (a typo such as 5000000 fails early)
+MAX_UNITS = 100_000
+MAX_SYNAPSES = 200_000_000
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key: its type (``int``, ``float``, ``bool``, ``str``, ``list[int]``,
+    ``list[float]``, ``list[str]``, ``table``, ``lr`` or ``optional_*``), default, the
+    allowed values and bounds."""
+
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple = ()
+    minimum: float | None = None
+    positive: bool = False
+    maximum: float | None = None
+    doc: str = ""
+
+
+RULE_CHOICES = ("ep", "centered", "vf", "asym", "dyadic", "skew_ep", "skew_centered",
+                "implicit", "bptt", "fd", "stochastic")
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "protocol": {
+        "name": Field("str", doc="names the result folder"),
+        "kind": Field("str", choices=KINDS, doc="what to run"),
+        "description": Field("str", ""),
+    },
+    "model": {
+        "name": Field("str", doc="a model in models/ (or a path to a model file)"),
+        "parameters": Field("table", {}, doc="parameter overrides, e.g. {a = 0.0}"),
+    },
+    "network": {
+        "sizes": Field("list[int]", [64, 32, 10], positive=True, maximum=MAX_UNITS),
+        "coupling": Field("str", "symmetric", choices=("symmetric", "asymmetric", "feedforward")),
+        "alpha": Field("float", 1.0, minimum=0.0, maximum=1.0),
+        "lateral": Field("bool", False),
+        "skip": Field("bool", False),
+        "gain": Field("float", 1.0, positive=True),
+        "bias_init": Field("float", 0.0),
+        "readout": Field("str", "identity", choices=("identity", "linear")),
+        "cost": Field("str", "mse", choices=("mse", "cross_entropy")),
+        "dtype": Field("str", "float32", choices=("float32", "float64")),
+        "seed": Field("int", 0, minimum=0),
+    },
+    "engine": {
+        "name": Field("str", "torch", choices=("torch", "brian2")),
+        "dt_ms": Field("optional_float", None, positive=True, doc="Euler step (ms)"),
+        "free_steps": Field("optional_int", None, positive=True, doc="free-phase step budget"),
+        "nudged_steps": Field("optional_int", None, positive=True,
+                              doc="nudged-phase step budget"),
+        "tol": Field("optional_float", None, minimum=0.0,
+                     doc="stop at max|ds/dt|·τ < tol; 0 runs the whole budget"),
+        "target": Field("str", "cython", choices=("cython", "numpy"), doc="Brian2 target"),
+    },
+    "rule": {
+        "name": Field("str", choices=RULE_CHOICES),
+        "beta": Field("float", 0.5, positive=True),
+        "random_sign": Field("bool", False, doc="classic EP: random sign of β per batch"),
+        "window_ms": Field("optional_float", None, positive=True,
+                           doc="stochastic EP: averaging window"),
+        "replicas": Field("int", 1, positive=True, doc="stochastic EP: population copies"),
+    },
+    "data": {
+        "name": Field("str", "digits", choices=("digits", "mnist", "fashion_mnist")),
+        "root": Field("optional_str", None, doc="IDX directory (else $NEUROEQ_DATA_DIR)"),
+    },
+    "training": {
+        "epochs": Field("int", 10, positive=True),
+        "batch_size": Field("int", 64, positive=True),
+        "optimizer": Field("str", "sgd", choices=("sgd", "adam")),
+        "lr": Field("lr", 0.05),
+        "momentum": Field("float", 0.0, minimum=0.0),
+        "weight_decay": Field("float", 0.0, minimum=0.0),
+        "persistent_particles": Field("bool", False),
+        "eval_every": Field("int", 1, positive=True),
+        "eval_batch_size": Field("int", 1000, positive=True),
+        "seed": Field("int", 0, minimum=0),
+        "checkpoint_every": Field("int", 1, positive=True),
+        "on_nonconvergence": Field("str", "continue", choices=("stop", "skip", "continue")),
+        "limit_train": Field("optional_int", None, positive=True),
+        "limit_test": Field("optional_int", None, positive=True),
+    },
+    "gradcheck": {
+        "models": Field("list[str]", ["hopfield_smooth"]),
+        "sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
+        "couplings": Field("list[str]", ["symmetric"],
+                           choices=("symmetric", "asymmetric", "feedforward")),
+        "alphas": Field("list[float]", [1.0], minimum=0.0, maximum=1.0),
+        "rules": Field("list[str]", ["ep", "centered", "vf", "asym", "dyadic"],
+                       choices=RULE_CHOICES),
+        "betas": Field("list[float]", [1e-3], positive=True),
+        "seeds": Field("list[int]", [0], minimum=0),
+        "batch": Field("int", 4, positive=True),
+        "dtype": Field("str", "float64", choices=("float32", "float64")),
+        "readout": Field("str", "identity", choices=("identity", "linear")),
+        "cost": Field("str", "mse", choices=("mse", "cross_entropy")),
+    },
+    "asymmetry": {
+        "alphas": Field("list[float]", [0.0, 0.5, 1.0], minimum=0.0, maximum=1.0),
+        "rules": Field("list[str]", ["ep", "vf", "asym", "dyadic"], choices=RULE_CHOICES),
+        "gradcheck_sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
+        "gradcheck_beta": Field("float", 1e-3, positive=True),
+        "seeds": Field("list[int]", [0], minimum=0),
+        "train": Field("bool", True, doc="also train each (alpha, rule) on the data set"),
+    },
+    "stochastic": {
+        "sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
+        "windows_ms": Field("list[float]", [50.0, 200.0, 800.0], positive=True),
+        "replicas": Field("list[int]", [1, 4], positive=True),
+        "batch": Field("int", 4, positive=True),
+        "beta": Field("float", 0.5, positive=True),
+        "repeats": Field("int", 4, positive=True, doc="independent runs per point"),
+        "seed": Field("int", 0, minimum=0),
+        "target": Field("str", "cython", choices=("cython", "numpy")),
+    },
+    "outputs": {
+        "figures": Field("bool", True),
+        "state_samples": Field("int", 6, minimum=0, maximum=1000,
+                               doc="test samples whose free/nudged trajectories are saved"),
+        "trace_chunk": Field("int", 10, positive=True, doc="steps between saved trace points"),
+        "dpi": Field("int", 110, positive=True, maximum=600),
+    },
+}
+
+#: the sections each kind reads (others present in the file are an error)
+SECTIONS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "train": ("protocol", "model", "network", "engine", "rule", "data", "training", "outputs"),
+    "gradcheck": ("protocol", "gradcheck", "outputs"),
+    "asymmetry": ("protocol", "model", "network", "engine", "data", "training", "asymmetry",
+                  "outputs"),
+    "stochastic": ("protocol", "model", "network", "engine", "stochastic", "outputs"),
+}
+#: sections a kind cannot do without (the rest fall back to defaults)
+REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("protocol", "model", "rule"),
+    "gradcheck": ("protocol",),
+    "asymmetry": ("protocol", "model"),
+    "stochastic": ("protocol",),
+}
+
+
+def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dict[str, Any]]:
+    """Check ``data`` against :data:`SCHEMA` and return it with every default filled in."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: a protocol is a table of sections")
+    header = data.get("protocol")
+    if not isinstance(header, Mapping):
+        raise ConfigError(f"{source}: missing [protocol] section (with name and kind)")
+    kind = header.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{source}: [protocol].kind must be one of {', '.join(KINDS)}, "
+                          f"got {kind!r}")
+    allowed = SECTIONS_BY_KIND[kind]
+    for section in data:
+        if section not in allowed:
+            hint = "unknown section" if section not in SCHEMA else f"not used by kind {kind!r}"
+            raise ConfigError(f"{source}: [{section}] {hint}; this kind reads "
+                              f"{', '.join(f'[{s}]' for s in allowed)}")
+    for section in REQUIRED_SECTIONS[kind]:
+        if section not in data:
+            raise ConfigError(f"{source}: kind {kind!r} needs a [{section}] section")
+    resolved: dict[str, dict[str, Any]] = {}
+    for section in allowed:
+        table = data.get(section, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: [{section}] must be a table, got {table!r}")
+        fields = SCHEMA[section]
+        for key in table:
+            if key not in fields:
+                raise ConfigError(f"{source}: unknown key [{section}].{key}; known: "
+                                  f"{', '.join(fields)}")
+        resolved[section] = {}
+        for key, spec in fields.items():
+            where = f"{source}: [{section}].{key}"
+            if key in table:
+                resolved[section][key] = _check(table[key], spec, where)
+            elif spec.default is REQUIRED:
+                raise ConfigError(f"{where} is required")
+            else:
+                resolved[section][key] = _copy(spec.default)
+    _check_network_size(resolved, source)
+    return resolved
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else (dict(value)
+                                                        if isinstance(value, dict) else value)
+
+
+def _check(value: Any, spec: Field, where: str) -> Any:
+    kind = spec.kind
+    if kind.startswith("optional_"):
+        return None if value is None else _check(value, _replace_kind(spec, kind[9:]), where)
+    if kind.startswith("list["):
+        item_kind = kind[5:-1]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where} must be a non-empty list of {item_kind}s, got {value!r}")
+        return [_check(item, _replace_kind(spec, item_kind), where) for item in value]
+    if kind == "table":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return {str(k): _number(v, f"{where}.{k}") for k, v in value.items()}
+    if kind == "lr":
+        if isinstance(value, Mapping):
+            return {str(k): _bounded(_number(v, f"{where}.{k}"), spec, f"{where}.{k}", 0.0)
+                    for k, v in value.items()}
+        return _bounded(_number(value, where), spec, where, 0.0)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(f"{where}: unknown value {value!r}; known: "
+                              f"{', '.join(spec.choices)}")
+        return value
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(_bounded(value, spec, where))
+    if kind == "float":
+        return _bounded(_number(value, where), spec, where)
+    raise AssertionError(f"schema kind {kind!r}")  # a bug in SCHEMA, not in the file
+
+
+def _replace_kind(spec: Field, kind: str) -> Field:
+    return Field(kind, spec.default, spec.choices, spec.minimum, spec.positive, spec.maximum)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} must be finite, got {value!r}")
+    return float(value)
+
+
+def _bounded(value: float, spec: Field, where: str, minimum: float | None = None) -> float:
+    minimum = spec.minimum if minimum is None else minimum
+    if spec.positive and value <= 0:
+        raise ConfigError(f"{where} must be positive, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{where} must be at least {minimum}, got {value!r}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise ConfigError(f"{where} must be at most {spec.maximum}, got {value!r}")
+    return value
+
+
+def _check_network_size(resolved: dict[str, dict[str, Any]], source: str) -> None:
+    for section in ("network", "gradcheck", "stochastic"):
+        sizes = resolved.get(section, {}).get("sizes")
+        if sizes is None:
+            continue
+        if len(sizes) < 2:
+            raise ConfigError(f"{source}: [{section}].sizes needs an input and an output layer, "
+                              f"got {sizes}")
+        synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        if synapses > MAX_SYNAPSES:
+            raise ConfigError(f"{source}: [{section}].sizes {sizes} has {synapses:,} synapses, "
+                              f"more than the {MAX_SYNAPSES:,} a protocol may ask for")

@@ -1,0 +1,280 @@
+"""Sweeps: a grid over protocol parameters, run on Dask distributed (a ``LocalCluster`` by
+default, or an existing scheduler), combined into one ``xarray.Dataset`` along the sweep
+dimensions.
+
+A sweep file is a protocol file with a ``[sweep]`` table::
+
+    [sweep]
+    name = "beta_sweep"                 # result folder name (default: the file's stem)
+    protocol = "train_digits.toml"      # base protocol, relative to this file; or put the
+                                        # base sections ([protocol], [model], ...) inline
+    [sweep.grid]                        # dotted keys -> lists of values (Cartesian product)
+    "rule.beta" = [0.1, 0.5]
+    "network.seed" = [0, 1]
+
+Each point runs in ``OUT/points/<point>/`` with its own ``protocol.toml`` and log. A point
+that fails is recorded with its error (``status``, ``error`` in the combined dataset) and
+does not stop the others; re-running skips points already done (same resolved protocol).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from neuroeq.errors import ConfigError, NeuroEQError
+from neuroeq.io import write_netcdf, write_text
+from neuroeq.protocols.loader import (
+    apply_overrides,
+    load_protocol,
+    parse_override,
+    read_protocol_file,
+)
+from neuroeq.protocols.runner import DONE_MARKER
+
+#: the dataset a finished point contributes, by protocol kind
+PRIMARY_RESULT = {"train": "metrics.nc", "gradcheck": "gradcheck.nc",
+                  "asymmetry": "asymmetry.nc", "stochastic": "stochastic.nc"}
+SWEEP_KEYS = ("name", "protocol", "grid", "set")
+MAX_POINTS = 10_000
+_IMPORT_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One grid point: its folder name, its override values and the full base config."""
+
+    name: str
+    values: dict[str, Any]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    source: str
+    grid: dict[str, list[Any]]
+    base: dict[str, Any]
+
+    @property
+    def dims(self) -> dict[str, str]:
+        """Dataset dimension name for each grid key (last component, unless ambiguous)."""
+        last = [key.split(".")[-1] for key in self.grid]
+        return {key: (short if last.count(short) == 1 and short != "epoch"
+                      else key.replace(".", "_"))
+                for key, short in zip(self.grid, last, strict=True)}
+
+    def points(self) -> list[SweepPoint]:
+        keys = list(self.grid)
+        points = []
+        for index, combo in enumerate(itertools.product(*(self.grid[k] for k in keys))):
+            values = dict(zip(keys, combo, strict=True))
+            label = "_".join(f"{self.dims[k]}-{_label(v)}" for k, v in values.items())
+            config = apply_overrides(self.base, [(k.split("."), v) for k, v in values.items()])
+            points.append(SweepPoint(f"p{index:04d}_{label}"[:120], values, config))
+        return points
+
+
+def _label(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]", "", str(value)) or "x"
+
+
+def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
+    """Read a sweep file (see the module docstring); ``overrides`` apply to the base."""
+    path = Path(path)
+    data = read_protocol_file(path)
+    table = data.pop("sweep", None)
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: a sweep file needs a [sweep] table with a grid")
+    for key in table:
+        if key not in SWEEP_KEYS:
+            raise ConfigError(f"{path}: unknown key [sweep].{key}; known: {', '.join(SWEEP_KEYS)}")
+    if "protocol" in table:
+        if not isinstance(table["protocol"], str):
+            raise ConfigError(f"{path}: [sweep].protocol must be a file name")
+        if data:
+            raise ConfigError(f"{path}: give the base protocol either as [sweep].protocol or "
+                              "inline, not both")
+        base_path = (path.parent / table["protocol"]).resolve()
+        data = read_protocol_file(base_path)
+    grid = _flatten(table.get("grid", {}), f"{path}: [sweep.grid]")
+    if not grid:
+        raise ConfigError(f"{path}: [sweep.grid] is empty; give at least one key = [values]")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: [sweep.grid].{key} must be a non-empty list of values")
+        if len(key.split(".")) < 2:
+            raise ConfigError(f"{path}: [sweep.grid].{key} must be section.key, e.g. rule.beta")
+    n_points = int(np.prod([len(v) for v in grid.values()]))
+    if n_points > MAX_POINTS:
+        raise ConfigError(f"{path}: the grid has {n_points:,} points, more than {MAX_POINTS:,}")
+    fixed = _flatten(table.get("set", {}), f"{path}: [sweep.set]")
+    data = apply_overrides(data, [(k.split("."), v) for k, v in fixed.items()])
+    data = apply_overrides(data, [parse_override(o) for o in overrides])
+    name = table.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"{path}: [sweep].name must be a plain folder name, got {name!r}")
+    load_protocol(data)  # the base itself must be valid; points are checked one by one
+    return Sweep(name, str(path), grid, data)
+
+
+def _flatten(table: Any, where: str, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, where, f"{full}."))
+        else:
+            flat[full] = value
+    return flat
+
+
+def _import_brian2_in_worker_thread() -> None:
+    """Brian2 installs a Ctrl+C handler when imported, which only the main thread may do;
+    Dask runs tasks in worker threads, so import it with that one call skipped."""
+    if "brian2" in sys.modules or threading.current_thread() is threading.main_thread():
+        return
+    with _IMPORT_LOCK:
+        original = signal.signal
+        signal.signal = lambda *args, **kwargs: None
+        try:
+            import brian2  # noqa: F401
+        finally:
+            signal.signal = original
+
+
+def run_point(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Run one point (in a Dask worker); never raises: returns status, error, seconds."""
+    from neuroeq.protocols.runner import run_protocol
+
+    started = time.perf_counter()
+    try:
+        _import_brian2_in_worker_thread()
+        protocol = load_protocol(config, name=f"sweep point {Path(out_dir).name}")
+        run_protocol(protocol, out_dir, force=True, progress=False)
+        return {"status": "done", "error": "", "seconds": time.perf_counter() - started}
+    except Exception as exc:  # reported per point, the sweep goes on
+        kind = "" if isinstance(exc, NeuroEQError) else f"{type(exc).__name__}: "
+        message = f"{kind}{exc}".splitlines()[0] if str(exc) else type(exc).__name__
+        return {"status": "failed", "error": message,
+                "seconds": time.perf_counter() - started}
+
+
+def _already_done(point: SweepPoint, folder: Path) -> bool:
+    marker, stored = folder / DONE_MARKER, folder / "protocol.toml"
+    if not (marker.is_file() and stored.is_file()):
+        return False
+    try:
+        expected = load_protocol(point.config).to_toml()
+    except NeuroEQError:
+        return False
+    return stored.read_text().split("\n", 1)[-1] == expected
+
+
+def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
+              scheduler: str | None = None, workers: int = 2,
+              progress: Callable[[str], None] | None = None) -> xr.Dataset:
+    """Run every point of ``sweep`` on Dask and return (and write ``sweep.nc``) the
+    combined dataset; see the module docstring."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    out = Path(out_dir) if out_dir is not None else Path("results") / sweep.name
+    points_dir = out / "points"
+    points_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out / "sweep.json", json.dumps({"source": sweep.source, "grid": sweep.grid,
+                                               "base": sweep.base}, indent=2, default=str))
+    points = sweep.points()
+    outcome: dict[str, dict[str, Any]] = {}
+    pending = []
+    for point in points:
+        folder = points_dir / point.name
+        if _already_done(point, folder):
+            outcome[point.name] = {"status": "done", "error": "", "seconds": float("nan"),
+                                   "skipped": True}
+        else:
+            pending.append(point)
+    say = progress or (lambda text: None)
+    say(f"{len(points)} points: {len(points) - len(pending)} already done, "
+        f"{len(pending)} to run")
+    if pending:
+        cluster = None
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+        try:
+            with Client(scheduler or cluster) as client:
+                futures = {client.submit(run_point, point.config,
+                                         str(points_dir / point.name), pure=False,
+                                         key=f"neuroeq-{sweep.name}-{point.name}"): point
+                           for point in pending}
+                for future in as_completed(futures):
+                    point = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # a worker died: report this point only
+                        result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                  "seconds": float("nan")}
+                    outcome[point.name] = result
+                    say(f"{point.name}: {result['status']}"
+                        + (f" ({result['error']})" if result["error"] else ""))
+        finally:
+            if cluster is not None:
+                cluster.close()
+    dataset = combine_points(sweep, points, points_dir, outcome)
+    write_netcdf(dataset, out / "sweep.nc")
+    failed = [p.name for p in points if outcome[p.name]["status"] != "done"]
+    write_text(out / "failures.txt", "".join(f"{name}: {outcome[name]['error']}\n"
+                                             for name in failed))
+    return dataset
+
+
+def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
+                   outcome: Mapping[str, Mapping[str, Any]]) -> xr.Dataset:
+    """Stack each finished point's primary dataset along the sweep dimensions; ``status``,
+    ``error`` and ``seconds`` cover every point (failed ones have NaN results)."""
+    dims = sweep.dims
+    kind = sweep.base.get("protocol", {}).get("kind", "train")
+    parts = []
+    for point in points:
+        path = points_dir / point.name / PRIMARY_RESULT.get(kind, "metrics.nc")
+        if outcome[point.name]["status"] == "done" and path.is_file():
+            with xr.open_dataset(path) as opened:
+                part = opened.load()
+            part.attrs = {}
+            parts.append(part.expand_dims({dims[k]: [v] for k, v in point.values.items()}))
+    coords = {dims[key]: values for key, values in sweep.grid.items()}
+    shape = tuple(len(v) for v in sweep.grid.values())
+    status = np.empty(shape, dtype=object)
+    error = np.empty(shape, dtype=object)
+    seconds = np.full(shape, np.nan)
+    for index, point in zip(itertools.product(*(range(n) for n in shape)), points,
+                            strict=True):
+        status[index] = outcome[point.name]["status"]
+        error[index] = outcome[point.name]["error"]
+        seconds[index] = outcome[point.name]["seconds"]
+    bookkeeping = xr.Dataset({"status": (tuple(coords), status.astype(str)),
+                              "error": (tuple(coords), error.astype(str)),
+                              "seconds": (tuple(coords), seconds)}, coords=coords)
+    combined = xr.combine_by_coords(parts, combine_attrs="drop") if parts else xr.Dataset()
+    from neuroeq import __version__
+
+    result = xr.merge([bookkeeping, combined], join="left", combine_attrs="drop")
+    result.attrs = {"title": f"neuroeq sweep {sweep.name}", "source": sweep.source,
+                    "grid": json.dumps(sweep.grid, default=str), "kind": kind,
+                    "neuroeq_version": __version__}
+    return result

@@ -1,0 +1,88 @@
+"""``neuroeq run``: a protocol in, a result folder out (config copy, log, datasets,
+figures); existing folders are not overwritten without --force; resume continues."""
+
+import tomllib
+
+import pytest
+import xarray as xr
+
+from neuroeq.cli import main
+from neuroeq.errors import ConfigError
+from neuroeq.protocols import load_protocol, run_protocol
+from neuroeq.protocols.sweep import load_sweep
+
+TINY_TRAIN = {
+    "protocol": {"name": "tiny", "kind": "train"},
+    "model": {"name": "hopfield"},
+    "network": {"sizes": [64, 16, 10], "seed": 1},
+    "engine": {"free_steps": 15, "nudged_steps": 5, "tol": 0.0},
+    "rule": {"name": "centered", "beta": 0.5},
+    "data": {"name": "digits"},
+    "training": {"epochs": 2, "batch_size": 32, "lr": 0.2, "limit_train": 320,
+                 "limit_test": 100},
+    "outputs": {"state_samples": 2, "trace_chunk": 5, "dpi": 40},
+}
+
+
+def test_train_protocol_writes_a_complete_result_folder(tmp_path):
+    out = run_protocol(load_protocol(TINY_TRAIN), tmp_path / "run", progress=False)
+    for name in ("protocol.toml", "log.txt", "metrics.nc", "weight_changes.nc", "states.nc",
+                 "checkpoint.pt", "DONE", "figures/learning_curves.png",
+                 "figures/plasticity_W1.png", "figures/convergence.png",
+                 "figures/overview.png"):
+        assert (out / name).is_file(), name
+    resolved = tomllib.loads((out / "protocol.toml").read_text())
+    assert resolved["training"]["epochs"] == 2 and resolved["network"]["sizes"] == [64, 16, 10]
+    metrics = xr.open_dataset(out / "metrics.nc")
+    assert list(metrics.epoch.values) == [1, 2]
+    assert float(metrics.test_accuracy[-1]) > 0.3  # chance is 0.1
+    assert metrics.attrs["protocol"] == "tiny"
+    states = xr.open_dataset(out / "states.nc")
+    assert list(states.phase.values) == ["free", "nudged+", "nudged-"]
+    assert states.state.sizes["unit"] == 26
+    # the free phase settles: its residual falls
+    free = states.residual.sel(phase="free").dropna("time")
+    assert float(free[-1].max()) < float(free[0].max())
+    changes = xr.open_dataset(out / "weight_changes.nc")
+    assert changes.W1.shape == (16, 64) and float(abs(changes.W1).max()) > 0
+    assert "epoch 2" in (out / "log.txt").read_text()
+
+
+def test_existing_results_are_kept_unless_forced(tmp_path):
+    protocol = load_protocol(TINY_TRAIN, ["training.epochs=1", "outputs.figures=false",
+                                          "outputs.state_samples=0"])
+    out = run_protocol(protocol, tmp_path / "run", progress=False)
+    before = (out / "metrics.nc").read_bytes()
+    with pytest.raises(ConfigError, match="exists; pass --force"):
+        run_protocol(protocol, out, progress=False)
+    assert (out / "metrics.nc").read_bytes() == before
+    # resume with more epochs continues from the checkpoint
+    longer = load_protocol(TINY_TRAIN, ["training.epochs=2", "outputs.figures=false",
+                                        "outputs.state_samples=0"])
+    run_protocol(longer, out, resume=True, progress=False)
+    assert list(xr.open_dataset(out / "metrics.nc").epoch.values) == [1, 2]
+
+
+def test_gradcheck_protocol_from_the_cli(tmp_path, capsys):
+    path = tmp_path / "g.toml"
+    path.write_text('[protocol]\nname = "g"\nkind = "gradcheck"\n[gradcheck]\n'
+                    'sizes = [6, 5, 3]\nrules = ["centered", "asym", "implicit"]\n'
+                    'betas = [1e-2, 1e-3]\nbatch = 2\n[outputs]\ndpi = 40\n')
+    assert main(["run", str(path), "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    dataset = xr.open_dataset(tmp_path / "g" / "gradcheck.nc")
+    assert float(dataset.cosine.sel(rule="asym", beta=1e-3).min()) > 0.9999
+    assert (tmp_path / "g" / "table.md").read_text().startswith("| model")
+    assert (tmp_path / "g" / "figures" / "alignment_hopfield_smooth_symmetric.png").is_file()
+
+
+def test_shipped_protocols_are_valid():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "protocols"
+    files = sorted(folder.glob("*.toml"))
+    assert any(f.name == "demo.toml" for f in files)
+    for path in files:
+        if "[sweep]" in path.read_text():
+            load_sweep(path)
+        else:
+            load_protocol(path)

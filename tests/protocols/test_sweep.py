@@ -1,0 +1,80 @@
+"""``neuroeq sweep`` on a real Dask LocalCluster with two workers: the combined dataset has
+the sweep dimensions, failed points are reported without losing the others, and a re-run
+skips finished points."""
+
+import pytest
+import xarray as xr
+
+from neuroeq.cli import main
+from neuroeq.protocols.sweep import load_sweep, run_sweep
+
+pytestmark = [pytest.mark.dask, pytest.mark.slow]
+
+SWEEP = """
+[sweep]
+name = "tiny_sweep"
+[sweep.grid]
+"training.lr" = [0.3, -1.0]
+"network.seed" = [0, 1]
+
+[protocol]
+name = "point"
+kind = "train"
+[model]
+name = "hopfield"
+[network]
+sizes = [64, 8, 10]
+[engine]
+free_steps = 8
+nudged_steps = 3
+tol = 0.0
+[rule]
+name = "centered"
+[training]
+epochs = 2
+batch_size = 20
+limit_train = 200
+limit_test = 60
+[outputs]
+figures = false
+state_samples = 0
+"""
+
+
+def test_sweep_on_a_local_cluster(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP)
+    sweep = load_sweep(path)
+    assert len(sweep.points()) == 4
+    messages = []
+    dataset = run_sweep(sweep, tmp_path / "out", workers=2, progress=messages.append)
+    assert dict(dataset.status.sizes) == {"lr": 2, "seed": 2}
+    assert set(dataset.test_accuracy.dims) == {"lr", "seed", "epoch"}
+    done = dataset.sel(lr=0.3)
+    assert (done.status == "done").all()
+    assert (done.train_loss.sel(epoch=2) < done.train_loss.sel(epoch=1)).all()
+    assert (done.test_accuracy > 0).all()
+    failed = dataset.sel(lr=-1.0)
+    assert (failed.status == "failed").all()
+    assert "[training].lr must be at least 0" in str(failed.error.values[0])
+    assert failed.test_accuracy.isnull().all()
+    # seeds give different networks, hence different numbers
+    assert float(done.train_loss.sel(seed=0, epoch=1)) != float(done.train_loss.sel(seed=1,
+                                                                                    epoch=1))
+    saved = xr.open_dataset(tmp_path / "out" / "sweep.nc")
+    assert saved.test_accuracy.sizes == dataset.test_accuracy.sizes
+    failures = (tmp_path / "out" / "failures.txt").read_text().splitlines()
+    assert len(failures) == 2 and all("[training].lr" in line for line in failures)
+    # a re-run skips the two finished points and re-tries the failed ones
+    messages.clear()
+    again = run_sweep(sweep, tmp_path / "out", workers=2, progress=messages.append)
+    assert "2 already done, 2 to run" in messages[0]
+    xr.testing.assert_equal(again.test_accuracy, dataset.test_accuracy)
+
+
+def test_sweep_cli_rejects_bad_grids(tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    path.write_text('[sweep]\ngrid = {"epochs" = [1, 2]}\n[protocol]\nname = "x"\n'
+                    'kind = "gradcheck"\n')
+    assert main(["sweep", str(path)]) == 2
+    assert "must be section.key" in capsys.readouterr().err
