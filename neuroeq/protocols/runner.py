@@ -296,6 +296,41 @@ def _run_asymmetry(protocol: Protocol, out: Path, log: logging.Logger, *, resume
         _save_figure(figure, out / "figures" / "asymmetry.png", config["outputs"]["dpi"])
 
 
+# --------------------------------------------------------------------------- snn_bptt
+def _run_snn_bptt(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bool,
+                  progress: bool) -> None:
+    """The snntorch baseline (Leaky neurons, rate-coded input, BPTT + surrogate gradient)
+    on the same architecture and data as an EP protocol."""
+    from neuroeq.analysis import plot_learning_curves
+    from neuroeq.baselines import train_snn_bptt
+
+    config = protocol.config
+    training, snn = config["training"], config["snn"]
+    if not isinstance(training["lr"], float):
+        raise ConfigError("[training].lr must be one number for the snntorch baseline")
+    train_data, test_data = build.build_data(config)
+
+    def report(row: dict) -> None:
+        log.info("epoch %d: train loss %.4f acc %.4f | test acc %.4f | %.0f samples/s | "
+                 "peak RSS %.0f MB", row["epoch"], row["train_loss"], row["train_accuracy"],
+                 row["test_accuracy"], row["samples_per_second"], row["peak_rss_mb"])
+        if progress:
+            print(f"epoch {row['epoch']}: test accuracy {100 * row['test_accuracy']:.2f} %",
+                  file=sys.stderr)
+
+    metrics = train_snn_bptt(train_data, test_data, config["network"]["sizes"],
+                             epochs=training["epochs"], batch_size=training["batch_size"],
+                             lr=training["lr"], num_steps=snn["num_steps"],
+                             beta=snn["membrane_beta"], seed=training["seed"],
+                             progress=progress, on_epoch=report)
+    metrics.attrs.update(_attrs(protocol))
+    write_netcdf(metrics, out / "metrics.nc")
+    if config["outputs"]["figures"]:
+        _save_figure(plot_learning_curves(metrics), out / "figures" / "learning_curves.png",
+                     config["outputs"]["dpi"])
+
+
 RUNNERS: dict[str, Callable[..., None]] = {
     "train": _run_train, "gradcheck": _run_gradcheck, "asymmetry": _run_asymmetry,
+    "snn_bptt": _run_snn_bptt,
 }

@@ -13,7 +13,7 @@ from typing import Any
 from neuroeq.errors import ConfigError
 
 REQUIRED = object()
-KINDS = ("train", "gradcheck", "asymmetry", "stochastic")
+KINDS = ("train", "gradcheck", "asymmetry", "stochastic", "snn_bptt")
 #: the largest layer a protocol may ask for (a typo such as 5000000 fails early)
 MAX_UNITS = 100_000
 MAX_SYNAPSES = 200_000_000
@@ -87,6 +87,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field("int", 64, positive=True),
         "optimizer": Field("str", "sgd", choices=("sgd", "adam")),
         "lr": Field("lr", 0.05),
+        "lr_decay": Field("float", 1.0, positive=True, maximum=1.0,
+                          doc="learning rates shrink by this factor every epoch"),
         "momentum": Field("float", 0.0, minimum=0.0),
         "weight_decay": Field("float", 0.0, minimum=0.0),
         "persistent_particles": Field("bool", False),
@@ -131,6 +133,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field("int", 0, minimum=0),
         "target": Field("str", "cython", choices=("cython", "numpy")),
     },
+    "snn": {
+        "num_steps": Field("int", 25, positive=True, maximum=10_000,
+                           doc="time steps of the rate-coded input"),
+        "membrane_beta": Field("float", 0.9, positive=True, maximum=0.999,
+                               doc="Leaky membrane decay per step"),
+    },
     "outputs": {
         "figures": Field("bool", True),
         "state_samples": Field("int", 6, minimum=0, maximum=1000,
@@ -147,6 +155,7 @@ SECTIONS_BY_KIND: dict[str, tuple[str, ...]] = {
     "asymmetry": ("protocol", "model", "network", "engine", "data", "training", "asymmetry",
                   "outputs"),
     "stochastic": ("protocol", "model", "network", "engine", "stochastic", "outputs"),
+    "snn_bptt": ("protocol", "network", "data", "training", "snn", "outputs"),
 }
 #: sections a kind cannot do without (the rest fall back to defaults)
 REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -154,6 +163,7 @@ REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
     "gradcheck": ("protocol",),
     "asymmetry": ("protocol", "model"),
     "stochastic": ("protocol",),
+    "snn_bptt": ("protocol",),
 }
 
 
@@ -278,3 +288,27 @@ def _check_network_size(resolved: dict[str, dict[str, Any]], source: str) -> Non
         if synapses > MAX_SYNAPSES:
             raise ConfigError(f"{source}: [{section}].sizes {sizes} has {synapses:,} synapses, "
                               f"more than the {MAX_SYNAPSES:,} a protocol may ask for")
+
+
+def schema_markdown() -> str:
+    """The schema as Markdown tables (docs/protocols.md embeds this text)."""
+    lines = []
+    for section, fields in SCHEMA.items():
+        kinds = [kind for kind, sections in SECTIONS_BY_KIND.items() if section in sections]
+        lines += [f"### `[{section}]` (kinds: {', '.join(kinds)})", "",
+                  "| key | type | default | allowed / notes |", "|---|---|---|---|"]
+        for key, spec in fields.items():
+            default = "required" if spec.default is REQUIRED else (
+                "model file" if spec.default is None else f"`{spec.default!r}`")
+            notes = ", ".join(f"`{c}`" for c in spec.choices) if spec.choices else ""
+            bounds = []
+            if spec.positive:
+                bounds.append("> 0")
+            if spec.minimum is not None:
+                bounds.append(f">= {spec.minimum:g}")
+            if spec.maximum is not None:
+                bounds.append(f"<= {spec.maximum:g}")
+            notes = "; ".join(part for part in (notes, " and ".join(bounds), spec.doc) if part)
+            lines.append(f"| `{key}` | {spec.kind} | {default} | {notes} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -19,15 +19,17 @@ class TrainConfig:
 
     ``lr`` is one rate or a mapping from parameter names (``"W1"``, ``"b2"``,
     ``"readout"`` or full names such as ``"weights.W1"``) to rates, with ``"default"``
-    for the rest. ``persistent_particles`` warm-starts each sample's free phase from its
-    last free state. ``on_nonconvergence``: ``stop`` (raise after saving), ``skip`` the
-    batch, or ``continue`` with the unsettled state; counts are recorded per epoch.
+    for the rest; epoch ``e`` uses ``lr · lr_decay^(e-1)``. ``persistent_particles``
+    warm-starts each sample's free phase from its last free state.
+    ``on_nonconvergence``: ``stop`` (raise after saving), ``skip`` the batch, or
+    ``continue`` with the unsettled state; counts are recorded per epoch.
     """
 
     epochs: int = 10
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float | dict[str, float] = 0.05
+    lr_decay: float = 1.0
     momentum: float = 0.0
     weight_decay: float = 0.0
     persistent_particles: bool = False
@@ -61,6 +63,9 @@ class TrainConfig:
             if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 0:
                 raise ConfigError(f"training.lr must be non-negative finite number(s), got "
                                   f"{self.lr!r}")
+        if (not isinstance(self.lr_decay, (int, float)) or not math.isfinite(self.lr_decay)
+                or not 0 < self.lr_decay <= 1):
+            raise ConfigError(f"training.lr_decay must lie in (0, 1], got {self.lr_decay!r}")
         for name in ("momentum", "weight_decay"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

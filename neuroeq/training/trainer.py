@@ -47,7 +47,8 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
         else:
             raise ConfigError(f"training.lr has no rate for parameter {name!r}; add 'default'")
         groups.setdefault(float(rate), []).append(param)
-    param_groups = [{"params": params, "lr": rate} for rate, params in groups.items()]
+    param_groups = [{"params": params, "lr": rate, "base_lr": rate}
+                    for rate, params in groups.items()]
     if config.optimizer == "sgd":
         return torch.optim.SGD(param_groups, lr=0.0, momentum=config.momentum,
                                weight_decay=config.weight_decay)
@@ -124,6 +125,8 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
         history = list(saved["history"])
         first_epoch = int(saved["epoch"]) + 1
     for epoch in range(first_epoch, config.epochs + 1):
+        for group in optimizer.param_groups:  # a function of the epoch: resume-safe
+            group["lr"] = group["base_lr"] * config.lr_decay ** (epoch - 1)
         row = _train_epoch(network, rule, optimizer, x_all, y_all, particles, config, epoch,
                            progress)
         if test_data is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):

@@ -84,3 +84,12 @@ def test_cli_reports_bad_protocol_files_in_one_line(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_protocol_docs_list_every_key():
+    from pathlib import Path
+
+    from neuroeq.protocols.schema import schema_markdown
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "protocols.md"
+    assert schema_markdown() in docs.read_text(), "regenerate docs/protocols.md"
