@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from neuroeq.cli_classify import add_classify_commands
+from neuroeq.cli_protocols import add_protocol_commands
 from neuroeq.errors import NeuroEQError
 
 EXIT_USAGE = 2
@@ -38,7 +40,8 @@ def _add_gradcheck(commands) -> None:
     parser = commands.add_parser("gradcheck", help="compare rules with the true gradient")
     parser.add_argument("--model", type=_list(str, "--model"), default=["hopfield_smooth"],
                         help="model name(s), comma-separated (default hopfield_smooth)")
-    parser.add_argument("--engine", choices=["torch"], default="torch")
+    parser.add_argument("--engine", choices=["torch", "brian2"], default="torch",
+                        help="relaxation engine (brian2: Cython; rules ep,centered,vf,asym)")
     parser.add_argument("--sizes", type=_list(int, "--sizes"), default=[20, 16, 5],
                         help="layer sizes, input first (default 20,16,5)")
     parser.add_argument("--coupling", type=_list(str, "--coupling"), default=["symmetric"],
@@ -67,10 +70,13 @@ def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for path in (args.out, args.markdown):
         if path is not None:
             refuse_overwrite(path, args.force)
+    engine = None
+    if args.engine == "brian2":
+        engine = _brian2_engine(args, argv)
     dataset = gradcheck(models=args.model, sizes=args.sizes, couplings=args.coupling,
                         alphas=args.alpha, rules=args.rules, betas=args.beta, seeds=args.seed,
                         batch=args.batch, dtype=args.dtype, readout=args.readout,
-                        cost=args.cost,
+                        cost=args.cost, engine=engine,
                         progress=lambda text: print(f"gradcheck: {text}", file=sys.stderr))
     table = summary_table(dataset)
     print(table)
@@ -84,11 +90,30 @@ def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _brian2_engine(args: argparse.Namespace, argv: Sequence[str]):
+    """The Brian2 engine for ``gradcheck --engine brian2`` (rules that need autograd through
+    the relaxation, batched parameters or Dyadic EP's doubled state stay on torch)."""
+    from neuroeq.engines.brian2_engine import Brian2Engine
+    from neuroeq.errors import ConfigError
+
+    supported = ("ep", "centered", "vf", "asym", "skew_ep", "skew_centered", "implicit")
+    if not any(a == "--rules" or a.startswith("--rules=") for a in argv):
+        args.rules = [rule for rule in args.rules if rule in supported]
+    unsupported = [rule for rule in args.rules if rule not in supported]
+    if unsupported:
+        raise ConfigError(f"--engine brian2 cannot run {', '.join(unsupported)}; choose from "
+                          f"{', '.join(supported)} (or use --engine torch)")
+    return Brian2Engine(target="cython", tol=1e-12 if args.dtype == "float64" else 1e-5,
+                        max_steps=100_000, check_every=400)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="neuroeq", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     _add_gradcheck(commands)
+    add_protocol_commands(commands)
+    add_classify_commands(commands)
     return parser
 
 

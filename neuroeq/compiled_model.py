@@ -26,6 +26,10 @@ class CompiledModel:
                                        f"{where}: rho")
         self._rho_prime = compile_expression(
             parse_expression(model.rho_prime_code, f"{where}: rho_prime"), f"{where}: rho_prime")
+        self.channels = {
+            name: tuple(compile_expression(parse_expression(code, f"{where}: channels.{name}"),
+                                           f"{where}: channels.{name}") for code in pair)
+            for name, pair in model.channels.items()}
         self.parameters = dict(model.parameters)
         self.tau = model.tau
         self.bounds = dict(model.bounds)
@@ -42,12 +46,24 @@ class CompiledModel:
         """``ρ'(s)`` of the coupled variable, elementwise."""
         return _like(self._rho_prime({**self.parameters, self.coupled: coupled}), coupled)
 
+    def channel_rho(self, name: str, coupled: torch.Tensor) -> torch.Tensor:
+        """``ρ_NAME(s)`` of an extra coupling channel (``[channels.NAME]``), elementwise."""
+        return _like(self.channels[name][0]({**self.parameters, self.coupled: coupled}), coupled)
+
+    def channel_rho_prime(self, name: str, coupled: torch.Tensor) -> torch.Tensor:
+        """``ρ_NAME'(s)`` of an extra coupling channel, elementwise."""
+        return _like(self.channels[name][1]({**self.parameters, self.coupled: coupled}), coupled)
+
     def velocity(self, variables: dict[str, torch.Tensor], I_syn: torch.Tensor,
-                 bias: torch.Tensor, rho: torch.Tensor, rho_prime: torch.Tensor
+                 bias: torch.Tensor, rho: torch.Tensor, rho_prime: torch.Tensor,
+                 channel_inputs: dict[str, torch.Tensor] | None = None
                  ) -> dict[str, torch.Tensor]:
-        """``d<var>/dt`` for every state variable of one layer, shape ``(..., batch, n)``."""
+        """``d<var>/dt`` for every state variable of one layer, shape ``(..., batch, n)``.
+
+        ``channel_inputs`` maps ``I_syn_NAME`` to the input of each extra channel.
+        """
         env = {**self.parameters, **variables, "I_syn": I_syn, "bias": bias, "rho": rho,
-               "rho_prime": rho_prime}
+               "rho_prime": rho_prime, **(channel_inputs or {})}
         reference = variables[self.coupled]
         return {name: _like(f(env), reference) for name, f in self.rhs.items()}
 

@@ -18,7 +18,8 @@ class ModelError(ConfigError):
 class RelaxationError(NeuroEQError, RuntimeError):
     """Dynamics that did not settle to a stationary state.
 
-    ``kind`` is one of ``"diverged"``, ``"nan"``, ``"oscillating"``, ``"not_converged"``;
+    ``kind`` is one of ``"diverged"``, ``"nan"``, ``"oscillating"``, ``"not_converged"``,
+    ``"unstable"`` (an accelerated solver found a fixed point the dynamics leave);
     ``layer`` names the layer with the largest residual and ``samples`` lists the samples
     that did not settle.
     """

@@ -203,6 +203,12 @@ class Network(nn.Module):
         return [None] + [self.compiled.rho(self.coupled(state, l))
                          for l in range(1, self.n_layers + 1)]
 
+    def channel_rates(self, state: torch.Tensor, name: str) -> list[torch.Tensor]:
+        """``ρ_NAME`` of an extra coupling channel per free layer (index 0 unused: the
+        clamped input feeds only the primary channel)."""
+        return [None] + [self.compiled.channel_rho(name, self.coupled(state, l))
+                         for l in range(1, self.n_layers + 1)]
+
     def output_rates(self, state: torch.Tensor) -> torch.Tensor:
         return self.compiled.rho(self.coupled(state, self.n_layers))
 
@@ -259,13 +265,18 @@ class Network(nn.Module):
         params = self.dynamics_parameters() if params is None else params
         rates = self.rates(state)
         currents = self.synaptic_input(rates, drive, params)
+        channel_currents = {
+            f"I_syn_{name}": self.synaptic_input(self.channel_rates(state, name), {}, params)
+            for name in self.compiled.channels}
         pieces = []
         for l in range(1, self.n_layers + 1):
             variables = self.variables(state, l)
             coupled = variables[self.compiled.coupled]
             velocity = self.compiled.velocity(
                 variables, I_syn=_as_tensor(currents[l], coupled), bias=params[f"b{l}"],
-                rho=rates[l], rho_prime=self.compiled.rho_prime(coupled))
+                rho=rates[l], rho_prime=self.compiled.rho_prime(coupled),
+                channel_inputs={key: _as_tensor(value[l], coupled)
+                                for key, value in channel_currents.items()})
             pieces.extend(velocity[v] for v in self.compiled.variables)
         shape = torch.broadcast_shapes(*(p.shape[:-1] for p in pieces))
         return torch.cat([p.expand(*shape, p.shape[-1]) for p in pieces], dim=-1)
@@ -289,19 +300,25 @@ class Network(nn.Module):
                        params: Params | None = None) -> torch.Tensor:
         """Coupling part of the energy, per sample:
         ``-Σ_edges ρ_postᵀ M ρ_pre - Σ_l b_lᵀ ρ_l`` (each symmetric edge counted once;
-        symmetrised lateral weights with a factor ½). Its θ-derivatives are the Hebbian
+        symmetrised lateral weights with a factor ½; extra channels add their own
+        ``-ρ_c,postᵀ M ρ_c,pre`` on the recurrent edges). Its θ-derivatives are the Hebbian
         terms of EP (``∂/∂W_l = -ρ_l ρ_{l-1}ᵀ``), for any coupling.
         """
         params = self.dynamics_parameters() if params is None else params
         rates = self.rates(state)
-        rates[0] = x.to(self.dtype)
+        # complex states (holomorphic EP) take the input as complex too
+        rates[0] = x.to(state.dtype if state.is_complex() else self.dtype)
+        all_rates = [rates] + [self.channel_rates(state, name) for name in self.compiled.channels]
         energy = 0.0
         for edge in self.edges:
             if not edge.primary:
                 continue
             factor = 0.5 if (edge.kind == "lateral" and self.coupling == "symmetric") else 1.0
-            post_current = rates[edge.pre] @ self.matrix(edge, params).transpose(-1, -2)
-            energy = energy - factor * (rates[edge.post] * post_current).sum(-1)
+            for channel in all_rates:
+                if channel[edge.pre] is None:
+                    continue
+                post_current = channel[edge.pre] @ self.matrix(edge, params).transpose(-1, -2)
+                energy = energy - factor * (channel[edge.post] * post_current).sum(-1)
         for l in range(1, self.n_layers + 1):
             energy = energy - (rates[l] * params[f"b{l}"]).sum(-1)
         return energy

@@ -8,7 +8,12 @@ synapses, and its structural class (``gradient``, ``skew_gradient`` with ``Q``, 
 The equations may use, besides their own state variables and parameters, the symbols the
 engines provide: ``I_syn`` (summed synaptic input ``Σ_j W_ij ρ(s_j)``, input layer
 included), ``bias`` (the neuron's learnable bias), ``rho`` and ``rho_prime`` (``ρ`` and
-``ρ'`` of the coupled variable). Loading never executes code from the file.
+``ρ'`` of the coupled variable). A model may declare extra coupling channels under
+``[channels.NAME]`` (each with its own ``rho``/``rho_prime``); the synapses then also carry
+``I_syn_NAME = Σ_j W_ij ρ_NAME(s_j)`` through the same weights, and the coupling energy is
+``-Σ_channels ρ_cᵀ W ρ_c``. Oscillators need this: ``cos(φ_i - φ_j) = cos φ_i cos φ_j +
+sin φ_i sin φ_j`` is two channels (``cos`` primary, ``sin`` extra). Loading never executes
+code from the file.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ ENGINE_SYMBOLS = ("I_syn", "bias", "rho", "rho_prime")
 _KNOWN_KEYS = {
     "name", "title", "reference", "structural_class", "coupled_variable", "time_constant",
     "equations", "rho", "rho_prime", "energy", "Q", "parameters", "initial", "bounds",
-    "integration", "notes", "spiking",
+    "integration", "notes", "spiking", "channels",
 }
 MODEL_PATH_ENV = "NEUROEQ_MODEL_PATH"
 
@@ -64,6 +69,7 @@ class NeuronModel:
     bounds: dict[str, tuple[float, float]]
     Q: dict[str, str] = field(default_factory=dict)
     energy_code: str | None = None
+    channels: dict[str, tuple[str, str]] = field(default_factory=dict)
     integration: dict[str, Any] = field(default_factory=dict)
     spiking: dict[str, Any] = field(default_factory=dict)
     reference: str = ""
@@ -237,11 +243,13 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
     if coupled not in variables:
         raise ModelError(f"{where}: coupled_variable {coupled!r} is not a state variable "
                          f"(state variables: {', '.join(variables)})")
-    clash = set(variables) & (set(parameters) | set(ENGINE_SYMBOLS))
+    channels = _parse_channels(data.get("channels", {}), coupled, parameters, where)
+    engine_symbols = set(ENGINE_SYMBOLS) | {f"I_syn_{name}" for name in channels}
+    clash = set(variables) & (set(parameters) | engine_symbols)
     if clash:
         raise ModelError(f"{where}: name(s) {sorted(clash)} used both as state variable and "
                          "as parameter or engine symbol")
-    allowed = set(variables) | set(parameters) | set(ENGINE_SYMBOLS)
+    allowed = set(variables) | set(parameters) | engine_symbols
     for eq in state:
         unknown_symbols = free_symbols(eq.expr) - allowed
         if unknown_symbols:
@@ -283,7 +291,8 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
         equations_code=equations_code, state=tuple(state), coupled_variable=coupled,
         time_constant=time_constant, rho_code=rho_code, rho_prime_code=rho_prime_code,
         parameters=parameters, parameter_units=units, initial=initial, bounds=bounds,
-        Q=q_table, energy_code=energy, integration=dict(data.get("integration", {})),
+        Q=q_table, energy_code=energy, channels=channels,
+        integration=dict(data.get("integration", {})),
         spiking=dict(data.get("spiking", {})), reference=str(data.get("reference", "")),
         notes=str(data.get("notes", "")), source=source,
     )
@@ -293,6 +302,29 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
             raise ModelError(f"{where}: a skew-gradient model needs Q = 1 on the coupled "
                              f"variable {coupled!r} (got {q.get(coupled)})")
     return model
+
+
+def _parse_channels(table: Any, coupled: str, parameters: Mapping[str, float], where: str
+                    ) -> dict[str, tuple[str, str]]:
+    """``[channels.NAME] rho = ..., rho_prime = ...`` → ``{NAME: (rho, rho_prime)}``."""
+    if not isinstance(table, Mapping):
+        raise ModelError(f"{where}: 'channels' must be a table of [channels.NAME] tables")
+    channels = {}
+    for name, spec in table.items():
+        if not str(name).isidentifier():
+            raise ModelError(f"{where}: channel name {name!r} must be an identifier")
+        if not isinstance(spec, Mapping) or set(spec) != {"rho", "rho_prime"}:
+            raise ModelError(f"{where}: [channels.{name}] needs exactly the keys 'rho' and "
+                             "'rho_prime' (expressions of the coupled variable)")
+        for label in ("rho", "rho_prime"):
+            code = spec[label]
+            symbols = free_symbols(parse_expression(str(code), f"{where}: channels.{name}.{label}"))
+            if symbols - ({coupled} | set(parameters)):
+                raise ModelError(f"{where}: channels.{name}.{label} may depend only on "
+                                 f"{coupled!r} and parameters, found "
+                                 f"{sorted(symbols - ({coupled} | set(parameters)))}")
+        channels[str(name)] = (str(spec["rho"]), str(spec["rho_prime"]))
+    return channels
 
 
 def _parse_equations(code: str, where: str) -> list[StateEquation]:
@@ -309,7 +341,7 @@ def _parse_equations(code: str, where: str) -> list[StateEquation]:
             rhs = variable.expr.code
             state.append(StateEquation(variable.varname, rhs,
                                        parse_expression(rhs, f"{where}: d{variable.varname}/dt")))
-        elif variable.varname not in ENGINE_SYMBOLS:
+        elif variable.varname not in ENGINE_SYMBOLS and not variable.varname.startswith("I_syn_"):
             raise ModelError(f"{where}: only differential equations belong in 'equations' "
                              f"(found {variable.type} {variable.varname!r}); put constants "
                              "under [parameters]")

@@ -1,7 +1,9 @@
 """Analysis of neuroeq datasets: functions that take ``xarray.Dataset``s and return
 datasets or matplotlib figures (gradient alignment, plasticity maps, convergence traces,
 phase portraits, learning curves). Importing the package registers the ``.neq`` dataset
-accessor. The notebooks in the repository's ``analysis/`` folder use these functions."""
+accessor. The notebooks in the repository's ``analysis/`` folder use these functions.
+:mod:`neuroeq.analysis.stochastic` (spiking StochEP against mean-field EP) needs Brian2 and
+is imported on its own."""
 
 from neuroeq.analysis import accessor  # noqa: F401  (registers ds.neq)
 from neuroeq.analysis.alignment import alignment_summary, cosine, plot_alignment

@@ -44,3 +44,74 @@ def configure_brian2(target: str = "cython") -> None:
     prefs.codegen.runtime.cython.cache_dir = str(cache_directory())
     prefs.codegen.runtime.cython.multiprocess_safe = True
     prefs.logging.console_log_level = "WARNING"
+
+
+# ----------------------------------------------------------------- helpers shared by the engines
+def model_namespace(model) -> dict:
+    """The model's parameters as Brian2 quantities (``tau`` in ``ms`` becomes ``1*ms``)."""
+    import brian2.units as units
+    from brian2 import Quantity
+
+    namespace = {}
+    for name, value in model.parameters.items():
+        unit = model.parameter_units.get(name, "1")
+        dim = getattr(units, unit).dim if unit not in ("", "1") else None
+        namespace[name] = Quantity(value, dim=dim) if dim is not None else float(value)
+    return namespace
+
+
+def check_dimensionless(model) -> None:
+    """The Brian2 engines add currents in ``1/second`` to each equation: they need
+    dimensionless state variables (every model in ``models/`` has them) and one coupling
+    channel."""
+    from brian2 import Equations
+
+    from neuroeq.errors import ModelError
+
+    if getattr(model, "channels", None):
+        raise ModelError(f"model {model.name!r}: the Brian2 engines carry one coupling channel "
+                         f"(rho); extra channels {sorted(model.channels)} need TorchEngine")
+    equations = Equations(model.equations_code)
+    for variable in model.state_variables:
+        if not equations[variable].dim.is_dimensionless:
+            raise ModelError(f"model {model.name!r}: state variable {variable!r} has unit "
+                             f"{equations[variable].dim}; the Brian2 engines need dimensionless "
+                             "state variables (write the equation in units of a scale parameter)")
+
+
+def block_diagonal(batch: int, n_pre: int, n_post: int, exclude_diagonal: bool = False):
+    """Synapse indices of ``batch`` block-diagonal copies of a dense ``n_post × n_pre``
+    projection, ordered (copy, post, pre) like ``matrix.reshape(-1)`` tiled per copy.
+
+    Returns ``(pre_index, post_index, keep)``; ``keep`` masks the flattened matrix (the
+    diagonal is left out of lateral projections).
+    """
+    import numpy as np
+
+    post, pre = np.meshgrid(np.arange(n_post), np.arange(n_pre), indexing="ij")
+    keep = np.ones((n_post, n_pre), dtype=bool)
+    if exclude_diagonal:
+        keep &= post != pre
+    pre, post = pre[keep], post[keep]
+    copies = np.arange(batch)[:, None]
+    pre_index = (copies * n_pre + pre[None, :]).reshape(-1)
+    post_index = (copies * n_post + post[None, :]).reshape(-1)
+    return pre_index, post_index, keep.reshape(-1)
+
+
+def quantity_setting(table: dict, key: str, default: float, where: str) -> float:
+    """A number from a model-file table, ``x`` or ``{value = x, unit = "ms"}``, in SI."""
+    import brian2.units as units
+
+    from neuroeq.errors import ModelError
+
+    spec = table.get(key, default)
+    if isinstance(spec, dict):
+        value, unit = spec.get("value"), spec.get("unit", "1")
+        scale = 1.0 if unit in ("", "1") else getattr(units, str(unit), None)
+        if scale is None or not isinstance(value, (int, float)):
+            raise ModelError(f"{where}: {key} = {spec!r} needs a number and a Brian2 unit name")
+        return float(value) * float(scale)
+    if not isinstance(spec, (int, float)) or isinstance(spec, bool):
+        raise ModelError(f"{where}: {key} = {spec!r} must be a number")
+    return float(spec)

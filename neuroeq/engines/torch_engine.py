@@ -5,6 +5,16 @@ Euler steps ``s ← Π(s + dt·[F(s) - (β/τ) c(s) + f(s)])`` (``Π`` clamps bo
 correction) until the residual ``max_i |ds_i/dt|·τ`` of every sample falls below ``tol``
 or the step budget is spent. Divergence, NaN and oscillation are detected and raised as
 :class:`~neuroeq.errors.RelaxationError` naming the layer and the samples.
+
+Without autograd the step is the closed-form map of :mod:`neuroeq.engines.fast_step`
+(constants folded, the clamped input's ``W x`` computed once, double-buffered in-place
+updates). ``solver="anderson"`` replaces plain iteration of the Euler map ``G`` by Anderson
+acceleration (type II, memory ``m``): with residuals ``f_k = G(s_k) - s_k``,
+``γ = argmin ‖f_k - ΔF γ‖² (+ ridge)``, ``s_{k+1} = Π(G(s_k) - ΔG γ)`` per sample. It finds
+the same fixed point ``F(s*) = 0`` in far fewer map evaluations; because it can also
+converge to fixed points the dynamics leave, a converged result is checked for stability
+(power iteration on the Euler map's Jacobian, by finite differences) and an unstable one
+is reported as a failure of kind ``"unstable"``.
 """
 
 from __future__ import annotations
@@ -16,11 +26,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from neuroeq.engines import fast_step
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.network import Network, Params
 
 Force = Callable[[torch.Tensor], torch.Tensor]
+Step = Callable[..., torch.Tensor]
 FAILURE_MODES = ("raise", "warn", "ignore")
+SOLVERS = ("euler", "anderson")
 
 
 @dataclass
@@ -54,6 +67,14 @@ class TorchEngine:
         divergence: ``|s|`` above this counts as divergence.
         on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle.
         record_trace: keep the max residual at each check (convergence traces).
+        solver: ``euler`` (plain iteration of the Euler map, the dynamics themselves) or
+            ``anderson`` (Anderson-accelerated fixed-point iteration of the same map; used
+            when no autograd is recorded, Euler otherwise). Steps count map evaluations.
+        anderson_memory: number of past residuals ``m`` Anderson mixes.
+        anderson_ridge: relative ridge ``λ`` of Anderson's least squares
+            (``λ·tr(ΔFᴴΔF)/m`` is added to the diagonal).
+        stability_iterations: power iterations of the stability check after Anderson
+            converges (``0`` disables it).
     """
 
     dt: float | None = None
@@ -63,6 +84,10 @@ class TorchEngine:
     divergence: float = 1e6
     on_failure: str = "raise"
     record_trace: bool = False
+    solver: str = "euler"
+    anderson_memory: int = 5
+    anderson_ridge: float = 1e-10
+    stability_iterations: int = 40
 
     name = "torch"
 
@@ -78,6 +103,16 @@ class TorchEngine:
             raise ConfigError(f"tol {self.tol} must be a non-negative number")
         if int(self.check_every) < 1:
             raise ConfigError(f"check_every {self.check_every} must be at least 1")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"solver {self.solver!r} must be one of {', '.join(SOLVERS)}")
+        if int(self.anderson_memory) < 1:
+            raise ConfigError(f"anderson_memory {self.anderson_memory} must be at least 1")
+        if not (math.isfinite(self.anderson_ridge) and self.anderson_ridge >= 0):
+            raise ConfigError(f"anderson_ridge {self.anderson_ridge} must be a non-negative "
+                              "number")
+        if int(self.stability_iterations) < 0:
+            raise ConfigError(f"stability_iterations {self.stability_iterations} must be "
+                              "non-negative")
 
     def settings(self, network: Network) -> tuple[float, int, float]:
         """``(dt, max_steps, tol)`` with the model's defaults filled in."""
@@ -104,6 +139,12 @@ class TorchEngine:
             drive = network.drive(x, params)
         state = network.initial_state(x.shape[-2]) if init is None else init.clone()
         nudge = beta / network.tau
+        if not torch.is_grad_enabled() and fast_step.supports(network, state, params):
+            dt, _, _ = self.settings(network)
+            step = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y, force=force)
+            project = network.project if network.compiled.bounds else None
+            return self._iterate(network, step, state, project=project, max_steps=max_steps,
+                                 tol=tol, buffered=True)
 
         def velocity(s: torch.Tensor) -> torch.Tensor:
             v = network.velocity(s, drive, params)
@@ -124,55 +165,248 @@ class TorchEngine:
                   project: Force | None = None, max_steps: int | None = None,
                   tol: float | None = None, describe_index: Callable[[int], str] | None = None
                   ) -> RelaxResult:
-        """Euler-integrate ``ds/dt = velocity(s)`` (shape ``(..., batch, D)``) to rest.
+        """Relax ``ds/dt = velocity(s)`` (shape ``(..., batch, D)``) to rest.
 
         The generic loop behind :meth:`relax`, also used for extended states (Dyadic EP's
-        ``(m, d)``); ``describe_index`` names the flat index in error messages.
+        ``(m, d)``) and under autograd (BPTT); ``describe_index`` names the flat index in
+        error messages. The map is ``s ↦ project(s + dt·velocity(s))``.
         """
+        dt, _, _ = self.settings(network)
+
+        def step(s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+            new_state = s + dt * velocity(s)
+            return project(new_state) if project is not None else new_state
+
+        return self._iterate(network, step, state, project=project, max_steps=max_steps,
+                             tol=tol, describe_index=describe_index, buffered=False)
+
+    def _iterate(self, network: Network, step: Step, state: torch.Tensor, *,
+                 project: Force | None, max_steps: int | None, tol: float | None,
+                 describe_index: Callable[[int], str] | None = None, buffered: bool
+                 ) -> RelaxResult:
+        """Run the solver on the map ``step`` (``step(s, out)`` may write into ``out``)."""
         dt, default_steps, default_tol = self.settings(network)
         max_steps = int(max_steps if max_steps is not None else default_steps)
         tol = float(tol if tol is not None else default_tol)
         describe_index = describe_index or network.layer_of_index
         scale = network.tau / dt  # residual = max |ds/dt| · τ
+        if self.solver == "anderson" and not torch.is_grad_enabled():
+            return self._anderson(network, step, state, project, max_steps, tol, scale,
+                                  describe_index)
+        return self._finish(*self._euler(network, step, state, max_steps, tol, scale,
+                                         describe_index, buffered))
+
+    def _euler(self, network: Network, step: Step, state: torch.Tensor, max_steps: int,
+               tol: float, scale: float, describe_index: Callable[[int], str], buffered: bool
+               ) -> tuple:
+        """Iterate the Euler map: the dynamics themselves. Returns ``_finish``'s arguments."""
         leading = state.shape[:-1]
         converged = torch.zeros(leading, dtype=torch.bool, device=state.device)
         steps = torch.full(leading, -1, dtype=torch.long, device=state.device)
         residual = torch.full(leading, math.inf, dtype=state.real.dtype, device=state.device)
         last_delta = torch.zeros_like(state)
+        spare = torch.empty_like(state) if buffered else None
         history: list[torch.Tensor] = []
         trace: list[float] = []
-        step = 0
-        for step in range(1, max_steps + 1):
-            new_state = state + dt * velocity(state)
-            if project is not None:
-                new_state = project(new_state)
-            check = step % self.check_every == 0 or step == max_steps
+        step_index = 0
+        for step_index in range(1, max_steps + 1):
+            new_state = step(state, spare)
+            check = step_index % self.check_every == 0 or step_index == max_steps
             if check:
                 last_delta = (new_state - state).detach().abs()
                 residual = last_delta.amax(-1) * scale
-            state = new_state
+            if buffered:
+                spare, state = state, new_state
+            else:
+                state = new_state
             if not check:
                 continue
-            self._check_finite(state, step, network, describe_index)
+            self._check_finite(state, step_index, network, describe_index)
             history.append(residual)
             if self.record_trace:
                 trace.append(float(residual.max()))
             if tol > 0:
                 newly = (residual < tol) & ~converged
-                steps[newly] = step
+                steps[newly] = step_index
                 converged |= newly
                 if bool(converged.all()):
                     break
         failure = None
         if tol > 0 and not bool(converged.all()):
-            failure = self._not_settled(network, last_delta, residual, converged, history, step,
-                                        tol, describe_index)
+            failure = self._not_settled(network, last_delta, residual, converged, history,
+                                        step_index, tol, describe_index)
+        return state, steps, converged, residual, step_index, failure, trace
+
+    def _finish(self, state: torch.Tensor, steps: torch.Tensor, converged: torch.Tensor,
+                residual: torch.Tensor, n_steps: int, failure: RelaxationError | None,
+                trace: list[float]) -> RelaxResult:
+        if failure is not None:
             if self.on_failure == "raise":
                 raise failure
             if self.on_failure == "warn":
-                warnings.warn(str(failure), RuntimeWarning, stacklevel=3)
+                warnings.warn(str(failure), RuntimeWarning, stacklevel=4)
         return RelaxResult(state=state, steps=steps, converged=converged, residual=residual,
-                           n_steps=step, failure=failure, trace=trace)
+                           n_steps=n_steps, failure=failure, trace=trace)
+
+    # ----------------------------------------------------------------- Anderson
+    def _anderson(self, network: Network, step: Step, state: torch.Tensor,
+                  project: Force | None, max_steps: int, tol: float, scale: float,
+                  describe_index: Callable[[int], str]) -> RelaxResult:
+        """Anderson-accelerated iteration of the Euler map ``G`` (type II, per sample).
+
+        ``f_k = G(s_k) - s_k``; ``ΔF``, ``ΔG`` hold the last ``m`` differences of ``f`` and
+        ``G``; ``γ = (ΔFᴴΔF + λI)⁻¹ ΔFᴴ f_k`` and ``s_{k+1} = Π(G(s_k) - ΔG γ)``. A sample
+        is frozen at ``G(s_k)`` once ``max|f_k|·τ/dt < tol``.
+        """
+        shape = state.shape
+        width = shape[-1]
+
+        def G(flat: torch.Tensor) -> torch.Tensor:
+            return step(flat.reshape(shape)).reshape(-1, width)
+
+        def projected(flat: torch.Tensor) -> torch.Tensor:
+            if project is None:
+                return flat
+            return project(flat.reshape(shape)).reshape(-1, width)
+
+        x = state.reshape(-1, width).clone()
+        n_samples = x.shape[0]
+        real = x.real.dtype
+        converged = torch.zeros(n_samples, dtype=torch.bool, device=x.device)
+        steps = torch.full((n_samples,), -1, dtype=torch.long, device=x.device)
+        residual = torch.full((n_samples,), math.inf, dtype=real, device=x.device)
+        result = x.clone()
+        delta_f: list[torch.Tensor] = []
+        delta_g: list[torch.Tensor] = []
+        f_prev = g_prev = None
+        history: list[torch.Tensor] = []
+        trace: list[float] = []
+        last_f = torch.zeros_like(x)
+        best = torch.full((n_samples,), math.inf, dtype=real, device=x.device)
+        iteration = 0
+        for iteration in range(1, max_steps + 1):
+            g = G(x)
+            f = g - x
+            last_f = f
+            active = ~converged
+            residual = torch.where(active, f.abs().amax(-1) * scale, residual)
+            if tol > 0:
+                newly = active & (residual < tol)
+                result[newly] = g[newly]
+                steps[newly] = iteration
+                converged |= newly
+            check = iteration % self.check_every == 0 or iteration == max_steps
+            done = tol > 0 and bool(converged.all())
+            if check or done:
+                self._check_finite(g.reshape(shape), iteration, network, describe_index)
+                history.append(residual.clone())
+                if self.record_trace:
+                    trace.append(float(residual.max()))
+            if done:
+                break
+            # restart a sample whose residual grew tenfold over its best (bad extrapolation)
+            best = torch.minimum(best, residual)
+            restart = residual > 10 * best
+            if f_prev is not None:
+                delta_f.append(f - f_prev)
+                delta_g.append(g - g_prev)
+                if len(delta_f) > self.anderson_memory:
+                    delta_f.pop(0)
+                    delta_g.pop(0)
+            f_prev, g_prev = f, g
+            candidate = g
+            if delta_f:
+                dF = torch.stack(delta_f, dim=-1)
+                dG = torch.stack(delta_g, dim=-1)
+                gram = dF.mH @ dF
+                ridge = self.anderson_ridge * gram.diagonal(dim1=-2, dim2=-1).real.sum(-1)
+                ridge = ridge / len(delta_f) + torch.finfo(real).tiny
+                eye = torch.eye(len(delta_f), dtype=gram.dtype, device=gram.device)
+                gamma = torch.linalg.solve(gram + ridge[:, None, None] * eye,
+                                           dF.mH @ f.unsqueeze(-1))
+                extrapolated = g - (dG @ gamma).squeeze(-1)
+                # the plain step where the extrapolation is not finite or leaves the box
+                # (projected Anderson: clipping breaks its secant model), then restart
+                restart |= ~torch.isfinite(extrapolated).all(-1)
+                if project is not None:
+                    restart |= (projected(extrapolated.clone()) != extrapolated).any(-1)
+                candidate = torch.where(restart[:, None], g, extrapolated)
+                if bool(restart.any()):
+                    for history_f, history_g in zip(delta_f, delta_g, strict=True):
+                        history_f[restart] = 0
+                        history_g[restart] = 0
+            x = torch.where(converged[:, None], x, candidate)
+        result = torch.where(converged[:, None], result, x)
+        leading = shape[:-1]
+        steps, converged, residual = (steps.reshape(leading), converged.reshape(leading),
+                                      residual.reshape(leading))
+        failure = None
+        if tol > 0 and not bool(converged.all()):
+            failure = self._not_settled(network, last_f.reshape(shape).abs(), residual,
+                                        converged, history, iteration, tol, describe_index)
+        elif tol > 0 and self.stability_iterations > 0:
+            unstable = self._unstable(network, G, result, shape, describe_index)
+            if unstable is not None:
+                # The dynamics leave this fixed point: follow them instead (Euler from the
+                # point, pushed along the growing direction), with the budget that is left.
+                failure, direction = unstable
+                remaining = max_steps - iteration - self.stability_iterations
+                if remaining >= 1:
+                    push = 1e-3 * (1.0 + result.abs().amax(-1, keepdim=True)) * direction
+                    start = (result + push).reshape(shape)
+                    if project is not None:
+                        start = project(start)
+                    (state, steps, converged, residual, n_steps, failure,
+                     more) = self._euler(network, step, start, remaining, tol, scale,
+                                         describe_index, buffered=False)
+                    offset = iteration + self.stability_iterations
+                    steps = torch.where(steps >= 0, steps + offset, steps)
+                    return self._finish(state, steps, converged, residual, n_steps + offset,
+                                        failure, trace + more)
+        return self._finish(result.reshape(shape), steps, converged, residual, iteration,
+                            failure, trace)
+
+    def _unstable(self, network: Network, G: Callable[[torch.Tensor], torch.Tensor],
+                  point: torch.Tensor, shape: torch.Size,
+                  describe_index: Callable[[int], str]
+                  ) -> tuple[RelaxationError, torch.Tensor] | None:
+        """Power iteration on the Euler map's Jacobian ``DG = I + dt·J`` at ``point``.
+
+        ``v ← (G(s + h u) - G(s))/h`` with ``u = v/rms(v)``; the growth per step is the
+        geometric mean of ``rms(v)`` over the second half of the iterations. Growth above
+        ``1 + max(1e-6, 30√eps)`` means the dynamics leave the fixed point (a limit cycle
+        around it, or divergence): reported as kind ``"unstable"``.
+        """
+        real = point.real.dtype
+        eps = torch.finfo(real).eps
+        h = math.sqrt(eps) * (1.0 + point.abs().amax(-1, keepdim=True))
+        generator = torch.Generator(device=point.device).manual_seed(0)
+        u = torch.randn(point.shape, generator=generator, dtype=real, device=point.device)
+        u = u.to(point.dtype)
+        u = u / _rms(u)[:, None]
+        base = G(point)
+        logs = []
+        for _ in range(self.stability_iterations):
+            v = (G(point + h * u) - base) / h
+            norm = _rms(v)
+            logs.append(torch.log(norm.clamp_min(torch.finfo(real).tiny)))
+            u = v / norm.clamp_min(torch.finfo(real).tiny)[:, None]
+        growth = torch.exp(torch.stack(logs[len(logs) // 2:]).mean(0))
+        unstable = growth > 1.0 + max(1e-6, 30.0 * math.sqrt(eps))
+        if not bool(unstable.any()):
+            return None
+        leading = shape[:-1]
+        samples = _sample_list(unstable.reshape(leading))
+        direction = u.abs()[unstable].amax(0)
+        layer = describe_index(int(direction.argmax()))
+        worst = float(growth.max())
+        return RelaxationError(
+            f"layer {layer!r}: {network.model.name} state: the accelerated solver found a "
+            f"fixed point the dynamics leave (the Euler map grows perturbations by "
+            f"{worst:.4g} per step > 1: a limit cycle or divergence around it) for samples "
+            f"{_short(samples)}; the state does not settle there{_hint(network)}",
+            kind="unstable", layer=layer, samples=samples, residual=worst), \
+            torch.where(unstable[:, None], u, torch.zeros_like(u))
 
     # ----------------------------------------------------------------- failures
     def _check_finite(self, state: torch.Tensor, step: int, network: Network,
@@ -231,6 +465,11 @@ def _stagnating(history: list[torch.Tensor]) -> bool:
     recent = float(values[-quarter:].min())
     earlier = float(values[-2 * quarter:-quarter].min())
     return recent > 0.5 * earlier
+
+
+def _rms(values: torch.Tensor) -> torch.Tensor:
+    """Root mean square over the last dimension."""
+    return values.abs().pow(2).mean(-1).sqrt()
 
 
 def _sample_list(mask: torch.Tensor) -> list[int]:

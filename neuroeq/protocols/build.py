@@ -42,14 +42,20 @@ def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None =
                    bias_init=section["bias_init"], dtype=dtype)
 
 
-def build_engine(config: dict[str, dict[str, Any]]) -> TorchEngine:
-    """The ``[engine]`` section (``dt_ms``, ``free_steps``, ``tol``; ``None`` = model file)."""
+def build_engine(config: dict[str, dict[str, Any]]):
+    """The ``[engine]`` section: a :class:`TorchEngine` or a ``Brian2Engine``
+    (``dt_ms``, ``free_steps``, ``tol``; ``None`` means the model file's value)."""
     section = config["engine"]
-    if section["name"] != "torch":
-        raise ConfigError(f"[engine].name {section['name']!r}: this protocol kind runs on the "
-                          "torch engine only")
     dt = section["dt_ms"] * MS if section["dt_ms"] is not None else None
-    return TorchEngine(dt=dt, max_steps=section["free_steps"], tol=section["tol"])
+    if section["name"] == "brian2":
+        from neuroeq.engines.brian2_engine import Brian2Engine
+
+        if section["solver"] != "euler":
+            raise ConfigError("[engine].solver: the Brian2 engine integrates with Euler only")
+        return Brian2Engine(target=section["target"], dt=dt, max_steps=section["free_steps"],
+                            tol=section["tol"])
+    return TorchEngine(dt=dt, max_steps=section["free_steps"], tol=section["tol"],
+                       solver=section["solver"])
 
 
 def build_rule(config: dict[str, dict[str, Any]], model: NeuronModel,
@@ -65,8 +71,8 @@ def build_rule(config: dict[str, dict[str, Any]], model: NeuronModel,
     nudged_steps = config["engine"]["nudged_steps"]
     if name not in ("implicit", "bptt", "fd"):
         options["nudged_steps"] = nudged_steps
-    if name == "stochastic":
-        raise ConfigError("[rule].name 'stochastic' needs the Brian2 spiking engine; use a "
+    if name == "stoch_ep":
+        raise ConfigError("[rule].name 'stoch_ep' needs the Brian2 spiking engine; use a "
                           "protocol of kind 'stochastic' to compare it with mean-field EP")
     return make_rule(name, beta=section.get("beta", 0.5), engine=engine,
                      model_class=model.structural_class, **options)

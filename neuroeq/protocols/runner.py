@@ -296,6 +296,47 @@ def _run_asymmetry(protocol: Protocol, out: Path, log: logging.Logger, *, resume
         _save_figure(figure, out / "figures" / "asymmetry.png", config["outputs"]["dpi"])
 
 
+# --------------------------------------------------------------------------- stochastic
+def _run_stochastic(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bool,
+                    progress: bool) -> None:
+    """Stochastic EP on the Brian2 spiking engine against mean-field EP (torch): bias,
+    variance and alignment as functions of the window and the population size."""
+    from neuroeq.analysis.stochastic import plot_stochastic, stochastic_vs_mean_field
+
+    config = protocol.config
+    section = config["stochastic"]
+    model = build.build_model(config)
+    if not model.spiking:
+        raise ConfigError(f"[model].name {model.name!r} has no [spiking] table; the stochastic "
+                          "protocol needs a spiking model such as spiking_rate")
+    network = build.build_network(config, model, sizes=section["sizes"], dtype="float64",
+                                  readout="identity", cost="mse")
+    generator = torch.Generator().manual_seed(section["seed"])
+    x = torch.rand(section["batch"], section["sizes"][0], generator=generator,
+                   dtype=torch.float64)
+    y = torch.randint(0, section["sizes"][-1], (section["batch"],), generator=generator)
+    seeds = range(section["seed"], section["seed"] + section["repeats"])
+    log.info("stochastic EP vs mean-field EP: windows %s, replicas %s, %d seeds",
+             section["windows"], section["replicas"], section["repeats"])
+    dataset = stochastic_vs_mean_field(network, x, y, beta=section["beta"],
+                                       windows=section["windows"],
+                                       replicas=section["replicas"], seeds=seeds,
+                                       centered=section["centered"], target=section["target"])
+    dataset.attrs.update(_attrs(protocol))
+    write_netcdf(dataset, out / "stochastic.nc")
+    summary = dataset[["bias", "variance", "rmse"]].to_dataframe()
+    summary["cosine_mean"] = dataset.cosine.mean("seed").to_series()
+    text = (summary.round(5).to_string() + f"\nslope of rmse vs window (R = "
+            f"{section['replicas'][0]}): {dataset.attrs['slope_window_1']:.3f}\n")
+    write_text(out / "summary.txt", text)
+    log.info("summary:\n%s", text)
+    if progress:
+        print(text)
+    if config["outputs"]["figures"]:
+        _save_figure(plot_stochastic(dataset), out / "figures" / "stochastic_vs_mean_field.png",
+                     config["outputs"]["dpi"])
+
+
 # --------------------------------------------------------------------------- snn_bptt
 def _run_snn_bptt(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bool,
                   progress: bool) -> None:
@@ -332,5 +373,5 @@ def _run_snn_bptt(protocol: Protocol, out: Path, log: logging.Logger, *, resume:
 
 RUNNERS: dict[str, Callable[..., None]] = {
     "train": _run_train, "gradcheck": _run_gradcheck, "asymmetry": _run_asymmetry,
-    "snn_bptt": _run_snn_bptt,
+    "stochastic": _run_stochastic, "snn_bptt": _run_snn_bptt,
 }

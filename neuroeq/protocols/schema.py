@@ -35,7 +35,7 @@ class Field:
 
 
 RULE_CHOICES = ("ep", "centered", "vf", "asym", "dyadic", "skew_ep", "skew_centered",
-                "implicit", "bptt", "fd", "stochastic")
+                "implicit", "bptt", "fd", "stoch_ep")
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "protocol": {
@@ -68,15 +68,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
                               doc="nudged-phase step budget"),
         "tol": Field("optional_float", None, minimum=0.0,
                      doc="stop at max|ds/dt|·τ < tol; 0 runs the whole budget"),
+        "solver": Field("str", "euler", choices=("euler", "anderson"),
+                        doc="free-phase fixed-point solver of the torch engine"),
         "target": Field("str", "cython", choices=("cython", "numpy"), doc="Brian2 target"),
     },
     "rule": {
         "name": Field("str", choices=RULE_CHOICES),
         "beta": Field("float", 0.5, positive=True),
         "random_sign": Field("bool", False, doc="classic EP: random sign of β per batch"),
-        "window_ms": Field("optional_float", None, positive=True,
-                           doc="stochastic EP: averaging window"),
-        "replicas": Field("int", 1, positive=True, doc="stochastic EP: population copies"),
     },
     "data": {
         "name": Field("str", "digits", choices=("digits", "mnist", "fashion_mnist")),
@@ -124,12 +123,16 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "train": Field("bool", True, doc="also train each (alpha, rule) on the data set"),
     },
     "stochastic": {
-        "sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
-        "windows_ms": Field("list[float]", [50.0, 200.0, 800.0], positive=True),
-        "replicas": Field("list[int]", [1, 4], positive=True),
-        "batch": Field("int", 4, positive=True),
-        "beta": Field("float", 0.5, positive=True),
-        "repeats": Field("int", 4, positive=True, doc="independent runs per point"),
+        "sizes": Field("list[int]", [8, 6, 3], positive=True, maximum=MAX_UNITS),
+        "windows": Field("list[int]", [250, 1000, 4000], positive=True, maximum=10_000_000,
+                         doc="averaging windows (steps)"),
+        "replicas": Field("list[int]", [1, 4], positive=True, maximum=10_000,
+                          doc="population sizes (copies per sample)"),
+        "batch": Field("int", 2, positive=True, maximum=10_000),
+        "beta": Field("float", 0.2, positive=True),
+        "centered": Field("bool", True),
+        "repeats": Field("int", 4, positive=True, maximum=1000,
+                         doc="independent seeds per point"),
         "seed": Field("int", 0, minimum=0),
         "target": Field("str", "cython", choices=("cython", "numpy")),
     },
@@ -154,7 +157,7 @@ SECTIONS_BY_KIND: dict[str, tuple[str, ...]] = {
     "gradcheck": ("protocol", "gradcheck", "outputs"),
     "asymmetry": ("protocol", "model", "network", "engine", "data", "training", "asymmetry",
                   "outputs"),
-    "stochastic": ("protocol", "model", "network", "engine", "stochastic", "outputs"),
+    "stochastic": ("protocol", "model", "network", "stochastic", "outputs"),
     "snn_bptt": ("protocol", "network", "data", "training", "snn", "outputs"),
 }
 #: sections a kind cannot do without (the rest fall back to defaults)
@@ -162,7 +165,7 @@ REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("protocol", "model", "rule"),
     "gradcheck": ("protocol",),
     "asymmetry": ("protocol", "model"),
-    "stochastic": ("protocol",),
+    "stochastic": ("protocol", "model"),
     "snn_bptt": ("protocol",),
 }
 

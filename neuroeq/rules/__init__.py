@@ -7,13 +7,21 @@ from neuroeq.rules.asym_ep import AsymEP
 from neuroeq.rules.base import Estimate, GradientEstimator, write_gradients
 from neuroeq.rules.dyadic_ep import DyadicEP
 from neuroeq.rules.ep import CenteredEP, CenteredSkewGradientEP, ClassicEP, SkewGradientEP
+from neuroeq.rules.finite_nudge import FiniteNudgeEP, PathIntegralEP, SampledEstimate
+from neuroeq.rules.holomorphic import HolomorphicEP
 from neuroeq.rules.oracles import BPTT, FiniteDifferences, ImplicitDifferentiation
+from neuroeq.rules.stochastic_ep import StochasticEP
 from neuroeq.rules.vector_field import VectorFieldEP
 
 #: CLI names of the rules that take a nudge strength ``beta``.
 NUDGED_RULES: dict[str, type[GradientEstimator]] = {
     "ep": ClassicEP, "centered": CenteredEP, "vf": VectorFieldEP, "asym": AsymEP,
     "dyadic": DyadicEP, "skew_ep": SkewGradientEP, "skew_centered": CenteredSkewGradientEP,
+    # beta is the radius r of the complex nudges for holomorphic EP, and the nudge (<= 1) of
+    # the Gibbs objective (A(beta) - A(0))/beta for the noisy-network rules
+    "holomorphic": HolomorphicEP, "finite_nudge": FiniteNudgeEP, "path_integral": PathIntegralEP,
+    # stochastic EP needs the spiking engine (neuroeq.engines.brian2_spiking.SpikingEngine)
+    "stoch_ep": StochasticEP,
 }
 #: CLI names of the oracles (no ``beta``).
 ORACLES: dict[str, type[GradientEstimator]] = {
@@ -37,7 +45,8 @@ def make_rule(name: str, *, beta: float = 1e-3, engine=None, model_class: str | 
 
 __all__ = [
     "AsymEP", "BPTT", "CenteredEP", "CenteredSkewGradientEP", "ClassicEP", "DyadicEP",
-    "Estimate", "FiniteDifferences", "GradientEstimator", "ImplicitDifferentiation",
+    "Estimate", "FiniteDifferences", "FiniteNudgeEP", "HolomorphicEP", "PathIntegralEP",
+    "SampledEstimate", "GradientEstimator", "ImplicitDifferentiation", "StochasticEP",
     "NUDGED_RULES", "ORACLES", "RULE_NAMES", "SkewGradientEP", "VectorFieldEP", "make_rule",
     "write_gradients",
 ]

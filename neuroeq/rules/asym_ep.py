@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.linearization import Linearization
 from neuroeq.network import Network
 from neuroeq.rules.base import Estimate, GradientEstimator
 from neuroeq.rules.ep import check_beta
@@ -12,7 +16,16 @@ from neuroeq.rules.phases import combine, mean_cost, nudged_phase, readout_gradi
 
 
 def linearize(network: Network, state: torch.Tensor, x: torch.Tensor):
-    """``(u ↦ J* u, u ↦ J*ᵀ u)`` at ``state`` (per sample; ``J* = ∂F/∂s`` there)."""
+    """``(u ↦ J* u, u ↦ J*ᵀ u)`` at ``state`` (per sample; ``J* = ∂F/∂s`` there), in
+    closed form (:class:`~neuroeq.linearization.Linearization`: two matmuls per edge and
+    elementwise factors, no autograd per product)."""
+    linear = Linearization(network, state, network.drive(x))
+    return linear.jvp, linear.vjp
+
+
+def linearize_autograd(network: Network, state: torch.Tensor, x: torch.Tensor):
+    """The same products through ``torch.func`` (vjp/jvp of the whole velocity): the
+    reference the closed form is tested against."""
     drive = network.drive(x)
     state = state.detach()
 
@@ -27,6 +40,24 @@ def linearize(network: Network, state: torch.Tensor, x: torch.Tensor):
             return torch.func.jvp(velocity, (state,), (u,))[1]
 
     return jvp, (lambda u: vjp(u)[0])
+
+
+@dataclass
+class AsymCorrection:
+    """AsymEP's nudged-phase force ``s ↦ -2A(s - s*) = -(J* - J*ᵀ)(s - s*)``.
+
+    ``anchor`` is the free state ``s*`` (batch, N) and ``jvp``/``vjp`` apply ``J*`` and
+    ``J*ᵀ`` there. Calling it evaluates the force in torch; the Brian2 engine reads
+    ``anchor`` and builds the same force inside its model.
+    """
+
+    anchor: torch.Tensor
+    jvp: Callable[[torch.Tensor], torch.Tensor]
+    vjp: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        displacement = s - self.anchor
+        return self.vjp(displacement) - self.jvp(displacement)
 
 
 class AsymEP(GradientEstimator):
@@ -51,16 +82,11 @@ class AsymEP(GradientEstimator):
         self.beta = check_beta(beta)
         self.centered = centered
 
-    def correction(self, network: Network, free_state: torch.Tensor, x: torch.Tensor):
+    def correction(self, network: Network, free_state: torch.Tensor, x: torch.Tensor
+                   ) -> AsymCorrection:
         """The force ``s ↦ -2A(s - s*) = -(J* - J*ᵀ)(s - s*)``."""
         jvp, vjp = linearize(network, free_state, x)
-        anchor = free_state.detach()
-
-        def force(s: torch.Tensor) -> torch.Tensor:
-            displacement = s - anchor
-            return vjp(displacement) - jvp(displacement)
-
-        return force
+        return AsymCorrection(free_state.detach(), jvp, vjp)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.linearization import Linearization
 from neuroeq.network import Network
 from neuroeq.rules.base import Estimate, GradientEstimator
 from neuroeq.rules.ep import check_beta
@@ -36,14 +37,11 @@ class DyadicEP(GradientEstimator):
         drive = network.drive(x)
         nudge = self.beta / network.tau
 
-        def velocity(s: torch.Tensor) -> torch.Tensor:
-            return network.velocity(s, drive)
-
         def coupled_velocity(z: torch.Tensor) -> torch.Tensor:
             m, d = z[..., :n], z[..., n:]
-            with torch.enable_grad():
-                f_m, vjp = torch.func.vjp(velocity, m)
-            return torch.cat([f_m, vjp(d)[0] - nudge * network.cost_gradient(m, y)], dim=-1)
+            linear = Linearization(network, m, drive)  # F(m) and d ↦ J(m)ᵀd, closed form
+            return torch.cat([linear.velocity,
+                              linear.vjp(d) - nudge * network.cost_gradient(m, y)], dim=-1)
 
         def describe(index: int) -> str:
             if index < n:

@@ -12,8 +12,7 @@ from neuroeq.network import Network
 from neuroeq.rules.base import Estimate, GradientEstimator
 from neuroeq.rules.phases import (
     combine,
-    difference,
-    hebbian_gradient,
+    hebbian_difference,
     mean_cost,
     nudged_phase,
     readout_gradients,
@@ -64,8 +63,7 @@ class ClassicEP(GradientEstimator):
         beta = self._signed_beta()
         nudged = nudged_phase(self.engine, network, x, y, beta, free.state,
                             max_steps=self.nudged_steps)
-        grads = difference(hebbian_gradient(network, nudged.state, x),
-                           hebbian_gradient(network, free.state, x), 1.0 / beta)
+        grads = hebbian_difference(network, nudged.state, free.state, x, 1.0 / beta)
         grads = combine(grads, readout_gradients(network, free.state, y))
         return Estimate(grads, mean_cost(network, free.state, y), free,
                         {f"{beta:+g}": nudged})
@@ -85,8 +83,7 @@ class CenteredEP(ClassicEP):
                             max_steps=self.nudged_steps)
         minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state,
                             max_steps=self.nudged_steps)
-        grads = difference(hebbian_gradient(network, plus.state, x),
-                           hebbian_gradient(network, minus.state, x), 0.5 / self.beta)
+        grads = hebbian_difference(network, plus.state, minus.state, x, 0.5 / self.beta)
         grads = combine(grads, readout_gradients(network, free.state, y))
         return Estimate(grads, mean_cost(network, free.state, y), free,
                         {"+beta": plus, "-beta": minus})

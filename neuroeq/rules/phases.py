@@ -48,6 +48,58 @@ def hebbian_gradient(network: Network, state: torch.Tensor, x: torch.Tensor
             for k, g in zip(params, grads, strict=False)}
 
 
+def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.Tensor,
+                       x: torch.Tensor, scale: float) -> dict[str, torch.Tensor]:
+    """``scale · (∂E_hebb/∂θ(s_a) - ∂E_hebb/∂θ(s_b))``, batch-averaged, in closed form.
+
+    For an edge ``M`` (``pre → post``): ``∂E/∂M = -⟨ρ_post ρ_preᵀ⟩``, so the difference is
+    ``-(⟨ρ_post^a ρ_pre^aᵀ⟩ - ⟨ρ_post^b ρ_pre^bᵀ⟩)``; from the clamped input (``ρ_pre = x``
+    in both phases) one matmul, ``-⟨(ρ_post^a - ρ_post^b) xᵀ⟩``. Biases:
+    ``-⟨ρ_l^a - ρ_l^b⟩``. The map from parameters to the edge matrix (transpose,
+    symmetrised lateral weights) is linear and applied by its vector-Jacobian product.
+    Equal to ``difference(hebbian_gradient(a), hebbian_gradient(b), scale)``.
+    """
+    params = network.dynamics_parameters()
+    names = full_names(network)
+    n_units = state_a.shape[-1]
+    state_a = state_a.detach().reshape(-1, n_units)
+    state_b = state_b.detach().reshape(-1, n_units)
+    count = state_a.shape[0]
+    x = x.detach().to(network.dtype).reshape(-1, network.sizes[0])
+    x = x.expand(count // x.shape[0], *x.shape).reshape(count, -1) if x.shape[0] != count else x
+    channels = [network.rates] + [
+        (lambda s, name=name: network.channel_rates(s, name))
+        for name in (getattr(network.compiled, "channels", {}) or {})]
+    rates_a = [rates(state_a) for rates in channels]
+    rates_b = [rates(state_b) for rates in channels]
+    grads = {names[k]: torch.zeros_like(v) for k, v in params.items()}
+    with torch.no_grad():
+        for edge in network.edges:
+            if not edge.primary:
+                continue
+            factor = 0.5 if (edge.kind == "lateral" and network.coupling == "symmetric") else 1.0
+            outer = None
+            for index, (a, b) in enumerate(zip(rates_a, rates_b, strict=True)):
+                if edge.pre == 0:
+                    if index > 0:
+                        continue  # the clamped input feeds the primary channel only
+                    term = (a[edge.post] - b[edge.post]).transpose(-1, -2) @ x
+                else:
+                    term = (a[edge.post].transpose(-1, -2) @ a[edge.pre]
+                            - b[edge.post].transpose(-1, -2) @ b[edge.pre])
+                outer = term if outer is None else outer + term
+            cotangent = outer * (-factor * scale / count)
+            param = params[edge.param].detach().requires_grad_(True)
+            with torch.enable_grad():
+                matrix = network.matrix(edge, {edge.param: param})
+                (grad,) = torch.autograd.grad(matrix, param, grad_outputs=cotangent)
+            grads[names[edge.param]] = grads[names[edge.param]] + grad
+        for l in range(1, network.n_layers + 1):
+            delta = (rates_a[0][l] - rates_b[0][l]).mean(0)
+            grads[names[f"b{l}"]] = -scale * delta
+    return grads
+
+
 def velocity_vjp(network: Network, state: torch.Tensor, x: torch.Tensor,
                  vector: torch.Tensor) -> dict[str, torch.Tensor]:
     """``-vᵀ ∂F/∂θ`` at ``state``, batch-averaged: the adjoint form ``-λᵀ ∂F/∂θ``."""

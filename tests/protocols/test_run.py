@@ -2,6 +2,7 @@
 figures); existing folders are not overwritten without --force; resume continues."""
 
 import tomllib
+from pathlib import Path
 
 import pytest
 import xarray as xr
@@ -9,6 +10,7 @@ import xarray as xr
 from neuroeq.cli import main
 from neuroeq.errors import ConfigError
 from neuroeq.protocols import load_protocol, run_protocol
+from neuroeq.protocols.build import build_network
 from neuroeq.protocols.sweep import load_sweep
 
 TINY_TRAIN = {
@@ -99,3 +101,26 @@ def test_snn_baseline_protocol_learns_the_builtin_task(tmp_path):
     metrics = xr.open_dataset(out / "metrics.nc")
     assert float(metrics.test_accuracy[-1]) > 0.5  # chance is 0.1
     assert float(metrics.samples_per_second[-1]) > 0 and float(metrics.peak_rss_mb[-1]) > 0
+
+
+@pytest.mark.brian2
+def test_training_in_the_brian2_engine_matches_the_torch_engine(tmp_path):
+    """The same protocol trained with the Brian2 engine and with the torch engine (float64,
+    phases settled to a tight tolerance) ends with the same weights."""
+    import torch
+
+    settings = ["training.epochs=1", "training.limit_train=32", "training.limit_test=16",
+                "network.sizes=[64, 6, 10]", "network.dtype=\"float64\"",
+                "engine.tol=1e-8", "engine.free_steps=5000", "engine.nudged_steps=5000",
+                "outputs.state_samples=0", "outputs.figures=false"]
+    demo = Path(__file__).resolve().parents[2] / "protocols" / "demo.toml"
+    runs = {}
+    for engine in ("torch", "brian2"):
+        protocol = load_protocol(demo, [*settings, f"engine.name=\"{engine}\"",
+                                        "engine.target=\"numpy\""])
+        out = run_protocol(protocol, tmp_path / engine, progress=False)
+        runs[engine] = torch.load(out / "checkpoint.pt", weights_only=True)["network"]
+    for name, value in runs["torch"].items():
+        assert torch.allclose(value, runs["brian2"][name], atol=1e-6), name
+    initial = build_network(load_protocol(demo, settings).config).weights["W1"]
+    assert not torch.allclose(runs["torch"]["weights.W1"], initial.detach())  # it learned

@@ -1,0 +1,180 @@
+"""neuroeq's torch engine against the public EP code's relaxation method.
+
+The reference method (Laborieux et al., github.com/Laborieux-Axel/Equilibrium-Propagation,
+``P_MLP``), written here from its description: a primitive function
+``Φ(x, s) = Σ_l Σ_i (W_l s_{l-1} + b_l)_i s_{l,i} - β C(s_out)`` and, at every step,
+``s ← ρ(∂Φ/∂s)`` with ``∂Φ/∂s`` from ``torch.autograd.grad`` (so ``W_1 x`` is recomputed at
+every step, with a graph); the update is ``(Φ(s_β) - Φ(s*)) / (0 - β)`` back-propagated into
+``p.grad``. With ``ρ = clip(·, 0, 1)`` this is exactly neuroeq's Hopfield neuron at
+``dt = τ`` (``s ← Π(ρ'(s)(I_syn + b))``), so both start from the same weights and the script
+checks that they reach the same states before timing them.
+
+Timed: samples/s of one full EP training step (free phase, nudged phase, weight update,
+``optimizer.step()``), batch 128, float32, the best of ``--repeats``. ``--mnist-epoch`` also
+times one epoch of EP on MNIST (784-500-10, 20/4 steps, batch 128, float32) with
+``neuroeq.training.train`` (the data are read with ``neuroeq.data.load_dataset``).
+
+Usage (from the repository root):
+
+    python bench/reference_autograd.py [--device cpu|cuda] [--threads 2] [--mnist-epoch]
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from common import best_time, machine_note, parser, setup, table
+from torch.nn import functional
+
+from neuroeq import Network, TorchEngine
+from neuroeq.rules import ClassicEP
+
+
+class ReferenceMLP(torch.nn.Module):
+    """The reference's layered MLP relaxed through autograd of its primitive function."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        self.sizes = sizes
+        self.synapses = torch.nn.ModuleList(
+            torch.nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1))
+
+    def phi(self, x: torch.Tensor, y: torch.Tensor, neurons: list[torch.Tensor],
+            beta: float) -> torch.Tensor:
+        """``Φ = Σ_l sum((W_l s_{l-1} + b_l) * s_l) - β · ½‖s_out - onehot(y)‖²``, per sample."""
+        layers = [x] + neurons
+        phi = 0.0
+        for i, synapse in enumerate(self.synapses):
+            phi = phi + torch.sum(synapse(layers[i]) * layers[i + 1], dim=1)
+        if beta != 0.0:
+            target = functional.one_hot(y, num_classes=self.sizes[-1]).to(x.dtype)
+            phi = phi - beta * 0.5 * ((layers[-1] - target) ** 2).sum(dim=1)
+        return phi
+
+    def relax(self, x, y, neurons, steps: int, beta: float = 0.0) -> list[torch.Tensor]:
+        for _ in range(steps):
+            phi = self.phi(x, y, neurons, beta)
+            grads = torch.autograd.grad(phi, neurons, grad_outputs=torch.ones_like(phi))
+            neurons = [torch.clamp(g, 0.0, 1.0).requires_grad_() for g in grads]
+        return neurons
+
+    def init_neurons(self, batch: int, device, dtype) -> list[torch.Tensor]:
+        return [torch.zeros(batch, n, device=device, dtype=dtype, requires_grad=True)
+                for n in self.sizes[1:]]
+
+    def train_step(self, x, y, free_steps: int, nudged_steps: int, beta: float,
+                   optimizer: torch.optim.Optimizer) -> None:
+        neurons = self.relax(x, y, self.init_neurons(len(x), x.device, x.dtype), free_steps)
+        free = [n.detach() for n in neurons]
+        nudged = self.relax(x, y, [n.clone().requires_grad_() for n in free], nudged_steps, beta)
+        nudged = [n.detach() for n in nudged]
+        self.zero_grad()
+        phi_free = self.phi(x, y, free, 0.0).mean()
+        phi_nudged = self.phi(x, y, nudged, beta).mean()
+        ((phi_nudged - phi_free) / (0.0 - beta)).backward()
+        optimizer.step()
+
+
+def make_pair(sizes: list[int], device, dtype=torch.float32):
+    network = Network("hopfield", sizes, dtype=dtype, device=device, seed=0)
+    reference = ReferenceMLP(sizes).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        for i, synapse in enumerate(reference.synapses, start=1):
+            synapse.weight.copy_(network.weights[f"W{i}"])
+            synapse.bias.copy_(network.biases[f"b{i}"])
+    return network, reference
+
+
+def agreement(sizes, device, free_steps: int) -> float:
+    """Max |state difference| after the free phase (same weights, dt = τ)."""
+    network, reference = make_pair(sizes, device)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(16, sizes[0], generator=generator).to(device)
+    y = torch.randint(0, sizes[-1], (16,), generator=generator).to(device)
+    ref_states = reference.relax(x, y, reference.init_neurons(16, device, x.dtype), free_steps)
+    ref_state = torch.cat([n.detach() for n in ref_states], dim=-1)
+    with torch.no_grad():
+        engine = TorchEngine(dt=network.tau, tol=0.0, max_steps=free_steps)
+        init = torch.zeros(16, network.state_size, device=device)
+        ours = engine.relax(network, x, init=init).state
+    return float((ours - ref_state).abs().max())
+
+
+def compare(sizes, free_steps, nudged_steps, batch, device, repeats, beta=0.5, lr=0.01):
+    network, reference = make_pair(sizes, device)
+    generator = torch.Generator().manual_seed(1)
+    batches = 3
+    xs = torch.rand(batches, batch, sizes[0], generator=generator).to(device)
+    ys = torch.randint(0, sizes[-1], (batches, batch), generator=generator).to(device)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=lr)
+    rule = ClassicEP(beta=beta, engine=TorchEngine(dt=network.tau, tol=0.0,
+                                                   max_steps=free_steps),
+                     nudged_steps=nudged_steps)
+    opt = torch.optim.SGD(network.parameters(), lr=lr)
+
+    def run_reference():
+        for x, y in zip(xs, ys, strict=True):
+            reference.train_step(x, y, free_steps, nudged_steps, beta, ref_opt)
+
+    def run_neuroeq():
+        for x, y in zip(xs, ys, strict=True):
+            rule.estimate(network, (x, y))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    t_ref = best_time(run_reference, device, repeats)
+    t_ours = best_time(run_neuroeq, device, repeats)
+    return batches * batch / t_ref, batches * batch / t_ours
+
+
+def mnist_epoch(device, data_root: str, threads: int) -> tuple[float, float, str]:
+    from neuroeq.data import load_dataset
+    from neuroeq.training import TrainConfig, train
+
+    try:
+        data = load_dataset("mnist", "train", root=data_root)
+        source = "MNIST training set (60,000 samples)"
+    except Exception as exc:  # no data here: same shapes, random values
+        from neuroeq.data import LabeledData
+        generator = torch.Generator().manual_seed(0)
+        data = LabeledData(torch.rand(60_000, 784, generator=generator),
+                           torch.randint(0, 10, (60_000,), generator=generator), 10, "random")
+        source = f"random data of MNIST's shape (MNIST not readable: {exc})"
+    network = Network("hopfield", (784, 500, 10), dtype=torch.float32, device=device, seed=0)
+    rule = ClassicEP(beta=0.5, engine=TorchEngine(tol=0.0, max_steps=20), nudged_steps=4)
+    config = TrainConfig(epochs=1, batch_size=128, lr=0.1, seed=0)
+    start = time.perf_counter()
+    metrics = train(network, rule, data, None, config, progress=False)
+    wall = time.perf_counter() - start
+    return float(metrics["epoch_seconds"].values[0]), float(
+        metrics["train_accuracy"].values[0]), f"{source}; wall incl. set-up {wall:.1f} s"
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--mnist-epoch", action="store_true", help="also time one MNIST epoch")
+    p.add_argument("--data-root", default="../shared/data", help="directory of the IDX files")
+    p.add_argument("--skip-compare", action="store_true")
+    args = p.parse_args()
+    device = setup(args)
+    if not args.skip_compare:
+        rows = []
+        for sizes in ([784, 500, 10], [784, 512, 512, 10]):
+            check = agreement(sizes, device, 20)
+            for free_steps, nudged_steps in ((20, 4), (250, 25)):
+                ref, ours = compare(sizes, free_steps, nudged_steps, 128, device, args.repeats)
+                rows.append(["-".join(map(str, sizes)), f"{free_steps} / {nudged_steps}",
+                             ref, ours, ours / ref, f"{check:.1e}"])
+                print(rows[-1], flush=True)
+        print(table(["network", "free / nudged steps", "reference samples/s",
+                     "neuroeq samples/s", "speed-up", "max state diff (20 steps)"], rows))
+    if args.mnist_epoch:
+        seconds, accuracy, note = mnist_epoch(device, args.data_root, args.threads)
+        print(f"MNIST epoch, 784-500-10, 20/4 steps, batch 128, float32: {seconds:.1f} s "
+              f"(train accuracy {accuracy:.3f}); {note}")
+    print(machine_note(device, args.threads))
+
+
+if __name__ == "__main__":
+    main()

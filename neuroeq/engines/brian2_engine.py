@@ -1,0 +1,500 @@
+"""Brian2 engine: the model file's equations simulated by Brian2, relaxed to rest.
+
+A batch of ``B`` samples is ``B`` block-diagonal copies of each free layer in one
+``NeuronGroup`` per layer; each recurrent projection is one ``Synapses`` object whose
+summed variable carries ``I_post = Σ_pre w_syn ρ_pre`` (a symmetric weight carries its
+transpose in the same object, ``I_pre = Σ_post w_syn ρ_post``). The clamped input layer is not
+simulated: its current ``Σ W x`` is computed in torch and enters as a constant ``I_in``.
+Each layer integrates, with Euler steps of ``dt``,
+
+``ds/dt = F_model(s; I_syn = I_in + Σ I_e, bias) + nudge + corr``
+
+where ``ρ`` is a state variable refreshed once per step (``run_regularly`` at ``'start'``),
+``nudge = -(β/τ) ∂C/∂s`` on the output layer's coupled variable comes from the torch
+readout (``network.cost_gradient``) and is refreshed between chunks of ``check_every``
+steps, and ``corr`` is AsymEP's correction ``-2A(s - s*) = -(J* - J*ᵀ)(s - s*)`` built
+inside the model from the free state ``s*`` stored per neuron (only when an
+:class:`~neuroeq.rules.asym_ep.AsymCorrection` is passed as ``force``). Weights, biases and
+currents are written into the existing objects between phases: a network is built once
+per (network, batch, variant) and reset with ``restore()``; nothing is recompiled.
+Convergence is checked between chunks on the simulated state (every variable, ``v`` and
+``w`` for FitzHugh-Nagumo): the residual ``max|ds/dt|·τ`` of the full (nudged, corrected)
+dynamics, as in :class:`~neuroeq.engines.torch_engine.TorchEngine`, whose
+:class:`RelaxResult` this engine returns; limit cycles, divergence and NaN raise
+:class:`~neuroeq.errors.RelaxationError` naming the layer and the samples.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from neuroeq.engines.brian2_common import (
+    block_diagonal,
+    check_dimensionless,
+    configure_brian2,
+    model_namespace,
+)
+from neuroeq.engines.torch_engine import (
+    FAILURE_MODES,
+    RelaxResult,
+    _hint,
+    _sample_list,
+    _short,
+    _stagnating,
+)
+from neuroeq.errors import ConfigError, RelaxationError
+from neuroeq.network import Edge, Network, Params
+
+TARGETS = ("cython", "numpy")
+
+
+@dataclass
+class _Projection:
+    """One ``Synapses`` object: a primary edge and, for symmetric weights, its transpose."""
+
+    edge: Edge
+    index: int
+    partner: int | None
+    synapses: object
+    keep: np.ndarray
+
+
+class _Simulation:
+    """The Brian2 objects of one network at one batch size (plain or with AsymEP's
+    correction); built once, reused for every phase."""
+
+    def __init__(self, network: Network, batch: int, dt: float, asym: bool):
+        import brian2
+
+        model = network.model
+        check_dimensionless(model)
+        self.network, self.batch, self.dt, self.asym = network, batch, dt, asym
+        compiled = network.compiled
+        self.variables = compiled.variables
+        self.coupled = compiled.coupled
+        namespace = model_namespace(model)
+        self.clock = brian2.Clock(dt=dt * brian2.second)
+        edges = [(k, e) for k, e in enumerate(network.edges) if e.pre > 0 and e.post > 0]
+        incoming = {l: [] for l in range(1, network.n_layers + 1)}   # I_e{k} on post
+        outgoing = {l: [] for l in range(1, network.n_layers + 1)}   # T_e{k} on pre
+        for k, edge in edges:
+            incoming[edge.post].append(k)
+            outgoing[edge.pre].append(k)
+        self.groups: dict[int, object] = {}
+        for l in range(1, network.n_layers + 1):
+            code = self._equations(model, l, incoming[l], outgoing[l])
+            group = brian2.NeuronGroup(batch * network.sizes[l], code, method="euler",
+                                       clock=self.clock, namespace=namespace,
+                                       name=f"neuroeq_layer{l}")
+            refresh = [f"rho = {model.rho_code}"]
+            if asym:
+                refresh.append(f"dcp = rp_star*({self.coupled} - {self.coupled}_star)")
+                gd = " + ".join(f"g_{v}*({v} - {v}_star)" for v in self.variables)
+                refresh.append(f"gd = {gd}")
+            group.run_regularly("\n".join(refresh), when="start", name=f"{group.name}_rho")
+            if compiled.bounds:
+                clip = [f"{v} = clip({v}, {low!r}, {high!r})"
+                        for v, (low, high) in compiled.bounds.items()]
+                group.run_regularly("\n".join(clip), when="end", name=f"{group.name}_project")
+            self.groups[l] = group
+        self.projections: list[_Projection] = []
+        partners = {(e.param, e.pre, e.post): k for k, e in edges if not e.primary}
+        for k, edge in edges:
+            if not edge.primary:
+                continue
+            partner = partners.get((edge.param, edge.post, edge.pre))
+            lateral = edge.kind == "lateral"
+            pre_group, post_group = self.groups[edge.pre], self.groups[edge.post]
+            lines = ["w_syn : 1", f"I_e{k}_post = w_syn*rho_pre : 1 (summed)"]
+            if asym:
+                lines += [f"D_e{k}_post = w_syn*dcp_pre : 1 (summed)",
+                          f"T_e{k}_pre = w_syn*gd_post : 1/second (summed)"]
+            if partner is not None:
+                lines.append(f"I_e{partner}_pre = w_syn*rho_post : 1 (summed)")
+                if asym:
+                    lines += [f"D_e{partner}_pre = w_syn*dcp_post : 1 (summed)",
+                              f"T_e{partner}_post = w_syn*gd_pre : 1/second (summed)"]
+            synapses = brian2.Synapses(pre_group, post_group, "\n".join(lines), clock=self.clock,
+                                       namespace=namespace, name=f"neuroeq_e{k}")
+            pre, post, keep = block_diagonal(batch, network.sizes[edge.pre],
+                                             network.sizes[edge.post], exclude_diagonal=lateral)
+            synapses.connect(i=pre, j=post)
+            self.projections.append(_Projection(edge, k, partner, synapses, keep))
+        self.net = brian2.Network(*self.groups.values(), *(p.synapses for p in self.projections))
+        self.net.store("built")
+
+    def _equations(self, model, layer: int, incoming: list[int], outgoing: list[int]) -> str:
+        asym = self.asym
+        lines = []
+        for eq in model.state:
+            extra = []
+            if layer == self.network.n_layers and eq.variable == self.coupled:
+                extra.append("nudge")
+            if asym:
+                extra.append(f"corr_{eq.variable}")
+            rhs = f"({eq.code})" + "".join(f" + {term}" for term in extra)
+            lines.append(f"d{eq.variable}/dt = {rhs} : 1")
+        lines.append("rho : 1")
+        uses = " ".join(eq.code for eq in model.state)
+        if "rho_prime" in uses:
+            lines.append(f"rho_prime = {model.rho_prime_code} : 1")
+        lines.append("I_syn = " + " + ".join(["I_in"] + [f"I_e{k}" for k in incoming]) + " : 1")
+        lines += ["I_in : 1 (constant)", "bias : 1 (constant)"]
+        lines += [f"I_e{k} : 1" for k in incoming]
+        if layer == self.network.n_layers:
+            lines.append("nudge : 1/second (constant)")
+        if asym:
+            lines += self._correction_equations(incoming, outgoing)
+        return "\n".join(lines)
+
+    def _correction_equations(self, incoming: list[int], outgoing: list[int]) -> list[str]:
+        """``corr_k = -g_k Σ_j M_ij ρ'(s_j*)Δc_j + [k = c] ρ'(s_i*) Σ_j M_ji gd_j - (L - Lᵀ)Δ``:
+        the synaptic and the within-neuron parts of ``-(J* - J*ᵀ)(s - s*)``."""
+        variables, coupled = self.variables, self.coupled
+        lines = ["rp_star : 1 (constant)", "dcp : 1", "gd : 1/second"]
+        lines += [f"D_e{k} : 1" for k in incoming] + [f"T_e{k} : 1/second" for k in outgoing]
+        for v in variables:
+            lines += [f"{v}_star : 1 (constant)", f"g_{v} : 1/second (constant)"]
+        for a, first in enumerate(variables):
+            for second in variables[a + 1:]:
+                lines.append(f"a_{first}_{second} : 1/second (constant)")
+        d_total = " + ".join(f"D_e{k}" for k in incoming) or "0"
+        t_total = " + ".join(f"T_e{k}" for k in outgoing) or "0/second"
+        for a, v in enumerate(variables):
+            terms = [f"-g_{v}*({d_total})"]
+            if v == coupled:
+                terms.append(f"+ rp_star*({t_total})")
+            for m in variables[a + 1:]:
+                terms.append(f"- a_{v}_{m}*({m} - {m}_star)")
+            for m in variables[:a]:
+                terms.append(f"+ a_{m}_{v}*({m} - {m}_star)")
+            lines.append(f"corr_{v} = " + " ".join(terms) + " : 1/second")
+        return lines
+
+    # ------------------------------------------------------------- data in and out
+    def write_parameters(self, params: Params, drive: dict[int, torch.Tensor]) -> None:
+        network = self.network
+        for projection in self.projections:
+            matrix = network.matrix(projection.edge, params).detach()
+            values = matrix.reshape(-1).cpu().numpy().astype(np.float64)[projection.keep]
+            projection.synapses.w_syn_[:] = np.tile(values, self.batch)
+        for l, group in self.groups.items():
+            bias = params[f"b{l}"].detach().cpu().numpy().astype(np.float64)
+            group.bias_[:] = np.tile(bias, self.batch)
+            current = drive.get(l)
+            group.I_in_[:] = 0.0 if current is None else _flat(current, self.batch, group.N)
+
+    def write_state(self, state: torch.Tensor) -> None:
+        for block in self.network.blocks:
+            group = self.groups[block.layer]
+            values = state[..., block.start:block.stop]
+            getattr(group, block.variable + "_")[:] = _flat(values, self.batch, group.N)
+
+    def read_state(self) -> torch.Tensor:
+        network = self.network
+        state = torch.empty(self.batch, network.state_size, dtype=torch.float64)
+        for block in network.blocks:
+            values = np.asarray(getattr(self.groups[block.layer], block.variable + "_")[:])
+            state[:, block.start:block.stop] = torch.from_numpy(
+                values.reshape(self.batch, block.stop - block.start).copy())
+        return state.to(dtype=network.dtype, device=network.device)
+
+    def write_nudge(self, nudge: torch.Tensor) -> None:
+        group = self.groups[self.network.n_layers]
+        group.nudge_[:] = _flat(nudge, self.batch, group.N)
+
+    def write_anchor(self, coefficients: dict[int, dict[str, torch.Tensor]]) -> None:
+        for l, values in coefficients.items():
+            group = self.groups[l]
+            for name, value in values.items():
+                getattr(group, name + "_")[:] = _flat(value, self.batch, group.N)
+
+    def run(self, steps: int) -> None:
+        """``steps`` Euler steps in one ``run()`` call.
+
+        ``Network.run`` starts with a full ``gc.collect()`` (to warn about objects left out
+        of the magic network, which we do not use); with torch and sympy loaded it costs
+        ~1 s, so the existing objects are frozen out of the collection for the call.
+        """
+        import brian2
+
+        gc.freeze()
+        try:
+            self.net.run(steps * self.dt * brian2.second, namespace={})
+        finally:
+            gc.unfreeze()
+
+
+@dataclass
+class Brian2Engine:
+    """Relaxation in Brian2. ``None`` takes the model file's ``[integration]`` values.
+
+    Args:
+        target: ``cython`` (compiled once, cached in the project's cache directory) or
+            ``numpy`` (no compiler; quick for tiny networks).
+        dt: Euler step in seconds.
+        max_steps: step budget per phase.
+        tol: stop when every sample's ``max|ds/dt|·τ < tol``; ``0`` runs the full budget.
+        check_every: steps per ``run()`` call; convergence is checked (and the nudge
+            refreshed) between calls.
+        divergence: ``|s|`` above this counts as divergence.
+        on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle.
+        record_trace: keep the max residual at each check.
+    """
+
+    target: str = "cython"
+    dt: float | None = None
+    max_steps: int | None = None
+    tol: float | None = None
+    check_every: int = 100
+    divergence: float = 1e6
+    on_failure: str = "raise"
+    record_trace: bool = False
+    _simulations: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    builds: int = field(default=0, init=False, compare=False)
+
+    name = "brian2"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"Brian2 target {self.target!r} must be one of {', '.join(TARGETS)}")
+        if self.on_failure not in FAILURE_MODES:
+            raise ConfigError(f"on_failure {self.on_failure!r} must be one of "
+                              f"{', '.join(FAILURE_MODES)}")
+        if self.dt is not None and not (math.isfinite(self.dt) and self.dt > 0):
+            raise ConfigError(f"dt {self.dt} must be a positive number of seconds")
+        if self.max_steps is not None and int(self.max_steps) < 1:
+            raise ConfigError(f"max_steps {self.max_steps} must be at least 1")
+        if self.tol is not None and not (math.isfinite(self.tol) and self.tol >= 0):
+            raise ConfigError(f"tol {self.tol} must be a non-negative number")
+        if int(self.check_every) < 1:
+            raise ConfigError(f"check_every {self.check_every} must be at least 1")
+
+    def settings(self, network: Network) -> tuple[float, int, float]:
+        """``(dt, max_steps, tol)`` with the model's defaults filled in."""
+        model = network.model
+        dt = self.dt if self.dt is not None else model.integration_setting("dt", 0.1 * model.tau)
+        max_steps = int(self.max_steps if self.max_steps is not None
+                        else model.integration_setting("max_steps", 5000))
+        tol = self.tol if self.tol is not None else model.integration_setting("tol", 1e-6)
+        return dt, max_steps, tol
+
+    def simulation(self, network: Network, batch: int, asym: bool = False) -> _Simulation:
+        """The Brian2 objects for ``network`` at this batch size (built on first use)."""
+        dt = self.settings(network)[0]
+        key = (id(network), batch, asym, dt)
+        simulation = self._simulations.get(key)
+        if simulation is None or simulation.network is not network:
+            configure_brian2(self.target)
+            simulation = _Simulation(network, batch, dt, asym)
+            self._simulations[key] = simulation
+            self.builds += 1
+        return simulation
+
+    def relax(self, network: Network, x: torch.Tensor, *, y: torch.Tensor | None = None,
+              beta: float = 0.0, init: torch.Tensor | None = None,
+              force: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              params: Params | None = None, drive: dict | None = None,
+              max_steps: int | None = None, tol: float | None = None) -> RelaxResult:
+        """Relax ``B`` samples ``x`` (B, n_in) from ``init`` (B, N) with nudge ``β``.
+
+        Same contract as :meth:`TorchEngine.relax`; ``force`` may only be AsymEP's
+        correction (it is realised inside the Brian2 model). No autograd (BPTT needs the
+        torch engine).
+        """
+        from neuroeq.rules.asym_ep import AsymCorrection
+
+        if beta != 0.0 and y is None:
+            raise ConfigError("a nudged phase (beta != 0) needs targets y")
+        if force is not None and not isinstance(force, AsymCorrection):
+            raise ConfigError("the Brian2 engine realises only AsymEP's correction inside its "
+                              "model; other extra forces need TorchEngine")
+        with torch.no_grad():
+            return self._relax(network, x, y, beta, init, force, params, drive, max_steps, tol)
+
+    def _relax(self, network: Network, x: torch.Tensor, y: torch.Tensor | None, beta: float,
+               init: torch.Tensor | None, force, params: Params | None, drive: dict | None,
+               max_steps: int | None, tol: float | None) -> RelaxResult:
+        dt, default_steps, default_tol = self.settings(network)
+        max_steps = int(max_steps if max_steps is not None else default_steps)
+        tol = float(tol if tol is not None else default_tol)
+        x = x.to(device=network.device, dtype=network.dtype)
+        params = network.dynamics_parameters() if params is None else params
+        for name, own in network.dynamics_parameters().items():
+            if params[name].shape != own.shape:
+                raise ConfigError(f"the Brian2 engine takes one parameter set; {name} has shape "
+                                  f"{tuple(params[name].shape)}, expected {tuple(own.shape)} "
+                                  "(batched parameters need TorchEngine)")
+        if drive is None:
+            drive = network.drive(x, params)
+        batch = x.shape[-2]
+        state = network.initial_state(batch) if init is None else init.detach().clone()
+        if state.shape != (batch, network.state_size):
+            raise ConfigError(f"init has shape {tuple(state.shape)}; the Brian2 engine expects "
+                              f"(batch, N) = ({batch}, {network.state_size})")
+        simulation = self.simulation(network, batch, asym=force is not None)
+        simulation.net.restore("built")
+        simulation.write_parameters(params, drive)
+        simulation.write_state(state)
+        if force is not None:
+            simulation.write_anchor(anchor_coefficients(network, force.anchor, drive, params))
+        nudge = beta / network.tau
+
+        def velocity(s: torch.Tensor) -> torch.Tensor:
+            v = network.velocity(s, drive, params)
+            if nudge != 0.0:
+                v = v - nudge * network.cost_gradient(s, y)
+            if force is not None:
+                v = v + force(s)
+            return v
+
+        def write_nudge(s: torch.Tensor) -> None:
+            block = network.output_block
+            c = network.cost_gradient(s, y)[..., block.start:block.stop] if nudge else \
+                torch.zeros(batch, block.stop - block.start, dtype=s.dtype)
+            simulation.write_nudge(-nudge * c)
+
+        return self._loop(network, simulation, state, velocity, write_nudge, dt, max_steps, tol)
+
+    def _loop(self, network: Network, simulation: _Simulation, state: torch.Tensor,
+              velocity: Callable[[torch.Tensor], torch.Tensor],
+              write_nudge: Callable[[torch.Tensor], None], dt: float, max_steps: int,
+              tol: float) -> RelaxResult:
+        batch = state.shape[0]
+        converged = torch.zeros(batch, dtype=torch.bool)
+        steps = torch.full((batch,), -1, dtype=torch.long)
+        residual = torch.full((batch,), math.inf, dtype=torch.float64)
+        delta = torch.zeros_like(state)
+        history: list[torch.Tensor] = []
+        trace: list[float] = []
+        step = 0
+        while step < max_steps:
+            write_nudge(state)
+            chunk = min(int(self.check_every), max_steps - step)
+            simulation.run(chunk)
+            step += chunk
+            state = simulation.read_state()
+            self._check_finite(network, state, step)
+            moved = state + dt * velocity(state)
+            if network.compiled.bounds:
+                network.project(moved)
+            delta = (moved - state).abs()
+            residual = (delta.amax(-1) * (network.tau / dt)).to(torch.float64).cpu()
+            history.append(residual)
+            if self.record_trace:
+                trace.append(float(residual.max()))
+            if tol > 0:
+                newly = (residual < tol) & ~converged
+                steps[newly] = step
+                converged |= newly
+                if bool(converged.all()):
+                    break
+        failure = None
+        if tol > 0 and not bool(converged.all()):
+            failure = self._not_settled(network, delta, residual, converged, history, step, tol)
+            if self.on_failure == "raise":
+                raise failure
+            if self.on_failure == "warn":
+                warnings.warn(str(failure), RuntimeWarning, stacklevel=3)
+        return RelaxResult(state=state, steps=steps, converged=converged, residual=residual,
+                           n_steps=step, failure=failure, trace=trace)
+
+    # ----------------------------------------------------------------- failures
+    def _check_finite(self, network: Network, state: torch.Tensor, step: int) -> None:
+        finite = torch.isfinite(state)
+        if bool(finite.all()) and float(state.abs().max()) <= self.divergence:
+            return
+        bad_units = (~finite | (state.abs() > self.divergence))
+        samples = _sample_list(bad_units.any(-1))
+        layer = network.layer_of_index(int(bad_units.any(0).nonzero()[0]))
+        kind = "nan" if not bool(finite.all()) else "diverged"
+        what = "became NaN/inf" if kind == "nan" else f"exceeded |s| > {self.divergence:g}"
+        raise RelaxationError(
+            f"layer {layer!r}: {network.model.name} state in Brian2 {what} after {step} steps "
+            f"for samples {_short(samples)}; lower dt, the weight gain or the input scale"
+            f"{_hint(network)}", kind=kind, layer=layer, samples=samples)
+
+    def _not_settled(self, network: Network, delta: torch.Tensor, residual: torch.Tensor,
+                     converged: torch.Tensor, history: list[torch.Tensor], step: int,
+                     tol: float) -> RelaxationError:
+        samples = _sample_list(~converged)
+        oscillating = _stagnating(history)
+        kind = "oscillating" if oscillating else "not_converged"
+        layer = network.layer_of_index(int(delta.amax(0).argmax()))
+        what = ("oscillating: the residual stopped falling, a limit cycle" if oscillating
+                else "still converging: raise max_steps")
+        return RelaxationError(
+            f"layer {layer!r}: {network.model.name} state in Brian2 did not settle after {step} "
+            f"steps (max |ds/dt|·τ = {float(residual.max()):.3g} > tol {tol:g}, {what}) for "
+            f"samples {_short(samples)}{_hint(network)}",
+            kind=kind, layer=layer, samples=samples, residual=float(residual.max()))
+
+    def integrate(self, *args, **kwargs) -> RelaxResult:
+        """Generic extended-state integration (Dyadic EP's ``(m, d)``) has no Brian2 model."""
+        raise ConfigError("the Brian2 engine simulates the model's own state only; Dyadic EP's "
+                          "doubled (m, d) state needs TorchEngine")
+
+
+def anchor_coefficients(network: Network, anchor: torch.Tensor, drive: dict,
+                        params: Params) -> dict[int, dict[str, torch.Tensor]]:
+    """Per-neuron constants of AsymEP's correction at the free state ``s*`` (B, N):
+    ``<var>_star``; ``rp_star = ρ'(s_c*)``; ``g_<var> = ∂F_var/∂I_syn``; and
+    ``a_<k>_<m> = L_km - L_mk`` with ``L = ∂F/∂s`` within one neuron (``I_syn`` fixed).
+    With them ``J*_{(i,k),(j,c)} = g_k(i) M_ij ρ'(s_j*)`` between neurons."""
+    compiled = network.compiled
+    anchor = anchor.detach()
+    rates = network.rates(anchor)
+    currents = network.synaptic_input(rates, drive, params)
+    coefficients: dict[int, dict[str, torch.Tensor]] = {}
+    names = compiled.variables
+    for l in range(1, network.n_layers + 1):
+        variables = network.variables(anchor, l)
+        coupled = variables[compiled.coupled]
+        current = currents[l] if isinstance(currents[l], torch.Tensor) else \
+            torch.zeros_like(coupled)
+        bias = params[f"b{l}"].detach()
+
+        def rhs(values: tuple[torch.Tensor, ...], current: torch.Tensor,
+                bias: torch.Tensor = bias) -> tuple[torch.Tensor, ...]:
+            named = dict(zip(names, values, strict=True))
+            c = named[compiled.coupled]
+            out = compiled.velocity(named, I_syn=current, bias=bias, rho=compiled.rho(c),
+                                    rho_prime=compiled.rho_prime(c))
+            return tuple(out[n] for n in names)
+
+        values = tuple(variables[n] for n in names)
+        zeros = tuple(torch.zeros_like(v) for v in values)
+        with torch.enable_grad():
+            _, g = torch.func.jvp(lambda I, values=values: rhs(values, I), (current,),
+                                  (torch.ones_like(current),))
+            _, rp = torch.func.jvp(compiled.rho, (coupled,), (torch.ones_like(coupled),))
+            columns = []
+            for m in range(len(names)):
+                tangent = tuple(torch.ones_like(v) if i == m else z
+                                for i, (v, z) in enumerate(zip(values, zeros, strict=True)))
+                columns.append(torch.func.jvp(lambda *s, current=current: rhs(s, current),
+                                              values, tangent)[1])
+        out = {"rp_star": rp}
+        for n, value in zip(names, values, strict=True):
+            out[f"{n}_star"] = value
+        for n, value in zip(names, g, strict=True):
+            out[f"g_{n}"] = value
+        for a in range(len(names)):
+            for m in range(a + 1, len(names)):
+                out[f"a_{names[a]}_{names[m]}"] = columns[m][a] - columns[a][m]
+        coefficients[l] = {k: v.detach() for k, v in out.items()}
+    return coefficients
+
+
+def _flat(values: torch.Tensor | float, batch: int, size: int) -> np.ndarray:
+    """A (B, n) tensor (or something broadcasting to it) as the group's flat array."""
+    array = values.detach().to(torch.float64).cpu().numpy() if isinstance(values, torch.Tensor) \
+        else np.asarray(values, dtype=np.float64)
+    return np.broadcast_to(array, (batch, size // batch)).reshape(-1)

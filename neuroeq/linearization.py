@@ -1,0 +1,160 @@
+"""Closed-form Jacobian-vector products ``J u`` and ``Jᵀ u`` of a layered network.
+
+For neuron ``i`` of layer ``l`` with state variables ``v`` the dynamics read
+``F_{l,v} = f_v(s_l, I_syn, bias, ρ(s_l), ρ'(s_l), I_syn_c)`` with
+``I_syn = Σ_edges M ρ(s_pre)`` (and ``I_syn_c = Σ_edges M ρ_c(s_pre)`` for extra channels).
+So ``J = D + G M R``: ``D`` is block diagonal per neuron (``D_{vw} = ∂f_v/∂s_w``, through
+``ρ`` and ``ρ'`` too), ``G = ∂f/∂I_syn`` is diagonal, ``R = diag(ρ'(s_pre))``:
+
+    ``(J u)_{l,v}  = Σ_w D_{vw} u_{l,w} + G_v ⊙ Σ_{e: pre→l} (ρ'_pre ⊙ u_pre) M_eᵀ``
+    ``(Jᵀ u)_{l,w} = Σ_v D_{vw} u_{l,v}``
+    ``              + [w coupled] ρ'_l ⊙ Σ_{e: l→post} (Σ_v G_v u_{post,v}) M_e``
+
+(plus the same terms per channel). The diagonal factors are elementwise derivatives,
+taken once at the linearisation point by forward-mode differentiation of the neuron's own
+equation (no matmul, no graph over the network); every product after that is two matmuls
+per edge and a few elementwise operations, with no autograd.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from neuroeq.network import Network, Params, _as_tensor
+
+
+class Linearization:
+    """``J = ∂F/∂s`` of ``network`` at ``state`` (batch, N), applied in closed form.
+
+    Args:
+        network: the network.
+        state: the linearisation point, shape ``(batch, N)``.
+        drive: ``Σ W x`` per receiving layer (:meth:`Network.drive`).
+        params: parameter overrides, or ``None``.
+
+    Attributes: ``velocity`` is ``F(state)`` (computed on the way).
+    """
+
+    def __init__(self, network: Network, state: torch.Tensor, drive: dict[int, torch.Tensor],
+                 params: Params | None = None):
+        params = network.dynamics_parameters() if params is None else params
+        self.network = network
+        compiled = network.compiled
+        self.channels = tuple(getattr(compiled, "channels", {}) or {})
+        state = state.detach()
+        self.layers = range(1, network.n_layers + 1)
+        self.blocks = {l: [b for b in network.blocks if b.layer == l] for l in self.layers}
+        self.coupled = {l: network.block(l) for l in self.layers}
+        self.matrices = [(edge, network.matrix(edge, params).detach())
+                         for edge in network.edges if edge.pre != 0]
+        with torch.no_grad():
+            rates = network.rates(state)
+            currents = network.synaptic_input(rates, drive, params)
+            channel_currents = {
+                name: network.synaptic_input(network.channel_rates(state, name), {}, params)
+                for name in self.channels}
+        # derivatives of the rates: ρ'(s) for the primary and each extra channel
+        self.rate_slope: dict[tuple[str, int], torch.Tensor] = {}
+        for l in self.layers:
+            coupled = state[..., self.coupled[l].start:self.coupled[l].stop]
+            ones = torch.ones_like(coupled)
+            self.rate_slope[("", l)] = torch.func.jvp(compiled.rho, (coupled,), (ones,))[1]
+            for name in self.channels:
+                def channel(s: torch.Tensor, name: str = name) -> torch.Tensor:
+                    return compiled.channel_rho(name, s)
+                self.rate_slope[(name, l)] = torch.func.jvp(channel, (coupled,), (ones,))[1]
+        # local partials D_{vw}, G_v = ∂f_v/∂I_syn, G_{v,c} = ∂f_v/∂I_syn_c per layer
+        self.local: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+        self.gain: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+        pieces = []
+        for l in self.layers:
+            names = [b.variable for b in self.blocks[l]]
+            values = [state[..., b.start:b.stop] for b in self.blocks[l]]
+            coupled_index = names.index(compiled.coupled)
+            inputs = [_as_tensor(currents[l], values[coupled_index])]
+            inputs += [_as_tensor(channel_currents[c][l], values[coupled_index])
+                       for c in self.channels]
+            bias = params[f"b{l}"].detach()
+
+            def neuron(*args: torch.Tensor, names: list[str] = names, bias: torch.Tensor = bias,
+                       coupled_index: int = coupled_index) -> tuple[torch.Tensor, ...]:
+                variables = dict(zip(names, args[:len(names)], strict=True))
+                coupled = args[coupled_index]
+                extra = {f"I_syn_{c}": value
+                         for c, value in zip(self.channels, args[len(names) + 1:], strict=True)}
+                kwargs = {"channel_inputs": extra} if extra else {}
+                out = compiled.velocity(variables, I_syn=args[len(names)], bias=bias,
+                                        rho=compiled.rho(coupled),
+                                        rho_prime=compiled.rho_prime(coupled), **kwargs)
+                return tuple(out[name] for name in names)
+
+            primals = tuple(values + inputs)
+            zeros = tuple(torch.zeros_like(p) for p in primals)
+            columns = []
+            for k in range(len(primals)):
+                tangents = zeros[:k] + (torch.ones_like(primals[k]),) + zeros[k + 1:]
+                velocity, column = torch.func.jvp(neuron, primals, tangents)
+                columns.append(column)
+            pieces.extend(velocity)
+            self.local[l] = {v: {w: columns[j][i] for j, w in enumerate(names)}
+                             for i, v in enumerate(names)}
+            channel_keys = [""] + list(self.channels)
+            self.gain[l] = {v: {c: columns[len(names) + k][i]
+                                for k, c in enumerate(channel_keys)}
+                            for i, v in enumerate(names)}
+        self.velocity = torch.cat(pieces, dim=-1)
+
+    def _split(self, u: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
+        return {l: {b.variable: u[..., b.start:b.stop] for b in self.blocks[l]}
+                for l in self.layers}
+
+    def _join(self, parts: dict[int, dict[str, torch.Tensor]], like: torch.Tensor
+              ) -> torch.Tensor:
+        out = torch.empty_like(like)
+        for l in self.layers:
+            for b in self.blocks[l]:
+                out[..., b.start:b.stop] = parts[l][b.variable]
+        return out
+
+    def jvp(self, u: torch.Tensor) -> torch.Tensor:
+        """``J u``, shape like ``u`` (batch, N)."""
+        parts = self._split(u)
+        coupled = self.network.compiled.coupled
+        synaptic: dict[tuple[str, int], torch.Tensor] = {}
+        for key in [""] + list(self.channels):
+            for edge, matrix in self.matrices:
+                pre = self.rate_slope[(key, edge.pre)] * parts[edge.pre][coupled]
+                term = pre @ matrix.transpose(-1, -2)
+                index = (key, edge.post)
+                synaptic[index] = synaptic[index] + term if index in synaptic else term
+        result: dict[int, dict[str, torch.Tensor]] = {}
+        for l in self.layers:
+            result[l] = {}
+            for v, row in self.local[l].items():
+                value = sum(row[w] * parts[l][w] for w in row)
+                for key, gain in self.gain[l][v].items():
+                    if (key, l) in synaptic:
+                        value = value + gain * synaptic[(key, l)]
+                result[l][v] = value
+        return self._join(result, u)
+
+    def vjp(self, u: torch.Tensor) -> torch.Tensor:
+        """``Jᵀ u``, shape like ``u`` (batch, N)."""
+        parts = self._split(u)
+        coupled = self.network.compiled.coupled
+        result: dict[int, dict[str, torch.Tensor]] = {}
+        for l in self.layers:
+            result[l] = {}
+            names = list(self.local[l])
+            for w in names:
+                result[l][w] = sum(self.local[l][v][w] * parts[l][v] for v in names)
+        for key in [""] + list(self.channels):
+            weighted = {l: sum(self.gain[l][v][key] * parts[l][v] for v in self.local[l])
+                        for l in self.layers}
+            back: dict[int, torch.Tensor] = {}
+            for edge, matrix in self.matrices:
+                term = weighted[edge.post] @ matrix
+                back[edge.pre] = back[edge.pre] + term if edge.pre in back else term
+            for l, value in back.items():
+                result[l][coupled] = result[l][coupled] + self.rate_slope[(key, l)] * value
+        return self._join(result, u)

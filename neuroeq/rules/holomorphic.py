@@ -1,0 +1,139 @@
+"""Holomorphic EP (Laborieux & Zenke 2022, "Holomorphic Equilibrium Propagation Computes
+Exact Gradients Through Finite Size Oscillations").
+
+For analytic dynamics the nudged state ``s_β`` and ``f(β) = ∂E/∂θ(s_β)`` are holomorphic
+in a complex nudge ``β``, and ``f'(0) = dL/dθ`` (the EP identity). Cauchy's formula on the
+circle ``|β| = r`` sampled at ``N`` points ``β_k = r e^{2πik/N}`` gives
+
+``∇_θ L = (1/(N r)) Σ_k ∂E/∂θ(s_{β_k}) e^{-2πik/N}``  (real part),
+
+exact for finite ``r`` up to the aliasing of the higher Taylor coefficients,
+``O((r/R)^N)`` with ``R`` the radius of analyticity of ``β ↦ s_β``; ``N = 2`` is centered
+EP. Each complex nudged phase relaxes ``ds/dt = F(s) - (β_k/τ) ∂C/∂s`` in complex arithmetic
+from the free state, with its own Euler loop here (the real engine is left untouched).
+Exact for gradient and skew-gradient models (nudging the coupled variable) with symmetric
+coupling whose expressions are analytic (``tanh``, logistic, ``sin``, polynomials; not
+``clip`` or comparisons).
+"""
+
+from __future__ import annotations
+
+import cmath
+import math
+
+import torch
+
+from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
+from neuroeq.errors import ConfigError, RelaxationError
+from neuroeq.network import Network
+from neuroeq.rules.base import Estimate, GradientEstimator
+from neuroeq.rules.phases import combine, full_names, mean_cost, readout_gradients
+
+_COMPLEX = {torch.float64: torch.complex128, torch.float32: torch.complex64}
+
+
+class HolomorphicEP(GradientEstimator):
+    """Holomorphic EP: ``N`` complex nudges ``β_k = r e^{2πik/N}`` (``beta`` is ``r``) and
+    ``ĝ = Re (1/(N r)) Σ_k ∂E/∂θ(s_{β_k}) e^{-2πik/N}``; exact for finite ``r`` (error
+    ``O((r/R)^N)``) on analytic gradient / skew-gradient models with symmetric coupling.
+    """
+
+    name = "holomorphic"
+    exact_for = ("analytic gradient and skew-gradient models with symmetric coupling, "
+                 "finite r (error O((r/R)^N))")
+
+    def __init__(self, beta: float = 0.5, engine: TorchEngine | None = None,
+                 nudged_steps: int | None = None, points: int = 16):
+        super().__init__(engine, nudged_steps)
+        r = float(beta)
+        if not (math.isfinite(r) and r > 0):
+            raise ConfigError(f"radius r = {beta} must be a positive number (holomorphic EP "
+                              "takes the nudge radius as beta)")
+        if int(points) < 2:
+            raise ConfigError(f"points {points} must be at least 2 (2 is centered EP)")
+        self.beta, self.points = r, int(points)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "r": self.beta, "points": self.points}
+
+    def _check(self, network: Network) -> None:
+        from neuroeq.classify import _non_analytic
+
+        model = network.model
+        if model.structural_class == "general":
+            raise ConfigError(f"holomorphic EP needs a gradient or skew-gradient model; "
+                              f"{model.name!r} is general (use asym or dyadic)")
+        if network.coupling != "symmetric":
+            raise ConfigError(f"holomorphic EP needs symmetric coupling, got "
+                              f"{network.coupling!r} (use asym or dyadic)")
+        if network.compiled.bounds:
+            raise ConfigError(f"holomorphic EP needs unbounded (analytic) dynamics; model "
+                              f"{model.name!r} clamps {sorted(network.compiled.bounds)}")
+        bad = _non_analytic(model)
+        if bad:
+            raise ConfigError(f"holomorphic EP needs analytic dynamics; model {model.name!r} "
+                              f"uses {', '.join(bad)} (use a smooth rate such as "
+                              "hopfield_smooth's logistic)")
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
+        self._check(network)
+        cdtype = _COMPLEX[network.dtype]
+        params = network.dynamics_parameters()
+        complex_params = {k: v.detach().to(cdtype) for k, v in params.items()}
+        drive = {k: v.detach().to(cdtype) for k, v in network.drive(x).items()}
+        betas = [self.beta * cmath.exp(2j * math.pi * k / self.points)
+                 for k in range(self.points)]
+        nudge = torch.tensor(betas, dtype=cdtype, device=network.device).view(-1, 1, 1)
+        start = free.state.detach().to(cdtype).expand(self.points, *free.state.shape).clone()
+        states = self._relax(network, x, y, start, nudge / network.tau, complex_params, drive)
+        # Re Σ_k w_k E_hebb(s_k; θ) is linear in θ: its θ-gradient is the estimate.
+        weights = torch.tensor([cmath.exp(-2j * math.pi * k / self.points)
+                                / (self.points * self.beta) for k in range(self.points)],
+                               dtype=cdtype).view(-1, 1)
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad():
+            cast = {k: v.to(cdtype) for k, v in leaves.items()}
+            energy = network.hebbian_energy(states, x, cast)  # (points, batch)
+            total = (weights * energy).sum().real / x.shape[0]
+            grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+        names = full_names(network)
+        estimate = {names[k]: (g if g is not None else torch.zeros_like(leaves[k]))
+                    for k, g in zip(leaves, grads, strict=True)}
+        estimate = combine(estimate, readout_gradients(network, free.state, y))
+        return Estimate(estimate, mean_cost(network, free.state, y), free)
+
+    def _relax(self, network: Network, x: torch.Tensor, y: torch.Tensor, state: torch.Tensor,
+               nudge: torch.Tensor, params: dict, drive: dict) -> torch.Tensor:
+        """Euler relaxation of the complex nudged phases (points, batch, N) to rest."""
+        dt, max_steps, tol = self.engine.settings(network)
+        max_steps = self.nudged_steps or max_steps
+        target_y = y
+        residual = math.inf
+        with torch.no_grad():
+            for step in range(1, max_steps + 1):
+                velocity = network.velocity(state, drive, params) - nudge * _cost_gradient(
+                    network, state, target_y)
+                state = state + dt * velocity
+                if step % self.engine.check_every == 0 or step == max_steps:
+                    residual = float(velocity.abs().max()) * network.tau
+                    if not math.isfinite(residual):
+                        raise RelaxationError(
+                            f"holomorphic EP: the complex nudged phase of {network.model.name}"
+                            f" diverged after {step} steps at r = {self.beta:g}; lower r",
+                            kind="nan")
+                    if residual < tol:
+                        return state
+        raise RelaxationError(
+            f"holomorphic EP: the complex nudged phases of {network.model.name} did not settle "
+            f"after {max_steps} steps (max |ds/dt|*tau = {residual:.3g} > tol {tol:g}) at "
+            f"r = {self.beta:g}; lower r (the radius must stay inside the region where "
+            "s_beta is analytic) or raise max_steps", kind="not_converged", residual=residual)
+
+
+def _cost_gradient(network: Network, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``∂C/∂s`` for complex states (the readout's closed form is polynomial / analytic)."""
+    return network.cost_gradient(state, y)
+
+
+__all__ = ["HolomorphicEP"]

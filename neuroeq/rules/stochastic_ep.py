@@ -1,0 +1,114 @@
+"""Stochastic EP for probabilistic spiking networks (Lin, Jiang, Sengupta 2025,
+arXiv 2511.11320)."""
+
+from __future__ import annotations
+
+import torch
+
+from neuroeq.errors import ConfigError
+from neuroeq.network import Network
+from neuroeq.rules.base import Estimate, GradientEstimator
+from neuroeq.rules.ep import check_beta
+from neuroeq.rules.phases import combine, difference, full_names, mean_cost, readout_gradients
+
+
+def statistics_gradient(network: Network, phase, x: torch.Tensor, snapshot: int = -1,
+                        replicas: int | None = None) -> dict[str, torch.Tensor]:
+    """``∂E/∂θ`` from spiking phase statistics, batch-averaged:
+
+    ``∂E/∂W = -⟨spk_post spk_preᵀ⟩`` (time-, replica- and batch-averaged coincidences; the
+    clamped input's rate is ``x``), ``∂E/∂b = -⟨spk⟩``; the same contraction as
+    :meth:`Network.hebbian_energy` with products of rates replaced by coincidences.
+    ``snapshot`` picks the window, ``replicas`` the first ``R`` replicas (default all).
+    """
+    params = network.dynamics_parameters()
+    x = x.to(network.dtype)
+
+    def mean(value: torch.Tensor) -> torch.Tensor:  # (S, R, B, ...) → (...)
+        return value[snapshot][:replicas].mean(0).mean(0).to(network.dtype)
+
+    rates = {l: value[snapshot][:replicas].mean(0).to(network.dtype)  # (B, n)
+             for l, value in phase.rates.items()}
+    with torch.enable_grad():
+        energy = 0.0
+        for edge in network.edges:
+            if not edge.primary:
+                continue
+            matrix = network.matrix(edge, params)
+            if edge.pre == 0:
+                coincidence = (rates[edge.post].unsqueeze(-1) * x.unsqueeze(-2)).mean(0)
+            elif edge.param in phase.coincidences:
+                coincidence = mean(phase.coincidences[edge.param])
+            else:
+                raise ConfigError(f"the spiking phase has no statistics for edge {edge.param!r}")
+            factor = 0.5 if (edge.kind == "lateral" and network.coupling == "symmetric") else 1.0
+            energy = energy - factor * (matrix * coincidence).sum()
+        for l in range(1, network.n_layers + 1):
+            energy = energy - (params[f"b{l}"] * rates[l].mean(0)).sum()
+        grads = torch.autograd.grad(energy, list(params.values()), allow_unused=True)
+    names = full_names(network)
+    return {names[k]: (g if g is not None else torch.zeros_like(params[k]))
+            for k, g in zip(params, grads, strict=False)}
+
+
+class StochasticEP(GradientEstimator):
+    """Stochastic EP: EP on the time-averaged statistics of a Bernoulli spiking network.
+
+    ``ĝ_W = -(1/β)(⟨spk_post spk_preᵀ⟩_β - ⟨spk_post spk_preᵀ⟩_0)`` and
+    ``ĝ_b = -(1/β)(⟨spk⟩_β - ⟨spk⟩_0)`` (``centered``: phases ``±β`` and ``1/2β``), with
+    statistics averaged over the engine's window and replicas. The nudge is the constant
+    ``-(β/τ) ∂C/∂u`` at the free phase's mean membrane; the nudged phases reuse the free
+    phase's start and seed (common random numbers). In the mean-field limit (long windows,
+    ``τ/dt`` large) it is EP on the rate network (:class:`ClassicEP` / :class:`CenteredEP`
+    on the same model), with error O(β) one-sided, O(β²) centered, and a variance that
+    falls as ``1/(window · replicas)``.
+
+    ``engine`` is a :class:`~neuroeq.engines.brian2_spiking.SpikingEngine`.
+    """
+
+    name = "stoch_ep"
+    exact_for = "mean-field EP on the rate network, as window x replicas -> infinity"
+
+    def __init__(self, beta: float = 0.2, engine=None, centered: bool = True):
+        if engine is None:
+            from neuroeq.engines.brian2_spiking import SpikingEngine
+
+            engine = SpikingEngine()
+        super().__init__(engine, None)
+        self.beta = check_beta(beta)
+        self.centered = centered
+
+    def phases(self, network: Network, x: torch.Tensor, y: torch.Tensor, free) -> dict:
+        """The nudged phases (``"+beta"`` and, when centered, ``"-beta"``)."""
+        common = {"y": y, "init": free.start, "seed": free.seed, "nudge_at": free.state}
+        phases = {"+beta": self.engine.relax(network, x, beta=self.beta, **common)}
+        if self.centered:
+            phases["-beta"] = self.engine.relax(network, x, beta=-self.beta, **common)
+        return phases
+
+    def combine_phases(self, network: Network, x: torch.Tensor, free, phases: dict,
+                       snapshot: int = -1, replicas: int | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """The dynamics-parameter estimate from given phases (any window / replicas)."""
+        plus = statistics_gradient(network, phases["+beta"], x, snapshot, replicas)
+        if self.centered:
+            minus = statistics_gradient(network, phases["-beta"], x, snapshot, replicas)
+            return difference(plus, minus, 0.5 / self.beta)
+        base = statistics_gradient(network, free, x, snapshot, replicas)
+        return difference(plus, base, 1.0 / self.beta)
+
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor, free) -> Estimate:
+        if not hasattr(free, "coincidences"):
+            raise ConfigError("stochastic EP needs a spiking free phase (SpikingEngine.relax); "
+                              f"got {type(free).__name__}")
+        phases = self.phases(network, x, y, free)
+        grads = combine(self.combine_phases(network, x, free, phases),
+                        readout_gradients(network, free.state, y))
+        return Estimate(grads, mean_cost(network, free.state, y), free, phases)
+
+    def random_state(self) -> dict[str, torch.Tensor]:
+        return {"spiking_calls": torch.tensor(self.engine.calls)}
+
+    def set_random_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "spiking_calls" in state:
+            self.engine.calls = int(state["spiking_calls"])

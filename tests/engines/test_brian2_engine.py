@@ -1,0 +1,173 @@
+"""Brian2 engine: the model file's FHN equations in Brian2 agree with the torch engine; EP
+rules on Brian2 states match the oracle; failures are detected; weights change in place."""
+
+import pytest
+import torch
+
+from neuroeq import TorchEngine
+from neuroeq.engines.brian2_engine import Brian2Engine
+from neuroeq.errors import ConfigError, RelaxationError
+from neuroeq.neuron_model import load_model
+from neuroeq.rules import (
+    AsymEP,
+    CenteredSkewGradientEP,
+    DyadicEP,
+    ImplicitDifferentiation,
+    SkewGradientEP,
+)
+from tests.conftest import cosine, make_problem
+
+pytestmark = pytest.mark.brian2
+
+SIZES = (6, 5, 3)
+
+
+@pytest.fixture(scope="module")
+def brian2_engine():
+    return Brian2Engine(target="numpy", tol=1e-12, max_steps=20_000, check_every=400)
+
+
+@pytest.fixture(scope="module")
+def torch_engine():
+    return TorchEngine(tol=1e-12, max_steps=100_000)
+
+
+def _oracle(network, batch, engine):
+    names = [n for n, _ in network.named_parameters()]
+    with torch.no_grad():
+        free = engine.relax(network, batch[0])
+    true = ImplicitDifferentiation(engine).estimate(network, batch, free=free, write_grad=False)
+    return names, free, true.flat(names)
+
+
+@pytest.mark.parametrize("coupling", ["symmetric", "asymmetric"])
+def test_stationary_states_agree_with_torch(coupling, brian2_engine, torch_engine):
+    network, (x, _) = make_problem("fhn", SIZES, coupling, batch=3)
+    with torch.no_grad():
+        expected = torch_engine.relax(network, x)
+    found = brian2_engine.relax(network, x)
+    assert bool(found.converged.all())
+    assert float(found.residual.max()) < 1e-12
+    assert float((found.state - expected.state).abs().max()) <= 1e-6  # measured ~1e-12
+
+
+@pytest.mark.parametrize("rule_class, beta", [(SkewGradientEP, 1e-4),
+                                              (CenteredSkewGradientEP, 1e-3)])
+def test_skew_gradient_ep_on_brian2_states_matches_oracle(rule_class, beta, brian2_engine,
+                                                          torch_engine):
+    network, batch = make_problem("fhn", SIZES, batch=3)
+    names, _, true = _oracle(network, batch, torch_engine)
+    found = rule_class(beta, brian2_engine).estimate(network, batch, write_grad=False)
+    assert cosine(found.flat(names), true) >= 0.9999
+
+
+@pytest.mark.parametrize("coupling", ["asymmetric", "feedforward"])
+def test_asym_ep_correction_inside_brian2_matches_torch_and_oracle(coupling, brian2_engine,
+                                                                   torch_engine):
+    network, batch = make_problem("fhn", SIZES, coupling, batch=3)
+    names, free, true = _oracle(network, batch, torch_engine)
+    rule = AsymEP(1e-3, brian2_engine)
+    found = rule.estimate(network, batch, write_grad=False)
+    assert cosine(found.flat(names), true) >= 0.9999
+    # the nudged state with the Brian2-side correction -2A(s - s*) is torch's nudged state
+    force = rule.correction(network, free.state, batch[0])
+    with torch.no_grad():
+        expected = torch_engine.relax(network, batch[0], y=batch[1], beta=1e-3, init=free.state,
+                                      force=force)
+    assert float((found.nudged["+beta"].state - expected.state).abs().max()) <= 1e-6
+
+
+def test_asym_ep_correction_is_needed(brian2_engine, torch_engine):
+    """Without the in-model correction (vector-field nudging) the gradient is off."""
+    network, batch = make_problem("fhn", SIZES, "asymmetric", batch=3)
+    names, free, true = _oracle(network, batch, torch_engine)
+    corrected = AsymEP(1e-3, brian2_engine).estimate(network, batch, free=free,
+                                                     write_grad=False).flat(names)
+    plus = brian2_engine.relax(network, batch[0], y=batch[1], beta=1e-3, init=free.state)
+    minus = brian2_engine.relax(network, batch[0], y=batch[1], beta=-1e-3, init=free.state)
+    from neuroeq.rules.phases import combine, readout_gradients, velocity_vjp
+
+    response = (plus.state - minus.state) / 2e-3 * network.tau
+    grads = combine(velocity_vjp(network, free.state, batch[0], response),
+                    readout_gradients(network, free.state, batch[1]))
+    uncorrected = torch.cat([grads[n].reshape(-1) for n in names])
+    error = float((uncorrected - true).norm() / true.norm())
+    assert error > 100 * float((corrected - true).norm() / true.norm())
+    assert error > 1e-3
+
+
+def test_limit_cycle_is_reported_with_layer_and_samples():
+    model = load_model("fhn", eps=0.08, b=0.8)  # textbook regime: coupled units oscillate
+    network, (x, _) = make_problem(model, (4, 3, 2), batch=2, gain=2.0)
+    engine = Brian2Engine(target="numpy", tol=1e-8, max_steps=4000, check_every=500)
+    with pytest.raises(RelaxationError, match="oscillating") as caught:
+        engine.relax(network, x)
+    error = caught.value
+    assert error.kind == "oscillating"
+    assert error.layer.startswith(("hidden1", "output"))
+    with pytest.raises(RelaxationError) as in_torch:
+        TorchEngine(tol=1e-8, max_steps=4000, check_every=500).relax(network, x)
+    assert error.samples == in_torch.value.samples == [0, 1]
+    assert "did not settle" in str(error) and "samples" in str(error)
+
+
+def test_divergence_is_reported():
+    network, (x, _) = make_problem("fhn", SIZES, batch=2)
+    engine = Brian2Engine(target="numpy", dt=0.02, max_steps=200, check_every=50)
+    with pytest.raises(RelaxationError) as caught:
+        engine.relax(network, x)
+    assert caught.value.kind in ("diverged", "nan")
+    assert caught.value.samples == [0, 1]
+
+
+def test_weights_change_between_phases_without_rebuilding(brian2_engine, torch_engine):
+    network, (x, _) = make_problem("fhn", SIZES, batch=3)
+    engine = Brian2Engine(target="numpy", tol=1e-12, max_steps=20_000, check_every=400)
+    before = engine.relax(network, x)
+    simulation = engine.simulation(network, 3)
+    synapses = simulation.projections[0].synapses
+    with torch.no_grad():
+        network.weights["W2"].mul_(-1.5)
+        network.weights["W1"].add_(0.1)
+        network.biases["b2"].add_(0.2)
+        expected = torch_engine.relax(network, x)
+    after = engine.relax(network, x)
+    assert engine.builds == 1
+    assert engine.simulation(network, 3).projections[0].synapses is synapses
+    assert float((after.state - before.state).abs().max()) > 1e-2
+    assert float((after.state - expected.state).abs().max()) <= 1e-6
+
+
+@pytest.mark.slow
+def test_cython_target_does_not_recompile_when_weights_change(torch_engine):
+    """Compiled once (cached in the project's cache directory); new weights reuse it."""
+    from brian2.codegen.runtime.cython_rt.extension_manager import cython_extension_manager
+
+    network, (x, _) = make_problem("fhn", SIZES, batch=3)
+    engine = Brian2Engine(target="cython", tol=1e-12, max_steps=20_000, check_every=400)
+    engine.relax(network, x)
+    extensions = len(cython_extension_manager._code_cache)
+    with torch.no_grad():
+        network.weights["W2"].mul_(0.5)
+        expected = torch_engine.relax(network, x)
+    found = engine.relax(network, x)
+    assert len(cython_extension_manager._code_cache) == extensions
+    assert float((found.state - expected.state).abs().max()) <= 1e-6
+
+
+def test_refuses_what_it_cannot_simulate(brian2_engine):
+    network, batch = make_problem("fhn", SIZES, "asymmetric", batch=2)
+    with pytest.raises(ConfigError, match="Dyadic"):
+        DyadicEP(1e-3, brian2_engine).estimate(network, batch, write_grad=False)
+    with pytest.raises(ConfigError, match="AsymEP"):
+        brian2_engine.relax(network, batch[0], force=lambda s: 0 * s)
+    with pytest.raises(ConfigError, match="target"):
+        Brian2Engine(target="gpu")
+
+
+def test_gradcheck_command_refuses_rules_brian2_cannot_run(capsys):
+    from neuroeq.cli import main
+
+    status = main(["gradcheck", "--engine", "brian2", "--model", "fhn", "--rules", "asym,dyadic"])
+    assert status == 2
+    assert "cannot run dyadic" in capsys.readouterr().err

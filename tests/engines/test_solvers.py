@@ -1,0 +1,119 @@
+"""The closed-form Euler map and the Anderson solver: same states, same fixed points, and
+failures still detected."""
+
+import pytest
+import torch
+
+from neuroeq import Network, RelaxationError, TorchEngine
+from neuroeq.errors import ConfigError
+from neuroeq.neuron_model import load_model
+from tests.conftest import make_problem
+
+MODELS = ["hopfield", "hopfield_smooth", "fhn", "spiking_rate"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("coupling", ["symmetric", "asymmetric"])
+def test_closed_form_map_matches_the_autograd_path(model, coupling):
+    """Under ``no_grad`` the engine runs the folded closed-form map; with autograd the
+    generic ``s + dt·F(s)``: the same trajectory step by step (nudge included)."""
+    network, (x, y) = make_problem(model, (12, 9, 7, 4), coupling, lateral=True, skip=True)
+    engine = TorchEngine(tol=0.0, max_steps=60)
+    with torch.no_grad():
+        fast = engine.relax(network, x, y=y, beta=0.3).state
+    with torch.enable_grad():
+        generic = engine.relax(network, x, y=y, beta=0.3).state.detach()
+    torch.testing.assert_close(fast, generic, rtol=0, atol=1e-12)
+
+
+def test_closed_form_map_applies_the_extra_force():
+    network, (x, _) = make_problem("fhn")
+    engine = TorchEngine(tol=0.0, max_steps=30)
+
+    def force(s):
+        return 0.1 * torch.sin(s)
+
+    with torch.no_grad():
+        fast = engine.relax(network, x, force=force).state
+    with torch.enable_grad():
+        generic = engine.relax(network, x, force=force).state.detach()
+    torch.testing.assert_close(fast, generic, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("coupling", ["symmetric", "asymmetric", "feedforward"])
+def test_anderson_reaches_the_euler_fixed_point(model, coupling):
+    network, (x, _) = make_problem(model, (20, 16, 16, 5), coupling)
+    with torch.no_grad():
+        euler = TorchEngine(tol=1e-11, max_steps=50_000).relax(network, x)
+        anderson = TorchEngine(tol=1e-11, max_steps=50_000, solver="anderson").relax(network, x)
+    assert bool(anderson.converged.all())
+    assert (anderson.steps > 0).all()
+    torch.testing.assert_close(anderson.state, euler.state, rtol=0, atol=1e-8)
+    with torch.no_grad():
+        velocity = network.velocity(anderson.state, network.drive(x))
+    if not network.compiled.bounds:
+        assert float(velocity.abs().max()) * network.tau < 1e-9
+
+
+def test_anderson_needs_fewer_map_evaluations_on_a_slow_network():
+    network, (x, _) = make_problem("hopfield_smooth", (30, 24, 24, 6), gain=1.5)
+    with torch.no_grad():
+        euler = TorchEngine(tol=1e-9, max_steps=50_000).relax(network, x)
+        anderson = TorchEngine(tol=1e-9, max_steps=50_000, solver="anderson").relax(network, x)
+    assert anderson.n_steps < euler.n_steps / 2
+
+
+def test_anderson_works_in_float32():
+    network, (x, _) = make_problem("fhn", dtype=torch.float32)
+    with torch.no_grad():
+        euler = TorchEngine(tol=1e-5, max_steps=50_000).relax(network, x)
+        anderson = TorchEngine(tol=1e-5, max_steps=50_000, solver="anderson").relax(network, x)
+    assert anderson.state.dtype == torch.float32
+    torch.testing.assert_close(anderson.state, euler.state, rtol=0, atol=1e-4)
+
+
+def _limit_cycle_network():
+    textbook = load_model("fhn").with_parameters(b=0.8, eps=0.08)
+    network = Network(textbook, (4, 6, 3), seed=0, gain=3.0)
+    return network, torch.full((3, 4), 0.5, dtype=torch.float64)
+
+
+def test_anderson_still_reports_a_limit_cycle():
+    """Anderson may converge to the unstable fixed point inside the cycle; the stability
+    check sees it, the dynamics take over and the oscillation is reported."""
+    network, x = _limit_cycle_network()
+    with pytest.raises(RelaxationError) as info, torch.no_grad():
+        TorchEngine(tol=1e-8, max_steps=30_000, solver="anderson").relax(network, x)
+    assert info.value.kind in ("oscillating", "unstable")
+    assert info.value.samples
+
+
+def test_anderson_reports_an_unstable_fixed_point_when_no_budget_is_left():
+    network, x = _limit_cycle_network()
+    engine = TorchEngine(tol=1e-8, max_steps=2000, solver="anderson", on_failure="warn")
+    with pytest.warns(RuntimeWarning), torch.no_grad():
+        result = engine.relax(network, x)
+    assert result.failure is not None
+    assert result.failure.kind in ("unstable", "oscillating", "not_converged")
+
+
+def test_anderson_stability_check_passes_stable_fixed_points():
+    network, (x, _) = make_problem("fhn", (20, 16, 5))
+    with torch.no_grad():
+        result = TorchEngine(tol=1e-10, max_steps=50_000, solver="anderson").relax(network, x)
+    assert result.failure is None and bool(result.converged.all())
+
+
+def test_anderson_reports_an_exhausted_budget():
+    network, (x, _) = make_problem("fhn")
+    with pytest.raises(RelaxationError) as info, torch.no_grad():
+        TorchEngine(tol=1e-14, max_steps=5, solver="anderson").relax(network, x)
+    assert info.value.kind in ("not_converged", "oscillating")
+
+
+def test_bad_solver_settings_are_refused():
+    with pytest.raises(ConfigError, match="solver"):
+        TorchEngine(solver="newton")
+    with pytest.raises(ConfigError, match="anderson_memory"):
+        TorchEngine(solver="anderson", anderson_memory=0)

@@ -1,0 +1,81 @@
+"""Holomorphic EP: exact for finite radius r on analytic models (gradient check)."""
+
+import pytest
+import torch
+
+from neuroeq.errors import ConfigError
+from neuroeq.rules import HolomorphicEP, ImplicitDifferentiation, make_rule
+from tests.conftest import make_problem
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # many small complex Euler steps: intra-op threads only add contention
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _errors(model, rules, engine, sizes=(20, 16, 5), seed=0):
+    network, batch = make_problem(model, sizes, seed=seed)
+    names = [n for n, _ in network.named_parameters()]
+    with torch.no_grad():
+        free = engine.relax(network, batch[0])
+    true = ImplicitDifferentiation(engine).estimate(network, batch, free=free,
+                                                    write_grad=False).flat(names)
+    out = []
+    for rule in rules:
+        found = rule.estimate(network, batch, free=free, write_grad=False).flat(names)
+        out.append(float((found - true).norm() / true.norm()))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_holomorphic_ep_at_r_half_beats_centered_ep_at_small_beta(seed, precise_engine):
+    # FHN (skew-gradient, tanh rate): r = 0.5 lies well inside the radius of analyticity
+    holomorphic, centered = _errors(
+        "fhn", [HolomorphicEP(0.5, precise_engine, points=16),
+                make_rule("centered", beta=1e-3, engine=precise_engine,
+                          model_class="skew_gradient")], precise_engine, seed=seed)
+    assert holomorphic <= centered, (holomorphic, centered)
+    assert holomorphic < 1e-9
+
+
+def test_holomorphic_ep_error_falls_geometrically_with_points(precise_engine):
+    # error O((r/R)^N): more points on the same circle, smaller error (hopfield_smooth,
+    # whose radius of analyticity here is about 0.35, so r = 0.1)
+    errors = _errors("hopfield_smooth", [HolomorphicEP(0.1, precise_engine, points=n)
+                                         for n in (4, 8, 16)], precise_engine)
+    assert errors[0] > 30 * errors[1] > 0
+    assert errors[2] < 1e-9, errors
+
+
+def test_two_points_is_centered_ep(precise_engine):
+    network, batch = make_problem("hopfield_smooth", (6, 5, 3))
+    with torch.no_grad():
+        free = precise_engine.relax(network, batch[0])
+    two = HolomorphicEP(1e-2, precise_engine, points=2).estimate(network, batch, free=free,
+                                                                 write_grad=False)
+    centered = make_rule("centered", beta=1e-2, engine=precise_engine).estimate(
+        network, batch, free=free, write_grad=False)
+    for name in centered.grads:
+        torch.testing.assert_close(two.grads[name], centered.grads[name], rtol=1e-7,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("model, coupling, message", [
+    ("hopfield", "symmetric", "clamps"), ("spiking_rate", "symmetric", "general"),
+    ("hopfield_smooth", "asymmetric", "symmetric coupling"),
+])
+def test_holomorphic_ep_refuses_non_analytic_or_non_conservative(model, coupling, message):
+    network, batch = make_problem(model, (6, 5, 3), coupling=coupling)
+    with pytest.raises(ConfigError, match=message):
+        HolomorphicEP(0.5).estimate(network, batch)
+
+
+def test_bad_radius():
+    with pytest.raises(ConfigError, match="radius"):
+        HolomorphicEP(0.0)
+    with pytest.raises(ConfigError, match="points"):
+        HolomorphicEP(0.5, points=1)

@@ -1,0 +1,56 @@
+"""The closed-form ``J u`` / ``Jᵀ u`` equal the autograd products (torch.func)."""
+
+import pytest
+import torch
+
+from neuroeq.linearization import Linearization
+from neuroeq.rules.asym_ep import linearize_autograd
+from tests.conftest import make_problem
+
+
+@pytest.mark.parametrize("model", ["hopfield", "hopfield_smooth", "fhn", "spiking_rate"])
+@pytest.mark.parametrize("coupling", ["symmetric", "asymmetric", "feedforward"])
+def test_closed_form_products_match_autograd(model, coupling):
+    network, (x, _) = make_problem(model, (12, 9, 7, 4), coupling, lateral=True, skip=True)
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.randn(4, network.state_size, generator=generator, dtype=torch.float64)
+    state = network.initial_state(4) + 0.3 * noise
+    u = torch.randn(state.shape, generator=generator, dtype=torch.float64)
+    jvp, vjp = linearize_autograd(network, state, x)
+    linear = Linearization(network, state, network.drive(x))
+    scale = 1.0 / network.tau
+    with torch.no_grad():
+        torch.testing.assert_close(linear.jvp(u), jvp(u).detach(), rtol=0, atol=1e-12 * scale)
+        torch.testing.assert_close(linear.vjp(u), vjp(u).detach(), rtol=0, atol=1e-12 * scale)
+        torch.testing.assert_close(linear.velocity, network.velocity(state, network.drive(x)),
+                                   rtol=0, atol=1e-12 * scale)
+
+
+def test_products_are_transposes_of_each_other():
+    network, (x, _) = make_problem("fhn", (10, 8, 6, 3), "asymmetric", lateral=True)
+    state = network.initial_state(4) + 0.2
+    linear = Linearization(network, state, network.drive(x))
+    generator = torch.Generator().manual_seed(5)
+    u = torch.randn(state.shape, generator=generator, dtype=torch.float64)
+    v = torch.randn(state.shape, generator=generator, dtype=torch.float64)
+    left = (v * linear.jvp(u)).sum(-1)
+    right = (linear.vjp(v) * u).sum(-1)
+    torch.testing.assert_close(left, right, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("model", ["hopfield", "fhn", "oscillator"])
+@pytest.mark.parametrize("coupling", ["symmetric", "asymmetric"])
+def test_closed_form_hebbian_difference_matches_autograd(model, coupling):
+    from neuroeq.rules.phases import difference, hebbian_difference, hebbian_gradient
+
+    network, (x, _) = make_problem(model, (12, 9, 7, 4), coupling, lateral=True, skip=True)
+    generator = torch.Generator().manual_seed(7)
+    a = network.initial_state(4) + 0.4 * torch.rand(4, network.state_size, generator=generator,
+                                                    dtype=torch.float64)
+    b = network.initial_state(4) + 0.4 * torch.rand(4, network.state_size, generator=generator,
+                                                    dtype=torch.float64)
+    expected = difference(hebbian_gradient(network, a, x), hebbian_gradient(network, b, x), 3.0)
+    found = hebbian_difference(network, a, b, x, 3.0)
+    assert set(found) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(found[name], expected[name], rtol=1e-12, atol=1e-13)
