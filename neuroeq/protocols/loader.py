@@ -16,6 +16,8 @@ from neuroeq.errors import ConfigError
 from neuroeq.protocols.schema import validate
 
 MAX_FILE_BYTES = 1_000_000
+#: deeper nesting than any protocol needs (a hostile file could exhaust the stack)
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,29 @@ def read_protocol_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"protocol file {str(path)!r} is larger than {MAX_FILE_BYTES:,} bytes")
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: tables or arrays nested too deeply") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{path}: tables or arrays nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest (counted without recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -6,6 +6,7 @@ would be right. Protocol files are data: nothing in them is ever executed.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -180,12 +181,12 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
     kind = header.get("kind")
     if kind not in KINDS:
         raise ConfigError(f"{source}: [protocol].kind must be one of {', '.join(KINDS)}, "
-                          f"got {kind!r}")
+                          f"got {_show(kind)}")
     allowed = SECTIONS_BY_KIND[kind]
     for section in data:
         if section not in allowed:
             hint = "unknown section" if section not in SCHEMA else f"not used by kind {kind!r}"
-            raise ConfigError(f"{source}: [{section}] {hint}; this kind reads "
+            raise ConfigError(f"{source}: [{_name(section)}] {hint}; this kind reads "
                               f"{', '.join(f'[{s}]' for s in allowed)}")
     for section in REQUIRED_SECTIONS[kind]:
         if section not in data:
@@ -194,11 +195,11 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
     for section in allowed:
         table = data.get(section, {})
         if not isinstance(table, Mapping):
-            raise ConfigError(f"{source}: [{section}] must be a table, got {table!r}")
+            raise ConfigError(f"{source}: [{section}] must be a table, got {_show(table)}")
         fields = SCHEMA[section]
         for key in table:
             if key not in fields:
-                raise ConfigError(f"{source}: unknown key [{section}].{key}; known: "
+                raise ConfigError(f"{source}: unknown key [{section}].{_name(key)}; known: "
                                   f"{', '.join(fields)}")
         resolved[section] = {}
         for key, spec in fields.items():
@@ -225,35 +226,51 @@ def _check(value: Any, spec: Field, where: str) -> Any:
     if kind.startswith("list["):
         item_kind = kind[5:-1]
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"{where} must be a non-empty list of {item_kind}s, got {value!r}")
+            raise ConfigError(f"{where} must be a non-empty list of {item_kind}s, "
+                              f"got {_show(value)}")
         return [_check(item, _replace_kind(spec, item_kind), where) for item in value]
     if kind == "table":
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} must be a table, got {value!r}")
-        return {str(k): _number(v, f"{where}.{k}") for k, v in value.items()}
+            raise ConfigError(f"{where} must be a table, got {_show(value)}")
+        return {str(k): _number(v, f"{where}.{_name(k)}") for k, v in value.items()}
     if kind == "lr":
         if isinstance(value, Mapping):
-            return {str(k): _bounded(_number(v, f"{where}.{k}"), spec, f"{where}.{k}", 0.0)
+            return {str(k): _bounded(_number(v, f"{where}.{_name(k)}"), spec,
+                                     f"{where}.{_name(k)}", 0.0)
                     for k, v in value.items()}
         return _bounded(_number(value, where), spec, where, 0.0)
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+            raise ConfigError(f"{where} must be true or false, got {_show(value)}")
         return value
     if kind == "str":
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {_show(value)}")
         if spec.choices and value not in spec.choices:
-            raise ConfigError(f"{where}: unknown value {value!r}; known: "
+            raise ConfigError(f"{where}: unknown value {_show(value)}; known: "
                               f"{', '.join(spec.choices)}")
         return value
     if kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {_show(value)}")
         return int(_bounded(value, spec, where))
     if kind == "float":
         return _bounded(_number(value, where), spec, where)
     raise AssertionError(f"schema kind {kind!r}")  # a bug in SCHEMA, not in the file
+
+
+def _name(key: Any) -> str:
+    """A key as written in an error: plain if it is an identifier, else quoted (one line)."""
+    return key if isinstance(key, str) and key.isidentifier() else repr(key)
+
+
+def _show(value: Any) -> str:
+    """A value in an error message, shortened (a hostile file may hold huge strings)."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 80, 80, 8, 6, 3
 
 
 def _replace_kind(spec: Field, kind: str) -> Field:
@@ -262,20 +279,20 @@ def _replace_kind(spec: Field, kind: str) -> Field:
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+        raise ConfigError(f"{where} must be a number, got {_show(value)}")
     if not math.isfinite(value):
-        raise ConfigError(f"{where} must be finite, got {value!r}")
+        raise ConfigError(f"{where} must be finite, got {_show(value)}")
     return float(value)
 
 
 def _bounded(value: float, spec: Field, where: str, minimum: float | None = None) -> float:
     minimum = spec.minimum if minimum is None else minimum
     if spec.positive and value <= 0:
-        raise ConfigError(f"{where} must be positive, got {value!r}")
+        raise ConfigError(f"{where} must be positive, got {_show(value)}")
     if minimum is not None and value < minimum:
-        raise ConfigError(f"{where} must be at least {minimum}, got {value!r}")
+        raise ConfigError(f"{where} must be at least {minimum}, got {_show(value)}")
     if spec.maximum is not None and value > spec.maximum:
-        raise ConfigError(f"{where} must be at most {spec.maximum}, got {value!r}")
+        raise ConfigError(f"{where} must be at most {spec.maximum}, got {_show(value)}")
     return value
 
 
