@@ -115,3 +115,21 @@ def quantity_setting(table: dict, key: str, default: float, where: str) -> float
     if not isinstance(spec, (int, float)) or isinstance(spec, bool):
         raise ModelError(f"{where}: {key} = {spec!r} must be a number")
     return float(spec)
+
+
+def run_steps(net, steps: int, dt: float) -> None:
+    """Run a Brian2 ``Network`` for ``steps`` steps of ``dt`` seconds in one ``run()``.
+
+    ``Network.run`` starts with a full ``gc.collect()`` (to warn about objects left out of
+    the magic network, which neuroeq does not use); with torch and sympy loaded it costs
+    ~1 s, so the existing objects are frozen out of the collection for the call.
+    """
+    import gc
+
+    import brian2
+
+    gc.freeze()
+    try:
+        net.run(steps * dt * brian2.second, namespace={})
+    finally:
+        gc.unfreeze()

@@ -26,7 +26,6 @@ dynamics, as in :class:`~neuroeq.engines.torch_engine.TorchEngine`, whose
 
 from __future__ import annotations
 
-import gc
 import math
 import warnings
 from collections.abc import Callable
@@ -40,9 +39,10 @@ from neuroeq.engines.brian2_common import (
     check_dimensionless,
     configure_brian2,
     model_namespace,
+    run_steps,
 )
+from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.engines.torch_engine import (
-    FAILURE_MODES,
     RelaxResult,
     _hint,
     _sample_list,
@@ -217,23 +217,12 @@ class _Simulation:
                 getattr(group, name + "_")[:] = _flat(value, self.batch, group.N)
 
     def run(self, steps: int) -> None:
-        """``steps`` Euler steps in one ``run()`` call.
-
-        ``Network.run`` starts with a full ``gc.collect()`` (to warn about objects left out
-        of the magic network, which we do not use); with torch and sympy loaded it costs
-        ~1 s, so the existing objects are frozen out of the collection for the call.
-        """
-        import brian2
-
-        gc.freeze()
-        try:
-            self.net.run(steps * self.dt * brian2.second, namespace={})
-        finally:
-            gc.unfreeze()
+        """``steps`` Euler steps in one ``run()`` call."""
+        run_steps(self.net, steps, self.dt)
 
 
 @dataclass
-class Brian2Engine:
+class Brian2Engine(RelaxationSettings):
     """Relaxation in Brian2. ``None`` takes the model file's ``[integration]`` values.
 
     Args:
@@ -265,26 +254,7 @@ class Brian2Engine:
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ConfigError(f"Brian2 target {self.target!r} must be one of {', '.join(TARGETS)}")
-        if self.on_failure not in FAILURE_MODES:
-            raise ConfigError(f"on_failure {self.on_failure!r} must be one of "
-                              f"{', '.join(FAILURE_MODES)}")
-        if self.dt is not None and not (math.isfinite(self.dt) and self.dt > 0):
-            raise ConfigError(f"dt {self.dt} must be a positive number of seconds")
-        if self.max_steps is not None and int(self.max_steps) < 1:
-            raise ConfigError(f"max_steps {self.max_steps} must be at least 1")
-        if self.tol is not None and not (math.isfinite(self.tol) and self.tol >= 0):
-            raise ConfigError(f"tol {self.tol} must be a non-negative number")
-        if int(self.check_every) < 1:
-            raise ConfigError(f"check_every {self.check_every} must be at least 1")
-
-    def settings(self, network: Network) -> tuple[float, int, float]:
-        """``(dt, max_steps, tol)`` with the model's defaults filled in."""
-        model = network.model
-        dt = self.dt if self.dt is not None else model.integration_setting("dt", 0.1 * model.tau)
-        max_steps = int(self.max_steps if self.max_steps is not None
-                        else model.integration_setting("max_steps", 5000))
-        tol = self.tol if self.tol is not None else model.integration_setting("tol", 1e-6)
-        return dt, max_steps, tol
+        self._check_relaxation_settings()
 
     def simulation(self, network: Network, batch: int, asym: bool = False) -> _Simulation:
         """The Brian2 objects for ``network`` at this batch size (built on first use)."""

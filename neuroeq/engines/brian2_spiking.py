@@ -21,7 +21,6 @@ no spike monitor. Seeds (Brian2 ``seed()``) make every phase reproducible.
 
 from __future__ import annotations
 
-import gc
 import math
 import re
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from neuroeq.engines.brian2_common import (
     configure_brian2,
     model_namespace,
     quantity_setting,
+    run_steps,
 )
 from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError, ModelError
@@ -169,14 +169,8 @@ class _SpikingSimulation:
         return rates, membranes, coincidences
 
     def run(self, steps: int) -> None:
-        """``steps`` steps in one ``run()`` (objects frozen out of Brian2's ``gc.collect``)."""
-        import brian2
-
-        gc.freeze()
-        try:
-            self.net.run(steps * self.dt * brian2.second, namespace={})
-        finally:
-            gc.unfreeze()
+        """``steps`` steps in one ``run()``."""
+        run_steps(self.net, steps, self.dt)
 
 
 @dataclass

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 import torch
 
 from neuroeq.engines import fast_step
+from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.network import Network, Params
 
 Force = Callable[[torch.Tensor], torch.Tensor]
 Step = Callable[..., torch.Tensor]
-FAILURE_MODES = ("raise", "warn", "ignore")
 SOLVERS = ("euler", "anderson")
 
 
@@ -56,7 +56,7 @@ class RelaxResult:
 
 
 @dataclass
-class TorchEngine:
+class TorchEngine(RelaxationSettings):
     """Relaxation settings. ``None`` takes the model file's ``[integration]`` values.
 
     Args:
@@ -92,17 +92,7 @@ class TorchEngine:
     name = "torch"
 
     def __post_init__(self) -> None:
-        if self.on_failure not in FAILURE_MODES:
-            raise ConfigError(f"on_failure {self.on_failure!r} must be one of "
-                              f"{', '.join(FAILURE_MODES)}")
-        if self.dt is not None and not (math.isfinite(self.dt) and self.dt > 0):
-            raise ConfigError(f"dt {self.dt} must be a positive number of seconds")
-        if self.max_steps is not None and int(self.max_steps) < 1:
-            raise ConfigError(f"max_steps {self.max_steps} must be at least 1")
-        if self.tol is not None and not (math.isfinite(self.tol) and self.tol >= 0):
-            raise ConfigError(f"tol {self.tol} must be a non-negative number")
-        if int(self.check_every) < 1:
-            raise ConfigError(f"check_every {self.check_every} must be at least 1")
+        self._check_relaxation_settings()
         if self.solver not in SOLVERS:
             raise ConfigError(f"solver {self.solver!r} must be one of {', '.join(SOLVERS)}")
         if int(self.anderson_memory) < 1:
@@ -113,15 +103,6 @@ class TorchEngine:
         if int(self.stability_iterations) < 0:
             raise ConfigError(f"stability_iterations {self.stability_iterations} must be "
                               "non-negative")
-
-    def settings(self, network: Network) -> tuple[float, int, float]:
-        """``(dt, max_steps, tol)`` with the model's defaults filled in."""
-        model = network.model
-        dt = self.dt if self.dt is not None else model.integration_setting("dt", 0.1 * model.tau)
-        max_steps = int(self.max_steps if self.max_steps is not None
-                        else model.integration_setting("max_steps", 5000))
-        tol = self.tol if self.tol is not None else model.integration_setting("tol", 1e-6)
-        return dt, max_steps, tol
 
     def relax(self, network: Network, x: torch.Tensor, *, y: torch.Tensor | None = None,
               beta: float = 0.0, init: torch.Tensor | None = None, force: Force | None = None,
