@@ -133,8 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    except NeuroEQError as exc:
-        print(f"neuroeq: error: {exc}", file=sys.stderr)
+    except NeuroEQError as exc:  # one line, whatever the message (Brian2's span several)
+        print(f"neuroeq: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("neuroeq: interrupted", file=sys.stderr)

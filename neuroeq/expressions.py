@@ -7,6 +7,8 @@ a closure over torch operations. Only a fixed set of functions is accepted.
 
 from __future__ import annotations
 
+import ast
+import math
 from collections.abc import Callable, Mapping
 from functools import reduce
 
@@ -44,10 +46,90 @@ def parse_expression(code: str, where: str) -> sympy.Expr:
 
     if not isinstance(code, str) or not code.strip():
         raise ModelError(f"{where}: expected a non-empty expression string, got {code!r}")
+    check_expression(code, where)
     try:
-        return str_to_sympy(code)
+        expr = str_to_sympy(code)
     except Exception as exc:  # Brian2 raises SyntaxError, ValueError, TypeError, ...
-        raise ModelError(f"{where}: cannot parse expression {code!r}: {exc}") from None
+        raise ModelError(f"{where}: cannot parse expression {_short(code)}: {exc}") from None
+    if expr.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
+        raise ModelError(f"{where}: expression {_short(code)} contains an infinite or "
+                         "undefined constant (e.g. 1/0 or 1e400)")
+    return expr
+
+
+#: the longest expression a model file may hold, and the largest constant (in decimal
+#: digits) it may spell out; sympy evaluates constant powers exactly, so ``9**9**9**9``
+#: would otherwise never finish
+MAX_EXPRESSION_CHARS = 10_000
+MAX_CONSTANT_DIGITS = 10_000
+
+
+def check_expression(code: str, where: str) -> None:
+    """Refuse, before any parser sees them, expressions that are too long, that spell out
+    constants too large to evaluate, or that hold anything but names, numbers, operators and
+    calls of named functions. Strings matter most: Brian2 hands a call's arguments to sympy,
+    and sympy *evaluates* string arguments, so ``tanh("__import__('os')...")`` would run
+    code. The check reads Python's syntax tree; nothing is run."""
+    if len(code) > MAX_EXPRESSION_CHARS:
+        raise ModelError(f"{where}: expression is {len(code):,} characters long; at most "
+                         f"{MAX_EXPRESSION_CHARS:,} are allowed")
+    try:
+        tree = ast.parse(code.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return  # not Python syntax: Brian2's parser (also Python's) refuses it the same way
+    for node in ast.walk(tree):
+        allowed = isinstance(node, _ALLOWED_NODES) and not (
+            isinstance(node, ast.Constant) and not isinstance(node.value, (int, float))
+        ) and not (isinstance(node, ast.Call)
+                   and (not isinstance(node.func, ast.Name) or node.keywords))
+        if not allowed:
+            raise ModelError(f"{where}: expression {_short(code)} contains "
+                             f"{type(node).__name__.lower()} syntax; only names, numbers, "
+                             "arithmetic, comparisons and calls such as tanh(v) are allowed")
+    digits: dict[int, float | None] = {}  # node -> log10 bound of a constant subtree
+    stack: list[tuple[ast.AST, bool]] = [(tree.body, False)]
+    while stack:  # post-order without recursion (a long sum is a very deep tree)
+        node, visited = stack.pop()
+        if not visited:
+            stack.append((node, True))
+            stack.extend((child, False) for child in ast.iter_child_nodes(node))
+            continue
+        digits[id(node)] = value = _constant_digits(node, digits)
+        if value is not None and value > MAX_CONSTANT_DIGITS:
+            raise ModelError(f"{where}: expression {_short(code)} spells out a constant "
+                             f"with more than {MAX_CONSTANT_DIGITS:,} digits")
+
+
+_ALLOWED_NODES = (
+    ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Call, ast.Name,
+    ast.Constant, ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop,
+)
+
+
+def _constant_digits(node: ast.AST, digits: dict[int, float | None]) -> float | None:
+    """An upper bound on log10(1 + |value|) of a constant subtree, ``None`` if not constant."""
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, (int, float, complex)):
+            return None
+        if not abs(node.value) < math.inf:
+            return None  # 1e400: sympy reads it as oo, which parse_expression refuses
+        return math.log10(1.0 + abs(node.value))
+    if isinstance(node, ast.UnaryOp):
+        return digits.get(id(node.operand))
+    if not isinstance(node, ast.BinOp):
+        return None
+    left, right = digits.get(id(node.left)), digits.get(id(node.right))
+    if left is None or right is None:
+        return None
+    if isinstance(node.op, (ast.Add, ast.Sub)):
+        return max(left, right) + 1.0
+    if isinstance(node.op, ast.Pow):
+        return math.inf if right > 6 else left * 10.0 ** right
+    return left + right
+
+
+def _short(code: str) -> str:
+    return repr(code) if len(code) <= 80 else repr(code[:77] + "...")
 
 
 def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
@@ -70,7 +152,7 @@ def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
         base, exponent = args
         if expr.args[1] == -1:
             return lambda env: 1.0 / base(env)
-        if expr.args[1].is_Integer:
+        if expr.args[1].is_Integer and abs(int(expr.args[1])) <= 1_000_000:
             power = int(expr.args[1])
             return lambda env: base(env) ** power
         return lambda env: base(env) ** exponent(env)
@@ -86,6 +168,9 @@ def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
         (inner,) = args
         return lambda env: torch.logical_not(_tensor(inner(env)))
     name = getattr(expr.func, "__name__", str(expr.func))
+    arity = 3 if name == "clip" else 1
+    if (name in ("int_", "int", "clip") or name in _UNARY) and len(args) != arity:
+        raise ModelError(f"{where}: {name}() takes {arity} argument(s), got {len(args)}")
     if name in ("int_", "int"):
         (inner,) = args
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,12 @@ from typing import Any
 import sympy
 
 from neuroeq.errors import ModelError
-from neuroeq.expressions import free_symbols, parse_expression
+from neuroeq.expressions import (
+    MAX_EXPRESSION_CHARS,
+    check_expression,
+    free_symbols,
+    parse_expression,
+)
 
 STRUCTURAL_CLASSES = ("gradient", "skew_gradient", "general")
 ENGINE_SYMBOLS = ("I_syn", "bias", "rho", "rho_prime")
@@ -39,6 +45,7 @@ _KNOWN_KEYS = {
     "integration", "notes", "spiking", "channels",
 }
 MODEL_PATH_ENV = "NEUROEQ_MODEL_PATH"
+MAX_FILE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,12 @@ class NeuronModel:
         for variable in self.state_variables:
             code = self.Q.get(variable, "1")
             expr = parse_expression(str(code), f"model {self.name!r}: Q[{variable}]")
-            values[variable] = float(expr.subs({sympy.Symbol(k, real=True): v
-                                                for k, v in self.parameters.items()}))
+            value = expr.subs({sympy.Symbol(k, real=True): v for k, v in self.parameters.items()})
+            try:
+                values[variable] = float(value)
+            except (TypeError, ValueError):
+                raise ModelError(f"model {self.name!r}: Q[{variable}] = {str(code)!r} must be a "
+                                 "number or an expression of parameters") from None
         return values
 
     def with_parameters(self, **overrides: float) -> NeuronModel:
@@ -109,6 +120,12 @@ class NeuronModel:
             raise ModelError(f"model {self.name!r}: unknown parameter(s) {sorted(unknown)}; "
                              f"known: {sorted(self.parameters)}")
         params = {**self.parameters, **{k: float(v) for k, v in overrides.items()}}
+        bad = sorted(k for k, v in params.items() if not math.isfinite(v))
+        if bad:
+            raise ModelError(f"model {self.name!r}: parameter(s) {bad} must be finite")
+        if params[self.time_constant] <= 0:
+            raise ModelError(f"model {self.name!r}: time constant {self.time_constant!r} must "
+                             f"be positive, got {params[self.time_constant]}")
         return _replace(self, parameters=params)
 
     def describe(self) -> dict[str, Any]:
@@ -160,11 +177,18 @@ def find_model_file(name_or_path: str | os.PathLike) -> Path:
 def load_model(name_or_path: str | os.PathLike, **parameter_overrides: float) -> NeuronModel:
     """Read and check a model by name (``"fhn"``) or path (``"my_models/izh.toml"``)."""
     path = find_model_file(name_or_path)
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ModelError(f"model file {str(path)!r} is larger than {MAX_FILE_BYTES:,} bytes")
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ModelError(f"model file {str(path)!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"model file {str(path)!r} is not a UTF-8 text file") from None
+    except RecursionError:
+        raise ModelError(f"model file {str(path)!r}: tables or arrays nested too "
+                         "deeply") from None
     model = model_from_dict(data, source=str(path))
     return model.with_parameters(**parameter_overrides) if parameter_overrides else model
 
@@ -179,6 +203,14 @@ def _require(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    """The optional table ``key`` of a model file (empty when absent)."""
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ModelError(f"{where}: {key!r} must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
 def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
     """``{value = 1.0, unit = "ms"}`` or a bare number -> (SI float, unit name)."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
@@ -190,13 +222,19 @@ def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
         raw = spec.get("value")
         if not isinstance(raw, (int, float)) or isinstance(raw, bool):
             raise ModelError(f"{where}: parameter {name!r} needs a numeric 'value'")
-        value, unit = float(raw), str(spec.get("unit", "1"))
+        unit = spec.get("unit", "1")
+        if not isinstance(unit, str):
+            raise ModelError(f"{where}: parameter {name!r} has a unit that is not a string")
+        value = float(raw)
     else:
         raise ModelError(f"{where}: parameter {name!r} must be a number or "
                          f"{{value = ..., unit = ...}}, got {type(spec).__name__}")
     if not math.isfinite(value):
         raise ModelError(f"{where}: parameter {name!r} is {value}; it must be finite")
-    return value * _unit_scale(unit, name, where), unit
+    scaled = value * _unit_scale(unit, name, where)
+    if not math.isfinite(scaled):
+        raise ModelError(f"{where}: parameter {name!r} = {value} {unit} overflows in SI units")
+    return scaled, unit
 
 
 def _unit_scale(unit: str, name: str, where: str) -> float:
@@ -231,7 +269,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
     time_constant = _require(data, "time_constant", str, where)
 
     parameters, units = {}, {}
-    for key, spec in dict(data.get("parameters", {})).items():
+    for key, spec in _table(data, "parameters", where).items():
         parameters[key], units[key] = _parameter_value(key, spec, where)
     if time_constant not in parameters:
         raise ModelError(f"{where}: time_constant {time_constant!r} is not a parameter")
@@ -243,7 +281,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
     if coupled not in variables:
         raise ModelError(f"{where}: coupled_variable {coupled!r} is not a state variable "
                          f"(state variables: {', '.join(variables)})")
-    channels = _parse_channels(data.get("channels", {}), coupled, parameters, where)
+    channels = _parse_channels(_table(data, "channels", where), coupled, parameters, where)
     engine_symbols = set(ENGINE_SYMBOLS) | {f"I_syn_{name}" for name in channels}
     clash = set(variables) & (set(parameters) | engine_symbols)
     if clash:
@@ -270,20 +308,23 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
         parse_expression(energy, f"{where}: energy")
     if structural_class != "general" and energy is None:
         raise ModelError(f"{where}: a {structural_class} model must declare its 'energy'")
-    q_table = {k: str(v) for k, v in dict(data.get("Q", {})).items()}
+    q_table = {k: str(v) for k, v in _table(data, "Q", where).items()}
     if set(q_table) - set(variables):
         raise ModelError(f"{where}: Q names unknown state variable(s) "
                          f"{sorted(set(q_table) - set(variables))}")
 
     initial = {v: 0.0 for v in variables}
-    for key, value in dict(data.get("initial", {})).items():
-        if key not in initial or not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ModelError(f"{where}: initial.{key} must name a state variable and be a number")
+    for key, value in _table(data, "initial", where).items():
+        if (key not in initial or not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not math.isfinite(value)):
+            raise ModelError(f"{where}: initial.{key} must name a state variable and be a "
+                             "finite number")
         initial[key] = float(value)
     bounds = {}
-    for key, value in dict(data.get("bounds", {})).items():
+    for key, value in _table(data, "bounds", where).items():
         if (key not in variables or not isinstance(value, list) or len(value) != 2
-                or not all(isinstance(b, (int, float)) for b in value) or value[0] >= value[1]):
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                           and not math.isnan(b) for b in value) or value[0] >= value[1]):
             raise ModelError(f"{where}: bounds.{key} must be [low, high] for a state variable")
         bounds[key] = (float(value[0]), float(value[1]))
     model = NeuronModel(
@@ -292,8 +333,8 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
         time_constant=time_constant, rho_code=rho_code, rho_prime_code=rho_prime_code,
         parameters=parameters, parameter_units=units, initial=initial, bounds=bounds,
         Q=q_table, energy_code=energy, channels=channels,
-        integration=dict(data.get("integration", {})),
-        spiking=dict(data.get("spiking", {})), reference=str(data.get("reference", "")),
+        integration=_table(data, "integration", where),
+        spiking=_table(data, "spiking", where), reference=str(data.get("reference", "")),
         notes=str(data.get("notes", "")), source=source,
     )
     if structural_class == "skew_gradient":
@@ -331,10 +372,12 @@ def _parse_equations(code: str, where: str) -> list[StateEquation]:
     """Parse Brian2 equations; keep the differential equations, in file order."""
     from brian2 import Equations
 
+    _check_equation_sizes(code, where)
     try:
         equations = Equations(code)
     except Exception as exc:
-        raise ModelError(f"{where}: invalid Brian2 equations: {exc}") from None
+        raise ModelError(f"{where}: invalid Brian2 equations: {' '.join(str(exc).split())}"
+                         ) from None
     state = []
     for variable in equations.ordered:
         if variable.type == "differential equation":
@@ -348,3 +391,31 @@ def _parse_equations(code: str, where: str) -> list[StateEquation]:
     if not state:
         raise ModelError(f"{where}: the equations declare no differential equation")
     return state
+
+
+#: a unit as Brian2 accepts it (``1``, ``volt``, ``metre**2``, ``second**-1``) with small
+#: exponents: Brian2 evaluates unit strings with Python; ``1 - 9**9**9**9`` must not reach it
+_UNIT_FACTOR = r"[A-Za-z0-9]{1,20}(\s*\*\*\s*-?\d{1,2})?"
+_SAFE_UNIT = re.compile(rf"^\s*{_UNIT_FACTOR}(\s*[*/]\s*{_UNIT_FACTOR})*\s*$")
+
+
+def _check_equation_sizes(code: str, where: str) -> None:
+    """Split equations with Brian2's grammar (no evaluation) and check each expression's
+    size and each unit's form before Brian2 evaluates them."""
+    from brian2.equations.equations import EQUATIONS
+
+    if len(code) > 4 * MAX_EXPRESSION_CHARS:
+        raise ModelError(f"{where}: 'equations' is {len(code):,} characters long; at most "
+                         f"{4 * MAX_EXPRESSION_CHARS:,} are allowed")
+    try:
+        parsed = EQUATIONS.parse_string(code, parse_all=True)
+    except Exception:
+        return  # Brian2 reports the syntax error itself
+    for equation in parsed:
+        content = dict(equation.items())
+        name = content.get("identifier", "?")
+        if not _SAFE_UNIT.match(str(content.get("unit", "1"))):
+            raise ModelError(f"{where}: the unit of {name!r} ({content.get('unit')!r}) is not "
+                             "a Brian2 unit such as '1', 'volt' or 'metre**2'")
+        if content.get("expression") is not None:
+            check_expression(str(content["expression"]), f"{where}: {name}")

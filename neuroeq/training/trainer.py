@@ -171,8 +171,12 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
             optimizer.zero_grad(set_to_none=True)
             continue
         phases = [estimate.free, *estimate.nudged.values()]
-        failed = any(phase is not None and phase.failure is not None for phase in phases)
+        failures = [phase.failure for phase in phases
+                    if phase is not None and phase.failure is not None]
+        failed = bool(failures)
         if failed:
+            if config.on_nonconvergence == "stop":  # an engine told to only warn
+                raise failures[0]
             unsettled += 1
             if config.on_nonconvergence == "skip":
                 skipped += 1

@@ -94,12 +94,12 @@ def test_snn_baseline_protocol_learns_the_builtin_task(tmp_path):
     protocol = load_protocol({
         "protocol": {"name": "snn", "kind": "snn_bptt"},
         "network": {"sizes": [64, 32, 10]},
-        "training": {"epochs": 2, "batch_size": 25, "lr": 3e-3, "limit_train": 400,
+        "training": {"epochs": 5, "batch_size": 32, "lr": 1e-2, "limit_train": 600,
                      "limit_test": 200},
-        "snn": {"num_steps": 6}, "outputs": {"figures": False}})
+        "snn": {"num_steps": 8}, "outputs": {"figures": False}})
     out = run_protocol(protocol, tmp_path / "snn", progress=False)
     metrics = xr.open_dataset(out / "metrics.nc")
-    assert float(metrics.test_accuracy[-1]) > 0.5  # chance is 0.1
+    assert float(metrics.test_accuracy[-1]) > 0.7  # chance is 0.1; measured 0.90
     assert float(metrics.samples_per_second[-1]) > 0 and float(metrics.peak_rss_mb[-1]) > 0
 
 
