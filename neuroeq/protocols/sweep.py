@@ -256,6 +256,8 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
             with xr.open_dataset(path) as opened:
                 part = opened.load()
             part.attrs = {}
+            for variable in part.variables.values():  # NaN-padded ints become floats
+                variable.encoding = {}
             parts.append(part.expand_dims({dims[k]: [v] for k, v in point.values.items()}))
     coords = {dims[key]: values for key, values in sweep.grid.items()}
     shape = tuple(len(v) for v in sweep.grid.values())
