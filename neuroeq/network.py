@@ -297,12 +297,17 @@ class Network(nn.Module):
         return full
 
     def hebbian_energy(self, state: torch.Tensor, x: torch.Tensor,
-                       params: Params | None = None) -> torch.Tensor:
+                       params: Params | None = None,
+                       drive: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Coupling part of the energy, per sample:
         ``-Σ_edges ρ_postᵀ M ρ_pre - Σ_l b_lᵀ ρ_l`` (each symmetric edge counted once;
         symmetrised lateral weights with a factor ½; extra channels add their own
         ``-ρ_c,postᵀ M ρ_c,pre`` on the recurrent edges). Its θ-derivatives are the Hebbian
         terms of EP (``∂/∂W_l = -ρ_l ρ_{l-1}ᵀ``), for any coupling.
+
+        ``drive`` (:meth:`drive` of the same ``x`` and ``params``, shaped like the state's
+        batch) replaces the input edges' ``x Mᵀ``: a sampler that evaluates many states of
+        one input computes those products once.
         """
         params = self.dynamics_parameters() if params is None else params
         rates = self.rates(state)
@@ -311,7 +316,7 @@ class Network(nn.Module):
         all_rates = [rates] + [self.channel_rates(state, name) for name in self.compiled.channels]
         energy = 0.0
         for edge in self.edges:
-            if not edge.primary:
+            if not edge.primary or (edge.pre == 0 and drive is not None):
                 continue
             factor = 0.5 if (edge.kind == "lateral" and self.coupling == "symmetric") else 1.0
             for channel in all_rates:
@@ -319,14 +324,17 @@ class Network(nn.Module):
                     continue
                 post_current = channel[edge.pre] @ self.matrix(edge, params).transpose(-1, -2)
                 energy = energy - factor * (channel[edge.post] * post_current).sum(-1)
+        for layer, current in (drive or {}).items():  # the input enters the primary channel
+            energy = energy - (rates[layer] * current).sum(-1)
         for l in range(1, self.n_layers + 1):
             energy = energy - (rates[l] * params[f"b{l}"]).sum(-1)
         return energy
 
-    def energy(self, state: torch.Tensor, x: torch.Tensor, params: Params | None = None
-               ) -> torch.Tensor:
-        """Full energy ``E = Σ e(s_i) + hebbian`` (gradient / skew-gradient models only)."""
-        total = self.hebbian_energy(state, x, params)
+    def energy(self, state: torch.Tensor, x: torch.Tensor, params: Params | None = None,
+               drive: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Full energy ``E = Σ e(s_i) + hebbian`` (gradient / skew-gradient models only;
+        ``drive`` as in :meth:`hebbian_energy`)."""
+        total = self.hebbian_energy(state, x, params, drive)
         for l in range(1, self.n_layers + 1):
             total = total + self.compiled.unit_energy(self.variables(state, l)).sum(-1)
         return total

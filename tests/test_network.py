@@ -63,3 +63,16 @@ def test_readout_cost_gradient_is_the_autograd_gradient(kind, cost):
     y = torch.tensor([0, 1, 2, 1])
     (expected,) = torch.autograd.grad(readout.cost(rates, y).sum(), rates)
     torch.testing.assert_close(readout.cost_gradient(rates.detach(), y), expected)
+
+
+@pytest.mark.parametrize("model", ["hopfield_smooth", "oscillator"])
+def test_energy_with_a_precomputed_drive_is_the_energy(model):
+    # the Langevin sampler passes the input currents W x once instead of x every step
+    network = Network(model, (7, 5, 4), seed=0, lateral=True, skip=True, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 7, generator=generator, dtype=torch.float64)
+    state = torch.rand(3, network.state_size, generator=generator, dtype=torch.float64)
+    full = network.energy(state, x)
+    assert torch.allclose(network.energy(state, x, drive=network.drive(x)), full, atol=1e-12)
+    # the drive is really used: a different one gives a different energy
+    assert not torch.allclose(network.energy(state, x, drive=network.drive(2 * x)), full)

@@ -127,7 +127,7 @@ class LangevinSampler:
             return force
 
         def potential(s: torch.Tensor) -> torch.Tensor:
-            energy = network.energy(s, x_rows)
+            energy = network.energy(s, x_rows, drive=drive)  # W x computed once
             if y_rows is not None:
                 energy = energy + beta_rows * network.cost(s, y_rows)
             return energy

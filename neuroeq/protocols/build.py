@@ -12,6 +12,7 @@ from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
 from neuroeq.neuron_model import NeuronModel, load_model
+from neuroeq.protocols.schema import GIBBS_RULES
 from neuroeq.readout import Readout
 from neuroeq.rules import make_rule
 from neuroeq.rules.base import GradientEstimator
@@ -19,6 +20,8 @@ from neuroeq.training import TrainConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MS = 1e-3
+#: ``[rule]`` keys passed to the noisy-network rules as they are
+GIBBS_OPTIONS = ("temperature", "chains", "groups", "burn_in", "samples", "thin", "metropolis")
 
 
 def build_model(config: dict[str, dict[str, Any]]) -> NeuronModel:
@@ -43,10 +46,18 @@ def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None =
 
 
 def build_engine(config: dict[str, dict[str, Any]]):
-    """The ``[engine]`` section: a :class:`TorchEngine` or a ``Brian2Engine``
-    (``dt_ms``, ``free_steps``, ``tol``; ``None`` means the model file's value)."""
+    """The ``[engine]`` section: a :class:`TorchEngine`, a ``Brian2Engine`` or (``spiking``)
+    a ``SpikingEngine`` (``dt_ms``, ``free_steps``, ``tol``, ``burn_in``, ``window``;
+    ``None`` means the model file's value). The spiking engine is seeded from
+    ``[training].seed``."""
     section = config["engine"]
     dt = section["dt_ms"] * MS if section["dt_ms"] is not None else None
+    if section["name"] == "spiking":
+        from neuroeq.engines.brian2_spiking import SpikingEngine
+
+        return SpikingEngine(target=section["target"], dt=dt, burn_in=section["burn_in"],
+                             window=section["window"], replicas=section["replicas"] or 1,
+                             seed=config.get("training", {}).get("seed", 0))
     if section["name"] == "brian2":
         from neuroeq.engines.brian2_engine import Brian2Engine
 
@@ -60,22 +71,44 @@ def build_engine(config: dict[str, dict[str, Any]]):
 
 def build_rule(config: dict[str, dict[str, Any]], model: NeuronModel,
                engine: TorchEngine | None = None, name: str | None = None) -> GradientEstimator:
-    """The ``[rule]`` section (``name`` overrides its rule name, for sweeps over rules)."""
+    """The ``[rule]`` section (``name`` overrides its rule name, for sweeps over rules).
+
+    The noisy-network rules (``finite_nudge``, ``path_integral``) take their sampler
+    settings from the section (keys left out keep the rule's defaults) and are seeded from
+    ``[training].seed``; ``stoch_ep`` needs the spiking engine."""
     section = config.get("rule", {"name": name, "beta": 0.5, "random_sign": False})
     name = name or section["name"]
     engine = engine or build_engine(config)
+    seed = config.get("training", {}).get("seed", 0)
     options: dict[str, Any] = {}
     if name in ("ep", "skew_ep") and section.get("random_sign"):
         options["random_sign"] = True
-        options["seed"] = config.get("training", {}).get("seed", 0)
-    nudged_steps = config["engine"]["nudged_steps"]
-    if name not in ("implicit", "bptt", "fd"):
-        options["nudged_steps"] = nudged_steps
+        options["seed"] = seed
     if name == "stoch_ep":
-        raise ConfigError("[rule].name 'stoch_ep' needs the Brian2 spiking engine; use a "
-                          "protocol of kind 'stochastic' to compare it with mean-field EP")
-    return make_rule(name, beta=section.get("beta", 0.5), engine=engine,
-                     model_class=model.structural_class, **options)
+        from neuroeq.engines.brian2_spiking import SpikingEngine
+
+        if not isinstance(engine, SpikingEngine):
+            raise ConfigError("[rule].name 'stoch_ep' needs [engine].name = 'spiking' (the "
+                              "Brian2 Bernoulli spiking network)")
+        if not model.spiking:
+            raise ConfigError(f"[rule].name 'stoch_ep': [model].name {model.name!r} has no "
+                              "[spiking] table; use a spiking model such as spiking_rate")
+        if section.get("centered") is not None:
+            options["centered"] = section["centered"]
+    elif name not in ("implicit", "bptt", "fd"):
+        options["nudged_steps"] = config["engine"]["nudged_steps"]
+    if name in GIBBS_RULES:
+        options["seed"] = seed
+        for key in GIBBS_OPTIONS + (("points",) if name == "path_integral" else ()):
+            if section.get(key) is not None:
+                options[key] = section[key]
+        if section.get("dt_ms") is not None:
+            options["dt"] = section["dt_ms"] * MS
+    try:
+        return make_rule(name, beta=section.get("beta", 0.5), engine=engine,
+                         model_class=model.structural_class, **options)
+    except ConfigError as error:
+        raise ConfigError(f"[rule] ({name}): {error}") from None
 
 
 def build_data(config: dict[str, dict[str, Any]]) -> tuple[LabeledData, LabeledData]:

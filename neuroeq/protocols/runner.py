@@ -20,10 +20,12 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.engines.langevin import check_gibbs_model
 from neuroeq.errors import ConfigError
 from neuroeq.io import write_netcdf, write_text
 from neuroeq.protocols import build
 from neuroeq.protocols.loader import Protocol
+from neuroeq.protocols.schema import GIBBS_RULES
 
 RESULT_FILES = ("protocol.toml", "log.txt")
 DONE_MARKER = "DONE"
@@ -120,6 +122,8 @@ def _run_train(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bo
                           f"{train_data.name!r} has {train_data.n_features} features")
     engine = build.build_engine(config)
     rule = build.build_rule(config, model, engine)
+    if config["rule"]["name"] in GIBBS_RULES:
+        check_gibbs_model(network)  # before any work, not at the first batch
     train_config = build.build_train_config(config)
     initial = {k: v.detach().clone() for k, v in network.dynamics_parameters().items()}
     log.info("network %s; rule %s; %d training / %d test samples", network.describe(),
@@ -148,7 +152,10 @@ def _run_train(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bo
     write_netcdf(changes, out / "weight_changes.nc")
     outputs = config["outputs"]
     traces = None
-    if outputs["state_samples"] > 0:
+    if outputs["state_samples"] > 0 and config["engine"]["name"] == "spiking":
+        log.info("no states.nc: relaxation traces are recorded by the mean-field engines "
+                 "(the spiking engine keeps window statistics only)")
+    elif outputs["state_samples"] > 0:
         n = min(outputs["state_samples"], len(test_data))
         traces = record_relaxation(
             network, engine, test_data.x[:n], test_data.y[:n], config["rule"]["beta"],

@@ -33,10 +33,40 @@ class Field:
     positive: bool = False
     maximum: float | None = None
     doc: str = ""
+    #: what ``None`` means, for the docs (default: the model file's value)
+    default_doc: str = "model file"
 
 
 RULE_CHOICES = ("ep", "centered", "vf", "asym", "dyadic", "skew_ep", "skew_centered",
                 "implicit", "bptt", "fd", "stoch_ep")
+#: noisy-network rules (Langevin sampling of the Gibbs distribution, 0 < beta <= 1)
+GIBBS_RULES = ("finite_nudge", "path_integral")
+TRAIN_RULE_CHOICES = RULE_CHOICES + GIBBS_RULES
+#: engines, and the engine a rule needs (rules not listed run on the mean-field engines)
+ENGINES = ("torch", "brian2", "spiking")
+SPIKING_RULES = ("stoch_ep",)
+MAX_STEPS = 10_000_000
+
+
+def _rule_option(kind: str, rules: tuple[str, ...], default: str, doc: str,
+                 **bounds: Any) -> Field:
+    """A ``[rule]`` key read by ``rules`` only (``None``: the rule's own default)."""
+    return Field(kind, None, doc=f"{', '.join(rules)}: {doc}", default_doc=f"rule: {default}",
+                 **bounds)
+
+
+#: ``[rule]`` keys that only some rules read
+RULE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "temperature": GIBBS_RULES, "chains": GIBBS_RULES, "groups": GIBBS_RULES,
+    "burn_in": GIBBS_RULES, "samples": GIBBS_RULES, "thin": GIBBS_RULES, "dt_ms": GIBBS_RULES,
+    "metropolis": GIBBS_RULES, "points": ("path_integral",), "centered": SPIKING_RULES,
+}
+#: ``[engine]`` keys that only some engines read
+ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "free_steps": ("torch", "brian2"), "nudged_steps": ("torch", "brian2"),
+    "tol": ("torch", "brian2"), "burn_in": ("spiking",), "window": ("spiking",),
+    "replicas": ("spiking",),
+}
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "protocol": {
@@ -62,8 +92,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field("int", 0, minimum=0),
     },
     "engine": {
-        "name": Field("str", "torch", choices=("torch", "brian2")),
-        "dt_ms": Field("optional_float", None, positive=True, doc="Euler step (ms)"),
+        "name": Field("str", "torch", choices=ENGINES,
+                      doc="spiking: the Brian2 Bernoulli spiking network (rule stoch_ep)"),
+        "dt_ms": Field("optional_float", None, positive=True,
+                       doc="Euler step (ms); spiking: one Bernoulli draw per step"),
         "free_steps": Field("optional_int", None, positive=True, doc="free-phase step budget"),
         "nudged_steps": Field("optional_int", None, positive=True,
                               doc="nudged-phase step budget"),
@@ -71,12 +103,46 @@ SCHEMA: dict[str, dict[str, Field]] = {
                      doc="stop at max|ds/dt|·τ < tol; 0 runs the whole budget"),
         "solver": Field("str", "euler", choices=("euler", "anderson"),
                         doc="free-phase fixed-point solver of the torch engine"),
-        "target": Field("str", "cython", choices=("cython", "numpy"), doc="Brian2 target"),
+        "target": Field("str", "cython", choices=("cython", "numpy"),
+                        doc="Brian2 target (brian2, spiking)"),
+        "burn_in": Field("optional_int", None, minimum=0, maximum=MAX_STEPS,
+                         doc="spiking: steps before the statistics are accumulated"),
+        "window": Field("optional_int", None, positive=True, maximum=MAX_STEPS,
+                        doc="spiking: steps over which the phase statistics are averaged"),
+        "replicas": Field("optional_int", None, positive=True, maximum=10_000,
+                          doc="spiking: independent copies of each sample",
+                          default_doc="1"),
     },
     "rule": {
-        "name": Field("str", choices=RULE_CHOICES),
-        "beta": Field("float", 0.5, positive=True),
+        "name": Field("str", choices=TRAIN_RULE_CHOICES),
+        "beta": Field("float", 0.5, positive=True,
+                      doc="finite_nudge, path_integral: at most 1"),
         "random_sign": Field("bool", False, doc="classic EP: random sign of β per batch"),
+        "temperature": _rule_option("optional_float", GIBBS_RULES, "0.05",
+                                    "temperature T of the Gibbs distribution", positive=True),
+        "chains": _rule_option("optional_int", GIBBS_RULES, "64",
+                               "Langevin chains per sample (a multiple of groups)",
+                               positive=True, maximum=100_000),
+        "groups": _rule_option("optional_int", GIBBS_RULES, "16",
+                               "independent groups of chains (standard error)",
+                               minimum=2, maximum=100_000),
+        "burn_in": _rule_option("optional_int", GIBBS_RULES, "500",
+                                "Langevin steps before the first kept sample",
+                                minimum=0, maximum=MAX_STEPS),
+        "samples": _rule_option("optional_int", GIBBS_RULES, "20", "samples kept per chain",
+                                positive=True, maximum=MAX_STEPS),
+        "thin": _rule_option("optional_int", GIBBS_RULES, "10",
+                             "Langevin steps between kept samples", positive=True,
+                             maximum=MAX_STEPS),
+        "dt_ms": _rule_option("optional_float", GIBBS_RULES, "τ/10", "Langevin step (ms)",
+                              positive=True),
+        "metropolis": _rule_option("optional_bool", GIBBS_RULES, "true",
+                                   "MALA (exact Gibbs law) instead of Euler-Maruyama"),
+        "points": _rule_option("optional_int", ("path_integral",), "6",
+                               "Gauss-Legendre points of the integral over the nudge",
+                               positive=True, maximum=1000),
+        "centered": _rule_option("optional_bool", SPIKING_RULES, "true",
+                                 "phases ±β (else 0 and +β)"),
     },
     "data": {
         "name": Field("str", "digits", choices=("digits", "mnist", "fashion_mnist")),
@@ -211,6 +277,7 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
             else:
                 resolved[section][key] = _copy(spec.default)
     _check_network_size(resolved, source)
+    _check_engine_and_rule(resolved, kind, source)
     return resolved
 
 
@@ -310,6 +377,42 @@ def _check_network_size(resolved: dict[str, dict[str, Any]], source: str) -> Non
                               f"more than the {MAX_SYNAPSES:,} a protocol may ask for")
 
 
+def _check_engine_and_rule(resolved: dict[str, dict[str, Any]], kind: str, source: str
+                           ) -> None:
+    """Keys that only some engines or rules read, and rules that need a given engine."""
+    engine = resolved.get("engine")
+    if engine is not None:
+        name = engine["name"]
+        for key, engines in ENGINE_OPTIONS.items():
+            if engine[key] is not None and name not in engines:
+                raise ConfigError(f"{source}: [engine].{key} applies to engine "
+                                  f"{' or '.join(engines)}, not {name!r}")
+        if name == "spiking" and engine["solver"] != "euler":
+            raise ConfigError(f"{source}: [engine].solver applies to engine torch, not "
+                              "'spiking' (leave it at 'euler')")
+        if name == "spiking" and kind != "train":
+            raise ConfigError(f"{source}: [engine].name 'spiking' needs a train protocol with "
+                              f"rule {' or '.join(SPIKING_RULES)}, not kind {kind!r}")
+    rule = resolved.get("rule")
+    if rule is None:
+        return
+    name = rule["name"]
+    for key, rules in RULE_OPTIONS.items():
+        if rule[key] is not None and name not in rules:
+            raise ConfigError(f"{source}: [rule].{key} applies to rule {' or '.join(rules)}, "
+                              f"not {name!r}")
+    if name in GIBBS_RULES and rule["beta"] > 1:
+        raise ConfigError(f"{source}: [rule].beta must be at most 1 for rule {name!r} (the "
+                          f"nudge scales the loss, up to the full loss), got {rule['beta']}")
+    if engine is not None:
+        spiking = engine["name"] == "spiking"
+        if (name in SPIKING_RULES) != spiking:
+            raise ConfigError(
+                f"{source}: [rule].name {name!r} needs [engine].name = 'spiking'" if not spiking
+                else f"{source}: [engine].name 'spiking' runs rule "
+                     f"{' or '.join(SPIKING_RULES)} only, not [rule].name {name!r}")
+
+
 def schema_markdown() -> str:
     """The schema as Markdown tables (docs/protocols.md embeds this text)."""
     lines = []
@@ -319,7 +422,7 @@ def schema_markdown() -> str:
                   "| key | type | default | allowed / notes |", "|---|---|---|---|"]
         for key, spec in fields.items():
             default = "required" if spec.default is REQUIRED else (
-                "model file" if spec.default is None else f"`{spec.default!r}`")
+                spec.default_doc if spec.default is None else f"`{spec.default!r}`")
             notes = ", ".join(f"`{c}`" for c in spec.choices) if spec.choices else ""
             bounds = []
             if spec.positive:

@@ -106,7 +106,8 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                                         y=test_data.y[:config.limit_test])
     out_dir = Path(out_dir) if out_dir is not None else None
     torch.manual_seed(config.seed)
-    if config.on_nonconvergence != "stop":
+    if config.on_nonconvergence != "stop" and hasattr(rule.engine, "on_failure"):
+        # (the spiking engine runs fixed windows: it has no convergence to fail)
         rule.engine = dataclasses.replace(rule.engine, on_failure="ignore")
     optimizer = make_optimizer(network, config)
     x_all = train_data.x.to(network.device, network.dtype)

@@ -39,11 +39,57 @@ def test_defaults_are_filled_in():
     ("network", "colour", "red", "unknown key [network].colour"),
     ("training", "lr", {"W1": "fast"}, "[training].lr.W1 must be a number"),
     ("engine", "dt_ms", 0.0, "[engine].dt_ms must be positive"),
+    ("rule", "temperature", 0.1, "[rule].temperature applies to rule finite_nudge or "
+                                 "path_integral, not 'centered'"),
+    ("rule", "centered", False, "[rule].centered applies to rule stoch_ep"),
+    ("engine", "window", 100, "[engine].window applies to engine spiking, not 'torch'"),
+    ("engine", "name", "spiking", "[engine].name 'spiking' runs rule stoch_ep only"),
 ])
 def test_bad_values_name_the_key(section, key, value, message):
     with pytest.raises(ConfigError) as error:
         load_protocol(_with(section, key, value))
     assert message in str(error.value)
+
+
+GIBBS = {**BASE, "rule": {"name": "finite_nudge", "beta": 1.0}}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("temperature", 0.0, "[rule].temperature must be positive"),
+    ("temperature", "hot", "[rule].temperature must be a number"),
+    ("chains", 2.5, "[rule].chains must be an integer"),
+    ("groups", 1, "[rule].groups must be at least 2"),
+    ("burn_in", -1, "[rule].burn_in must be at least 0"),
+    ("samples", 0, "[rule].samples must be positive"),
+    ("metropolis", "yes", "[rule].metropolis must be true or false"),
+    ("dt_ms", -0.1, "[rule].dt_ms must be positive"),
+    ("points", 4, "[rule].points applies to rule path_integral, not 'finite_nudge'"),
+    ("beta", 1.5, "[rule].beta must be at most 1 for rule 'finite_nudge'"),
+])
+def test_noisy_network_rule_keys_are_checked(key, value, message):
+    data = {**GIBBS, "rule": {**GIBBS["rule"], key: value}}
+    with pytest.raises(ConfigError) as error:
+        load_protocol(data)
+    assert message in str(error.value)
+
+
+def test_rule_and_engine_options_resolve():
+    rule = load_protocol({**GIBBS, "rule": {**GIBBS["rule"], "temperature": 0.1,
+                                            "chains": 8, "groups": 2}}).config["rule"]
+    assert (rule["temperature"], rule["chains"], rule["groups"], rule["samples"]) == (
+        0.1, 8, 2, None)  # None: the rule's default
+    spiking = load_protocol({**BASE, "model": {"name": "spiking_rate"},
+                             "rule": {"name": "stoch_ep", "centered": False},
+                             "engine": {"name": "spiking", "window": 50, "replicas": 3}})
+    assert spiking.config["engine"]["window"] == 50 and spiking.config["rule"]["centered"] is False
+    with pytest.raises(ConfigError, match="needs \\[engine\\].name = 'spiking'"):
+        load_protocol({**BASE, "rule": {"name": "stoch_ep"}})
+    with pytest.raises(ConfigError, match="\\[engine\\].free_steps applies to engine torch"):
+        load_protocol({**BASE, "rule": {"name": "stoch_ep"},
+                       "engine": {"name": "spiking", "free_steps": 10}})
+    with pytest.raises(ConfigError, match="needs a train protocol"):
+        load_protocol({"protocol": {"name": "a", "kind": "asymmetry"},
+                       "model": {"name": "hopfield"}, "engine": {"name": "spiking"}})
 
 
 def test_structural_errors():
