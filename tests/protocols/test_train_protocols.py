@@ -72,10 +72,10 @@ def test_oscillator_protocol_learns_digits(tmp_path):
     protocol = load_protocol(PROTOCOLS / "mnist_oscillator_centered.toml", [
         *DIGITS, "network.sizes=[64, 32, 10]", "engine.free_steps=400",
         "engine.nudged_steps=100", "training.epochs=2", "training.lr_decay=1.0",
-        "training.limit_train=480", "training.limit_test=200"])
+        "training.lr=0.01", "training.limit_train=480", "training.limit_test=200"])
     out = run_protocol(protocol, tmp_path / "osc", progress=False)
     accuracy = _accuracy(out)
-    assert accuracy[-1] > 0.4, accuracy  # chance is 0.1; measured 0.57
+    assert accuracy[-1] > 0.4, accuracy  # chance is 0.1; measured 0.585
 
 
 @pytest.mark.brian2
