@@ -38,3 +38,13 @@ def precise_engine():
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a @ b) / (a.norm() * b.norm()))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Many tiny steps (Langevin, complex Euler, short protocols): intra-op threads only add
+    contention on a busy machine, so such modules run on one torch thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -4,7 +4,6 @@ the built-in digits task, learn (well above the 10 % of chance) through ``neuroe
 from pathlib import Path
 
 import pytest
-import torch
 import xarray as xr
 
 from neuroeq.cli import main
@@ -16,13 +15,7 @@ PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
 DIGITS = ['data.name="digits"', "outputs.figures=false", "outputs.state_samples=0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # many tiny steps: intra-op threads only add contention on a busy machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _accuracy(out: Path) -> list[float]:

@@ -10,14 +10,7 @@ from neuroeq.errors import ConfigError
 from neuroeq.gibbs_check import exact_gradient, free_energy
 from neuroeq.rules import FiniteNudgeEP, PathIntegralEP, make_rule
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # thousands of tiny Langevin steps: intra-op threads only add contention on a busy machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _problem(seed=0, sizes=(3, 4, 2), batch=2):

@@ -7,14 +7,7 @@ from neuroeq.errors import ConfigError
 from neuroeq.rules import HolomorphicEP, ImplicitDifferentiation, make_rule
 from tests.conftest import make_problem
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # many small complex Euler steps: intra-op threads only add contention
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _errors(model, rules, engine, sizes=(20, 16, 5), seed=0):
