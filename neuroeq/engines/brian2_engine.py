@@ -26,8 +26,6 @@ dynamics, as in :class:`~neuroeq.engines.torch_engine.TorchEngine`, whose
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,15 +39,10 @@ from neuroeq.engines.brian2_common import (
     model_namespace,
     run_steps,
 )
+from neuroeq.engines.failures import ConvergenceLog, check_finite, not_settled
 from neuroeq.engines.settings import RelaxationSettings
-from neuroeq.engines.torch_engine import (
-    RelaxResult,
-    _hint,
-    _sample_list,
-    _short,
-    _stagnating,
-)
-from neuroeq.errors import ConfigError, RelaxationError
+from neuroeq.engines.torch_engine import RelaxResult
+from neuroeq.errors import ConfigError
 from neuroeq.network import Edge, Network, Params
 
 TARGETS = ("cython", "numpy")
@@ -221,6 +214,9 @@ class _Simulation:
         run_steps(self.net, steps, self.dt)
 
 
+BRIAN2 = " in Brian2"  # named in the failure messages
+
+
 @dataclass
 class Brian2Engine(RelaxationSettings):
     """Relaxation in Brian2. ``None`` takes the model file's ``[integration]`` values.
@@ -337,13 +333,8 @@ class Brian2Engine(RelaxationSettings):
               velocity: Callable[[torch.Tensor], torch.Tensor],
               write_nudge: Callable[[torch.Tensor], None], dt: float, max_steps: int,
               tol: float) -> RelaxResult:
-        batch = state.shape[0]
-        converged = torch.zeros(batch, dtype=torch.bool)
-        steps = torch.full((batch,), -1, dtype=torch.long)
-        residual = torch.full((batch,), math.inf, dtype=torch.float64)
+        log = ConvergenceLog((state.shape[0],), torch.float64, keep_trace=self.record_trace)
         delta = torch.zeros_like(state)
-        history: list[torch.Tensor] = []
-        trace: list[float] = []
         step = 0
         while step < max_steps:
             write_nudge(state)
@@ -351,60 +342,23 @@ class Brian2Engine(RelaxationSettings):
             simulation.run(chunk)
             step += chunk
             state = simulation.read_state()
-            self._check_finite(network, state, step)
+            check_finite(network, state, step, self.divergence, network.layer_of_index,
+                         BRIAN2)
             moved = state + dt * velocity(state)
             if network.compiled.bounds:
                 network.project(moved)
             delta = (moved - state).abs()
             residual = (delta.amax(-1) * (network.tau / dt)).to(torch.float64).cpu()
-            history.append(residual)
-            if self.record_trace:
-                trace.append(float(residual.max()))
-            if tol > 0:
-                newly = (residual < tol) & ~converged
-                steps[newly] = step
-                converged |= newly
-                if bool(converged.all()):
-                    break
+            if log.record(residual, step, tol):
+                break
         failure = None
-        if tol > 0 and not bool(converged.all()):
-            failure = self._not_settled(network, delta, residual, converged, history, step, tol)
-            if self.on_failure == "raise":
-                raise failure
-            if self.on_failure == "warn":
-                warnings.warn(str(failure), RuntimeWarning, stacklevel=3)
-        return RelaxResult(state=state, steps=steps, converged=converged, residual=residual,
-                           n_steps=step, failure=failure, trace=trace)
-
-    # ----------------------------------------------------------------- failures
-    def _check_finite(self, network: Network, state: torch.Tensor, step: int) -> None:
-        finite = torch.isfinite(state)
-        if bool(finite.all()) and float(state.abs().max()) <= self.divergence:
-            return
-        bad_units = (~finite | (state.abs() > self.divergence))
-        samples = _sample_list(bad_units.any(-1))
-        layer = network.layer_of_index(int(bad_units.any(0).nonzero()[0]))
-        kind = "nan" if not bool(finite.all()) else "diverged"
-        what = "became NaN/inf" if kind == "nan" else f"exceeded |s| > {self.divergence:g}"
-        raise RelaxationError(
-            f"layer {layer!r}: {network.model.name} state in Brian2 {what} after {step} steps "
-            f"for samples {_short(samples)}; lower dt, the weight gain or the input scale"
-            f"{_hint(network)}", kind=kind, layer=layer, samples=samples)
-
-    def _not_settled(self, network: Network, delta: torch.Tensor, residual: torch.Tensor,
-                     converged: torch.Tensor, history: list[torch.Tensor], step: int,
-                     tol: float) -> RelaxationError:
-        samples = _sample_list(~converged)
-        oscillating = _stagnating(history)
-        kind = "oscillating" if oscillating else "not_converged"
-        layer = network.layer_of_index(int(delta.amax(0).argmax()))
-        what = ("oscillating: the residual stopped falling, a limit cycle" if oscillating
-                else "still converging: raise max_steps")
-        return RelaxationError(
-            f"layer {layer!r}: {network.model.name} state in Brian2 did not settle after {step} "
-            f"steps (max |ds/dt|·τ = {float(residual.max()):.3g} > tol {tol:g}, {what}) for "
-            f"samples {_short(samples)}{_hint(network)}",
-            kind=kind, layer=layer, samples=samples, residual=float(residual.max()))
+        if tol > 0 and not bool(log.converged.all()):
+            failure = not_settled(network, delta, log.residual, log.converged, log.history,
+                                  step, tol, network.layer_of_index, BRIAN2)
+            self._report_failure(failure, stacklevel=3)
+        return RelaxResult(state=state, steps=log.steps, converged=log.converged,
+                           residual=log.residual, n_steps=step, failure=failure,
+                           trace=log.trace)
 
     def integrate(self, *args, **kwargs) -> RelaxResult:
         """Generic extended-state integration (Dyadic EP's ``(m, d)``) has no Brian2 model."""

@@ -4,9 +4,10 @@ validation, and the model file's defaults for the ones left as ``None``."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, RelaxationError
 
 if TYPE_CHECKING:
     from neuroeq.network import Network
@@ -39,3 +40,12 @@ class RelaxationSettings:
                         else model.integration_setting("max_steps", 5000))
         tol = self.tol if self.tol is not None else model.integration_setting("tol", 1e-6)
         return dt, max_steps, tol
+
+    def _report_failure(self, failure: RelaxationError | None, stacklevel: int) -> None:
+        """Apply ``on_failure`` to a phase that did not settle: raise, warn or ignore."""
+        if failure is None:
+            return
+        if self.on_failure == "raise":
+            raise failure
+        if self.on_failure == "warn":
+            warnings.warn(str(failure), RuntimeWarning, stacklevel=stacklevel + 1)

@@ -20,13 +20,20 @@ is reported as a failure of kind ``"unstable"``.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from neuroeq.engines import fast_step
+from neuroeq.engines.failures import (
+    ConvergenceLog,
+    check_finite,
+    not_settled,
+    sample_list,
+    short,
+    stability_hint,
+)
 from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.network import Network, Params
@@ -181,51 +188,35 @@ class TorchEngine(RelaxationSettings):
                tol: float, scale: float, describe_index: Callable[[int], str], buffered: bool
                ) -> tuple:
         """Iterate the Euler map: the dynamics themselves. Returns ``_finish``'s arguments."""
-        leading = state.shape[:-1]
-        converged = torch.zeros(leading, dtype=torch.bool, device=state.device)
-        steps = torch.full(leading, -1, dtype=torch.long, device=state.device)
-        residual = torch.full(leading, math.inf, dtype=state.real.dtype, device=state.device)
+        log = ConvergenceLog(state.shape[:-1], state.real.dtype, state.device,
+                             keep_trace=self.record_trace)
         last_delta = torch.zeros_like(state)
         spare = torch.empty_like(state) if buffered else None
-        history: list[torch.Tensor] = []
-        trace: list[float] = []
         step_index = 0
         for step_index in range(1, max_steps + 1):
             new_state = step(state, spare)
             check = step_index % self.check_every == 0 or step_index == max_steps
             if check:
                 last_delta = (new_state - state).detach().abs()
-                residual = last_delta.amax(-1) * scale
             if buffered:
                 spare, state = state, new_state
             else:
                 state = new_state
             if not check:
                 continue
-            self._check_finite(state, step_index, network, describe_index)
-            history.append(residual)
-            if self.record_trace:
-                trace.append(float(residual.max()))
-            if tol > 0:
-                newly = (residual < tol) & ~converged
-                steps[newly] = step_index
-                converged |= newly
-                if bool(converged.all()):
-                    break
+            check_finite(network, state, step_index, self.divergence, describe_index)
+            if log.record(last_delta.amax(-1) * scale, step_index, tol):
+                break
         failure = None
-        if tol > 0 and not bool(converged.all()):
-            failure = self._not_settled(network, last_delta, residual, converged, history,
-                                        step_index, tol, describe_index)
-        return state, steps, converged, residual, step_index, failure, trace
+        if tol > 0 and not bool(log.converged.all()):
+            failure = not_settled(network, last_delta, log.residual, log.converged,
+                                  log.history, step_index, tol, describe_index)
+        return state, log.steps, log.converged, log.residual, step_index, failure, log.trace
 
     def _finish(self, state: torch.Tensor, steps: torch.Tensor, converged: torch.Tensor,
                 residual: torch.Tensor, n_steps: int, failure: RelaxationError | None,
                 trace: list[float]) -> RelaxResult:
-        if failure is not None:
-            if self.on_failure == "raise":
-                raise failure
-            if self.on_failure == "warn":
-                warnings.warn(str(failure), RuntimeWarning, stacklevel=4)
+        self._report_failure(failure, stacklevel=4)
         return RelaxResult(state=state, steps=steps, converged=converged, residual=residual,
                            n_steps=n_steps, failure=failure, trace=trace)
 
@@ -279,7 +270,7 @@ class TorchEngine(RelaxationSettings):
             check = iteration % self.check_every == 0 or iteration == max_steps
             done = tol > 0 and bool(converged.all())
             if check or done:
-                self._check_finite(g.reshape(shape), iteration, network, describe_index)
+                check_finite(network, g.reshape(shape), iteration, self.divergence, describe_index)
                 history.append(residual.clone())
                 if self.record_trace:
                     trace.append(float(residual.max()))
@@ -323,8 +314,8 @@ class TorchEngine(RelaxationSettings):
                                       residual.reshape(leading))
         failure = None
         if tol > 0 and not bool(converged.all()):
-            failure = self._not_settled(network, last_f.reshape(shape).abs(), residual,
-                                        converged, history, iteration, tol, describe_index)
+            failure = not_settled(network, last_f.reshape(shape).abs(), residual, converged,
+                                  history, iteration, tol, describe_index)
         elif tol > 0 and self.stability_iterations > 0:
             unstable = self._unstable(network, G, result, shape, describe_index)
             if unstable is not None:
@@ -377,7 +368,7 @@ class TorchEngine(RelaxationSettings):
         if not bool(unstable.any()):
             return None
         leading = shape[:-1]
-        samples = _sample_list(unstable.reshape(leading))
+        samples = sample_list(unstable.reshape(leading))
         direction = u.abs()[unstable].amax(0)
         layer = describe_index(int(direction.argmax()))
         worst = float(growth.max())
@@ -385,46 +376,9 @@ class TorchEngine(RelaxationSettings):
             f"layer {layer!r}: {network.model.name} state: the accelerated solver found a "
             f"fixed point the dynamics leave (the Euler map grows perturbations by "
             f"{worst:.4g} per step > 1: a limit cycle or divergence around it) for samples "
-            f"{_short(samples)}; the state does not settle there{_hint(network)}",
+            f"{short(samples)}; the state does not settle there{stability_hint(network)}",
             kind="unstable", layer=layer, samples=samples, residual=worst), \
             torch.where(unstable[:, None], u, torch.zeros_like(u))
-
-    # ----------------------------------------------------------------- failures
-    def _check_finite(self, state: torch.Tensor, step: int, network: Network,
-                      describe_index: Callable[[int], str]) -> None:
-        detached = state.detach()
-        finite = torch.isfinite(detached)
-        if bool(finite.all()) and float(detached.abs().max()) <= self.divergence:
-            return
-        bad = ~finite.all(-1) | (detached.abs().amax(-1) > self.divergence)
-        samples = _sample_list(bad)
-        flat = detached.reshape(-1, detached.shape[-1])
-        bad_units = (~torch.isfinite(flat) | (flat.abs() > self.divergence)).any(0)
-        first = int(bad_units.nonzero()[0]) if bool(bad_units.any()) else 0
-        layer = describe_index(first)
-        kind = "nan" if not bool(finite.all()) else "diverged"
-        what = "became NaN/inf" if kind == "nan" else f"exceeded |s| > {self.divergence:g}"
-        raise RelaxationError(
-            f"layer {layer!r}: {network.model.name} state {what} after {step} steps for samples "
-            f"{_short(samples)}; lower dt, the weight gain or the input scale"
-            f"{_hint(network)}", kind=kind, layer=layer, samples=samples)
-
-    def _not_settled(self, network: Network, last_delta: torch.Tensor, residual: torch.Tensor,
-                     converged: torch.Tensor, history: list[torch.Tensor], step: int,
-                     tol: float, describe_index: Callable[[int], str]) -> RelaxationError:
-        samples = _sample_list(~converged)
-        oscillating = _stagnating(history)
-        kind = "oscillating" if oscillating else "not_converged"
-        per_unit = last_delta.reshape(-1, last_delta.shape[-1]).amax(0)
-        layer = describe_index(int(per_unit.argmax()))
-        what = ("oscillating: the residual stopped falling, a limit cycle or chatter"
-                if oscillating else "still converging: raise max_steps or use a larger dt")
-        return RelaxationError(
-            f"layer {layer!r}: {network.model.name} state did not settle after {step} steps "
-            f"(max |ds/dt|·τ = {float(residual.max()):.3g} > tol {tol:g}, {what}) for samples "
-            f"{_short(samples)}{_hint(network)}",
-            kind=kind, layer=layer, samples=samples, residual=float(residual.max()))
-
 
 def _project_differentiable(network: Network, state: torch.Tensor) -> torch.Tensor:
     pieces = []
@@ -437,32 +391,6 @@ def _project_differentiable(network: Network, state: torch.Tensor) -> torch.Tens
     return torch.cat(pieces, dim=-1)
 
 
-def _stagnating(history: list[torch.Tensor]) -> bool:
-    """True when the max residual over the last quarter of checks is not falling."""
-    if len(history) < 8:
-        return False
-    values = torch.stack([h.max() for h in history]).double()
-    quarter = len(values) // 4
-    recent = float(values[-quarter:].min())
-    earlier = float(values[-2 * quarter:-quarter].min())
-    return recent > 0.5 * earlier
-
-
 def _rms(values: torch.Tensor) -> torch.Tensor:
     """Root mean square over the last dimension."""
     return values.abs().pow(2).mean(-1).sqrt()
-
-
-def _sample_list(mask: torch.Tensor) -> list[int]:
-    return [int(i) for i in mask.reshape(-1).nonzero().reshape(-1).tolist()]
-
-
-def _short(samples: list[int]) -> str:
-    if len(samples) <= 8:
-        return str(samples)
-    return f"{samples[:8]}... ({len(samples)} samples)"
-
-
-def _hint(network: Network) -> str:
-    hint = network.model.integration.get("stability_hint")
-    return f"; {hint}" if hint else ""

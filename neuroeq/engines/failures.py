@@ -1,0 +1,110 @@
+"""How every relaxation engine watches its state and reports the dynamics that do not
+settle: per-sample convergence bookkeeping at each check, and the errors for NaN,
+divergence, limit cycles and an exhausted budget (naming the layer and the samples)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from neuroeq.errors import RelaxationError
+from neuroeq.network import Network
+
+
+class ConvergenceLog:
+    """Per-sample convergence of one relaxation: the step at which each sample first had
+    ``residual = max|ds/dt|·τ < tol`` (``-1`` if never), the last residual, and the
+    residual at every check (``history``, for telling a limit cycle from slow settling)."""
+
+    def __init__(self, leading: tuple[int, ...] | torch.Size, dtype: torch.dtype,
+                 device: torch.device | str = "cpu", keep_trace: bool = False):
+        self.converged = torch.zeros(leading, dtype=torch.bool, device=device)
+        self.steps = torch.full(leading, -1, dtype=torch.long, device=device)
+        self.residual = torch.full(leading, math.inf, dtype=dtype, device=device)
+        self.history: list[torch.Tensor] = []
+        self.trace: list[float] = []
+        self.keep_trace = keep_trace
+
+    def record(self, residual: torch.Tensor, step: int, tol: float) -> bool:
+        """Log a check's residual; ``True`` once every sample has settled (``tol > 0``)."""
+        self.residual = residual
+        self.history.append(residual)
+        if self.keep_trace:
+            self.trace.append(float(residual.max()))
+        if tol <= 0:
+            return False
+        newly = (residual < tol) & ~self.converged
+        self.steps[newly] = step
+        self.converged |= newly
+        return bool(self.converged.all())
+
+
+def check_finite(network: Network, state: torch.Tensor, step: int, divergence: float,
+                 describe_index: Callable[[int], str], engine: str = "") -> None:
+    """Raise a :class:`RelaxationError` (kind ``nan`` or ``diverged``) naming the first bad
+    layer and the bad samples when ``state`` is not finite or exceeds ``|s| > divergence``."""
+    detached = state.detach()
+    finite = torch.isfinite(detached)
+    if bool(finite.all()) and float(detached.abs().max()) <= divergence:
+        return
+    bad_units = ~finite | (detached.abs() > divergence)
+    samples = sample_list(bad_units.any(-1))
+    per_unit = bad_units.reshape(-1, bad_units.shape[-1]).any(0)
+    layer = describe_index(int(per_unit.nonzero()[0]) if bool(per_unit.any()) else 0)
+    kind = "nan" if not bool(finite.all()) else "diverged"
+    what = "became NaN/inf" if kind == "nan" else f"exceeded |s| > {divergence:g}"
+    raise RelaxationError(
+        f"layer {layer!r}: {network.model.name} state{engine} {what} after {step} steps for "
+        f"samples {short(samples)}; lower dt, the weight gain or the input scale"
+        f"{stability_hint(network)}", kind=kind, layer=layer, samples=samples)
+
+
+def not_settled(network: Network, last_delta: torch.Tensor, residual: torch.Tensor,
+                converged: torch.Tensor, history: list[torch.Tensor], step: int, tol: float,
+                describe_index: Callable[[int], str], engine: str = "") -> RelaxationError:
+    """The error for samples still above ``tol`` after the budget: kind ``oscillating`` when
+    the residual stopped falling (a limit cycle), else ``not_converged``."""
+    samples = sample_list(~converged)
+    oscillating = stagnating(history)
+    kind = "oscillating" if oscillating else "not_converged"
+    per_unit = last_delta.reshape(-1, last_delta.shape[-1]).amax(0)
+    layer = describe_index(int(per_unit.argmax()))
+    what = ("oscillating: the residual stopped falling, a limit cycle or chatter"
+            if oscillating else "still converging: raise max_steps or use a larger dt")
+    worst = float(residual.max())
+    return RelaxationError(
+        f"layer {layer!r}: {network.model.name} state{engine} did not settle after {step} "
+        f"steps (max |ds/dt|·τ = {worst:.3g} > tol {tol:g}, {what}) for samples "
+        f"{short(samples)}{stability_hint(network)}",
+        kind=kind, layer=layer, samples=samples, residual=worst)
+
+
+def stagnating(history: list[torch.Tensor]) -> bool:
+    """True when the max residual over the last quarter of checks is not falling."""
+    if len(history) < 8:
+        return False
+    values = torch.stack([h.max() for h in history]).double()
+    quarter = len(values) // 4
+    recent = float(values[-quarter:].min())
+    earlier = float(values[-2 * quarter:-quarter].min())
+    return recent > 0.5 * earlier
+
+
+def sample_list(mask: torch.Tensor) -> list[int]:
+    """Flat indices of the samples where ``mask`` is true."""
+    return [int(i) for i in mask.reshape(-1).nonzero().reshape(-1).tolist()]
+
+
+def short(samples: list[int]) -> str:
+    """At most eight sample indices, then a count."""
+    if len(samples) <= 8:
+        return str(samples)
+    return f"{samples[:8]}... ({len(samples)} samples)"
+
+
+def stability_hint(network: Network) -> str:
+    """The model file's advice on the regime that settles, if it gives one."""
+    hint = network.model.integration.get("stability_hint")
+    return f"; {hint}" if hint else ""
