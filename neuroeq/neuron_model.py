@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from neuroeq.expressions import (
     free_symbols,
     parse_expression,
 )
+from neuroeq.toml_data import read_toml
 
 STRUCTURAL_CLASSES = ("gradient", "skew_gradient", "general")
 ENGINE_SYMBOLS = ("I_syn", "bias", "rho", "rho_prime")
@@ -45,7 +45,6 @@ _KNOWN_KEYS = {
     "integration", "notes", "spiking", "channels",
 }
 MODEL_PATH_ENV = "NEUROEQ_MODEL_PATH"
-MAX_FILE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -177,18 +176,7 @@ def find_model_file(name_or_path: str | os.PathLike) -> Path:
 def load_model(name_or_path: str | os.PathLike, **parameter_overrides: float) -> NeuronModel:
     """Read and check a model by name (``"fhn"``) or path (``"my_models/izh.toml"``)."""
     path = find_model_file(name_or_path)
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ModelError(f"model file {str(path)!r} is larger than {MAX_FILE_BYTES:,} bytes")
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelError(f"model file {str(path)!r} is not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ModelError(f"model file {str(path)!r} is not a UTF-8 text file") from None
-    except RecursionError:
-        raise ModelError(f"model file {str(path)!r}: tables or arrays nested too "
-                         "deeply") from None
+    data = read_toml(path, "model", ModelError)
     model = model_from_dict(data, source=str(path))
     return model.with_parameters(**parameter_overrides) if parameter_overrides else model
 

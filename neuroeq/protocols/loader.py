@@ -7,17 +7,13 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from neuroeq.errors import ConfigError
 from neuroeq.protocols.schema import validate
-
-MAX_FILE_BYTES = 1_000_000
-#: deeper nesting than any protocol needs (a hostile file could exhaust the stack)
-MAX_DEPTH = 32
+from neuroeq.toml_data import read_toml
 
 
 @dataclass(frozen=True)
@@ -43,36 +39,7 @@ class Protocol:
 
 def read_protocol_file(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a TOML file into plain data (no code is executed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"protocol file {str(path)!r} does not exist")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ConfigError(f"protocol file {str(path)!r} is larger than {MAX_FILE_BYTES:,} bytes")
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: tables or arrays nested too deeply") from None
-    if _depth(data) > MAX_DEPTH:
-        raise ConfigError(f"{path}: tables or arrays nested more than {MAX_DEPTH} levels deep")
-    return data
-
-
-def _depth(value: Any) -> int:
-    """How deeply tables and arrays nest (counted without recursion)."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
+    return read_toml(path, "protocol", ConfigError)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
