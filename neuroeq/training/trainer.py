@@ -14,6 +14,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from neuroeq.data import LabeledData
+from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.io import write_netcdf
 from neuroeq.network import Network
@@ -106,8 +107,8 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                                         y=test_data.y[:config.limit_test])
     out_dir = Path(out_dir) if out_dir is not None else None
     torch.manual_seed(config.seed)
-    if config.on_nonconvergence != "stop" and hasattr(rule.engine, "on_failure"):
-        # (the spiking engine runs fixed windows: it has no convergence to fail)
+    if config.on_nonconvergence != "stop" and isinstance(rule.engine, RelaxationSettings):
+        # engines that relax to a tolerance; the spiking engine runs fixed windows
         rule.engine = dataclasses.replace(rule.engine, on_failure="ignore")
     optimizer = make_optimizer(network, config)
     x_all = train_data.x.to(network.device, network.dtype)
