@@ -79,7 +79,7 @@ def resolve_root(root: str | os.PathLike | None, name: str) -> Path:
     base = root if root is not None else os.environ.get(DATA_DIR_ENV)
     if not base:
         raise ConfigError(f"data set {name!r} needs its IDX files: pass root=DIR (protocol key "
-                          f"dataset.root) or set {DATA_DIR_ENV}; the built-in task 'digits' "
+                          f"data.root) or set {DATA_DIR_ENV}; the built-in task 'digits' "
                           "needs no download")
     base = Path(base)
     for sub in SUBFOLDERS[name]:

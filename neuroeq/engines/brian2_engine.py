@@ -11,9 +11,11 @@ Each layer integrates, with Euler steps of ``dt``,
 
 where ``ρ`` is a state variable refreshed once per step (``run_regularly`` at ``'start'``),
 ``nudge = -(β/τ) ∂C/∂s`` on the output layer's coupled variable comes from the torch
-readout (``network.cost_gradient``) and is refreshed between chunks of ``check_every``
-steps, and ``corr`` is AsymEP's correction ``-2A(s - s*) = -(J* - J*ᵀ)(s - s*)`` built
-inside the model from the free state ``s*`` stored per neuron (only when an
+readout (``network.cost_gradient``), evaluated at the simulated output state by a Brian2
+``NetworkOperation`` at the start of every ``nudge_every``-th step (every step by default,
+so the nudged dynamics are the torch engine's step for step), and ``corr`` is AsymEP's
+correction ``-2A(s - s*) = -(J* - J*ᵀ)(s - s*)`` built inside the model from the free
+state ``s*`` stored per neuron (only when an
 :class:`~neuroeq.rules.asym_ep.AsymCorrection` is passed as ``force``). Weights, biases and
 currents are written into the existing objects between phases: a network is built once
 per (network, batch, variant) and reset with ``restore()``; nothing is recompiled.
@@ -120,7 +122,13 @@ class _Simulation:
                                              network.sizes[edge.post], exclude_diagonal=lateral)
             synapses.connect(i=pre, j=post)
             self.projections.append(_Projection(edge, k, partner, synapses, keep))
-        self.net = brian2.Network(*self.groups.values(), *(p.synapses for p in self.projections))
+        self.nudge_force: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.nudge_every = 1
+        self._steps_since_nudge = 0
+        refresh_nudge = brian2.NetworkOperation(self._refresh_nudge, clock=self.clock,
+                                                when="start", name="neuroeq_nudge")
+        self.net = brian2.Network(*self.groups.values(), *(p.synapses for p in self.projections),
+                                  refresh_nudge)
         self.net.store("built")
 
     def _equations(self, model, layer: int, incoming: list[int], outgoing: list[int]) -> str:
@@ -199,9 +207,24 @@ class _Simulation:
                 values.reshape(self.batch, block.stop - block.start).copy())
         return state.to(dtype=network.dtype, device=network.device)
 
-    def write_nudge(self, nudge: torch.Tensor) -> None:
-        group = self.groups[self.network.n_layers]
-        group.nudge_[:] = _flat(nudge, self.batch, group.N)
+    def set_nudge(self, force: Callable[[torch.Tensor], torch.Tensor] | None,
+                  every: int = 1) -> None:
+        """Nudge the output layer by ``force(c_out)`` (B, n_out) -> (B, n_out), evaluated
+        on its simulated coupled variable ``c_out`` at the start of every ``every``-th step
+        (``None``: no nudge)."""
+        self.nudge_force, self.nudge_every, self._steps_since_nudge = force, int(every), 0
+        if force is None:
+            self.groups[self.network.n_layers].nudge_[:] = 0.0
+
+    def _refresh_nudge(self) -> None:
+        if self.nudge_force is None:
+            return
+        if self._steps_since_nudge % self.nudge_every == 0:
+            variables = self.groups[self.network.n_layers].variables  # the arrays themselves
+            coupled = variables[self.coupled].get_value().reshape(self.batch, -1)
+            nudge = self.nudge_force(torch.from_numpy(coupled.copy()))
+            variables["nudge"].get_value()[:] = nudge.reshape(-1).numpy()
+        self._steps_since_nudge += 1
 
     def write_anchor(self, coefficients: dict[int, dict[str, torch.Tensor]]) -> None:
         for l, values in coefficients.items():
@@ -227,8 +250,9 @@ class Brian2Engine(RelaxationSettings):
         dt: Euler step in seconds.
         max_steps: step budget per phase.
         tol: stop when every sample's ``max|ds/dt|·τ < tol``; ``0`` runs the full budget.
-        check_every: steps per ``run()`` call; convergence is checked (and the nudge
-            refreshed) between calls.
+        check_every: steps per ``run()`` call; convergence is checked between calls.
+        nudge_every: steps between refreshes of the readout's nudging force inside the
+            simulation (1: every step, the torch engine's dynamics exactly).
         divergence: ``|s|`` above this counts as divergence.
         on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle.
         record_trace: keep the max residual at each check.
@@ -239,6 +263,7 @@ class Brian2Engine(RelaxationSettings):
     max_steps: int | None = None
     tol: float | None = None
     check_every: int = 100
+    nudge_every: int = 1
     divergence: float = 1e6
     on_failure: str = "raise"
     record_trace: bool = False
@@ -251,6 +276,8 @@ class Brian2Engine(RelaxationSettings):
         if self.target not in TARGETS:
             raise ConfigError(f"Brian2 target {self.target!r} must be one of {', '.join(TARGETS)}")
         self._check_relaxation_settings()
+        if int(self.nudge_every) < 1:
+            raise ConfigError(f"nudge_every {self.nudge_every} must be at least 1")
 
     def simulation(self, network: Network, batch: int, asym: bool = False) -> _Simulation:
         """The Brian2 objects for ``network`` at this batch size (built on first use)."""
@@ -321,23 +348,23 @@ class Brian2Engine(RelaxationSettings):
                 v = v + force(s)
             return v
 
-        def write_nudge(s: torch.Tensor) -> None:
-            block = network.output_block
-            c = network.cost_gradient(s, y)[..., block.start:block.stop] if nudge else \
-                torch.zeros(batch, block.stop - block.start, dtype=s.dtype)
-            simulation.write_nudge(-nudge * c)
+        def output_nudge(coupled: torch.Tensor) -> torch.Tensor:
+            """``-(β/τ) ∂C/∂c_out`` at the output's simulated coupled variable."""
+            coupled = coupled.to(device=network.device, dtype=network.dtype)
+            rates = network.compiled.rho(coupled)
+            c = network.readout.cost_gradient(rates, y) * network.compiled.rho_prime(coupled)
+            return (-nudge * c).detach().cpu().to(torch.float64)
 
-        return self._loop(network, simulation, state, velocity, write_nudge, dt, max_steps, tol)
+        simulation.set_nudge(output_nudge if nudge else None, self.nudge_every)
+        return self._loop(network, simulation, state, velocity, dt, max_steps, tol)
 
     def _loop(self, network: Network, simulation: _Simulation, state: torch.Tensor,
-              velocity: Callable[[torch.Tensor], torch.Tensor],
-              write_nudge: Callable[[torch.Tensor], None], dt: float, max_steps: int,
+              velocity: Callable[[torch.Tensor], torch.Tensor], dt: float, max_steps: int,
               tol: float) -> RelaxResult:
         log = ConvergenceLog((state.shape[0],), torch.float64, keep_trace=self.record_trace)
         delta = torch.zeros_like(state)
         step = 0
         while step < max_steps:
-            write_nudge(state)
             chunk = min(int(self.check_every), max_steps - step)
             simulation.run(chunk)
             step += chunk

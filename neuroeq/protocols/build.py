@@ -63,10 +63,13 @@ def build_engine(config: dict[str, dict[str, Any]]):
 
         if section["solver"] != "euler":
             raise ConfigError("[engine].solver: the Brian2 engine integrates with Euler only")
+        optional = {key: section[key] for key in ("check_every", "nudge_every")
+                    if section.get(key) is not None}
         return Brian2Engine(target=section["target"], dt=dt, max_steps=section["free_steps"],
-                            tol=section["tol"])
+                            tol=section["tol"], **optional)
+    optional = {"check_every": section["check_every"]} if section.get("check_every") else {}
     return TorchEngine(dt=dt, max_steps=section["free_steps"], tol=section["tol"],
-                       solver=section["solver"])
+                       solver=section["solver"], **optional)
 
 
 def build_rule(config: dict[str, dict[str, Any]], model: NeuronModel,

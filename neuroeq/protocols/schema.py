@@ -65,7 +65,7 @@ RULE_OPTIONS: dict[str, tuple[str, ...]] = {
 ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
     "free_steps": ("torch", "brian2"), "nudged_steps": ("torch", "brian2"),
     "tol": ("torch", "brian2"), "burn_in": ("spiking",), "window": ("spiking",),
-    "replicas": ("spiking",),
+    "replicas": ("spiking",), "check_every": ("torch", "brian2"), "nudge_every": ("brian2",),
 }
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -101,6 +101,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
                               doc="nudged-phase step budget"),
         "tol": Field("optional_float", None, minimum=0.0,
                      doc="stop at max|ds/dt|·τ < tol; 0 runs the whole budget"),
+        "check_every": Field("optional_int", None, positive=True, maximum=MAX_STEPS,
+                             doc="steps between convergence checks (brian2: steps per run() "
+                                 "call)", default_doc="10 (torch), 100 (brian2)"),
+        "nudge_every": Field("optional_int", None, positive=True, maximum=MAX_STEPS,
+                             doc="brian2: steps between refreshes of the readout's nudging "
+                                 "force inside the simulation", default_doc="1"),
         "solver": Field("str", "euler", choices=("euler", "anderson"),
                         doc="free-phase fixed-point solver of the torch engine"),
         "target": Field("str", "cython", choices=("cython", "numpy"),

@@ -92,6 +92,19 @@ def test_rule_and_engine_options_resolve():
                        "model": {"name": "hopfield"}, "engine": {"name": "spiking"}})
 
 
+def test_engine_check_and_nudge_intervals_reach_the_engines():
+    from neuroeq.protocols.build import build_engine
+
+    brian2 = load_protocol({**BASE, "engine": {"name": "brian2", "check_every": 20,
+                                               "nudge_every": 5}}).config
+    engine = build_engine(brian2)
+    assert (engine.name, engine.check_every, engine.nudge_every) == ("brian2", 20, 5)
+    torch_engine = build_engine(load_protocol({**BASE, "engine": {"check_every": 3}}).config)
+    assert (torch_engine.name, torch_engine.check_every) == ("torch", 3)
+    with pytest.raises(ConfigError, match="\\[engine\\].nudge_every applies to engine brian2"):
+        load_protocol({**BASE, "engine": {"nudge_every": 5}})
+
+
 def test_structural_errors():
     with pytest.raises(ConfigError, match="missing \\[protocol\\]"):
         load_protocol({"model": {"name": "fhn"}})
