@@ -192,6 +192,61 @@ def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
     )
 
 
+def restrict_to_interval(expr: sympy.Expr, name: str, low: float, high: float) -> sympy.Expr:
+    """``expr`` for values of the variable ``name`` in ``[low, high]``, simplified exactly.
+
+    Comparisons of ``name`` with a constant that hold (fail) on the whole interval become
+    ``True`` (``False``); ``clip(name, a, b)`` with ``[low, high] ⊆ [a, b]`` becomes ``name``;
+    ``int(True)`` becomes 1 and ``int(False)`` 0. On a projected state the hard sigmoid
+    ``ρ = clip(s, 0, 1)`` is then ``s`` and ``ρ' = int(s >= 0 and s <= 1)`` is 1: the same
+    values without their elementwise kernels. Other terms are left as they are."""
+
+    def is_variable(node: sympy.Basic) -> bool:
+        return isinstance(node, sympy.Symbol) and node.name == name
+
+    def number(node: sympy.Basic) -> float | None:
+        return float(node) if node.is_number and node.is_real else None
+
+    def decide(relation: sympy.Basic) -> sympy.Basic:
+        left, right = relation.lhs, relation.rhs
+        if not is_variable(left) and is_variable(right):
+            relation = relation.reversed
+            left, right = relation.lhs, relation.rhs
+        value = number(right)
+        if not is_variable(left) or value is None:
+            return relation
+        holds = {sympy.GreaterThan: (low >= value, high < value),
+                 sympy.StrictGreaterThan: (low > value, high <= value),
+                 sympy.LessThan: (high <= value, low > value),
+                 sympy.StrictLessThan: (high < value, low >= value)}.get(type(relation))
+        if holds is None:
+            return relation
+        always, never = holds
+        return sympy.true if always else sympy.false if never else relation
+
+    def rewrite(node: sympy.Basic) -> sympy.Basic:
+        if not node.args:
+            return node
+        args = [rewrite(arg) for arg in node.args]
+        if args != list(node.args):
+            node = node.func(*args)
+        if isinstance(node, sympy.core.relational.Relational):
+            return decide(node)
+        function = getattr(node.func, "__name__", "")
+        if function == "clip" and len(node.args) == 3 and is_variable(node.args[0]):
+            a, b = number(node.args[1]), number(node.args[2])
+            if a is not None and b is not None and a <= low and high <= b:
+                return node.args[0]
+        if function in ("int", "int_") and len(node.args) == 1:
+            if node.args[0] is sympy.true:
+                return sympy.Integer(1)
+            if node.args[0] is sympy.false:
+                return sympy.Integer(0)
+        return node
+
+    return rewrite(expr)
+
+
 def _tensor(value: torch.Tensor | float) -> torch.Tensor:
     return value if isinstance(value, torch.Tensor) else torch.tensor(value)
 

@@ -14,6 +14,14 @@ into a second buffer (double buffering), then projected into its bounds in place
 
 The map is ``Π(G(s) - dt·(β/τ) c(s) + dt·f(s))``: exactly the engine's Euler step with the
 nudge ``c = ∂C/∂s`` and an optional extra force ``f``.
+
+Projected states. When the coupled variable has bounds ``[lo, hi]``, every state the map
+returns lies in them, and on that interval ``ρ`` and ``ρ'`` often simplify exactly
+(:func:`~neuroeq.expressions.restrict_to_interval`: the hard sigmoid ``clip(s, 0, 1)`` is
+``s``, its derivative ``int(0 ≤ s ≤ 1)`` is 1). A second set of updates with those forms
+substituted (Hopfield: ``G(s) = ½s + ½I``, two kernels) is used when the step's input is
+the map's own last output (the same tensor, unmodified since); any other input takes the
+general updates.
 """
 
 from __future__ import annotations
@@ -23,19 +31,39 @@ from collections.abc import Callable
 import sympy
 import torch
 
-from neuroeq.expressions import compile_expression
+from neuroeq.expressions import compile_expression, parse_expression, restrict_to_interval
 from neuroeq.network import Network, Params
 
 _TOTAL_INPUT = "_I_total"
 
 
-def _update_expressions(network: Network, dt: float) -> dict[str, tuple[Callable, set[str]]]:
-    """Per state variable: the compiled ``v + dt·rhs`` and the names it reads (cached)."""
+def _projected_rates(network: Network) -> dict[str, sympy.Expr] | None:
+    """``ρ`` and ``ρ'`` of the coupled variable restricted to its bounds, when that removes
+    something (``None`` without bounds, with extra channels, or when nothing simplifies)."""
+    model, compiled = network.model, network.compiled
+    bounds = compiled.bounds.get(compiled.coupled)
+    if bounds is None or getattr(compiled, "channels", None):
+        return None
+    forms = {}
+    for key, code in (("rho", model.rho_code), ("rho_prime", model.rho_prime_code)):
+        general = parse_expression(code, f"model {model.name!r}: {key}")
+        forms[key] = restrict_to_interval(general, compiled.coupled, *bounds)
+        forms[f"{key}_general"] = general
+    if all(forms[k] == forms[f"{k}_general"] for k in ("rho", "rho_prime")):
+        return None
+    return {"rho": forms["rho"], "rho_prime": forms["rho_prime"]}
+
+
+def _update_expressions(network: Network, dt: float, projected: bool = False
+                        ) -> dict[str, tuple[Callable, set[str]]]:
+    """Per state variable: the compiled ``v + dt·rhs`` and the names it reads (cached);
+    ``projected``: with ``ρ``, ``ρ'`` restricted to the coupled variable's bounds."""
     cache = network.__dict__.setdefault("_fast_step_cache", {})
-    key = (id(network.model), float(dt))
+    key = (id(network.model), float(dt), projected)
     if key in cache:
         return cache[key]
     model = network.model
+    rates = _projected_rates(network) if projected else None
     compiled: dict[str, tuple[Callable, set[str]]] = {}
     for equation in model.state:
         expr = equation.expr
@@ -46,6 +74,12 @@ def _update_expressions(network: Network, dt: float) -> dict[str, tuple[Callable
             total = sympy.Symbol(_TOTAL_INPUT, real=True)
             bias = symbols.get("bias", sympy.Symbol("bias", real=True))
             substitutions[symbols["I_syn"]] = total - bias
+        if rates is not None:
+            for name, form in rates.items():
+                if name in symbols:
+                    substitutions[symbols[name]] = form.subs(
+                        {symbol: sympy.Float(model.parameters[symbol.name])
+                         for symbol in form.free_symbols if symbol.name in model.parameters})
         variable = symbols.get(equation.variable, sympy.Symbol(equation.variable, real=True))
         update = variable + sympy.Float(dt) * expr.subs(substitutions)
         candidates = [update, sympy.expand(update)]
@@ -108,6 +142,15 @@ class EulerMap:
         self.needs_rho_prime = "rho_prime" in names
         self.needs_bias = "bias" in names
         self.needs_rho = "rho" in names
+        # on projected states: the restricted ρ, ρ' and the updates that use them
+        self.projected = None
+        rates = _projected_rates(network)
+        if rates is not None:
+            where = f"model {network.model.name!r}: {{}} on the bounds"
+            self.projected = (
+                _update_expressions(network, dt, projected=True),
+                {k: compile_expression(v, where.format(k)) for k, v in rates.items()})
+        self._last_output: tuple[torch.Tensor, int] | None = None
 
     def _currents(self, rates: list[torch.Tensor | None], base: dict[int, torch.Tensor] | None
                   ) -> dict[int, torch.Tensor | float]:
@@ -131,7 +174,19 @@ class EulerMap:
         out = torch.empty_like(state) if out is None else out
         compiled = self.compiled
         coupled = {l: state[:, b.start:b.stop] for l, b in self.coupled.items()}
-        rates: list[torch.Tensor | None] = [None] + [compiled.rho(coupled[l]) for l in self.layers]
+        updates, rho, rho_prime = self.updates, compiled.rho, compiled.rho_prime
+        last = self._last_output
+        if self.projected is not None and last is not None and state is last[0] \
+                and state._version == last[1]:
+            updates, restricted = self.projected
+            parameters = self.parameters
+
+            def rho(c: torch.Tensor) -> torch.Tensor | float:
+                return restricted["rho"]({**parameters, compiled.coupled: c})
+
+            def rho_prime(c: torch.Tensor) -> torch.Tensor | float:
+                return restricted["rho_prime"]({**parameters, compiled.coupled: c})
+        rates: list[torch.Tensor | None] = [None] + [rho(coupled[l]) for l in self.layers]
         currents = self._currents(rates, self.base)
         channel_currents = {}
         for name in self.channels:
@@ -143,13 +198,13 @@ class EulerMap:
             env[_TOTAL_INPUT] = currents[l]
             env["rho"] = rates[l]
             if self.needs_rho_prime:
-                env["rho_prime"] = compiled.rho_prime(coupled[l])
+                env["rho_prime"] = rho_prime(coupled[l])
             if self.needs_bias:
                 env["bias"] = self.bias[l]
             for key, value in channel_currents.items():
                 env[key] = value[l]
             for block in self.blocks[l]:
-                update, _ = self.updates[block.variable]
+                update, _ = updates[block.variable]
                 value = update(env)
                 target = out[:, block.start:block.stop]
                 if isinstance(value, torch.Tensor):
@@ -160,10 +215,12 @@ class EulerMap:
             block = self.network.output_block
             rate = rates[self.network.n_layers]
             grad = self.network.readout.cost_gradient(rate, self.y)
-            grad = grad * compiled.rho_prime(coupled[self.network.n_layers])
+            grad = grad * rho_prime(coupled[self.network.n_layers])
             out[:, block.start:block.stop].sub_(grad, alpha=self.dt * self.nudge)
         if self.force is not None:
             out.add_(self.force(state), alpha=self.dt)
         if compiled.bounds:
             self.network.project(out)
+            # the same tensor object, unmodified since (every in-place write bumps _version)
+            self._last_output = (out, out._version)
         return out

@@ -50,7 +50,9 @@ class RelaxResult:
     ``state`` (…, batch, N); ``steps`` per sample: the step at which it met the tolerance
     (-1 if it never did); ``converged`` per sample; ``residual`` per sample at the end
     (``max|ds/dt|·τ``); ``n_steps`` steps taken; ``failure`` the error when not raised;
-    ``trace`` the max residual at each check when recorded.
+    ``trace`` the max residual at each check when recorded; ``drive`` the clamped input's
+    currents ``Σ W x`` per layer that the phase used (a later phase of the same batch and
+    weights reuses them instead of recomputing ``W x``).
     """
 
     state: torch.Tensor
@@ -60,6 +62,7 @@ class RelaxResult:
     n_steps: int
     failure: RelaxationError | None = None
     trace: list[float] = field(default_factory=list)
+    drive: dict[int, torch.Tensor] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -131,8 +134,10 @@ class TorchEngine(RelaxationSettings):
             dt, _, _ = self.settings(network)
             step = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y, force=force)
             project = network.project if network.compiled.bounds else None
-            return self._iterate(network, step, state, project=project, max_steps=max_steps,
-                                 tol=tol, buffered=True)
+            result = self._iterate(network, step, state, project=project, max_steps=max_steps,
+                                   tol=tol, buffered=True)
+            result.drive = drive
+            return result
 
         def velocity(s: torch.Tensor) -> torch.Tensor:
             v = network.velocity(s, drive, params)
@@ -146,8 +151,10 @@ class TorchEngine(RelaxationSettings):
         if network.compiled.bounds:
             project = (lambda s: _project_differentiable(network, s)) if torch.is_grad_enabled() \
                 else network.project
-        return self.integrate(network, velocity, state, project=project,
-                              max_steps=max_steps, tol=tol)
+        result = self.integrate(network, velocity, state, project=project,
+                                max_steps=max_steps, tol=tol)
+        result.drive = drive
+        return result
 
     def integrate(self, network: Network, velocity: Force, state: torch.Tensor, *,
                   project: Force | None = None, max_steps: int | None = None,

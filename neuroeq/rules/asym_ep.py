@@ -91,11 +91,11 @@ class AsymEP(GradientEstimator):
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
         force = self.correction(network, free.state, x)
-        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state, force,
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free, force,
                             max_steps=self.nudged_steps)
         phases = {"+beta": plus}
         if self.centered:
-            minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state, force,
+            minus = nudged_phase(self.engine, network, x, y, -self.beta, free, force,
                             max_steps=self.nudged_steps)
             phases["-beta"] = minus
             response = (plus.state - minus.state) / (2 * self.beta)

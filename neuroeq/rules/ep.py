@@ -61,7 +61,7 @@ class ClassicEP(GradientEstimator):
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
         beta = self._signed_beta()
-        nudged = nudged_phase(self.engine, network, x, y, beta, free.state,
+        nudged = nudged_phase(self.engine, network, x, y, beta, free,
                             max_steps=self.nudged_steps)
         grads = hebbian_difference(network, nudged.state, free.state, x, 1.0 / beta)
         grads = combine(grads, readout_gradients(network, free.state, y))
@@ -79,9 +79,9 @@ class CenteredEP(ClassicEP):
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
-        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state,
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free,
                             max_steps=self.nudged_steps)
-        minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state,
+        minus = nudged_phase(self.engine, network, x, y, -self.beta, free,
                             max_steps=self.nudged_steps)
         grads = hebbian_difference(network, plus.state, minus.state, x, 0.5 / self.beta)
         grads = combine(grads, readout_gradients(network, free.state, y))

@@ -129,13 +129,14 @@ def difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], scale: fl
 
 
 def nudged_phase(engine: TorchEngine, network: Network, x: torch.Tensor, y: torch.Tensor,
-                 beta: float, start: torch.Tensor, force=None, max_steps: int | None = None
+                 beta: float, free: RelaxResult, force=None, max_steps: int | None = None
                  ) -> RelaxResult:
-    """Relax with nudge ``β`` from ``start`` (the free state, a warm start): no autograd.
-    ``max_steps`` overrides the engine's budget (e.g. 20 free / 4 nudged steps)."""
+    """Relax with nudge ``β`` from the free phase's state (a warm start), reusing its input
+    currents ``Σ W x``: no autograd. ``max_steps`` overrides the engine's budget (e.g. 20
+    free / 4 nudged steps)."""
     with torch.no_grad():
-        return engine.relax(network, x, y=y, beta=beta, init=start, force=force,
-                            max_steps=max_steps)
+        return engine.relax(network, x, y=y, beta=beta, init=free.state, force=force,
+                            max_steps=max_steps, drive=free.drive)
 
 
 def active_mask(network: Network, state: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:

@@ -31,11 +31,11 @@ class VectorFieldEP(GradientEstimator):
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
-        plus = nudged_phase(self.engine, network, x, y, self.beta, free.state,
+        plus = nudged_phase(self.engine, network, x, y, self.beta, free,
                             max_steps=self.nudged_steps)
         phases = {"+beta": plus}
         if self.centered:
-            minus = nudged_phase(self.engine, network, x, y, -self.beta, free.state,
+            minus = nudged_phase(self.engine, network, x, y, -self.beta, free,
                             max_steps=self.nudged_steps)
             phases["-beta"] = minus
             response = (plus.state - minus.state) / (2 * self.beta)

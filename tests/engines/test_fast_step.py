@@ -1,0 +1,72 @@
+"""The closed-form Euler map: exact on projected states, general everywhere else."""
+
+import pytest
+import torch
+
+from neuroeq import TorchEngine
+from neuroeq.engines.fast_step import EulerMap
+from neuroeq.expressions import parse_expression, restrict_to_interval
+from tests.conftest import make_problem
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("clip(s, 0, 1)", "s"),
+    ("int(s >= 0 and s <= 1)", "1"),
+    ("int(0 <= s)*clip(s, -1, 2)", "s"),
+    ("int(s > 0 and s < 1)", "int_((s > 0) & (s < 1))"),  # open interval: not on the ends
+    ("clip(s, 0.2, 1)", "clip(s, 0.2, 1)"),                # narrower than the bounds
+    ("int(s > 2)", "0"),
+    ("tanh(s)*int(w >= 0)", "tanh(s)*int_(w >= 0)"),      # other variables untouched
+])
+def test_restriction_to_the_bounds_is_exact(code, expected):
+    found = restrict_to_interval(parse_expression(code, "test"), "s", 0.0, 1.0)
+    assert str(found) == expected
+
+
+def _general_step(network, x, y, beta, dt, state):
+    """``Π(s + dt·(F(s) - (β/τ)c(s)))`` through the model's velocity (no simplification)."""
+    velocity = network.velocity(state, network.drive(x))
+    if beta:
+        velocity = velocity - beta / network.tau * network.cost_gradient(state, y)
+    return network.project(state + dt * velocity)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_projected_map_follows_the_general_dynamics(beta):
+    network, (x, y) = make_problem("hopfield", batch=5)
+    dt = 0.5 * network.tau
+    step = EulerMap(network, dt, network.drive(x), nudge=beta / network.tau, y=y)
+    assert step.projected is not None  # the hard sigmoid simplifies on [0, 1]
+    state = torch.rand(5, network.state_size, dtype=network.dtype) * 3 - 1  # outside too
+    expected = state.clone()
+    spare = torch.empty_like(state)
+    with torch.no_grad():
+        for _ in range(30):
+            new = step(state, spare)
+            spare, state = state, new
+            expected = _general_step(network, x, y, beta, dt, expected)
+    assert float((state - expected).abs().max()) <= 1e-12
+
+
+def test_a_modified_output_takes_the_general_path():
+    """An output written to after the step may leave the bounds: it is not trusted."""
+    network, (x, y) = make_problem("hopfield", batch=3)
+    dt = 0.5 * network.tau
+    step = EulerMap(network, dt, network.drive(x))
+    with torch.no_grad():
+        out = step(torch.rand(3, network.state_size, dtype=network.dtype))
+        out[:, :4] = 2.5  # out of bounds: there ρ'(s) = 0, not 1
+        found = step(out)
+        expected = _general_step(network, x, y, 0.0, dt, out.clone())
+    assert float((found - expected).abs().max()) <= 1e-12
+
+
+def test_engine_relaxation_matches_the_autograd_path():
+    """The engine's fast map (no autograd) and its generic path (under autograd) agree."""
+    network, (x, y) = make_problem("hopfield", batch=4)
+    engine = TorchEngine(tol=0.0, max_steps=40)
+    with torch.no_grad():
+        fast = engine.relax(network, x, y=y, beta=0.3)
+    with torch.enable_grad():
+        generic = engine.relax(network, x, y=y, beta=0.3)
+    assert float((fast.state - generic.state.detach()).abs().max()) <= 1e-12
