@@ -37,7 +37,7 @@ def test_holomorphic_ep_at_r_half_beats_centered_ep_at_small_beta(seed, precise_
 
 def test_holomorphic_ep_error_falls_geometrically_with_points(precise_engine):
     # error O((r/R)^N): more points on the same circle, smaller error (hopfield_smooth,
-    # whose radius of analyticity here is about 0.35, so r = 0.1)
+    # whose radius of analyticity here is about 0.4: bench/holomorphic_radius.py, so r = 0.1)
     errors = _errors("hopfield_smooth", [HolomorphicEP(0.1, precise_engine, points=n)
                                          for n in (4, 8, 16)], precise_engine)
     assert errors[0] > 30 * errors[1] > 0
