@@ -21,7 +21,9 @@ returns lies in them, and on that interval ``ρ`` and ``ρ'`` often simplify exa
 ``s``, its derivative ``int(0 ≤ s ≤ 1)`` is 1). A second set of updates with those forms
 substituted (Hopfield: ``G(s) = ½s + ½I``, two kernels) is used when the step's input is
 the map's own last output (the same tensor, unmodified since); any other input takes the
-general updates.
+general updates. A layer whose update is affine, ``a·v + b·I + c`` (Hopfield on its
+bounds), is written straight into the output: ``a·v + (b·base + c)``, then ``b·ρ Mᵀ``
+added by ``addmm_`` per incoming edge, two kernels besides the matmuls.
 """
 
 from __future__ import annotations
@@ -54,17 +56,31 @@ def _projected_rates(network: Network) -> dict[str, sympy.Expr] | None:
     return {"rho": forms["rho"], "rho_prime": forms["rho_prime"]}
 
 
+def _affine(update: sympy.Expr, variable: str) -> tuple[float, float, float] | None:
+    """``(a, b, c)`` when ``update = a·v + b·I + c`` with numbers ``a, b, c`` (``I`` the
+    total input), else ``None``."""
+    terms = sympy.expand(update).as_coefficients_dict()
+    coefficients = {variable: 0.0, _TOTAL_INPUT: 0.0, "1": 0.0}
+    for term, coefficient in terms.items():
+        key = "1" if term == 1 else getattr(term, "name", None)
+        if key not in coefficients or not coefficient.is_number:
+            return None
+        coefficients[key] += float(coefficient)
+    return coefficients[variable], coefficients[_TOTAL_INPUT], coefficients["1"]
+
+
 def _update_expressions(network: Network, dt: float, projected: bool = False
-                        ) -> dict[str, tuple[Callable, set[str]]]:
-    """Per state variable: the compiled ``v + dt·rhs`` and the names it reads (cached);
-    ``projected``: with ``ρ``, ``ρ'`` restricted to the coupled variable's bounds."""
+                        ) -> dict[str, tuple[Callable, set[str], tuple | None]]:
+    """Per state variable: the compiled ``v + dt·rhs``, the names it reads and its affine
+    coefficients ``(a, b, c)`` when it is ``a·v + b·I + c`` (cached); ``projected``: with
+    ``ρ``, ``ρ'`` restricted to the coupled variable's bounds."""
     cache = network.__dict__.setdefault("_fast_step_cache", {})
     key = (id(network.model), float(dt), projected)
     if key in cache:
         return cache[key]
     model = network.model
     rates = _projected_rates(network) if projected else None
-    compiled: dict[str, tuple[Callable, set[str]]] = {}
+    compiled: dict[str, tuple[Callable, set[str], tuple | None]] = {}
     for equation in model.state:
         expr = equation.expr
         symbols = {symbol.name: symbol for symbol in expr.free_symbols}
@@ -86,7 +102,8 @@ def _update_expressions(network: Network, dt: float, projected: bool = False
         update = min(candidates, key=sympy.count_ops)
         names = {symbol.name for symbol in update.free_symbols}
         where = f"model {model.name!r}: Euler update of {equation.variable}"
-        compiled[equation.variable] = (compile_expression(update, where), names)
+        compiled[equation.variable] = (compile_expression(update, where), names,
+                                       _affine(update, equation.variable))
     cache[key] = compiled
     return compiled
 
@@ -117,6 +134,9 @@ class EulerMap:
                  y: torch.Tensor | None = None,
                  force: Callable[[torch.Tensor], torch.Tensor] | None = None):
         params = network.dynamics_parameters() if params is None else params
+        if nudge != 0.0 and y is not None:  # one-hot targets once, not at every step
+            y = network.readout.targets(y, torch.empty(0, dtype=network.dtype,
+                                                       device=network.device))
         self.network, self.dt, self.nudge, self.y, self.force = network, dt, nudge, y, force
         self.updates = _update_expressions(network, dt)
         compiled = network.compiled
@@ -138,7 +158,7 @@ class EulerMap:
                 continue
             matrix = network.matrix(edge, params).detach()
             self.incoming[edge.post].append((edge.pre, matrix.transpose(-1, -2)))
-        names = set().union(*(needed for _, needed in self.updates.values()))
+        names = set().union(*(needed for _, needed, _ in self.updates.values()))
         self.needs_rho_prime = "rho_prime" in names
         self.needs_bias = "bias" in names
         self.needs_rho = "rho" in names
@@ -151,12 +171,32 @@ class EulerMap:
                 _update_expressions(network, dt, projected=True),
                 {k: compile_expression(v, where.format(k)) for k, v in rates.items()})
         self._last_output: tuple[torch.Tensor, int] | None = None
+        self.affine = self._affine_layers(self.updates)
+        self.affine_projected = self._affine_layers(self.projected[0]) if self.projected else {}
 
-    def _currents(self, rates: list[torch.Tensor | None], base: dict[int, torch.Tensor] | None
-                  ) -> dict[int, torch.Tensor | float]:
-        """``base + Σ_edges ρ(pre) Mᵀ`` per free layer (``0.0`` where nothing arrives)."""
+    def _affine_layers(self, updates: dict) -> dict[int, tuple[float, float, torch.Tensor]]:
+        """Layers of one variable whose update is ``a·v + b·I + c``: ``(a, b, b·base + c)``.
+        Their step is written straight into the output, ``out = a·v + (b·base + c)`` then
+        ``out += b·ρ_pre Mᵀ`` per incoming edge (Hopfield on its bounds: ``½v + ½I``)."""
+        if self.channels:
+            return {}
+        layers = {}
+        for l in self.layers:
+            blocks = self.blocks[l]
+            form = updates[blocks[0].variable][2] if len(blocks) == 1 else None
+            if form is not None:
+                a, b, c = form
+                layers[l] = (a, b, self.base[l] * b + c)
+        return layers
+
+    def _currents(self, rates: list[torch.Tensor | None], base: dict[int, torch.Tensor] | None,
+                  skip: dict | None = None) -> dict[int, torch.Tensor | float]:
+        """``base + Σ_edges ρ(pre) Mᵀ`` per free layer (``0.0`` where nothing arrives)
+        except the layers in ``skip``."""
         currents: dict[int, torch.Tensor | float] = {}
         for l in self.layers:
+            if skip and l in skip:
+                continue
             current = base[l] if base is not None else None
             owned = False
             for pre, transposed in self.incoming[l]:
@@ -175,10 +215,12 @@ class EulerMap:
         compiled = self.compiled
         coupled = {l: state[:, b.start:b.stop] for l, b in self.coupled.items()}
         updates, rho, rho_prime = self.updates, compiled.rho, compiled.rho_prime
+        affine = self.affine
         last = self._last_output
         if self.projected is not None and last is not None and state is last[0] \
                 and state._version == last[1]:
             updates, restricted = self.projected
+            affine = self.affine_projected
             parameters = self.parameters
 
             def rho(c: torch.Tensor) -> torch.Tensor | float:
@@ -187,12 +229,24 @@ class EulerMap:
             def rho_prime(c: torch.Tensor) -> torch.Tensor | float:
                 return restricted["rho_prime"]({**parameters, compiled.coupled: c})
         rates: list[torch.Tensor | None] = [None] + [rho(coupled[l]) for l in self.layers]
-        currents = self._currents(rates, self.base)
+        currents = self._currents(rates, self.base, skip=affine)
         channel_currents = {}
         for name in self.channels:
             channel_rates = [None] + [compiled.channel_rho(name, coupled[l]) for l in self.layers]
             channel_currents[f"I_syn_{name}"] = self._currents(channel_rates, None)
         for l in self.layers:
+            if l in affine:
+                a, b, offset = affine[l]
+                block = self.blocks[l][0]
+                target = out[:, block.start:block.stop]
+                if a == 0.0:
+                    target.copy_(offset)
+                else:
+                    torch.add(offset, state[:, block.start:block.stop], alpha=a, out=target)
+                if b != 0.0:
+                    for pre, transposed in self.incoming[l]:
+                        target.addmm_(rates[pre], transposed, alpha=b)
+                continue
             env = dict(self.parameters)
             env.update({b.variable: state[:, b.start:b.stop] for b in self.blocks[l]})
             env[_TOTAL_INPUT] = currents[l]
@@ -204,7 +258,7 @@ class EulerMap:
             for key, value in channel_currents.items():
                 env[key] = value[l]
             for block in self.blocks[l]:
-                update, _ = updates[block.variable]
+                update, _, _ = updates[block.variable]
                 value = update(env)
                 target = out[:, block.start:block.stop]
                 if isinstance(value, torch.Tensor):
