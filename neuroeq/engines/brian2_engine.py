@@ -68,6 +68,25 @@ class _Simulation:
     def __init__(self, network: Network, batch: int, dt: float, asym: bool):
         import brian2
 
+        self.build_objects(network, batch, dt, asym)
+        self.nudge_force: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.nudge_every = 1
+        self._steps_since_nudge = 0
+        refresh_nudge = brian2.NetworkOperation(self._refresh_nudge, clock=self.clock,
+                                                when="start", name="neuroeq_nudge")
+        self.net = brian2.Network(*self.objects(), refresh_nudge)
+        self.net.store("built")
+
+    def objects(self) -> list:
+        """The groups and synapses (what a ``brian2.Network`` of this simulation holds)."""
+        return [*self.groups.values(), *(p.synapses for p in self.projections)]
+
+    def build_objects(self, network: Network, batch: int, dt: float, asym: bool) -> None:
+        """The ``NeuronGroup`` per layer and ``Synapses`` per projection, on whichever Brian2
+        device is active (the runtime one here; ``bench/bench_brian2.py`` also builds them
+        for ``cpp_standalone``)."""
+        import brian2
+
         model = network.model
         check_dimensionless(model)
         self.network, self.batch, self.dt, self.asym = network, batch, dt, asym
@@ -122,14 +141,6 @@ class _Simulation:
                                              network.sizes[edge.post], exclude_diagonal=lateral)
             synapses.connect(i=pre, j=post)
             self.projections.append(_Projection(edge, k, partner, synapses, keep))
-        self.nudge_force: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.nudge_every = 1
-        self._steps_since_nudge = 0
-        refresh_nudge = brian2.NetworkOperation(self._refresh_nudge, clock=self.clock,
-                                                when="start", name="neuroeq_nudge")
-        self.net = brian2.Network(*self.groups.values(), *(p.synapses for p in self.projections),
-                                  refresh_nudge)
-        self.net.store("built")
 
     def _equations(self, model, layer: int, incoming: list[int], outgoing: list[int]) -> str:
         asym = self.asym
