@@ -269,7 +269,9 @@ class EulerMap:
             block = self.network.output_block
             rate = rates[self.network.n_layers]
             grad = self.network.readout.cost_gradient(rate, self.y)
-            grad = grad * rho_prime(coupled[self.network.n_layers])
+            slope = rho_prime(coupled[self.network.n_layers])
+            if not (isinstance(slope, float) and slope == 1.0):  # 1 on the bounds (Hopfield)
+                grad = grad * slope
             out[:, block.start:block.stop].sub_(grad, alpha=self.dt * self.nudge)
         if self.force is not None:
             out.add_(self.force(state), alpha=self.dt)
