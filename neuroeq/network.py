@@ -285,12 +285,21 @@ class Network(nn.Module):
         """Per-sample cost ``C(ρ(s_out), y)``."""
         return self.readout.cost(self.output_rates(state), y)
 
+    def targets(self, y: torch.Tensor) -> torch.Tensor:
+        """The readout's targets for labels (or float targets) ``y``, in the network's dtype
+        and device: build them once per phase, not at every step."""
+        like = torch.empty(0, dtype=self.dtype, device=self.device)
+        return self.readout.targets(y.to(self.device), like)
+
+    def output_cost_gradient(self, coupled: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``∂C/∂c_out = ρ'(c_out) ∂C/∂r_out`` from the output's coupled variable alone."""
+        rates = self.compiled.rho(coupled)
+        return self.readout.cost_gradient(rates, y) * self.compiled.rho_prime(coupled)
+
     def cost_gradient(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``c = ∂C/∂s`` over the flat state (non-zero on the output's coupled variable)."""
         block = self.output_block
-        coupled = state[..., block.start:block.stop]
-        rates = self.compiled.rho(coupled)
-        grad_out = self.readout.cost_gradient(rates, y) * self.compiled.rho_prime(coupled)
+        grad_out = self.output_cost_gradient(state[..., block.start:block.stop], y)
         full = torch.zeros(*grad_out.shape[:-1], self.state_size, dtype=grad_out.dtype,
                            device=grad_out.device)
         full[..., block.start:block.stop] = grad_out

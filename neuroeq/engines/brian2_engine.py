@@ -359,14 +359,12 @@ class Brian2Engine(RelaxationSettings):
                 v = v + force(s)
             return v
 
-        target = None if y is None else network.readout.targets(
-            y, torch.empty(0, dtype=network.dtype, device=network.device))
+        target = None if y is None else network.targets(y)
 
         def output_nudge(coupled: torch.Tensor) -> torch.Tensor:
             """``-(β/τ) ∂C/∂c_out`` at the output's simulated coupled variable."""
             coupled = coupled.to(device=network.device, dtype=network.dtype)
-            rates = network.compiled.rho(coupled)
-            c = network.readout.cost_gradient(rates, target) * network.compiled.rho_prime(coupled)
+            c = network.output_cost_gradient(coupled, target)
             return (-nudge * c).detach().cpu().to(torch.float64)
 
         simulation.set_nudge(output_nudge if nudge else None, self.nudge_every)

@@ -69,17 +69,30 @@ def _affine(update: sympy.Expr, variable: str) -> tuple[float, float, float] | N
     return coefficients[variable], coefficients[_TOTAL_INPUT], coefficients["1"]
 
 
-def _update_expressions(network: Network, dt: float, projected: bool = False
+def _projected_map(network: Network, dt: float) -> tuple[dict, dict[str, Callable]] | None:
+    """The updates with ``ρ``, ``ρ'`` restricted to the bounds and those two compiled
+    (cached per network and step; ``None`` when nothing simplifies)."""
+    cache = network.__dict__.setdefault("_fast_step_cache", {})
+    key = (id(network.model), float(dt), "projected")
+    if key not in cache:
+        rates = _projected_rates(network)
+        where = f"model {network.model.name!r}: {{}} on the bounds"
+        cache[key] = None if rates is None else (
+            _update_expressions(network, dt, rates),
+            {k: compile_expression(v, where.format(k)) for k, v in rates.items()})
+    return cache[key]
+
+
+def _update_expressions(network: Network, dt: float, rates: dict[str, sympy.Expr] | None = None
                         ) -> dict[str, tuple[Callable, set[str], tuple | None]]:
     """Per state variable: the compiled ``v + dt·rhs``, the names it reads and its affine
-    coefficients ``(a, b, c)`` when it is ``a·v + b·I + c`` (cached); ``projected``: with
-    ``ρ``, ``ρ'`` restricted to the coupled variable's bounds."""
+    coefficients ``(a, b, c)`` when it is ``a·v + b·I + c`` (cached); ``rates``: forms of
+    ``ρ``, ``ρ'`` substituted into it (those restricted to the bounds)."""
     cache = network.__dict__.setdefault("_fast_step_cache", {})
-    key = (id(network.model), float(dt), projected)
+    key = (id(network.model), float(dt), rates is not None)
     if key in cache:
         return cache[key]
     model = network.model
-    rates = _projected_rates(network) if projected else None
     compiled: dict[str, tuple[Callable, set[str], tuple | None]] = {}
     for equation in model.state:
         expr = equation.expr
@@ -135,8 +148,7 @@ class EulerMap:
                  force: Callable[[torch.Tensor], torch.Tensor] | None = None):
         params = network.dynamics_parameters() if params is None else params
         if nudge != 0.0 and y is not None:  # one-hot targets once, not at every step
-            y = network.readout.targets(y, torch.empty(0, dtype=network.dtype,
-                                                       device=network.device))
+            y = network.targets(y)
         self.network, self.dt, self.nudge, self.y, self.force = network, dt, nudge, y, force
         self.updates = _update_expressions(network, dt)
         compiled = network.compiled
@@ -162,14 +174,8 @@ class EulerMap:
         self.needs_rho_prime = "rho_prime" in names
         self.needs_bias = "bias" in names
         self.needs_rho = "rho" in names
-        # on projected states: the restricted ρ, ρ' and the updates that use them
-        self.projected = None
-        rates = _projected_rates(network)
-        if rates is not None:
-            where = f"model {network.model.name!r}: {{}} on the bounds"
-            self.projected = (
-                _update_expressions(network, dt, projected=True),
-                {k: compile_expression(v, where.format(k)) for k, v in rates.items()})
+        # on projected states: the updates with the restricted ρ, ρ', and those two
+        self.projected = _projected_map(network, dt)
         self._last_output: tuple[torch.Tensor, int] | None = None
         self.affine = self._affine_layers(self.updates)
         self.affine_projected = self._affine_layers(self.projected[0]) if self.projected else {}

@@ -58,16 +58,16 @@ def build_engine(config: dict[str, dict[str, Any]]):
         return SpikingEngine(target=section["target"], dt=dt, burn_in=section["burn_in"],
                              window=section["window"], replicas=section["replicas"] or 1,
                              seed=config.get("training", {}).get("seed", 0))
+    # keys left out keep the engine's own defaults (the schema allows each per engine)
+    optional = {key: section[key] for key in ("check_every", "nudge_every")
+                if section.get(key) is not None}
     if section["name"] == "brian2":
         from neuroeq.engines.brian2_engine import Brian2Engine
 
         if section["solver"] != "euler":
             raise ConfigError("[engine].solver: the Brian2 engine integrates with Euler only")
-        optional = {key: section[key] for key in ("check_every", "nudge_every")
-                    if section.get(key) is not None}
         return Brian2Engine(target=section["target"], dt=dt, max_steps=section["free_steps"],
                             tol=section["tol"], **optional)
-    optional = {"check_every": section["check_every"]} if section.get("check_every") else {}
     return TorchEngine(dt=dt, max_steps=section["free_steps"], tol=section["tol"],
                        solver=section["solver"], **optional)
 
