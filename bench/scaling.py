@@ -33,7 +33,10 @@ def measure(sizes: tuple[int, ...], batch: int, device, repeats: int) -> dict:
         operands = [(torch.rand(batch, n_pre, device=device),
                      torch.rand(n_pre, n_post, device=device))
                     for n_pre, n_post in zip(sizes[:-1], sizes[1:], strict=True)]
-        matmul = best_time(lambda: [a @ b for a, b in operands], device, repeats)
+        # timed over as many passes as the relaxation has steps (a single pass is too
+        # short to time steadily on a shared machine)
+        matmul = best_time(lambda: [[a @ b for a, b in operands] for _ in range(STEPS)],
+                           device, repeats) / STEPS
     synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     recurrent = synapses - sizes[0] * sizes[1]
     effective = 2 * synapses * batch * STEPS / relax
@@ -74,6 +77,7 @@ def main() -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
         for ax, (sweep, points) in zip(axes, results.items(), strict=True):
             ax.plot([v for v, _ in points], [r["relax_ms"] for _, r in points], "o-")
@@ -81,10 +85,16 @@ def main() -> None:
                            "depth": "hidden layers of 512 (batch 128)"}[sweep])
             ax.set_ylabel(f"free phase, {STEPS} steps (ms)")
             if sweep != "depth":
+                values = [v for v, _ in points]
                 ax.set_xscale("log")
                 ax.set_yscale("log")
+                ax.set_xticks(values, [str(v) for v in values])  # the measured points only
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.yaxis.set_major_formatter(ScalarFormatter())
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.grid(True, alpha=0.3)
-        fig.suptitle(f"neuroeq torch engine ({device.type}, {args.threads} threads, float32)")
+        threads = f"{args.threads} thread" + ("s" if args.threads != 1 else "")
+        fig.suptitle(f"neuroeq torch engine ({device.type}, {threads}, float32)")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
         print(f"plot: {args.plot}")

@@ -168,7 +168,9 @@ class EulerMap:
         for edge in network.edges:
             if edge.pre == 0:
                 continue
-            matrix = network.matrix(edge, params).detach()
+            # the (n_post, n_pre) matrix contiguous, used through its transpose: MKL runs
+            # ρ @ Mᵀ this way up to 2.7× faster than with a contiguous Mᵀ (narrow outputs)
+            matrix = network.matrix(edge, params).detach().contiguous()
             self.incoming[edge.post].append((edge.pre, matrix.transpose(-1, -2)))
         names = set().union(*(needed for _, needed, _ in self.updates.values()))
         self.needs_rho_prime = "rho_prime" in names

@@ -72,31 +72,38 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
         for name in (getattr(network.compiled, "channels", {}) or {})]
     rates_a = [rates(state_a) for rates in channels]
     rates_b = [rates(state_b) for rates in channels]
-    grads = {names[k]: torch.zeros_like(v) for k, v in params.items()}
+    grads: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for edge in network.edges:
             if not edge.primary:
                 continue
             factor = 0.5 if (edge.kind == "lateral" and network.coupling == "symmetric") else 1.0
-            outer = None
-            for index, (a, b) in enumerate(zip(rates_a, rates_b, strict=True)):
-                if edge.pre == 0:
-                    if index > 0:
-                        continue  # the clamped input feeds the primary channel only
-                    term = (a[edge.post] - b[edge.post]).transpose(-1, -2) @ x
-                else:
-                    term = (a[edge.post].transpose(-1, -2) @ a[edge.pre]
-                            - b[edge.post].transpose(-1, -2) @ b[edge.pre])
-                outer = term if outer is None else outer + term
-            cotangent = outer * (-factor * scale / count)
-            param = params[edge.param].detach().requires_grad_(True)
-            with torch.enable_grad():
-                matrix = network.matrix(edge, {edge.param: param})
-                (grad,) = torch.autograd.grad(matrix, param, grad_outputs=cotangent)
-            grads[names[edge.param]] = grads[names[edge.param]] + grad
+            coefficient = -factor * scale / count
+            # the scale goes on the (batch, n_post) factor, not on the (n_post, n_pre) product
+            if edge.pre == 0:  # the clamped input feeds the primary channel only
+                post = (rates_a[0][edge.post] - rates_b[0][edge.post]).mul_(coefficient)
+                pre = x
+            else:  # Σ_channels (ρ_post^a ρ_pre^aᵀ - ρ_post^b ρ_pre^bᵀ) as one matmul
+                post = torch.cat([r[edge.post] for r in rates_a + rates_b]).mul_(coefficient)
+                pre = torch.cat([r[edge.pre] for r in rates_a]
+                                + [-r[edge.pre] for r in rates_b])
+            name = names[edge.param]
+            if edge.kind == "lateral":  # symmetrised, masked: the map's vector-Jacobian product
+                param = params[edge.param].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    matrix = network.matrix(edge, {edge.param: param})
+                    (grad,) = torch.autograd.grad(matrix, param,
+                                                  grad_outputs=post.transpose(-1, -2) @ pre)
+            elif edge.transpose:  # the parameter is the (n_pre, n_post) transpose
+                grad = pre.transpose(-1, -2) @ post
+            else:
+                grad = post.transpose(-1, -2) @ pre
+            grads[name] = grad if name not in grads else grads[name] + grad
         for l in range(1, network.n_layers + 1):
             delta = (rates_a[0][l] - rates_b[0][l]).mean(0)
             grads[names[f"b{l}"]] = -scale * delta
+        for short, value in params.items():  # parameters no edge reads (none in layered nets)
+            grads.setdefault(names[short], torch.zeros_like(value))
     return grads
 
 

@@ -93,3 +93,20 @@ def test_cuda_matches_cpu():
         network.to("cuda")
         gpu = engine.relax(network, x.cuda()).state.cpu()
     torch.testing.assert_close(cpu, gpu)
+
+
+@pytest.mark.parametrize(("value", "kind"), [(float("nan"), "nan"), (float("-inf"), "nan"),
+                                             (-1e9, "diverged")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_check_finite_names_the_bad_samples_and_layer(value, kind, dtype):
+    from neuroeq.engines.failures import check_finite
+
+    network = Network("hopfield", (3, 4, 2), dtype=torch.float64)
+    state = torch.zeros(5, network.state_size, dtype=dtype)
+    check_finite(network, state, 7, 1e6, network.layer_of_index)  # a good state passes
+    state[3, network.output_block.start] = value
+    with pytest.raises(RelaxationError) as info:
+        check_finite(network, state, 7, 1e6, network.layer_of_index)
+    assert info.value.kind == kind
+    assert info.value.samples == [3]
+    assert info.value.layer.startswith("output")
