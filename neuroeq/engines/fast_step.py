@@ -217,16 +217,19 @@ class EulerMap:
             currents[l] = current if current is not None else 0.0
         return currents
 
-    def __call__(self, state: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """One step from ``state`` (not modified); written into ``out`` when given."""
+    def __call__(self, state: torch.Tensor, out: torch.Tensor | None = None, *,
+                 in_bounds: bool = False) -> torch.Tensor:
+        """One step from ``state`` (not modified); written into ``out`` when given.
+        ``in_bounds``: the caller guarantees that ``state`` lies in the bounds (as the
+        map's own outputs do), so the on-the-bounds forms of ``ρ``, ``ρ'`` apply."""
         out = torch.empty_like(state) if out is None else out
         compiled = self.compiled
         coupled = {l: state[:, b.start:b.stop] for l, b in self.coupled.items()}
         updates, rho, rho_prime = self.updates, compiled.rho, compiled.rho_prime
         affine = self.affine
         last = self._last_output
-        if self.projected is not None and last is not None and state is last[0] \
-                and state._version == last[1]:
+        own_output = last is not None and state is last[0] and state._version == last[1]
+        if self.projected is not None and (in_bounds or own_output):
             updates, restricted = self.projected
             affine = self.affine_projected
             parameters = self.parameters

@@ -95,7 +95,7 @@ class TorchEngine(RelaxationSettings):
     on_failure: str = "raise"
     record_trace: bool = False
     solver: str = "euler"
-    anderson_memory: int = 5
+    anderson_memory: int = 10
     anderson_ridge: float = 1e-10
     stability_iterations: int = 40
 
@@ -248,15 +248,21 @@ class TorchEngine(RelaxationSettings):
                 return flat
             return project(flat.reshape(shape)).reshape(-1, width)
 
-        x = state.reshape(-1, width).clone()
+        # Every iterate is kept in the bounds (the map's outputs are, extrapolations are
+        # projected), so the closed-form map may take its on-the-bounds forms of ρ, ρ'.
+        G_iterate = G
+        if project is not None and isinstance(step, fast_step.EulerMap):
+            def G_iterate(flat: torch.Tensor) -> torch.Tensor:
+                return step(flat.reshape(shape), in_bounds=True).reshape(-1, width)
+
+        x = projected(state.reshape(-1, width).clone())
         n_samples = x.shape[0]
         real = x.real.dtype
         converged = torch.zeros(n_samples, dtype=torch.bool, device=x.device)
         steps = torch.full((n_samples,), -1, dtype=torch.long, device=x.device)
         residual = torch.full((n_samples,), math.inf, dtype=real, device=x.device)
         result = x.clone()
-        delta_f: list[torch.Tensor] = []
-        delta_g: list[torch.Tensor] = []
+        secants = _AndersonHistory(n_samples, int(self.anderson_memory), width, x)
         f_prev = g_prev = None
         history: list[torch.Tensor] = []
         trace: list[float] = []
@@ -264,7 +270,7 @@ class TorchEngine(RelaxationSettings):
         best = torch.full((n_samples,), math.inf, dtype=real, device=x.device)
         iteration = 0
         for iteration in range(1, max_steps + 1):
-            g = G(x)
+            g = G_iterate(x)
             f = g - x
             last_f = f
             active = ~converged
@@ -287,33 +293,20 @@ class TorchEngine(RelaxationSettings):
             best = torch.minimum(best, residual)
             restart = residual > 10 * best
             if f_prev is not None:
-                delta_f.append(f - f_prev)
-                delta_g.append(g - g_prev)
-                if len(delta_f) > self.anderson_memory:
-                    delta_f.pop(0)
-                    delta_g.pop(0)
+                secants.add(f, f_prev, g, g_prev)
             f_prev, g_prev = f, g
             candidate = g
-            if delta_f:
-                dF = torch.stack(delta_f, dim=-1)
-                dG = torch.stack(delta_g, dim=-1)
-                gram = dF.mH @ dF
-                ridge = self.anderson_ridge * gram.diagonal(dim1=-2, dim2=-1).real.sum(-1)
-                ridge = ridge / len(delta_f) + torch.finfo(real).tiny
-                eye = torch.eye(len(delta_f), dtype=gram.dtype, device=gram.device)
-                gamma = torch.linalg.solve(gram + ridge[:, None, None] * eye,
-                                           dF.mH @ f.unsqueeze(-1))
-                extrapolated = g - (dG @ gamma).squeeze(-1)
-                # the plain step where the extrapolation is not finite or leaves the box
-                # (projected Anderson: clipping breaks its secant model), then restart
+            if secants.count:
+                extrapolated = g - secants.extrapolation(self.anderson_ridge, real)
+                # projected Anderson: an extrapolation that leaves the box is projected back
+                # (restarting there instead took 29 iterations, not 14, on the hard-sigmoid
+                # 784-500-10 net); the plain step where it is not finite, then restart
                 restart |= ~torch.isfinite(extrapolated).all(-1)
                 if project is not None:
-                    restart |= (projected(extrapolated.clone()) != extrapolated).any(-1)
+                    extrapolated = projected(extrapolated)
                 candidate = torch.where(restart[:, None], g, extrapolated)
                 if bool(restart.any()):
-                    for history_f, history_g in zip(delta_f, delta_g, strict=True):
-                        history_f[restart] = 0
-                        history_g[restart] = 0
+                    secants.forget(restart)
             x = torch.where(converged[:, None], x, candidate)
         result = torch.where(converged[:, None], result, x)
         leading = shape[:-1]
@@ -401,3 +394,49 @@ def _project_differentiable(network: Network, state: torch.Tensor) -> torch.Tens
 def _rms(values: torch.Tensor) -> torch.Tensor:
     """Root mean square over the last dimension."""
     return values.abs().pow(2).mean(-1).sqrt()
+
+
+class _AndersonHistory:
+    """The last ``m`` secant pairs ``(Δf, ΔG)`` of Anderson's iteration, per sample, in ring
+    buffers ``(samples, m, D)``, with the Gram matrix ``Γ_ij = ⟨Δf_i, Δf_j⟩`` and the
+    right-hand side ``r_j = ⟨Δf_j, f⟩`` kept up to date: a new pair ``Δf = f - f_prev``
+    adds one Gram row, and ``r_j ← r_j + ⟨Δf_j, Δf⟩`` for the others (``O(m·D)`` per step
+    instead of ``O(m²·D)``, and no stacking)."""
+
+    def __init__(self, n_samples: int, memory: int, width: int, like: torch.Tensor):
+        self.delta_f = like.new_zeros(n_samples, memory, width)
+        self.delta_g = like.new_zeros(n_samples, memory, width)
+        self.gram = like.new_zeros(n_samples, memory, memory)
+        self.rhs = like.new_zeros(n_samples, memory)
+        self.memory, self.count, self.slot = memory, 0, 0
+
+    def add(self, f: torch.Tensor, f_prev: torch.Tensor, g: torch.Tensor,
+            g_prev: torch.Tensor) -> None:
+        """Store the pair ``(f - f_prev, g - g_prev)`` (each ``(samples, D)``) in place of
+        the oldest, and bring ``Γ`` and ``r`` to the new residual ``f``."""
+        k = self.slot
+        delta_f = torch.sub(f, f_prev, out=self.delta_f[:, k])
+        torch.sub(g, g_prev, out=self.delta_g[:, k])
+        # ⟨Δf_j, Δf_new⟩ as multiply-and-sum: 2.5× faster than a batched matrix-vector bmm
+        column = (self.delta_f.conj() * delta_f.unsqueeze(-2)).sum(-1)
+        self.gram[:, :, k] = column
+        self.gram[:, k, :] = column.conj()
+        self.rhs += column  # ⟨Δf_j, f⟩ = ⟨Δf_j, f_prev⟩ + ⟨Δf_j, Δf_new⟩
+        self.rhs[:, k] = (delta_f.conj() * f).sum(-1)
+        self.slot = (k + 1) % self.memory
+        self.count = min(self.count + 1, self.memory)
+
+    def extrapolation(self, ridge: float, real: torch.dtype) -> torch.Tensor:
+        """``ΔG γ`` with ``γ = (Γ + λI)⁻¹ r``, ``λ = ridge·tr(Γ)/m`` (+ tiny), per sample."""
+        c = self.count
+        gram = self.gram[:, :c, :c]
+        shift = ridge * gram.diagonal(dim1=-2, dim2=-1).real.sum(-1) / c + torch.finfo(real).tiny
+        system = gram.clone()
+        system.diagonal(dim1=-2, dim2=-1).add_(shift[:, None])
+        gamma = torch.linalg.solve(system, self.rhs[:, :c, None])
+        return (gamma.transpose(-1, -2) @ self.delta_g[:, :c]).squeeze(-2)
+
+    def forget(self, samples: torch.Tensor) -> None:
+        """Zero the history of the samples in the boolean mask ``samples`` (a restart)."""
+        for buffer in (self.delta_f, self.delta_g, self.gram, self.rhs):
+            buffer[samples] = 0

@@ -117,3 +117,27 @@ def test_bad_solver_settings_are_refused():
         TorchEngine(solver="newton")
     with pytest.raises(ConfigError, match="anderson_memory"):
         TorchEngine(solver="anderson", anderson_memory=0)
+
+
+def test_anderson_history_keeps_its_gram_matrix_and_right_hand_side_exact():
+    """The incrementally updated ``Γ = ΔFᴴΔF`` and ``r = ΔFᴴf`` equal the direct products
+    through wrap-around of the ring buffer and a restart of some samples."""
+    from neuroeq.engines.torch_engine import _AndersonHistory
+
+    generator = torch.Generator().manual_seed(0)
+    n, memory, width = 4, 3, 7
+    history = _AndersonHistory(n, memory, width, torch.zeros(1, dtype=torch.float64))
+    f_prev = torch.randn(n, width, generator=generator, dtype=torch.float64)
+    g_prev = torch.randn(n, width, generator=generator, dtype=torch.float64)
+    for k in range(8):
+        f = torch.randn(n, width, generator=generator, dtype=torch.float64)
+        g = torch.randn(n, width, generator=generator, dtype=torch.float64)
+        history.add(f, f_prev, g, g_prev)
+        if k == 4:
+            history.forget(torch.tensor([False, True, False, True]))
+        valid = history.delta_f[:, :history.count]  # zero for the restarted samples
+        torch.testing.assert_close(history.gram[:, :history.count, :history.count],
+                                   valid @ valid.transpose(-1, -2))
+        torch.testing.assert_close(history.rhs[:, :history.count],
+                                   (valid @ f.unsqueeze(-1)).squeeze(-1))
+        f_prev, g_prev = f, g
