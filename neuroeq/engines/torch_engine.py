@@ -274,12 +274,15 @@ class TorchEngine(RelaxationSettings):
             f = g - x
             last_f = f
             active = ~converged
-            residual = torch.where(active, f.abs().amax(-1) * scale, residual)
+            low, high = torch.aminmax(f.real if f.is_complex() else f, dim=-1)
+            peak = f.abs().amax(-1) if f.is_complex() else torch.maximum(-low, high)
+            residual = torch.where(active, peak * scale, residual)
             if tol > 0:
                 newly = active & (residual < tol)
-                result[newly] = g[newly]
-                steps[newly] = iteration
-                converged |= newly
+                if bool(newly.any()):  # (the masked copies are not free: skip them if none)
+                    result[newly] = g[newly]
+                    steps[newly] = iteration
+                    converged |= newly
             check = iteration % self.check_every == 0 or iteration == max_steps
             done = tol > 0 and bool(converged.all())
             if check or done:
@@ -301,13 +304,16 @@ class TorchEngine(RelaxationSettings):
                 # projected Anderson: an extrapolation that leaves the box is projected back
                 # (restarting there instead took 29 iterations, not 14, on the hard-sigmoid
                 # 784-500-10 net); the plain step where it is not finite, then restart
-                restart |= ~torch.isfinite(extrapolated).all(-1)
+                restart |= ~torch.isfinite(extrapolated.sum(-1))  # one reduction, not two
                 if project is not None:
                     extrapolated = projected(extrapolated)
-                candidate = torch.where(restart[:, None], g, extrapolated)
                 if bool(restart.any()):
+                    candidate = torch.where(restart[:, None], g, extrapolated)
                     secants.forget(restart)
-            x = torch.where(converged[:, None], x, candidate)
+                else:
+                    candidate = extrapolated
+            x = torch.where(converged[:, None], x, candidate) if bool(converged.any()) \
+                else candidate
         result = torch.where(converged[:, None], result, x)
         leading = shape[:-1]
         steps, converged, residual = (steps.reshape(leading), converged.reshape(leading),
