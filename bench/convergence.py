@@ -96,7 +96,7 @@ def main() -> None:
     print(table(["network", "solver", "steps to tol (map evaluations)", "steps / Euler",
                  "time (ms)", "time / Euler",
                  "with the stability check: evaluations / ms / time ÷ Euler",
-                 "max |Δs| vs Euler"], rows))
+                 "max \\|Δs\\| vs Euler"], rows))
     print()
     print(table(["network", "phase", "steps from the initial state", "steps warm-started"],
                 warm))
