@@ -81,7 +81,7 @@ def standalone_phase(network: Network, batch: int, seeds: list[int], repeats: in
     for projection in simulation.projections:
         matrix = network.matrix(projection.edge, params).detach()
         values = matrix.reshape(-1).numpy().astype(np.float64)[projection.keep]
-        weights[projection.synapses.w_syn] = np.tile(values, batch)
+        weights[projection.synapses.w_syn] = values[projection.weight_index]
     initial = network.initial_state(batch)
 
     def run_args(seed: int) -> dict:
@@ -97,6 +97,10 @@ def standalone_phase(network: Network, batch: int, seeds: list[int], repeats: in
             group = simulation.groups[block.layer]
             args[getattr(group, block.variable)] = _flat(
                 initial[:, block.start:block.stop], batch, group.N)
+        for layer, group in simulation.groups.items():  # rho (and rho') of the initial state
+            coupled = _flat(network.coupled(initial, layer), batch, group.N)
+            for name, rate in simulation.rates(coupled).items():
+                args[getattr(group, name)] = rate
         return args
 
     def final_state() -> torch.Tensor:

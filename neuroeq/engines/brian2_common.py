@@ -15,6 +15,14 @@ from neuroeq.errors import ConfigError
 
 TARGETS = ("cython", "numpy")
 CACHE_ENV = "NEUROEQ_CACHE_DIR"
+# GCC additions to Brian2's default flags (-O3 -ffast-math -fno-finite-math-only
+# -march=native). glibc declares its vector math functions (libmvec: tanh, exp, sin, ...,
+# within 4 ulp) only when __FAST_MATH__ is defined, which GCC leaves undefined under
+# -fno-finite-math-only; defining it lets GCC vectorise a state update that calls them,
+# while NaN and infinity keep their IEEE semantics. A state update reads and writes ten or
+# more arrays, more than GCC's default 10 run-time aliasing checks allow it to vectorise.
+# FHN 784-256-10, batch 256: the hidden layer's update 240 ms -> 47 ms per 300 steps.
+GCC_VECTOR_FLAGS = ("-D__FAST_MATH__", "--param=vect-max-version-for-alias-checks=256")
 
 
 def cache_directory() -> Path:
@@ -34,7 +42,12 @@ def cache_directory() -> Path:
 
 
 def configure_brian2(target: str = "cython") -> None:
-    """Select the runtime code-generation target and point Brian2's cache at ours."""
+    """Select the runtime code-generation target, point Brian2's cache at ours and add
+    ``GCC_VECTOR_FLAGS`` to the compiler flags.
+
+    Brian2's cache key is the generated code, not the flags: a module already compiled for
+    the same code is reused as it is.
+    """
     if target not in TARGETS:
         raise ConfigError(f"Brian2 target {target!r} must be one of {', '.join(TARGETS)}")
     from brian2 import prefs, set_device
@@ -44,6 +57,9 @@ def configure_brian2(target: str = "cython") -> None:
     prefs.codegen.runtime.cython.cache_dir = str(cache_directory())
     prefs.codegen.runtime.cython.multiprocess_safe = True
     prefs.logging.console_log_level = "WARNING"
+    flags = list(prefs.codegen.cpp.extra_compile_args_gcc)
+    prefs.codegen.cpp.extra_compile_args_gcc = flags + [f for f in GCC_VECTOR_FLAGS
+                                                        if f not in flags]
 
 
 # ----------------------------------------------------------------- helpers shared by the engines
@@ -79,12 +95,20 @@ def check_dimensionless(model) -> None:
                              "state variables (write the equation in units of a scale parameter)")
 
 
-def block_diagonal(batch: int, n_pre: int, n_post: int, exclude_diagonal: bool = False):
+def block_diagonal(batch: int, n_pre: int, n_post: int, exclude_diagonal: bool = False,
+                   interleave: int = 1):
     """Synapse indices of ``batch`` block-diagonal copies of a dense ``n_post × n_pre``
-    projection, ordered (copy, post, pre) like ``matrix.reshape(-1)`` tiled per copy.
+    projection.
 
-    Returns ``(pre_index, post_index, keep)``; ``keep`` masks the flattened matrix (the
-    diagonal is left out of lateral projections).
+    With ``interleave = 1`` they are ordered (copy, post, pre), like ``matrix.reshape(-1)``
+    tiled per copy. With ``interleave = G`` the copies go in groups of ``G`` (the last one
+    may be shorter), ordered (group, post, pre, copy in the group): consecutive synapses then
+    target different neurons, so a summed variable's scatter-add has no chain of dependent
+    additions to one address; each target still sums its synapses in the same order.
+
+    Returns ``(pre_index, post_index, keep, weight_index)``: ``keep`` masks the flattened
+    matrix (the diagonal is left out of lateral projections) and synapse ``k`` carries
+    ``matrix.reshape(-1)[keep][weight_index[k]]``.
     """
     import numpy as np
 
@@ -93,10 +117,15 @@ def block_diagonal(batch: int, n_pre: int, n_post: int, exclude_diagonal: bool =
     if exclude_diagonal:
         keep &= post != pre
     pre, post = pre[keep], post[keep]
-    copies = np.arange(batch)[:, None]
-    pre_index = (copies * n_pre + pre[None, :]).reshape(-1)
-    post_index = (copies * n_post + post[None, :]).reshape(-1)
-    return pre_index, post_index, keep.reshape(-1)
+    pairs = np.arange(pre.size)
+    pre_parts, post_parts, weight_parts = [], [], []
+    for first in range(0, batch, max(int(interleave), 1)):
+        copies = np.arange(first, min(first + max(int(interleave), 1), batch))[None, :]
+        pre_parts.append((copies * n_pre + pre[:, None]).reshape(-1))
+        post_parts.append((copies * n_post + post[:, None]).reshape(-1))
+        weight_parts.append(np.repeat(pairs, copies.size))
+    return (np.concatenate(pre_parts), np.concatenate(post_parts), keep.reshape(-1),
+            np.concatenate(weight_parts))
 
 
 def quantity_setting(table: dict, key: str, default: float, where: str) -> float:

@@ -85,7 +85,9 @@ class _SpikingSimulation:
         self.network, self.copies, self.dt = network, copies, dt
         membrane = model.coupled_variable
         namespace = model_namespace(model)
-        self.clock = brian2.Clock(dt=dt * brian2.second)
+        # named: an unnamed clock is numbered while other simulations are alive, which
+        # changes the generated code and compiles it again
+        self.clock = brian2.Clock(dt=dt * brian2.second, name="neuroeq_spiking_clock")
         equation = model.state[0]
         self.groups: dict[int, object] = {}
         for l in range(1, network.n_layers + 1):
@@ -117,9 +119,9 @@ class _SpikingSimulation:
                                        "w_syn : 1\nacc_c : 1", clock=self.clock,
                                        namespace=namespace, name=f"neuroeq_spiking_e{k}",
                                        **pathways)
-            pre, post, keep = block_diagonal(copies, network.sizes[edge.pre],
-                                             network.sizes[edge.post],
-                                             exclude_diagonal=edge.kind == "lateral")
+            pre, post, keep, _ = block_diagonal(copies, network.sizes[edge.pre],
+                                                network.sizes[edge.post],
+                                                exclude_diagonal=edge.kind == "lateral")
             synapses.connect(i=pre, j=post)
             self.projections.append(_Projection(edge, synapses, keep))
         self.net = brian2.Network(*self.groups.values(), *(p.synapses for p in self.projections))

@@ -176,6 +176,39 @@ def test_cython_target_does_not_recompile_when_weights_change(torch_engine):
     assert float((found.state - expected.state).abs().max()) <= 1e-6
 
 
+@pytest.mark.slow
+def test_a_new_simulation_reuses_the_compiled_code():
+    """A second engine's objects (the first still alive) generate the same code: the clock
+    has a fixed name, so Brian2 does not number it and nothing is compiled again."""
+    from brian2.codegen.runtime.cython_rt.extension_manager import cython_extension_manager
+
+    network, (x, _) = make_problem("fhn", SIZES, batch=3)
+    first = Brian2Engine(target="cython", tol=0.0, max_steps=20, check_every=20)
+    expected = first.relax(network, x)
+    extensions = len(cython_extension_manager._code_cache)
+    found = Brian2Engine(target="cython", tol=0.0, max_steps=20, check_every=20).relax(network, x)
+    assert len(cython_extension_manager._code_cache) == extensions
+    assert torch.equal(found.state, expected.state)
+
+
+@pytest.mark.parametrize("lateral", [False, True])
+def test_interleaved_synapses_keep_each_neurons_summation_order(lateral):
+    """Grouping copies changes the synapse order, not which synapses a neuron sums nor the
+    order in which it sums them (so the states are bit for bit those of the plain order)."""
+    import numpy as np
+
+    from neuroeq.engines.brian2_common import block_diagonal
+
+    plain = block_diagonal(5, 4, 4, exclude_diagonal=lateral)
+    grouped = block_diagonal(5, 4, 4, exclude_diagonal=lateral, interleave=2)
+    assert np.array_equal(plain[2], grouped[2])
+    for target, partner in ((1, 0), (0, 1)):  # a post neuron sums over pre, and vice versa
+        for neuron in range(20):
+            before, after = plain[target] == neuron, grouped[target] == neuron
+            assert np.array_equal(plain[partner][before], grouped[partner][after])
+            assert np.array_equal(plain[3][before], grouped[3][after])  # the same weights
+
+
 def test_refuses_what_it_cannot_simulate(brian2_engine):
     network, batch = make_problem("fhn", SIZES, "asymmetric", batch=2)
     with pytest.raises(ConfigError, match="Dyadic"):
