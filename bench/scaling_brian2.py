@@ -71,7 +71,8 @@ def plot(results: dict, path: str) -> None:
         else:
             ax.set_xticks(values)
         ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.grid(True, alpha=0.3)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     fig.suptitle("FitzHugh-Nagumo free phase: Brian2 engine and torch engine (float64)")
     fig.tight_layout()
