@@ -231,6 +231,20 @@ class Network(nn.Module):
             return weight * mask
         return weight.transpose(-1, -2) if edge.transpose else weight
 
+    def matrix_vjp(self, edge: Edge, cotangent: torch.Tensor, params: Params | None = None
+                   ) -> torch.Tensor:
+        """``∂⟨cotangent, matrix(edge)⟩/∂θ_edge``: a ``(n_post, n_pre)`` cotangent of the edge's
+        matrix pulled back to its parameter (a transpose, or autograd through the symmetrised,
+        masked lateral map)."""
+        if edge.kind != "lateral":
+            return cotangent.transpose(-1, -2) if edge.transpose else cotangent
+        params = self.dynamics_parameters() if params is None else params
+        param = params[edge.param].detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.matrix(edge, {edge.param: param}), param,
+                                          grad_outputs=cotangent)
+        return grad
+
     def drive(self, x: torch.Tensor, params: Params | None = None) -> dict[int, torch.Tensor]:
         """Input currents from the clamped layer, ``Σ W x`` per receiving layer (constant)."""
         params = self.dynamics_parameters() if params is None else params

@@ -118,9 +118,10 @@ def block_diagonal(batch: int, n_pre: int, n_post: int, exclude_diagonal: bool =
         keep &= post != pre
     pre, post = pre[keep], post[keep]
     pairs = np.arange(pre.size)
+    group = max(int(interleave), 1)
     pre_parts, post_parts, weight_parts = [], [], []
-    for first in range(0, batch, max(int(interleave), 1)):
-        copies = np.arange(first, min(first + max(int(interleave), 1), batch))[None, :]
+    for first in range(0, batch, group):
+        copies = np.arange(first, min(first + group, batch))[None, :]
         pre_parts.append((copies * n_pre + pre[:, None]).reshape(-1))
         post_parts.append((copies * n_post + post[:, None]).reshape(-1))
         weight_parts.append(np.repeat(pairs, copies.size))

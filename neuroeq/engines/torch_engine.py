@@ -274,8 +274,11 @@ class TorchEngine(RelaxationSettings):
             f = g - x
             last_f = f
             active = ~converged
-            low, high = torch.aminmax(f.real if f.is_complex() else f, dim=-1)
-            peak = f.abs().amax(-1) if f.is_complex() else torch.maximum(-low, high)
+            if f.is_complex():
+                peak = f.abs().amax(-1)
+            else:  # one min/max reduction instead of abs() then amax()
+                low, high = torch.aminmax(f, dim=-1)
+                peak = torch.maximum(-low, high)
             residual = torch.where(active, peak * scale, residual)
             if tol > 0:
                 newly = active & (residual < tol)

@@ -88,16 +88,7 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
                 pre = torch.cat([r[edge.pre] for r in rates_a]
                                 + [-r[edge.pre] for r in rates_b])
             name = names[edge.param]
-            if edge.kind == "lateral":  # symmetrised, masked: the map's vector-Jacobian product
-                param = params[edge.param].detach().requires_grad_(True)
-                with torch.enable_grad():
-                    matrix = network.matrix(edge, {edge.param: param})
-                    (grad,) = torch.autograd.grad(matrix, param,
-                                                  grad_outputs=post.transpose(-1, -2) @ pre)
-            elif edge.transpose:  # the parameter is the (n_pre, n_post) transpose
-                grad = pre.transpose(-1, -2) @ post
-            else:
-                grad = post.transpose(-1, -2) @ pre
+            grad = network.matrix_vjp(edge, post.transpose(-1, -2) @ pre, params)
             grads[name] = grad if name not in grads else grads[name] + grad
         for l in range(1, network.n_layers + 1):
             delta = (rates_a[0][l] - rates_b[0][l]).mean(0)
