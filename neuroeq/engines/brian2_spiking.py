@@ -13,10 +13,12 @@ expectation
 
 the Euler step of the mean-field network. The samples are ``B`` block-diagonal copies and
 each is simulated ``R`` times (``replicas``, independent copies with their own spikes).
-After ``burn_in`` steps the engine accumulates, per neuron, ``Σ_t spk`` and ``Σ_t u``, and
-per synapse of every primary projection the coincidences ``Σ_t spk_post·spk_pre`` (on the
-presynaptic spike), and reads them at the requested window lengths: running averages,
-no spike monitor. Seeds (Brian2 ``seed()``) make every phase reproducible.
+From step ``burn_in`` on (``t ≥ t_start``, inside the same ``run()``: each Brian2 ``run()``
+generates its code objects again, ~30-40 ms) the engine accumulates, per neuron, ``Σ_t spk``
+and ``Σ_t u``, and per synapse of every primary projection the coincidences
+``Σ_t spk_post·spk_pre`` (on the presynaptic spike), and reads them at the requested window
+lengths: running averages, no spike monitor. Seeds (Brian2 ``seed()``) make every phase
+reproducible.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from neuroeq.engines.brian2_common import (
     block_diagonal,
     check_dimensionless,
     configure_brian2,
+    keep_code_objects,
     model_namespace,
     quantity_setting,
     run_steps,
@@ -40,6 +43,9 @@ from neuroeq.engines.brian2_common import (
 from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.network import Edge, Network, Params
+
+#: ``[spiking] nudge``: the output's teaching current (see :meth:`SpikingEngine.nudge_gradient`)
+NUDGES = ("chain_rule", "rate_error")
 
 
 @dataclass
@@ -96,13 +102,15 @@ class _SpikingSimulation:
                 f"rho = {model.rho_code} : 1",
                 "I_syn = I_in : 1", "I_in : 1 (constant)", "bias : 1 (constant)",
                 "nudge : 1/second (constant)", "spk : 1", "acc_r : 1", "acc_u : 1",
+                "t_start : second (shared, constant)",
             ])
             name = f"neuroeq_spiking_layer{l}"
             group = brian2.NeuronGroup(copies * network.sizes[l], code, method="euler",
                                        threshold="spk > 0.5", reset="", clock=self.clock,
                                        namespace=namespace, name=name)
             group.run_regularly(f"spk = int({draw})", when="start", name=f"{name}_draw")
-            group.run_regularly(f"acc_r += spk\nacc_u += {membrane}", when="end",
+            group.run_regularly(f"counting = int(t >= t_start)\nacc_r += spk*counting\n"
+                                f"acc_u += {membrane}*counting", when="end",
                                 name=f"{name}_accumulate")
             self.groups[l] = group
         edges = [e for e in network.edges if e.pre > 0 and e.post > 0]
@@ -112,7 +120,7 @@ class _SpikingSimulation:
         for k, edge in enumerate(edges):
             if not edge.primary:
                 continue
-            pathways = {"on_pre": on_pre + "\nacc_c += spk_post"}
+            pathways = {"on_pre": on_pre + "\nacc_c += spk_post*int(t >= t_start_pre)"}
             if (edge.param, edge.post, edge.pre) in partners:  # symmetric: Wᵀ carries back
                 pathways["on_post"] = reverse
             synapses = brian2.Synapses(self.groups[edge.pre], self.groups[edge.post],
@@ -126,6 +134,7 @@ class _SpikingSimulation:
             self.projections.append(_Projection(edge, synapses, keep))
         self.net = brian2.Network(*self.groups.values(), *(p.synapses for p in self.projections))
         self.net.store("built")
+        self.ran = False
 
     def write(self, params: Params, drive: dict[int, torch.Tensor], membrane: torch.Tensor,
               nudge: torch.Tensor | None) -> None:
@@ -145,10 +154,14 @@ class _SpikingSimulation:
         output = self.groups[network.n_layers]
         output.nudge_[:] = 0.0 if nudge is None else _copies(nudge, copies)
 
-    def reset_statistics(self) -> None:
+    def start_statistics(self, burn_in: int) -> None:
+        """Zero the accumulators; they count from step ``burn_in`` of the next ``run()``
+        on (half a step early, so that rounding of ``t`` cannot drop the first step)."""
+        start = (burn_in - 0.5) * self.dt
         for group in self.groups.values():
             group.acc_r_[:] = 0.0
             group.acc_u_[:] = 0.0
+            group.t_start_ = start
         for projection in self.projections:
             projection.synapses.acc_c_[:] = 0.0
 
@@ -171,8 +184,11 @@ class _SpikingSimulation:
         return rates, membranes, coincidences
 
     def run(self, steps: int) -> None:
-        """``steps`` steps in one ``run()``."""
+        """``steps`` steps in one ``run()``; the code objects of the first are kept."""
         run_steps(self.net, steps, self.dt)
+        if not self.ran:
+            keep_code_objects(self.net)
+            self.ran = True
 
 
 @dataclass
@@ -219,7 +235,8 @@ class SpikingEngine:
             raise ConfigError(f"dt {self.dt} must be a positive number of seconds")
 
     def settings(self, network: Network) -> tuple[float, int, int, str, str]:
-        """``(dt, burn_in, window, draw, on_pre)`` with the model file's defaults."""
+        """``(dt, burn_in, window, draw, on_pre)`` with the model file's defaults (and the
+        check of its ``nudge`` key, :meth:`nudge_gradient`)."""
         model = network.model
         table = model.spiking
         where = f"model {model.name!r} [spiking]"
@@ -235,7 +252,22 @@ class SpikingEngine:
         draw, on_pre = str(table.get("draw", "rand() < rho")), table.get("on_pre")
         if not on_pre:
             raise ModelError(f"{where}: 'on_pre' (what a presynaptic spike does) is missing")
+        if table.get("nudge", "chain_rule") not in NUDGES:
+            raise ModelError(f"{where}: nudge {table['nudge']!r} must be one of "
+                             f"{', '.join(NUDGES)}")
         return dt, burn_in, window, draw, str(on_pre)
+
+    @staticmethod
+    def nudge_gradient(network: Network, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``g`` (B, n_out) of the output's nudging current ``-(β/τ) g``, at ``state``:
+        ``∂C/∂r`` (``[spiking] nudge = "rate_error"``: the rate error, which also reaches
+        outputs whose membrane has left the range where ``ρ' ≠ 0``) or ``ρ'(u) ∂C/∂r``
+        (``"chain_rule"``, the default: ``∂C/∂u``)."""
+        block = network.output_block
+        coupled = state[:, block.start:block.stop]
+        if network.model.spiking.get("nudge", "chain_rule") == "rate_error":
+            return network.readout.cost_gradient(network.compiled.rho(coupled), y)
+        return network.output_cost_gradient(coupled, y)
 
     def windows(self, network: Network) -> list[int]:
         """The sorted window lengths at which statistics are read."""
@@ -264,7 +296,7 @@ class SpikingEngine:
         """Run one phase: ``burn_in`` steps, then statistics over the windows.
 
         ``x`` (B, n_in) is clamped. With ``β ≠ 0`` the output membranes get the constant
-        nudge ``-(β/τ) ∂C/∂u`` evaluated (torch readout) at ``nudge_at`` (B, N), normally
+        nudge ``-(β/τ) g`` (:meth:`nudge_gradient`, torch readout) at ``nudge_at`` (B, N), normally
         the free phase's mean membrane. ``init`` (B, N) starts every replica (default: the
         model's initial state); pass a previous phase's ``start`` and ``seed`` to share its
         random numbers (common random numbers make phase differences precise).
@@ -290,9 +322,8 @@ class SpikingEngine:
                               f"({batch}, {network.state_size})")
         nudge = None
         if beta != 0.0:
-            block = network.output_block
-            c = network.cost_gradient(nudge_at.to(network.dtype), y)[:, block.start:block.stop]
-            nudge = -(beta / network.tau) * c
+            nudge = -(beta / network.tau) * self.nudge_gradient(network,
+                                                                nudge_at.to(network.dtype), y)
         if seed is None:
             seed = self.seed + self.calls
             self.calls += 1
@@ -300,11 +331,9 @@ class SpikingEngine:
         simulation.net.restore("built")
         simulation.write(params, drive, start.repeat(replicas, 1).to(torch.float64), nudge)
         brian2.seed(int(seed))
-        if burn_in:
-            simulation.run(burn_in)
-        simulation.reset_statistics()
+        simulation.start_statistics(burn_in)
         rates, membranes, coincidences = {}, {}, {}
-        done = 0
+        done = -burn_in
         for window in windows:
             simulation.run(window - done)
             done = window

@@ -276,9 +276,8 @@ class TorchEngine(RelaxationSettings):
             active = ~converged
             if f.is_complex():
                 peak = f.abs().amax(-1)
-            else:  # one min/max reduction instead of abs() then amax()
-                low, high = torch.aminmax(f, dim=-1)
-                peak = torch.maximum(-low, high)
+            else:  # max(-min, max) without abs()'s copy; aminmax(dim=-1) is 10x slower
+                peak = torch.maximum(f.amin(-1).neg_(), f.amax(-1))
             residual = torch.where(active, peak * scale, residual)
             if tol > 0:
                 newly = active & (residual < tol)

@@ -57,7 +57,8 @@ class StochasticEP(GradientEstimator):
     ``ĝ_W = -(1/β)(⟨spk_post spk_preᵀ⟩_β - ⟨spk_post spk_preᵀ⟩_0)`` and
     ``ĝ_b = -(1/β)(⟨spk⟩_β - ⟨spk⟩_0)`` (``centered``: phases ``±β`` and ``1/2β``), with
     statistics averaged over the engine's window and replicas. The nudge is the constant
-    ``-(β/τ) ∂C/∂u`` at the free phase's mean membrane; the nudged phases reuse the free
+    current ``-(β/τ) g`` at the free phase's mean membrane (``g = ∂C/∂r`` for a model whose
+    ``[spiking] nudge`` is ``rate_error``, ``∂C/∂u`` otherwise); the nudged phases reuse the free
     phase's start and seed (common random numbers). In the mean-field limit (long windows,
     ``τ/dt`` large) it is EP on the rate network (:class:`ClassicEP` / :class:`CenteredEP`
     on the same model), with error O(β) one-sided, O(β²) centered, and a variance that

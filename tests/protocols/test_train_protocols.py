@@ -80,7 +80,7 @@ def test_spiking_stochastic_ep_protocol_learns_digits(tmp_path):
         "training.lr=0.5", "training.limit_train=320", "training.limit_test=100"])
     out = run_protocol(protocol, tmp_path / "spiking", progress=False)
     accuracy = _accuracy(out)
-    assert accuracy[-1] > 0.3, accuracy  # chance is 0.1; measured 0.40
+    assert accuracy[-1] > 0.4, accuracy  # chance is 0.1; measured 0.56
     assert "no states.nc" in (out / "log.txt").read_text()
     assert not (out / "states.nc").exists()
 

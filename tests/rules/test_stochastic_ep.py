@@ -5,7 +5,7 @@ import torch
 
 from neuroeq import Network, TorchEngine
 from neuroeq.engines.brian2_spiking import SpikingEngine
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, ModelError
 from neuroeq.rules import CenteredEP
 from neuroeq.rules.stochastic_ep import StochasticEP
 from tests.conftest import cosine
@@ -74,3 +74,70 @@ def test_nudged_phase_needs_a_reference_state():
         engine.relax(network, x, y=y, beta=BETA)
     with pytest.raises(ConfigError, match="snapshots"):
         SpikingEngine(target="numpy", window=10, snapshots=(20,)).relax(network, x)
+
+
+def test_statistics_start_exactly_at_the_end_of_the_burn_in():
+    # one run() per phase: the accumulators count from step burn_in on. A phase with a
+    # 10-step burn-in and a 20-step window sees the same spikes as steps 10..29 of a phase
+    # without burn-in read at windows 10 and 30 (same seed, same random numbers).
+    network, x, y = _problem()
+
+    def phase(burn_in, window, snapshots=()):
+        engine = SpikingEngine(target="numpy", burn_in=burn_in, window=window,
+                               snapshots=snapshots, replicas=2)
+        return engine.relax(network, x, seed=11)
+
+    whole, late = phase(0, 30, (10,)), phase(10, 20)
+    for l in (1, 2):
+        sums = whole.rates[l] * torch.tensor([10.0, 30.0]).view(2, 1, 1, 1)
+        torch.testing.assert_close(late.rates[l][-1] * 20, sums[1] - sums[0],
+                                   rtol=0, atol=1e-9)
+    sums = whole.coincidences["W2"] * torch.tensor([10.0, 30.0]).view(2, 1, 1, 1, 1)
+    torch.testing.assert_close(late.coincidences["W2"][-1] * 20, sums[1] - sums[0],
+                               rtol=0, atol=1e-9)
+    assert float(late.rates[1][-1].sum()) > 0  # spikes were counted at all
+
+
+def test_rate_error_nudge_reaches_outputs_outside_the_linear_range():
+    from dataclasses import replace
+
+    network, x, y = _problem()
+    state = network.initial_state(4)
+    block = network.output_block
+    state[:, block.start:block.stop] = torch.tensor([-0.5, 0.3, 1.5])  # below, inside, above
+    y = torch.tensor([0, 1, 2, 0])
+    rate_error = SpikingEngine.nudge_gradient(network, state, y)
+    # ∂C/∂r of ½‖r - onehot(y)‖² with r = clip(u, 0, 1) = (0, 0.3, 1)
+    torch.testing.assert_close(rate_error[0], torch.tensor([-1.0, 0.3, 1.0], dtype=state.dtype))
+    network.model = replace(network.model, spiking={**network.model.spiking,
+                                                    "nudge": "chain_rule"})
+    chain = SpikingEngine.nudge_gradient(network, state, y)
+    torch.testing.assert_close(chain[0], torch.tensor([0.0, 0.3, 0.0], dtype=state.dtype))
+    network.model = replace(network.model, spiking={**network.model.spiking, "nudge": "rates"})
+    with pytest.raises(ModelError, match="nudge 'rates' must be one of chain_rule, rate_error"):
+        SpikingEngine(target="numpy").settings(network)
+
+
+def test_a_reused_simulation_sees_new_weights_inputs_and_nudges():
+    # after its first run() the simulation keeps its code objects; what changes between
+    # phases (weights, biases, input currents, nudges) lives in state variables, so a warm
+    # engine gives the same statistics as a fresh one
+    network, x, y = _problem()
+    warm = SpikingEngine(target="numpy", burn_in=10, window=30, replicas=2)
+    warm.relax(network, x, seed=1)
+    with torch.no_grad():
+        for param in network.parameters():
+            param.mul_(1.3).add_(0.05)
+    x = x.flip(0)
+    fresh = SpikingEngine(target="numpy", burn_in=10, window=30, replicas=2)
+    phases = []
+    for engine in (warm, fresh):
+        free = engine.relax(network, x, seed=2)
+        nudged = engine.relax(network, x, y=y, beta=0.5, init=free.start, seed=free.seed,
+                              nudge_at=free.state)
+        phases.append((free, nudged))
+    assert warm.builds == fresh.builds == 1
+    for a, b in zip(phases[0], phases[1], strict=True):
+        assert torch.equal(a.state, b.state)
+        assert torch.equal(a.coincidences["W2"], b.coincidences["W2"])
+    assert not torch.equal(phases[0][0].state, phases[0][1].state)  # the nudge acted
