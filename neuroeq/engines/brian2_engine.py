@@ -41,6 +41,7 @@ from neuroeq.engines.brian2_common import (
     block_diagonal,
     check_dimensionless,
     configure_brian2,
+    keep_code_objects,
     model_namespace,
     run_steps,
 )
@@ -86,6 +87,7 @@ class _Simulation:
         self.refresh_nudge.active = False  # only nudged phases call back into Python
         self.net = brian2.Network(*self.objects(), self.refresh_nudge)
         self.net.store("built")
+        self.ran = False
 
     def objects(self) -> list:
         """The groups and synapses (what a ``brian2.Network`` of this simulation holds)."""
@@ -306,8 +308,12 @@ class _Simulation:
         self._refresh_derived()
 
     def run(self, steps: int) -> None:
-        """``steps`` Euler steps in one ``run()`` call."""
+        """``steps`` Euler steps in one ``run()`` call; the code objects of the first are
+        kept."""
         run_steps(self.net, steps, self.dt)
+        if not self.ran:
+            keep_code_objects(self.net)
+            self.ran = True
 
 
 class _EulerThen:
