@@ -148,7 +148,8 @@ def quantity_setting(table: dict, key: str, default: float, where: str) -> float
 
 
 def run_steps(net, steps: int, dt: float) -> None:
-    """Run a Brian2 ``Network`` for ``steps`` steps of ``dt`` seconds in one ``run()``.
+    """Run a Brian2 ``Network`` for ``steps`` steps of ``dt`` seconds in one ``run()``, and
+    keep its code objects for the next (:func:`keep_code_objects`).
 
     ``Network.run`` starts with a full ``gc.collect()`` (to warn about objects left out of
     the magic network, which neuroeq does not use); with torch and sympy loaded it costs
@@ -163,6 +164,7 @@ def run_steps(net, steps: int, dt: float) -> None:
         net.run(steps * dt * brian2.second, namespace={})
     finally:
         gc.unfreeze()
+    keep_code_objects(net)
 
 
 def keep_code_objects(net) -> None:
@@ -171,10 +173,11 @@ def keep_code_objects(net) -> None:
     Brian2's runtime device generates every code object again at each ``run()`` (~2-8 ms
     each: ~35 ms per ``run()`` for a two-layer spiking network, more than its 250 steps at
     batch 16). A network whose equations, namespace and array sizes stay fixed, and whose
-    values change only through its state variables, can keep them: each object's
-    ``create_code_objects`` becomes a no-op, its ``code_objects`` keep the last ones (held
-    by the objects themselves), and the rest of ``before_run`` (unit checks, spike-queue
-    preparation) still runs. Call it after a first ``run()``.
+    values change only through its state variables (every simulation of neuroeq's Brian2
+    engines), can keep them: each object's ``create_code_objects`` becomes a no-op, its
+    ``code_objects`` keep the last ones (held by the objects themselves), and the rest of
+    ``before_run`` (unit checks, spike-queue preparation) still runs. Call it after a
+    ``run()``; calling it again changes nothing.
     """
     for obj in net.sorted_objects:
         if getattr(obj, "code_objects", None) and hasattr(obj, "create_code_objects"):

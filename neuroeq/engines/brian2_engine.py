@@ -41,7 +41,6 @@ from neuroeq.engines.brian2_common import (
     block_diagonal,
     check_dimensionless,
     configure_brian2,
-    keep_code_objects,
     model_namespace,
     run_steps,
 )
@@ -87,7 +86,6 @@ class _Simulation:
         self.refresh_nudge.active = False  # only nudged phases call back into Python
         self.net = brian2.Network(*self.objects(), self.refresh_nudge)
         self.net.store("built")
-        self.ran = False
 
     def objects(self) -> list:
         """The groups and synapses (what a ``brian2.Network`` of this simulation holds)."""
@@ -308,12 +306,9 @@ class _Simulation:
         self._refresh_derived()
 
     def run(self, steps: int) -> None:
-        """``steps`` Euler steps in one ``run()`` call; the code objects of the first are
-        kept."""
+        """``steps`` Euler steps in one ``run()`` call (no new code objects after the
+        first)."""
         run_steps(self.net, steps, self.dt)
-        if not self.ran:
-            keep_code_objects(self.net)
-            self.ran = True
 
 
 class _EulerThen:

@@ -35,7 +35,6 @@ from neuroeq.engines.brian2_common import (
     block_diagonal,
     check_dimensionless,
     configure_brian2,
-    keep_code_objects,
     model_namespace,
     quantity_setting,
     run_steps,
@@ -134,7 +133,6 @@ class _SpikingSimulation:
             self.projections.append(_Projection(edge, synapses, keep))
         self.net = brian2.Network(*self.groups.values(), *(p.synapses for p in self.projections))
         self.net.store("built")
-        self.ran = False
 
     def write(self, params: Params, drive: dict[int, torch.Tensor], membrane: torch.Tensor,
               nudge: torch.Tensor | None) -> None:
@@ -184,11 +182,8 @@ class _SpikingSimulation:
         return rates, membranes, coincidences
 
     def run(self, steps: int) -> None:
-        """``steps`` steps in one ``run()``; the code objects of the first are kept."""
+        """``steps`` steps in one ``run()`` (no new code objects after the first)."""
         run_steps(self.net, steps, self.dt)
-        if not self.ran:
-            keep_code_objects(self.net)
-            self.ran = True
 
 
 @dataclass
@@ -263,11 +258,9 @@ class SpikingEngine:
         ``∂C/∂r`` (``[spiking] nudge = "rate_error"``: the rate error, which also reaches
         outputs whose membrane has left the range where ``ρ' ≠ 0``) or ``ρ'(u) ∂C/∂r``
         (``"chain_rule"``, the default: ``∂C/∂u``)."""
-        block = network.output_block
-        coupled = state[:, block.start:block.stop]
         if network.model.spiking.get("nudge", "chain_rule") == "rate_error":
-            return network.readout.cost_gradient(network.compiled.rho(coupled), y)
-        return network.output_cost_gradient(coupled, y)
+            return network.readout.cost_gradient(network.output_rates(state), y)
+        return network.output_cost_gradient(network.coupled(state, network.n_layers), y)
 
     def windows(self, network: Network) -> list[int]:
         """The sorted window lengths at which statistics are read."""

@@ -141,3 +141,23 @@ def test_a_reused_simulation_sees_new_weights_inputs_and_nudges():
         assert torch.equal(a.state, b.state)
         assert torch.equal(a.coincidences["W2"], b.coincidences["W2"])
     assert not torch.equal(phases[0][0].state, phases[0][1].state)  # the nudge acted
+
+
+def test_later_phases_generate_no_code(monkeypatch):
+    # Brian2 generates every code object again at each run(); the engines keep them
+    import brian2.groups.group as brian2_group
+
+    network, x, _ = _problem()
+    engine = SpikingEngine(target="numpy", burn_in=5, window=10)
+    engine.relax(network, x)
+    generated = []
+    original = brian2_group.create_runner_codeobj
+
+    def counting(*args, **kwargs):
+        generated.append(kwargs.get("name"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(brian2_group, "create_runner_codeobj", counting)
+    engine.relax(network, x)
+    engine.relax(network, x)
+    assert generated == []
