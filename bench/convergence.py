@@ -3,7 +3,8 @@
 Free phase of a Hopfield 784-500-10 net and an FHN 784-256-10 net (model defaults for dt,
 float64 so that tol 1e-6 sits far above rounding), batch 128, inputs the first 128 MNIST
 training images (random images of the same shape when MNIST is not readable). Steps are map
-evaluations (one Euler step each); Anderson is measured for several memories ``m``, without
+evaluations (one Euler step each); Anderson is measured for several memories ``m`` and
+mixing parameters ``ω`` (it extrapolates ``s + ω(G(s) - s)``), without
 and with its stability check (40 power iterations on the map's Jacobian, each one map
 evaluation, after it has converged: the default, which catches fixed points that the
 dynamics leave). Warm
@@ -14,6 +15,7 @@ versus from the initial state.
 Usage (from the repository root):
 
     python bench/convergence.py [--device cpu|cuda] [--threads 2] [--tol 1e-6]
+        [--memories 3 5 10] [--mixings 1 1.5]
 """
 
 from __future__ import annotations
@@ -45,14 +47,17 @@ def main() -> None:
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--memories", type=int, nargs="+", default=[3, 5, 10],
                    help="Anderson memories m to measure")
+    p.add_argument("--mixings", type=float, nargs="+", default=[1.0, 1.5],
+                   help="Anderson mixing parameters ω to measure (each with every memory)")
     args = p.parse_args()
     device = setup(args)
     x, y, source = inputs(device, args.data_root)
     x, rows, warm = x.double(), [], []
     for model, sizes in NETS.items():
         network = Network(model, sizes, dtype=torch.float64, device=device, seed=0)
-        variants = [("euler", {})] + [(f"anderson m={m}", {"anderson_memory": m})
-                                      for m in args.memories]
+        variants = [("euler", {})] + [
+            (f"anderson m={m} ω={w:g}", {"anderson_memory": m, "anderson_mixing": w})
+            for w in args.mixings for m in args.memories]
         euler = None
         for label, options in variants:
             solver = "euler" if label == "euler" else "anderson"

@@ -83,6 +83,10 @@ class TorchEngine(RelaxationSettings):
         anderson_memory: number of past residuals ``m`` Anderson mixes.
         anderson_ridge: relative ridge ``λ`` of Anderson's least squares
             (``λ·tr(ΔFᴴΔF)/m`` is added to the diagonal).
+        anderson_mixing: Anderson's mixing (relaxation) parameter ``ω``: the iterate
+            ``s + ω f`` is extrapolated, ``ω = 1`` extrapolates the Euler step ``G(s)``;
+            ``ω = τ/dt`` makes it Anderson on the map at ``dt = τ`` (for the Hopfield neuron
+            ``s ← clip(I + b)``).
         stability_iterations: power iterations of the stability check after Anderson
             converges (``0`` disables it).
     """
@@ -97,6 +101,7 @@ class TorchEngine(RelaxationSettings):
     solver: str = "euler"
     anderson_memory: int = 10
     anderson_ridge: float = 1e-10
+    anderson_mixing: float = 1.0
     stability_iterations: int = 40
 
     name = "torch"
@@ -109,6 +114,9 @@ class TorchEngine(RelaxationSettings):
             raise ConfigError(f"anderson_memory {self.anderson_memory} must be at least 1")
         if not (math.isfinite(self.anderson_ridge) and self.anderson_ridge >= 0):
             raise ConfigError(f"anderson_ridge {self.anderson_ridge} must be a non-negative "
+                              "number")
+        if not (math.isfinite(self.anderson_mixing) and self.anderson_mixing > 0):
+            raise ConfigError(f"anderson_mixing {self.anderson_mixing} must be a positive "
                               "number")
         if int(self.stability_iterations) < 0:
             raise ConfigError(f"stability_iterations {self.stability_iterations} must be "
@@ -262,6 +270,7 @@ class TorchEngine(RelaxationSettings):
         steps = torch.full((n_samples,), -1, dtype=torch.long, device=x.device)
         residual = torch.full((n_samples,), math.inf, dtype=real, device=x.device)
         result = x.clone()
+        mixing = float(self.anderson_mixing)
         secants = _AndersonHistory(n_samples, int(self.anderson_memory), width, x)
         f_prev = g_prev = None
         history: list[torch.Tensor] = []
@@ -297,12 +306,14 @@ class TorchEngine(RelaxationSettings):
             # restart a sample whose residual grew tenfold over its best (bad extrapolation)
             best = torch.minimum(best, residual)
             restart = residual > 10 * best
+            # the mixed step s + ωf (= G(s) when ω = 1) is what Anderson extrapolates
+            mixed = g if mixing == 1.0 else torch.add(x, f, alpha=mixing)
             if f_prev is not None:
-                secants.add(f, f_prev, g, g_prev)
-            f_prev, g_prev = f, g
-            candidate = g
+                secants.add(f, f_prev, mixed, g_prev)
+            f_prev, g_prev = f, mixed
+            candidate = g if mixing == 1.0 else projected(mixed)
             if secants.count:
-                extrapolated = g - secants.extrapolation(self.anderson_ridge, real)
+                extrapolated = mixed - secants.extrapolation(self.anderson_ridge, real)
                 # projected Anderson: an extrapolation that leaves the box is projected back
                 # (restarting there instead took 29 iterations, not 14, on the hard-sigmoid
                 # 784-500-10 net); the plain step where it is not finite, then restart

@@ -66,6 +66,7 @@ ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
     "free_steps": ("torch", "brian2"), "nudged_steps": ("torch", "brian2"),
     "tol": ("torch", "brian2"), "burn_in": ("spiking",), "window": ("spiking",),
     "replicas": ("spiking",), "check_every": ("torch", "brian2"), "nudge_every": ("brian2",),
+    "anderson_memory": ("torch",), "anderson_mixing": ("torch",),
 }
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -109,6 +110,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                  "force inside the simulation", default_doc="1"),
         "solver": Field("str", "euler", choices=("euler", "anderson"),
                         doc="free-phase fixed-point solver of the torch engine"),
+        "anderson_memory": Field("optional_int", None, positive=True, maximum=1000,
+                                 doc="torch, solver anderson: past residuals mixed",
+                                 default_doc="10"),
+        "anderson_mixing": Field("optional_float", None, positive=True,
+                                 doc="torch, solver anderson: mixing ω (Anderson "
+                                     "extrapolates s + ω·(G(s) - s))", default_doc="1.0"),
         "target": Field("str", "cython", choices=("cython", "numpy"),
                         doc="Brian2 target (brian2, spiking)"),
         "burn_in": Field("optional_int", None, minimum=0, maximum=MAX_STEPS,

@@ -56,6 +56,23 @@ def test_anderson_reaches_the_euler_fixed_point(model, coupling):
         assert float(velocity.abs().max()) * network.tau < 1e-9
 
 
+@pytest.mark.parametrize("model", ["hopfield", "fhn"])
+@pytest.mark.parametrize("mixing", [0.5, 1.5, 2.0])
+def test_anderson_with_mixing_reaches_the_euler_fixed_point(model, mixing):
+    """The mixing ``ω`` changes the iterates (``s + ωf`` is extrapolated), not the fixed
+    point."""
+    network, (x, _) = make_problem(model, (20, 16, 16, 5), "symmetric")
+    with torch.no_grad():
+        euler = TorchEngine(tol=1e-11, max_steps=50_000).relax(network, x)
+        plain = TorchEngine(tol=1e-11, max_steps=50_000, solver="anderson").relax(network, x)
+        mixed = TorchEngine(tol=1e-11, max_steps=50_000, solver="anderson",
+                            anderson_mixing=mixing).relax(network, x)
+    assert bool(mixed.converged.all())
+    torch.testing.assert_close(mixed.state, euler.state, rtol=0, atol=1e-8)
+    assert not torch.equal(mixed.steps, plain.steps) or \
+        not torch.equal(mixed.state, plain.state)
+
+
 def test_anderson_needs_fewer_map_evaluations_on_a_slow_network():
     network, (x, _) = make_problem("hopfield_smooth", (30, 24, 24, 6), gain=1.5)
     with torch.no_grad():
@@ -117,6 +134,9 @@ def test_bad_solver_settings_are_refused():
         TorchEngine(solver="newton")
     with pytest.raises(ConfigError, match="anderson_memory"):
         TorchEngine(solver="anderson", anderson_memory=0)
+    for mixing in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="anderson_mixing"):
+            TorchEngine(solver="anderson", anderson_mixing=mixing)
 
 
 def test_anderson_history_keeps_its_gram_matrix_and_right_hand_side_exact():

@@ -105,6 +105,22 @@ def test_engine_check_and_nudge_intervals_reach_the_engines():
         load_protocol({**BASE, "engine": {"nudge_every": 5}})
 
 
+def test_anderson_settings_reach_the_torch_engine_only():
+    from neuroeq.protocols.build import build_engine
+
+    config = load_protocol({**BASE, "engine": {"solver": "anderson", "anderson_memory": 3,
+                                               "anderson_mixing": 1.5}}).config
+    engine = build_engine(config)
+    assert (engine.solver, engine.anderson_memory, engine.anderson_mixing) == \
+        ("anderson", 3, 1.5)
+    default = build_engine(load_protocol({**BASE, "engine": {"solver": "anderson"}}).config)
+    assert (default.anderson_memory, default.anderson_mixing) == (10, 1.0)
+    with pytest.raises(ConfigError, match="\\[engine\\].anderson_mixing applies to engine torch"):
+        load_protocol({**BASE, "engine": {"name": "brian2", "anderson_mixing": 1.5}})
+    with pytest.raises(ConfigError, match="anderson_mixing"):
+        load_protocol({**BASE, "engine": {"anderson_mixing": -1.0}})
+
+
 def test_structural_errors():
     with pytest.raises(ConfigError, match="missing \\[protocol\\]"):
         load_protocol({"model": {"name": "fhn"}})
