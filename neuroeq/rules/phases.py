@@ -94,7 +94,8 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
             delta = (rates_a[0][l] - rates_b[0][l]).mean(0)
             grads[names[f"b{l}"]] = -scale * delta
         for short, value in params.items():  # parameters no edge reads (none in layered nets)
-            grads.setdefault(names[short], torch.zeros_like(value))
+            if names[short] not in grads:  # (not setdefault: it would build every zeros_like)
+                grads[names[short]] = torch.zeros_like(value)
     return grads
 
 

@@ -57,3 +57,28 @@ def test_random_sign_uses_both_signs(precise_engine):
 def test_bad_beta_is_refused(beta):
     with pytest.raises(ConfigError, match="beta"):
         ClassicEP(beta)
+
+
+def test_written_gradients_are_the_estimates_unless_they_share_memory():
+    """``param.grad`` takes a fresh estimate as it is (no copy); an estimate that shares
+    memory with its parameter or with another estimate is copied."""
+    from neuroeq.rules.base import write_gradients
+
+    network, batch = make_problem("hopfield", (12, 9, 4))
+    estimate = ClassicEP(0.1).estimate(network, batch)
+    for name, param in network.named_parameters():
+        assert param.grad.data_ptr() == estimate.grads[name].data_ptr()
+    params = dict(network.named_parameters())
+    fresh = torch.ones_like(params["weights.W2"])
+    biases = torch.arange(13, dtype=params["biases.b1"].dtype)  # both from one storage
+    write_gradients(network, {"weights.W1": params["weights.W1"].data, "weights.W2": fresh,
+                              "biases.b1": biases[:9], "biases.b2": biases[9:]})
+    assert params["weights.W2"].grad.data_ptr() == fresh.data_ptr()
+    assert params["biases.b1"].grad.data_ptr() == biases.data_ptr()
+    assert params["biases.b2"].grad.data_ptr() != biases[9:].data_ptr()
+    torch.testing.assert_close(params["biases.b2"].grad, biases[9:])
+    copy = params["weights.W1"].grad
+    assert copy.data_ptr() != params["weights.W1"].data_ptr()
+    torch.testing.assert_close(copy, params["weights.W1"].detach())
+    params["weights.W1"].data.add_(1.0)  # the copy does not follow the parameter
+    assert not torch.equal(copy, params["weights.W1"].detach())
