@@ -1,21 +1,22 @@
-"""Steps and time to reach tol for Euler versus Anderson acceleration, and warm starts.
+"""Steps and time to reach tol for Euler versus Anderson and Gauss-Seidel, and warm starts.
 
 Free phase of a Hopfield 784-500-10 net and an FHN 784-256-10 net (model defaults for dt,
 float64 so that tol 1e-6 sits far above rounding), batch 128, inputs the first 128 MNIST
 training images (random images of the same shape when MNIST is not readable). Steps are map
-evaluations (one Euler step each); Anderson is measured for several memories ``m`` and
-mixing parameters ``ω`` (it extrapolates ``s + ω(G(s) - s)``), without
-and with its stability check (40 power iterations on the map's Jacobian, each one map
-evaluation, after it has converged: the default, which catches fixed points that the
-dynamics leave). Warm
-starts: the nudged phase started from the free state versus from the initial state, and the
-free phase after one SGD step started from the previous free state (persistent particles)
-versus from the initial state.
+evaluations (one Euler step each). Anderson is measured for several memories ``m`` and
+mixing parameters ``ω`` (it extrapolates ``Π(s + ω(G(s) - s))``); the Gauss-Seidel layer
+sweep for several steps ``ω·dt`` (a sweep is one evaluation, and one Euler map evaluation
+checks the engine's criterion at the end). Both without and with their stability check (40
+power iterations on the map's Jacobian, each one map evaluation, after convergence: the
+default, which catches fixed points that the dynamics leave). Warm starts: the nudged phase
+started from the free state versus from the initial state, and the free phase after one SGD
+step started from the previous free state (persistent particles) versus from the initial
+state.
 
 Usage (from the repository root):
 
     python bench/convergence.py [--device cpu|cuda] [--threads 2] [--tol 1e-6]
-        [--memories 3 5 10] [--mixings 1 1.5]
+        [--memories 3 5 10] [--mixings 1 1.5] [--over-relaxations 1 2]
 """
 
 from __future__ import annotations
@@ -49,24 +50,28 @@ def main() -> None:
                    help="Anderson memories m to measure")
     p.add_argument("--mixings", type=float, nargs="+", default=[1.0, 1.5],
                    help="Anderson mixing parameters ω to measure (each with every memory)")
+    p.add_argument("--over-relaxations", type=float, nargs="+", default=[1.0, 2.0],
+                   help="Gauss-Seidel sweep steps ω·dt to measure")
     args = p.parse_args()
     device = setup(args)
     x, y, source = inputs(device, args.data_root)
     x, rows, warm = x.double(), [], []
     for model, sizes in NETS.items():
         network = Network(model, sizes, dtype=torch.float64, device=device, seed=0)
-        variants = [("euler", {})] + [
-            (f"anderson m={m} ω={w:g}", {"anderson_memory": m, "anderson_mixing": w})
-            for w in args.mixings for m in args.memories]
+        variants = [("euler", {"solver": "euler"})] + [
+            (f"anderson m={m} ω={w:g}",
+             {"solver": "anderson", "anderson_memory": m, "anderson_mixing": w})
+            for w in args.mixings for m in args.memories] + [
+            (f"gauss-seidel ω={w:g}", {"solver": "gauss_seidel", "over_relaxation": w})
+            for w in args.over_relaxations]
         euler = None
         for label, options in variants:
-            solver = "euler" if label == "euler" else "anderson"
+            solver = options["solver"]
             timings, results = {}, {}
             for checked in ((False,) if solver == "euler" else (False, True)):
                 check = {} if solver == "euler" else \
                     {"stability_iterations": STABILITY_ITERATIONS if checked else 0}
-                engine = TorchEngine(tol=args.tol, max_steps=100_000, solver=solver,
-                                     **options, **check)
+                engine = TorchEngine(tol=args.tol, max_steps=100_000, **options, **check)
                 with torch.no_grad():
                     results[checked] = engine.relax(network, x)
                     timings[checked] = best_time(lambda e=engine, n=network: e.relax(n, x),

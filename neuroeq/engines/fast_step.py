@@ -130,6 +130,12 @@ def supports(network: Network, state: torch.Tensor, params: Params | None) -> bo
                if name in params)
 
 
+def sweep_applies(network: Network, force: object | None) -> bool:
+    """True when :class:`EulerMap` can sweep the layers in order (block Gauss-Seidel): no
+    extra force (it reads the whole old state) and no extra synaptic channels."""
+    return force is None and not getattr(network.compiled, "channels", None)
+
+
 class EulerMap:
     """``s ↦ Π(s + dt·[F(s) - (β/τ) c(s) + f(s)])`` for a ``(batch, N)`` state, closed form.
 
@@ -140,12 +146,20 @@ class EulerMap:
         params: parameter overrides (same shapes as the network's), or ``None``.
         nudge: ``β/τ``; ``y`` the targets when it is not zero.
         force: an extra force ``f(s)`` (e.g. AsymEP's correction), or ``None``.
+        sweep: update the layers in order, each from the new states of the layers before
+            it (block Gauss-Seidel; same fixed points). Needs no ``force`` and no extra
+            synaptic channels (:func:`sweep_applies`).
     """
 
     def __init__(self, network: Network, dt: float, drive: dict[int, torch.Tensor],
                  params: Params | None = None, nudge: float = 0.0,
                  y: torch.Tensor | None = None,
-                 force: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 force: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 sweep: bool = False):
+        if sweep and not sweep_applies(network, force):
+            raise ValueError("a layer sweep needs a network without extra synaptic channels "
+                             "and no extra force")
+        self.sweep = sweep
         params = network.dynamics_parameters() if params is None else params
         if nudge != 0.0 and y is not None:  # one-hot targets once, not at every step
             y = network.targets(y)
@@ -198,11 +212,12 @@ class EulerMap:
         return layers
 
     def _currents(self, rates: list[torch.Tensor | None], base: dict[int, torch.Tensor] | None,
-                  skip: dict | None = None) -> dict[int, torch.Tensor | float]:
+                  skip: dict | None = None, only: int | None = None
+                  ) -> dict[int, torch.Tensor | float]:
         """``base + Σ_edges ρ(pre) Mᵀ`` per free layer (``0.0`` where nothing arrives)
-        except the layers in ``skip``."""
+        except the layers in ``skip``; only layer ``only`` when given."""
         currents: dict[int, torch.Tensor | float] = {}
-        for l in self.layers:
+        for l in (self.layers if only is None else (only,)):
             if skip and l in skip:
                 continue
             current = base[l] if base is not None else None
@@ -221,7 +236,10 @@ class EulerMap:
                  in_bounds: bool = False) -> torch.Tensor:
         """One step from ``state`` (not modified); written into ``out`` when given.
         ``in_bounds``: the caller guarantees that ``state`` lies in the bounds (as the
-        map's own outputs do), so the on-the-bounds forms of ``ρ``, ``ρ'`` apply."""
+        map's own outputs do), so the on-the-bounds forms of ``ρ``, ``ρ'`` apply.
+
+        With ``sweep`` the layers are updated in order (block Gauss-Seidel): layer ``l``
+        reads the new states of the layers before it, ``ρ(s_k^new)`` for ``k < l``."""
         out = torch.empty_like(state) if out is None else out
         compiled = self.compiled
         coupled = {l: state[:, b.start:b.stop] for l, b in self.coupled.items()}
@@ -240,54 +258,89 @@ class EulerMap:
             def rho_prime(c: torch.Tensor) -> torch.Tensor | float:
                 return restricted["rho_prime"]({**parameters, compiled.coupled: c})
         rates: list[torch.Tensor | None] = [None] + [rho(coupled[l]) for l in self.layers]
-        currents = self._currents(rates, self.base, skip=affine)
-        channel_currents = {}
-        for name in self.channels:
-            channel_rates = [None] + [compiled.channel_rho(name, coupled[l]) for l in self.layers]
-            channel_currents[f"I_syn_{name}"] = self._currents(channel_rates, None)
-        for l in self.layers:
-            if l in affine:
-                a, b, offset = affine[l]
-                block = self.blocks[l][0]
-                target = out[:, block.start:block.stop]
-                if a == 0.0:
-                    target.copy_(offset)
-                else:
-                    torch.add(offset, state[:, block.start:block.stop], alpha=a, out=target)
-                if b != 0.0:
-                    for pre, transposed in self.incoming[l]:
-                        target.addmm_(rates[pre], transposed, alpha=b)
-                continue
-            env = dict(self.parameters)
-            env.update({b.variable: state[:, b.start:b.stop] for b in self.blocks[l]})
-            env[_TOTAL_INPUT] = currents[l]
-            env["rho"] = rates[l]
-            if self.needs_rho_prime:
-                env["rho_prime"] = rho_prime(coupled[l])
-            if self.needs_bias:
-                env["bias"] = self.bias[l]
-            for key, value in channel_currents.items():
-                env[key] = value[l]
-            for block in self.blocks[l]:
-                update, _, _ = updates[block.variable]
-                value = update(env)
-                target = out[:, block.start:block.stop]
-                if isinstance(value, torch.Tensor):
-                    target.copy_(value)
-                else:
-                    target.fill_(float(value))
-        if self.nudge != 0.0:
-            block = self.network.output_block
-            rate = rates[self.network.n_layers]
-            grad = self.network.readout.cost_gradient(rate, self.y)
-            slope = rho_prime(coupled[self.network.n_layers])
-            if not (isinstance(slope, float) and slope == 1.0):  # 1 on the bounds (Hopfield)
-                grad = grad * slope
-            out[:, block.start:block.stop].sub_(grad, alpha=self.dt * self.nudge)
-        if self.force is not None:
-            out.add_(self.force(state), alpha=self.dt)
+        forms = (updates, affine, rho_prime)
+        if self.sweep:
+            for l in self.layers:
+                currents = self._currents(rates, self.base, skip=affine, only=l)
+                self._update_layer(l, state, out, rates, currents, {}, forms)
+                if l == self.network.n_layers:
+                    self._nudge(out, rates, coupled, rho_prime)
+                if compiled.bounds:
+                    self._project_layer(out, l)
+                rates[l] = rho(out[:, self.coupled[l].start:self.coupled[l].stop])
+        else:
+            currents = self._currents(rates, self.base, skip=affine)
+            channel_currents = {}
+            for name in self.channels:
+                channel_rates = [None] + [compiled.channel_rho(name, coupled[l])
+                                          for l in self.layers]
+                channel_currents[f"I_syn_{name}"] = self._currents(channel_rates, None)
+            for l in self.layers:
+                self._update_layer(l, state, out, rates, currents, channel_currents, forms)
+            self._nudge(out, rates, coupled, rho_prime)
+            if self.force is not None:
+                out.add_(self.force(state), alpha=self.dt)
+            if compiled.bounds:
+                self.network.project(out)
         if compiled.bounds:
-            self.network.project(out)
             # the same tensor object, unmodified since (every in-place write bumps _version)
             self._last_output = (out, out._version)
         return out
+
+    def _update_layer(self, l: int, state: torch.Tensor, out: torch.Tensor,
+                      rates: list, currents: dict, channel_currents: dict, forms: tuple
+                      ) -> None:
+        """Write layer ``l``'s Euler update (before the nudge and the projection) into
+        ``out``."""
+        updates, affine, rho_prime = forms
+        if l in affine:
+            a, b, offset = affine[l]
+            block = self.blocks[l][0]
+            target = out[:, block.start:block.stop]
+            if a == 0.0:
+                target.copy_(offset)
+            else:
+                torch.add(offset, state[:, block.start:block.stop], alpha=a, out=target)
+            if b != 0.0:
+                for pre, transposed in self.incoming[l]:
+                    target.addmm_(rates[pre], transposed, alpha=b)
+            return
+        env = dict(self.parameters)
+        env.update({b.variable: state[:, b.start:b.stop] for b in self.blocks[l]})
+        env[_TOTAL_INPUT] = currents[l]
+        env["rho"] = rates[l]
+        if self.needs_rho_prime:
+            block = self.coupled[l]
+            env["rho_prime"] = rho_prime(state[:, block.start:block.stop])
+        if self.needs_bias:
+            env["bias"] = self.bias[l]
+        for key, value in channel_currents.items():
+            env[key] = value[l]
+        for block in self.blocks[l]:
+            update, _, _ = updates[block.variable]
+            value = update(env)
+            target = out[:, block.start:block.stop]
+            if isinstance(value, torch.Tensor):
+                target.copy_(value)
+            else:
+                target.fill_(float(value))
+
+    def _nudge(self, out: torch.Tensor, rates: list, coupled: dict, rho_prime: Callable
+               ) -> None:
+        """``out_output -= dt·(β/τ)·ρ'·∂C/∂r`` at the old output rates (when nudged)."""
+        if self.nudge == 0.0:
+            return
+        n = self.network.n_layers
+        block = self.network.output_block
+        grad = self.network.readout.cost_gradient(rates[n], self.y)
+        slope = rho_prime(coupled[n])
+        if not (isinstance(slope, float) and slope == 1.0):  # 1 on the bounds (Hopfield)
+            grad = grad * slope
+        out[:, block.start:block.stop].sub_(grad, alpha=self.dt * self.nudge)
+
+    def _project_layer(self, out: torch.Tensor, l: int) -> None:
+        """Clamp layer ``l``'s bounded variables in ``out`` into their box (in place)."""
+        for block in self.blocks[l]:
+            bounds = self.compiled.bounds.get(block.variable)
+            if bounds is not None:
+                out[:, block.start:block.stop].clamp_(*bounds)

@@ -15,6 +15,14 @@ the same fixed point ``F(s*) = 0`` in far fewer map evaluations; because it can 
 converge to fixed points the dynamics leave, a converged result is checked for stability
 (power iteration on the Euler map's Jacobian, by finite differences) and an unstable one
 is reported as a failure of kind ``"unstable"``.
+
+``solver="gauss_seidel"`` sweeps the layers in order with Euler steps of ``ω·dt``
+(``over_relaxation`` ``ω``), each layer reading the new states of the layers before it
+(block Gauss-Seidel / SOR; for the Hopfield neuron at ``ω·dt = τ`` it is ``s_l ← clip(I_l)``
+layer by layer). Its fixed points are the Euler map's; it stops when the sweep's change
+``max|Δs|·τ/(ω·dt)`` is below ``tol`` and then checks the engine's own criterion with one
+Euler map evaluation (sweeping on with a ten times tighter target if that fails), and the
+stability check as for Anderson.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from neuroeq.network import Network, Params
 
 Force = Callable[[torch.Tensor], torch.Tensor]
 Step = Callable[..., torch.Tensor]
-SOLVERS = ("euler", "anderson")
+SOLVERS = ("euler", "anderson", "gauss_seidel")
 
 
 @dataclass
@@ -77,9 +85,11 @@ class TorchEngine(RelaxationSettings):
         divergence: ``|s|`` above this counts as divergence.
         on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle.
         record_trace: keep the max residual at each check (convergence traces).
-        solver: ``euler`` (plain iteration of the Euler map, the dynamics themselves) or
-            ``anderson`` (Anderson-accelerated fixed-point iteration of the same map; used
-            when no autograd is recorded, Euler otherwise). Steps count map evaluations.
+        solver: ``euler`` (plain iteration of the Euler map, the dynamics themselves),
+            ``anderson`` (Anderson-accelerated fixed-point iteration of the same map) or
+            ``gauss_seidel`` (layer sweeps; where the closed-form map applies and there is
+            no extra force). Both are used when no autograd is recorded, Euler otherwise.
+            Steps count map evaluations (a sweep is one).
         anderson_memory: number of past residuals ``m`` Anderson mixes.
         anderson_ridge: relative ridge ``λ`` of Anderson's least squares
             (``λ·tr(ΔFᴴΔF)/m`` is added to the diagonal).
@@ -87,8 +97,9 @@ class TorchEngine(RelaxationSettings):
             ``s + ω f`` is extrapolated, ``ω = 1`` extrapolates the Euler step ``G(s)``;
             ``ω = τ/dt`` makes it Anderson on the map at ``dt = τ`` (for the Hopfield neuron
             ``s ← clip(I + b)``).
-        stability_iterations: power iterations of the stability check after Anderson
-            converges (``0`` disables it).
+        over_relaxation: ``ω`` of the Gauss-Seidel sweep (its Euler steps are ``ω·dt``).
+        stability_iterations: power iterations of the stability check after Anderson or
+            Gauss-Seidel converges (``0`` disables it).
     """
 
     dt: float | None = None
@@ -102,6 +113,7 @@ class TorchEngine(RelaxationSettings):
     anderson_memory: int = 10
     anderson_ridge: float = 1e-10
     anderson_mixing: float = 1.0
+    over_relaxation: float = 1.0
     stability_iterations: int = 40
 
     name = "torch"
@@ -117,6 +129,9 @@ class TorchEngine(RelaxationSettings):
                               "number")
         if not (math.isfinite(self.anderson_mixing) and self.anderson_mixing > 0):
             raise ConfigError(f"anderson_mixing {self.anderson_mixing} must be a positive "
+                              "number")
+        if not (math.isfinite(self.over_relaxation) and self.over_relaxation > 0):
+            raise ConfigError(f"over_relaxation {self.over_relaxation} must be a positive "
                               "number")
         if int(self.stability_iterations) < 0:
             raise ConfigError(f"stability_iterations {self.stability_iterations} must be "
@@ -140,6 +155,11 @@ class TorchEngine(RelaxationSettings):
         nudge = beta / network.tau
         if not torch.is_grad_enabled() and fast_step.supports(network, state, params):
             dt, _, _ = self.settings(network)
+            if self.solver == "gauss_seidel" and fast_step.sweep_applies(network, force):
+                result = self._gauss_seidel(network, drive, state, params, nudge, y,
+                                            max_steps, tol)
+                result.drive = drive
+                return result
             step = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y, force=force)
             project = network.project if network.compiled.bounds else None
             result = self._iterate(network, step, state, project=project, max_steps=max_steps,
@@ -234,6 +254,55 @@ class TorchEngine(RelaxationSettings):
         self._report_failure(failure, stacklevel=4)
         return RelaxResult(state=state, steps=steps, converged=converged, residual=residual,
                            n_steps=n_steps, failure=failure, trace=trace)
+
+    # ----------------------------------------------------------------- Gauss-Seidel
+    def _gauss_seidel(self, network: Network, drive: dict, state: torch.Tensor,
+                      params: Params | None, nudge: float, y: torch.Tensor | None,
+                      max_steps: int | None, tol: float | None) -> RelaxResult:
+        """Layer sweeps with steps ``ω·dt`` until their change is below the target, then
+        the engine's criterion ``max|G(s) - s|·τ/dt < tol`` at the Euler map ``G``."""
+        dt, default_steps, default_tol = self.settings(network)
+        max_steps = int(max_steps if max_steps is not None else default_steps)
+        tol = float(tol if tol is not None else default_tol)
+        describe_index = network.layer_of_index
+        omega = float(self.over_relaxation)
+        sweep = fast_step.EulerMap(network, omega * dt, drive, params, nudge=nudge, y=y,
+                                   sweep=True)
+        euler = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y)
+        if network.compiled.bounds:
+            state = network.project(state)
+        used, target, trace = 0, tol, []
+        while True:
+            (state, steps, converged, residual, n_steps, failure,
+             more) = self._euler(network, sweep, state, max_steps - used, target,
+                                 network.tau / (omega * dt), describe_index, buffered=True)
+            steps = torch.where(steps >= 0, steps + used, steps)
+            used, trace = used + n_steps, trace + more
+            if tol <= 0 or failure is not None:
+                return self._finish(state, steps, converged, residual, used, failure, trace)
+            used += 1  # the check of the engine's own criterion: one Euler map evaluation
+            residual = (euler(state) - state).abs().amax(-1) * (network.tau / dt)
+            converged = residual < tol
+            if bool(converged.all()):
+                break
+            if used >= max_steps:
+                failure = not_settled(network, (euler(state) - state).abs(), residual,
+                                      converged, [residual], used, tol, describe_index)
+                return self._finish(state, steps, converged, residual, used, failure, trace)
+            target /= 10.0  # the sweep's change understated the residual: sweep on
+        failure = None
+        if self.stability_iterations > 0:
+            shape = state.shape
+
+            def G(flat: torch.Tensor) -> torch.Tensor:
+                return euler(flat.reshape(shape)).reshape(-1, shape[-1])
+
+            unstable = self._unstable(network, G, state.reshape(-1, shape[-1]), shape,
+                                      describe_index)
+            used += self.stability_iterations
+            if unstable is not None:
+                failure = unstable[0]
+        return self._finish(state, steps, converged, residual, used, failure, trace)
 
     # ----------------------------------------------------------------- Anderson
     def _anderson(self, network: Network, step: Step, state: torch.Tensor,

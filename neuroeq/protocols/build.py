@@ -68,7 +68,8 @@ def build_engine(config: dict[str, dict[str, Any]]):
             raise ConfigError("[engine].solver: the Brian2 engine integrates with Euler only")
         return Brian2Engine(target=section["target"], dt=dt, max_steps=section["free_steps"],
                             tol=section["tol"], **optional)
-    optional.update({key: section[key] for key in ("anderson_memory", "anderson_mixing")
+    optional.update({key: section[key]
+                     for key in ("anderson_memory", "anderson_mixing", "over_relaxation")
                      if section.get(key) is not None})
     return TorchEngine(dt=dt, max_steps=section["free_steps"], tol=section["tol"],
                        solver=section["solver"], **optional)

@@ -67,6 +67,7 @@ ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
     "tol": ("torch", "brian2"), "burn_in": ("spiking",), "window": ("spiking",),
     "replicas": ("spiking",), "check_every": ("torch", "brian2"), "nudge_every": ("brian2",),
     "anderson_memory": ("torch",), "anderson_mixing": ("torch",),
+    "over_relaxation": ("torch",),
 }
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -108,14 +109,18 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "nudge_every": Field("optional_int", None, positive=True, maximum=MAX_STEPS,
                              doc="brian2: steps between refreshes of the readout's nudging "
                                  "force inside the simulation", default_doc="1"),
-        "solver": Field("str", "euler", choices=("euler", "anderson"),
-                        doc="free-phase fixed-point solver of the torch engine"),
+        "solver": Field("str", "euler", choices=("euler", "anderson", "gauss_seidel"),
+                        doc="fixed-point solver of the torch engine (gauss_seidel: layer "
+                            "sweeps)"),
         "anderson_memory": Field("optional_int", None, positive=True, maximum=1000,
                                  doc="torch, solver anderson: past residuals mixed",
                                  default_doc="10"),
         "anderson_mixing": Field("optional_float", None, positive=True,
                                  doc="torch, solver anderson: mixing ω (Anderson "
                                      "extrapolates s + ω·(G(s) - s))", default_doc="1.0"),
+        "over_relaxation": Field("optional_float", None, positive=True,
+                                 doc="torch, solver gauss_seidel: the sweep's Euler steps "
+                                     "are ω·dt", default_doc="1.0"),
         "target": Field("str", "cython", choices=("cython", "numpy"),
                         doc="Brian2 target (brian2, spiking)"),
         "burn_in": Field("optional_int", None, minimum=0, maximum=MAX_STEPS,

@@ -105,7 +105,7 @@ def test_engine_check_and_nudge_intervals_reach_the_engines():
         load_protocol({**BASE, "engine": {"nudge_every": 5}})
 
 
-def test_anderson_settings_reach_the_torch_engine_only():
+def test_solver_settings_reach_the_torch_engine_only():
     from neuroeq.protocols.build import build_engine
 
     config = load_protocol({**BASE, "engine": {"solver": "anderson", "anderson_memory": 3,
@@ -119,6 +119,9 @@ def test_anderson_settings_reach_the_torch_engine_only():
         load_protocol({**BASE, "engine": {"name": "brian2", "anderson_mixing": 1.5}})
     with pytest.raises(ConfigError, match="anderson_mixing"):
         load_protocol({**BASE, "engine": {"anderson_mixing": -1.0}})
+    sweeps = build_engine(load_protocol({**BASE, "engine": {
+        "solver": "gauss_seidel", "over_relaxation": 2.0}}).config)
+    assert (sweeps.solver, sweeps.over_relaxation) == ("gauss_seidel", 2.0)
 
 
 def test_structural_errors():
