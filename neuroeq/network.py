@@ -212,6 +212,16 @@ class Network(nn.Module):
     def output_rates(self, state: torch.Tensor) -> torch.Tensor:
         return self.compiled.rho(self.coupled(state, self.n_layers))
 
+    def within_bounds(self, state: torch.Tensor) -> bool:
+        """True when every bounded state variable lies in its box (``False`` with NaN)."""
+        for block in self.blocks:
+            if block.variable in self.compiled.bounds:
+                low, high = self.compiled.bounds[block.variable]
+                smallest, largest = torch.aminmax(state[..., block.start:block.stop])
+                if not (float(smallest) >= low and float(largest) <= high):
+                    return False
+        return True
+
     def project(self, state: torch.Tensor) -> torch.Tensor:
         """Clamp bounded state variables into their box (in place); returns ``state``."""
         for block in self.blocks:

@@ -193,8 +193,20 @@ class EulerMap:
         # on projected states: the updates with the restricted ρ, ρ', and those two
         self.projected = _projected_map(network, dt)
         self._last_output: tuple[torch.Tensor, int] | None = None
+        self._view_cache: dict[int, tuple[torch.Tensor, dict[int, torch.Tensor]]] = {}
+        # one bounded variable per layer: the layer view is all the projection needs
+        self._layer_bounds = {l: compiled.bounds.get(self.blocks[l][0].variable)
+                              for l in self.layers if len(self.blocks[l]) == 1}
+        self.lean = (not self.channels and force is None and not sweep
+                     and len(self._layer_bounds) == len(self.blocks))
         self.affine = self._affine_layers(self.updates)
         self.affine_projected = self._affine_layers(self.projected[0]) if self.projected else {}
+
+    def mark_in_bounds(self, state: torch.Tensor) -> None:
+        """Declare that ``state`` (as it is now) lies in the bounds, like the map's own
+        outputs: a step from it takes the on-the-bounds forms of ``ρ``, ``ρ'`` (any later
+        in-place write to ``state`` withdraws this)."""
+        self._last_output = (state, state._version)
 
     def _affine_layers(self, updates: dict) -> dict[int, tuple[float, float, torch.Tensor]]:
         """Layers of one variable whose update is ``a·v + b·I + c``: ``(a, b, b·base + c)``.
@@ -242,7 +254,6 @@ class EulerMap:
         reads the new states of the layers before it, ``ρ(s_k^new)`` for ``k < l``."""
         out = torch.empty_like(state) if out is None else out
         compiled = self.compiled
-        coupled = {l: state[:, b.start:b.stop] for l, b in self.coupled.items()}
         updates, rho, rho_prime = self.updates, compiled.rho, compiled.rho_prime
         affine = self.affine
         last = self._last_output
@@ -257,6 +268,9 @@ class EulerMap:
 
             def rho_prime(c: torch.Tensor) -> torch.Tensor | float:
                 return restricted["rho_prime"]({**parameters, compiled.coupled: c})
+        if self.lean and len(affine) == len(self.blocks):
+            return self._affine_step(state, out, rho, rho_prime, affine)
+        coupled = {l: state[:, b.start:b.stop] for l, b in self.coupled.items()}
         rates: list[torch.Tensor | None] = [None] + [rho(coupled[l]) for l in self.layers]
         forms = (updates, affine, rho_prime)
         if self.sweep:
@@ -294,16 +308,9 @@ class EulerMap:
         ``out``."""
         updates, affine, rho_prime = forms
         if l in affine:
-            a, b, offset = affine[l]
             block = self.blocks[l][0]
-            target = out[:, block.start:block.stop]
-            if a == 0.0:
-                target.copy_(offset)
-            else:
-                torch.add(offset, state[:, block.start:block.stop], alpha=a, out=target)
-            if b != 0.0:
-                for pre, transposed in self.incoming[l]:
-                    target.addmm_(rates[pre], transposed, alpha=b)
+            self._affine_update(l, state[:, block.start:block.stop],
+                                out[:, block.start:block.stop], rates, affine[l])
             return
         env = dict(self.parameters)
         env.update({b.variable: state[:, b.start:b.stop] for b in self.blocks[l]})
@@ -324,6 +331,46 @@ class EulerMap:
                 target.copy_(value)
             else:
                 target.fill_(float(value))
+
+    def _affine_update(self, l: int, current: torch.Tensor, target: torch.Tensor,
+                       rates: list, form: tuple[float, float, torch.Tensor]) -> None:
+        """``target = a·v + (b·base + c) + b·Σ ρ_pre Mᵀ`` for an affine layer ``l``."""
+        a, b, offset = form
+        if a == 0.0:
+            target.copy_(offset)
+        else:
+            torch.add(offset, current, alpha=a, out=target)
+        if b != 0.0:
+            for pre, transposed in self.incoming[l]:
+                target.addmm_(rates[pre], transposed, alpha=b)
+
+    def _layer_views(self, tensor: torch.Tensor) -> dict[int, torch.Tensor]:
+        """``{layer: tensor[:, layer's columns]}``, cached for the few buffers a relaxation
+        alternates between (the cache holds them, so an ``id`` is never reused)."""
+        entry = self._view_cache.get(id(tensor))
+        if entry is not None and entry[0] is tensor:
+            return entry[1]
+        if len(self._view_cache) >= 4:
+            self._view_cache.pop(next(iter(self._view_cache)))
+        views = {l: tensor[:, b.start:b.stop] for l, b in self.coupled.items()}
+        self._view_cache[id(tensor)] = (tensor, views)
+        return views
+
+    def _affine_step(self, state: torch.Tensor, out: torch.Tensor, rho: Callable,
+                     rho_prime: Callable, affine: dict) -> torch.Tensor:
+        """The step when every layer is one affine variable (Hopfield on its bounds): the
+        same operations as the general loop, with the layer views cached."""
+        inputs, outputs = self._layer_views(state), self._layer_views(out)
+        rates: list = [None] + [rho(inputs[l]) for l in self.layers]
+        for l in self.layers:
+            self._affine_update(l, inputs[l], outputs[l], rates, affine[l])
+        self._nudge(out, rates, inputs, rho_prime)
+        for l, bounds in self._layer_bounds.items():
+            if bounds is not None:
+                outputs[l].clamp_(*bounds)
+        if self.compiled.bounds:
+            self._last_output = (out, out._version)
+        return out
 
     def _nudge(self, out: torch.Tensor, rates: list, coupled: dict, rho_prime: Callable
                ) -> None:

@@ -162,6 +162,10 @@ class TorchEngine(RelaxationSettings):
                 return result
             step = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y, force=force)
             project = network.project if network.compiled.bounds else None
+            # a start inside the bounds (the initial state, a free state) takes the map's
+            # on-the-bounds forms from the first step on (~3x cheaper than the general one)
+            if project is not None and self.solver == "euler" and network.within_bounds(state):
+                step.mark_in_bounds(state)
             result = self._iterate(network, step, state, project=project, max_steps=max_steps,
                                    tol=tol, buffered=True)
             result.drive = drive

@@ -70,3 +70,36 @@ def test_engine_relaxation_matches_the_autograd_path():
     with torch.enable_grad():
         generic = engine.relax(network, x, y=y, beta=0.3)
     assert float((fast.state - generic.state.detach()).abs().max()) <= 1e-12
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_start_inside_the_bounds_takes_the_bounded_forms_from_the_first_step(inside,
+                                                                              monkeypatch):
+    """``relax`` marks an initial state that lies in the bounds, so its first step uses
+    the on-the-bounds forms; one outside them takes the general map. Both follow the
+    general dynamics."""
+    network, (x, y) = make_problem("hopfield", batch=5)
+    generator = torch.Generator().manual_seed(2)
+    init = torch.rand(5, network.state_size, generator=generator, dtype=network.dtype)
+    if not inside:
+        init = init * 3 - 1
+    assert network.within_bounds(init) == inside
+    engine = TorchEngine(tol=0.0, max_steps=1)
+    dt = engine.settings(network)[0]
+    calls = []
+    original = EulerMap.__call__
+
+    def spy(self, state, out=None, *, in_bounds=False):
+        calls.append(self._last_output is not None and self._last_output[0] is state)
+        return original(self, state, out, in_bounds=in_bounds)
+
+    monkeypatch.setattr(EulerMap, "__call__", spy)  # records, then runs the real step
+    with torch.no_grad():
+        found = engine.relax(network, x, y=y, beta=0.4, init=init).state
+    monkeypatch.undo()
+    assert calls == [inside]
+    expected = _general_step(network, x, y, 0.4, dt, init.clone())
+    assert float((found - expected).abs().max()) <= 1e-12
+    nan = init.clone()
+    nan[0, 0] = float("nan")
+    assert not network.within_bounds(nan)
