@@ -213,7 +213,10 @@ class Network(nn.Module):
         return self.compiled.rho(self.coupled(state, self.n_layers))
 
     def within_bounds(self, state: torch.Tensor) -> bool:
-        """True when every bounded state variable lies in its box (``False`` with NaN)."""
+        """True when every bounded state variable lies in its box (``False`` with NaN, and
+        for complex states, which have no order)."""
+        if state.is_complex():
+            return not self.compiled.bounds
         for block in self.blocks:
             if block.variable in self.compiled.bounds:
                 low, high = self.compiled.bounds[block.variable]

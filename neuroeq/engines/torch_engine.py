@@ -22,7 +22,8 @@ is reported as a failure of kind ``"unstable"``.
 layer by layer). Its fixed points are the Euler map's; it stops when the sweep's change
 ``max|Δs|·τ/(ω·dt)`` is below ``tol`` and then checks the engine's own criterion with one
 Euler map evaluation (sweeping on with a ten times tighter target if that fails), and the
-stability check as for Anderson.
+stability check as for Anderson. With ``tol = 0`` it sweeps the whole budget and reports
+the last sweep's change as the residual.
 """
 
 from __future__ import annotations
@@ -275,6 +276,7 @@ class TorchEngine(RelaxationSettings):
         euler = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y)
         if network.compiled.bounds:
             state = network.project(state)
+            sweep.mark_in_bounds(state)
         used, target, trace = 0, tol, []
         while True:
             (state, steps, converged, residual, n_steps, failure,
