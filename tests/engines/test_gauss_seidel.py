@@ -20,12 +20,16 @@ def _layer_slice(network, layer):
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("beta", [0.0, 0.4])
-def test_a_sweep_updates_each_layer_from_the_new_states_before_it(model, beta):
+@pytest.mark.parametrize("in_bounds", [False, True])
+@pytest.mark.parametrize("edges", ["layered", "lateral_skip"])
+def test_a_sweep_updates_each_layer_from_the_new_states_before_it(model, beta, in_bounds,
+                                                                  edges):
     """Layer ``l`` of a sweep equals layer ``l`` of the plain (Jacobi) Euler map applied to
     the state whose layers ``< l`` already hold their new values (skip and lateral edges
-    included, the nudge on the output layer)."""
-    network, (x, y) = make_problem(model, (12, 9, 7, 4), "asymmetric", lateral=True,
-                                   skip=True)
+    included, the nudge on the output layer). ``in_bounds`` on a layered Hopfield net
+    takes the lean all-affine step."""
+    options = {"lateral": True, "skip": True} if edges == "lateral_skip" else {}
+    network, (x, y) = make_problem(model, (12, 9, 7, 4), "asymmetric", **options)
     dt = 0.3 * network.tau
     drive = network.drive(x)
     nudge = beta / network.tau
@@ -34,14 +38,18 @@ def test_a_sweep_updates_each_layer_from_the_new_states_before_it(model, beta):
                                 0.3 * torch.rand(len(x), network.state_size,
                                                  generator=torch.Generator().manual_seed(3),
                                                  dtype=x.dtype))
-        sweep = fast_step.EulerMap(network, dt, drive, nudge=nudge, y=y, sweep=True)(state)
+        sweep_map = fast_step.EulerMap(network, dt, drive, nudge=nudge, y=y, sweep=True)
+        sweep = sweep_map(state, in_bounds=in_bounds)
         jacobi = fast_step.EulerMap(network, dt, drive, nudge=nudge, y=y)
         hybrid = state.clone()
         for layer in range(1, network.n_layers + 1):
             block = _layer_slice(network, layer)
             hybrid[:, block] = jacobi(hybrid)[:, block]
+        plain = jacobi(state)
+    if model == "hopfield" and in_bounds and edges == "layered":
+        assert sweep_map.lean and len(sweep_map.affine_projected) == network.n_layers
     torch.testing.assert_close(sweep, hybrid, rtol=0, atol=1e-12)
-    assert not torch.allclose(sweep, jacobi(state))  # the order matters
+    assert not torch.allclose(sweep, plain)  # the order matters
 
 
 @pytest.mark.parametrize("model", MODELS)
