@@ -308,6 +308,12 @@ class TorchEngine(RelaxationSettings):
             used += self.stability_iterations
             if unstable is not None:
                 failure = unstable[0]
+                project = network.project if network.compiled.bounds else None
+                followed = self._follow_dynamics(network, euler, state, shape, unstable,
+                                                 project, used, max_steps, tol,
+                                                 network.tau / dt, describe_index, trace)
+                if followed is not None:
+                    return followed
         return self._finish(state, steps, converged, residual, used, failure, trace)
 
     # ----------------------------------------------------------------- Anderson
@@ -424,24 +430,38 @@ class TorchEngine(RelaxationSettings):
         elif tol > 0 and self.stability_iterations > 0:
             unstable = self._unstable(network, G, result, shape, describe_index)
             if unstable is not None:
-                # The dynamics leave this fixed point: follow them instead (Euler from the
-                # point, pushed along the growing direction), with the budget that is left.
-                failure, direction = unstable
-                remaining = max_steps - iteration - self.stability_iterations
-                if remaining >= 1:
-                    push = 1e-3 * (1.0 + result.abs().amax(-1, keepdim=True)) * direction
-                    start = (result + push).reshape(shape)
-                    if project is not None:
-                        start = project(start)
-                    (state, steps, converged, residual, n_steps, failure,
-                     more) = self._euler(network, step, start, remaining, tol, scale,
-                                         describe_index, buffered=False)
-                    offset = iteration + self.stability_iterations
-                    steps = torch.where(steps >= 0, steps + offset, steps)
-                    return self._finish(state, steps, converged, residual, n_steps + offset,
-                                        failure, trace + more)
+                failure = unstable[0]
+                followed = self._follow_dynamics(network, step, result, shape, unstable,
+                                                 project, iteration + self.stability_iterations,
+                                                 max_steps, tol, scale, describe_index, trace)
+                if followed is not None:
+                    return followed
         return self._finish(result.reshape(shape), steps, converged, residual, iteration,
                             failure, trace)
+
+    def _follow_dynamics(self, network: Network, step: Step, point: torch.Tensor,
+                         shape: torch.Size, unstable: tuple[RelaxationError, torch.Tensor],
+                         project: Force | None, used: int, max_steps: int, tol: float,
+                         scale: float, describe_index: Callable[[int], str],
+                         trace: list[float]) -> RelaxResult | None:
+        """After an accelerated solver found a fixed point the dynamics leave: follow them
+        instead (Euler from the point, pushed along the growing direction) with the budget
+        that is left (``None`` when none is left: the caller reports the point)."""
+        failure, direction = unstable
+        point = point.reshape(-1, shape[-1])
+        remaining = max_steps - used
+        if remaining < 1:
+            return None
+        push = 1e-3 * (1.0 + point.abs().amax(-1, keepdim=True)) * direction
+        start = (point + push).reshape(shape)
+        if project is not None:
+            start = project(start)
+        (state, steps, converged, residual, n_steps, failure,
+         more) = self._euler(network, step, start, remaining, tol, scale, describe_index,
+                             buffered=False)
+        steps = torch.where(steps >= 0, steps + used, steps)
+        return self._finish(state, steps, converged, residual, n_steps + used, failure,
+                            trace + more)
 
     def _unstable(self, network: Network, G: Callable[[torch.Tensor], torch.Tensor],
                   point: torch.Tensor, shape: torch.Size,

@@ -161,3 +161,22 @@ def test_anderson_history_keeps_its_gram_matrix_and_right_hand_side_exact():
         torch.testing.assert_close(history.rhs[:, :history.count],
                                    (valid @ f.unsqueeze(-1)).squeeze(-1))
         f_prev, g_prev = f, g
+
+
+def test_an_unstable_fixed_point_found_by_anderson_hands_over_to_the_dynamics():
+    """On this net the Euler map never settles, yet Anderson (which solves ``G(s) = s``)
+    converges. The stability check sees that the dynamics leave that point: with budget
+    left they are followed and fail as Euler does; without, the point is reported."""
+    network = Network("hopfield_smooth", (6, 8, 3), seed=0, gain=2.0)
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    settings = {"tol": 1e-9, "solver": "anderson", "on_failure": "ignore"}
+    with torch.no_grad():
+        euler = TorchEngine(tol=1e-9, max_steps=20_000, on_failure="ignore").relax(network, x)
+        blind = TorchEngine(max_steps=20_000, stability_iterations=0, **settings).relax(
+            network, x)
+        followed = TorchEngine(max_steps=20_000, **settings).relax(network, x)
+        no_budget = TorchEngine(max_steps=blind.n_steps + 40, **settings).relax(network, x)
+    assert euler.failure is not None and blind.failure is None
+    assert followed.failure is not None and followed.failure.kind == euler.failure.kind
+    assert followed.n_steps == 20_000
+    assert no_budget.failure is not None and no_budget.failure.kind == "unstable"
