@@ -359,24 +359,19 @@ class EulerMap:
     def _affine_step(self, state: torch.Tensor, out: torch.Tensor, rho: Callable,
                      rho_prime: Callable, affine: dict) -> torch.Tensor:
         """The step when every layer is one affine variable (Hopfield on its bounds): the
-        same operations as the general loop (a sweep's too), with the layer views cached."""
+        same operations as the general loop, with the layer views cached. Each layer is
+        finished (nudged, projected) before the next: a sweep reads it from there, Jacobi
+        reads only the old ``rates``, so one loop serves both."""
         inputs, outputs = self._layer_views(state), self._layer_views(out)
         rates: list = [None] + [rho(inputs[l]) for l in self.layers]
-        if self.sweep:
-            for l in self.layers:
-                self._affine_update(l, inputs[l], outputs[l], rates, affine[l])
-                if l == self.network.n_layers:
-                    self._nudge(out, rates, inputs, rho_prime)
-                if self._layer_bounds[l] is not None:
-                    outputs[l].clamp_(*self._layer_bounds[l])
+        for l in self.layers:
+            self._affine_update(l, inputs[l], outputs[l], rates, affine[l])
+            if l == self.network.n_layers:
+                self._nudge(out, rates, inputs, rho_prime)
+            if self._layer_bounds[l] is not None:
+                outputs[l].clamp_(*self._layer_bounds[l])
+            if self.sweep:
                 rates[l] = rho(outputs[l])
-        else:
-            for l in self.layers:
-                self._affine_update(l, inputs[l], outputs[l], rates, affine[l])
-            self._nudge(out, rates, inputs, rho_prime)
-            for l, bounds in self._layer_bounds.items():
-                if bounds is not None:
-                    outputs[l].clamp_(*bounds)
         if self.compiled.bounds:
             self._last_output = (out, out._version)
         return out

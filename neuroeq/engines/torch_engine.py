@@ -165,7 +165,7 @@ class TorchEngine(RelaxationSettings):
             project = network.project if network.compiled.bounds else None
             # a start inside the bounds (the initial state, a free state) takes the map's
             # on-the-bounds forms from the first step on (~3x cheaper than the general one)
-            if project is not None and self.solver == "euler" and network.within_bounds(state):
+            if project is not None and network.within_bounds(state):
                 step.mark_in_bounds(state)
             result = self._iterate(network, step, state, project=project, max_steps=max_steps,
                                    tol=tol, buffered=True)
@@ -208,14 +208,19 @@ class TorchEngine(RelaxationSettings):
         return self._iterate(network, step, state, project=project, max_steps=max_steps,
                              tol=tol, describe_index=describe_index, buffered=False)
 
+    def _budget(self, network: Network, max_steps: int | None, tol: float | None
+                ) -> tuple[float, int, float]:
+        """``(dt, max_steps, tol)`` with the model file's values where ``None``."""
+        dt, default_steps, default_tol = self.settings(network)
+        return (dt, int(max_steps if max_steps is not None else default_steps),
+                float(tol if tol is not None else default_tol))
+
     def _iterate(self, network: Network, step: Step, state: torch.Tensor, *,
                  project: Force | None, max_steps: int | None, tol: float | None,
                  describe_index: Callable[[int], str] | None = None, buffered: bool
                  ) -> RelaxResult:
         """Run the solver on the map ``step`` (``step(s, out)`` may write into ``out``)."""
-        dt, default_steps, default_tol = self.settings(network)
-        max_steps = int(max_steps if max_steps is not None else default_steps)
-        tol = float(tol if tol is not None else default_tol)
+        dt, max_steps, tol = self._budget(network, max_steps, tol)
         describe_index = describe_index or network.layer_of_index
         scale = network.tau / dt  # residual = max |ds/dt| · τ
         if self.solver == "anderson" and not torch.is_grad_enabled():
@@ -266,9 +271,7 @@ class TorchEngine(RelaxationSettings):
                       max_steps: int | None, tol: float | None) -> RelaxResult:
         """Layer sweeps with steps ``ω·dt`` until their change is below the target, then
         the engine's criterion ``max|G(s) - s|·τ/dt < tol`` at the Euler map ``G``."""
-        dt, default_steps, default_tol = self.settings(network)
-        max_steps = int(max_steps if max_steps is not None else default_steps)
-        tol = float(tol if tol is not None else default_tol)
+        dt, max_steps, tol = self._budget(network, max_steps, tol)
         describe_index = network.layer_of_index
         omega = float(self.over_relaxation)
         sweep = fast_step.EulerMap(network, omega * dt, drive, params, nudge=nudge, y=y,
@@ -287,13 +290,14 @@ class TorchEngine(RelaxationSettings):
             if tol <= 0 or failure is not None:
                 return self._finish(state, steps, converged, residual, used, failure, trace)
             used += 1  # the check of the engine's own criterion: one Euler map evaluation
-            residual = (euler(state) - state).abs().amax(-1) * (network.tau / dt)
+            delta = (euler(state) - state).abs()
+            residual = delta.amax(-1) * (network.tau / dt)
             converged = residual < tol
             if bool(converged.all()):
                 break
             if used >= max_steps:
-                failure = not_settled(network, (euler(state) - state).abs(), residual,
-                                      converged, [residual], used, tol, describe_index)
+                failure = not_settled(network, delta, residual, converged, [residual], used,
+                                      tol, describe_index)
                 return self._finish(state, steps, converged, residual, used, failure, trace)
             target /= 10.0  # the sweep's change understated the residual: sweep on
         failure = None
