@@ -11,7 +11,9 @@ checks that they reach the same states before timing them.
 
 Timed: samples/s of one full EP training step (free phase, nudged phase, weight update,
 ``optimizer.step()``), batch 128, float32, the best of ``--repeats``; beside them the same
-step hand-written for this one neuron (:class:`ClosedFormSketch`). ``--mnist-epoch`` also
+step hand-written for this one neuron (:class:`ClosedFormSketch`), and the ratio of the two
+methods' matmul FLOPs (:func:`matmul_flops`, from the shapes): the speed-up that running
+every matmul at one rate would give. ``--mnist-epoch`` also
 times one epoch of EP on MNIST (784-500-10, 20/4 steps, batch 128, float32) with
 ``neuroeq.training.train`` (the data are read with ``neuroeq.data.load_dataset``).
 
@@ -124,6 +126,54 @@ class ClosedFormSketch:
             b.add_(post_delta.sum(0), alpha=scale)
 
 
+def matmul_flops(sizes: list[int], batch: int, free_steps: int, nudged_steps: int
+                 ) -> tuple[int, int]:
+    """Matmul FLOPs of one EP training step, ``(reference, neuroeq)``, from the shapes.
+
+    With ``F_l = 2·B·n_{l-1}·n_l``: a reference step computes every ``W_l s_{l-1}`` (``Σ F``)
+    and back-propagates into every free layer below the top (``Σ_{l≥2} F_l``); its update
+    runs ``Φ`` forward on both phases and back into the weights (``4 Σ F``). neuroeq's step
+    sends every recurrent edge both ways (``2 Σ_{l≥2} F_l``), ``W_1 x`` once per batch and
+    the Hebbian update once per edge (``F_1`` for the input edge, the phases stacked for the
+    others: ``2 F_l``). The ratio bounds the speed-up when every matmul runs at one rate.
+    """
+    flops = [2 * batch * n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)]
+    steps = free_steps + nudged_steps
+    recurrent = sum(flops[1:])
+    reference = steps * (sum(flops) + recurrent) + 4 * sum(flops)
+    neuroeq = steps * 2 * recurrent + 2 * flops[0] + 2 * recurrent
+    return reference, neuroeq
+
+
+def matmul_rates(sizes: list[int], batch: int, device, repeats: int,
+                 dtype=torch.float32) -> dict[str, float]:
+    """GFLOP/s of the matmul shapes the two methods run, measured here: the reference's
+    ``x W₁ᵀ`` (every step) and, for neuroeq's steps, the narrow ``ρ(s_out) W_L`` (inner
+    size ``n_L``) and ``s_{L-1} W_Lᵀ`` (``n_L`` outputs), written into kept buffers."""
+    generator = torch.Generator().manual_seed(2)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator).to(device=device, dtype=dtype)
+
+    x, w1 = rand(batch, sizes[0]), rand(sizes[1], sizes[0])
+    top, below, w_top = rand(batch, sizes[-1]), rand(batch, sizes[-2]), rand(sizes[-1],
+                                                                              sizes[-2])
+    wide, narrow = rand(batch, sizes[-2]), rand(batch, sizes[-1])
+    shapes = {
+        f"x W₁ᵀ ({batch}×{sizes[0]}×{sizes[1]})":
+            (lambda: torch.mm(x, w1.t()), 2 * batch * sizes[0] * sizes[1], 20),
+        f"ρ(s_out) W_L ({batch}×{sizes[-1]}×{sizes[-2]})":
+            (lambda: wide.addmm_(top, w_top), 2 * batch * sizes[-1] * sizes[-2], 400),
+        f"s W_Lᵀ ({batch}×{sizes[-2]}×{sizes[-1]})":
+            (lambda: narrow.addmm_(below, w_top.t()), 2 * batch * sizes[-1] * sizes[-2], 400),
+    }
+    rates = {}
+    for label, (run, flops, calls) in shapes.items():
+        seconds = best_time(lambda r=run, n=calls: [r() for _ in range(n)], device, repeats)
+        rates[label] = flops * calls / seconds / 1e9
+    return rates
+
+
 def make_pair(sizes: list[int], device, dtype=torch.float32):
     network = Network("hopfield", sizes, dtype=dtype, device=device, seed=0)
     reference = ReferenceMLP(sizes).to(device=device, dtype=dtype)
@@ -220,12 +270,19 @@ def main() -> None:
             for free_steps, nudged_steps in ((20, 4), (250, 25)):
                 ref, ours, floor = compare(sizes, free_steps, nudged_steps, 128, device,
                                            args.repeats)
+                flops_ref, flops_ours = matmul_flops(sizes, 128, free_steps, nudged_steps)
                 rows.append(["-".join(map(str, sizes)), f"{free_steps} / {nudged_steps}",
-                             ref, ours, ours / ref, floor, floor / ref, f"{check:.1e}"])
+                             ref, ours, ours / ref, floor, floor / ref,
+                             f"{flops_ref / 1e6:,.0f} / {flops_ours / 1e6:,.0f}",
+                             f"{flops_ref / flops_ours:.2f}", f"{check:.1e}"])
                 print(rows[-1], flush=True)
         print(table(["network", "free / nudged steps", "reference samples/s",
                      "neuroeq samples/s", "speed-up", "hand-written samples/s",
-                     "hand-written speed-up", "max state diff (20 steps)"], rows))
+                     "hand-written speed-up", "matmul MFLOP per step (reference / neuroeq)",
+                     "FLOP ratio (ceiling)", "max state diff (20 steps)"], rows))
+        rates = matmul_rates([784, 500, 10], 128, device, args.repeats)
+        print("matmul rates (GFLOP/s, float32): " + "; ".join(
+            f"{label} {rate:.1f}" for label, rate in rates.items()))
     if args.mnist_epoch:
         seconds, accuracy, note = mnist_epoch(device, args.data_root, args.threads)
         print(f"MNIST epoch, 784-500-10, 20/4 steps, batch 128, float32: {seconds:.1f} s "

@@ -180,3 +180,66 @@ def test_an_unstable_fixed_point_found_by_anderson_hands_over_to_the_dynamics():
     assert followed.failure is not None and followed.failure.kind == euler.failure.kind
     assert followed.n_steps == 20_000
     assert no_budget.failure is not None and no_budget.failure.kind == "unstable"
+
+
+def _linear_step(eigenvalues: torch.Tensor, seed: int = 0):
+    """``s ↦ A s`` with ``A = Q diag(eigenvalues) Q⁻¹`` (non-orthogonal eigenvectors)."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(eigenvalues)
+    basis = torch.eye(n, dtype=torch.float64) + 0.3 * torch.randn(
+        n, n, generator=generator, dtype=torch.float64)
+    matrix = basis @ torch.diag(eigenvalues.double()) @ torch.linalg.inv(basis)
+
+    def step(s, out=None):
+        return s @ matrix.T
+
+    return step
+
+
+@pytest.mark.parametrize("unstable_eigenvalue", [1.05, -1.05])
+def test_the_stability_check_finds_one_growing_mode_among_many_decaying_ones(
+        unstable_eigenvalue):
+    """One eigenvalue of the map's Jacobian outside the unit circle (a real growing mode,
+    or one that flips sign each step) among 47 at 0.5: reported for every sample, with the
+    growth per step measured, after the full number of iterations."""
+    network, _ = make_problem("hopfield", (6, 8, 3))
+    eigenvalues = torch.full((48,), 0.5)
+    eigenvalues[17] = unstable_eigenvalue
+    engine = TorchEngine(solver="anderson", stability_iterations=40)
+    point = torch.zeros(5, 48, dtype=torch.float64)
+    unstable, evaluations = engine._unstable(network, _linear_step(eigenvalues), point,
+                                             point.shape, None, lambda i: f"index {i}")
+    assert unstable is not None and evaluations == 41
+    failure, direction = unstable
+    assert failure.kind == "unstable" and failure.samples == [0, 1, 2, 3, 4]
+    assert failure.residual == pytest.approx(1.05, rel=1e-3)
+    assert direction.shape == point.shape and bool((direction != 0).any(-1).all())
+
+
+def test_the_stability_check_stops_early_once_every_perturbation_has_shrunk():
+    """All eigenvalues at most 0.5: the perturbation falls below ``δ/√D`` within about 15
+    iterations (``0.5ᵏ < 1e-3/√48``), so the check stops there instead of running 40; a
+    spectrum just inside the circle (0.995) is passed after the full 40 iterations."""
+    network, _ = make_problem("hopfield", (6, 8, 3))
+    engine = TorchEngine(solver="anderson", stability_iterations=40)
+    point = torch.zeros(5, 48, dtype=torch.float64)
+    spread = torch.linspace(-0.5, 0.5, 48)
+    unstable, evaluations = engine._unstable(network, _linear_step(spread), point,
+                                             point.shape, None, str)
+    assert unstable is None and 11 <= evaluations <= 21
+    unstable, evaluations = engine._unstable(network, _linear_step(torch.full((48,), 0.995)),
+                                             point, point.shape, None, str)
+    assert unstable is None and evaluations == 41
+
+
+def test_accelerated_solvers_count_the_stability_check_in_their_evaluations():
+    """``n_steps`` is the cost: the check's map evaluations (one at the point, then at most
+    40 power iterations, at least 10) are in it, for both accelerated solvers."""
+    network, (x, _) = make_problem("hopfield", (30, 24, 24, 6), batch=8)
+    for solver in ("anderson", "gauss_seidel"):
+        with torch.no_grad():
+            blind = TorchEngine(tol=1e-9, max_steps=50_000, solver=solver,
+                                stability_iterations=0).relax(network, x)
+            checked = TorchEngine(tol=1e-9, max_steps=50_000, solver=solver).relax(network, x)
+        assert torch.equal(checked.state, blind.state) and checked.failure is None
+        assert blind.n_steps + 11 <= checked.n_steps <= blind.n_steps + 41, solver
