@@ -23,7 +23,9 @@ substituted (Hopfield: ``G(s) = ½s + ½I``, two kernels) is used when the step'
 the map's own last output (the same tensor, unmodified since); any other input takes the
 general updates. A layer whose update is affine, ``a·v + b·I + c`` (Hopfield on its
 bounds), is written straight into the output: ``a·v + (b·base + c)``, then ``b·ρ Mᵀ``
-added by ``addmm_`` per incoming edge, two kernels besides the matmuls.
+added by ``addmm_`` per incoming edge, two kernels besides the matmuls. An edge with a
+narrow output and a wide input (the readout layer) is computed as ``(M ρᵀ)ᵀ`` into a kept
+buffer and added: BLAS is slow on products with few outputs per row.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ from neuroeq.expressions import compile_expression, parse_expression, restrict_t
 from neuroeq.network import Network, Params
 
 _TOTAL_INPUT = "_I_total"
+# an edge's ρ_pre Mᵀ is computed as (M ρ_preᵀ)ᵀ when it has at most NARROW_OUTPUTS outputs
+# and NARROW_RATIO times as many inputs (and the batch is at least twice the outputs)
+NARROW_OUTPUTS = 16
+NARROW_RATIO = 16
 
 
 def _projected_rates(network: Network) -> dict[str, sympy.Expr] | None:
@@ -186,6 +192,7 @@ class EulerMap:
             # ρ @ Mᵀ this way up to 2.7× faster than with a contiguous Mᵀ (narrow outputs)
             matrix = network.matrix(edge, params).detach().contiguous()
             self.incoming[edge.post].append((edge.pre, matrix.transpose(-1, -2)))
+        self._narrow_products: dict[tuple[int, int], torch.Tensor] = {}
         names = set().union(*(needed for _, needed, _ in self.updates.values()))
         self.needs_rho_prime = "rho_prime" in names
         self.needs_bias = "bias" in names
@@ -235,14 +242,37 @@ class EulerMap:
             current = base[l] if base is not None else None
             owned = False
             for pre, transposed in self.incoming[l]:
+                narrow = self._narrow_product(l, pre, rates[pre], transposed)
                 if current is None:
-                    current, owned = rates[pre] @ transposed, True
+                    current, owned = (rates[pre] @ transposed if narrow is None
+                                      else narrow.clone()), True
+                elif narrow is not None:
+                    current, owned = (current.add_(narrow) if owned
+                                      else current + narrow), True
                 elif not owned:
                     current, owned = torch.addmm(current, rates[pre], transposed), True
                 else:
                     current.addmm_(rates[pre], transposed)
             currents[l] = current if current is not None else 0.0
         return currents
+
+    def _narrow_product(self, post: int, pre: int, rates: torch.Tensor,
+                        transposed: torch.Tensor) -> torch.Tensor | None:
+        """``ρ_pre Mᵀ`` as ``(M ρ_preᵀ)ᵀ`` (a view of a kept ``(n_post, batch)`` buffer) when
+        the output is narrow and the input wide (the readout layer's ``n_post = 10`` from 500
+        hidden units), else ``None``. MKL runs a product with ``n_post`` outputs per row
+        1.2-2.4× slower than the same product with ``batch`` outputs (batch 128-1024,
+        float32 and float64; ``bench/RESULTS.md``)."""
+        n_post, n_pre = transposed.shape[-1], transposed.shape[-2]
+        if not (rates.dim() == 2 and transposed.dim() == 2 and rates.dtype == transposed.dtype
+                and n_post <= NARROW_OUTPUTS
+                and n_pre >= NARROW_RATIO * n_post and rates.shape[0] >= 2 * n_post):
+            return None
+        buffer = self._narrow_products.get((post, pre))
+        if buffer is None or buffer.shape[1] != rates.shape[0] or buffer.dtype != rates.dtype:
+            buffer = rates.new_empty(n_post, rates.shape[0])
+            self._narrow_products[(post, pre)] = buffer
+        return torch.mm(transposed.t(), rates.t(), out=buffer).t()
 
     def __call__(self, state: torch.Tensor, out: torch.Tensor | None = None, *,
                  in_bounds: bool = False) -> torch.Tensor:
@@ -342,7 +372,11 @@ class EulerMap:
             torch.add(offset, current, alpha=a, out=target)
         if b != 0.0:
             for pre, transposed in self.incoming[l]:
-                target.addmm_(rates[pre], transposed, alpha=b)
+                narrow = self._narrow_product(l, pre, rates[pre], transposed)
+                if narrow is None:
+                    target.addmm_(rates[pre], transposed, alpha=b)
+                else:
+                    target.add_(narrow, alpha=b)
 
     def _layer_views(self, tensor: torch.Tensor) -> dict[int, torch.Tensor]:
         """``{layer: tensor[:, layer's columns]}``, cached for the few buffers a relaxation

@@ -243,11 +243,15 @@ class TorchEngine(RelaxationSettings):
         last_delta = torch.zeros_like(state)
         spare = torch.empty_like(state) if buffered else None
         step_index = 0
+        # with tol = 0 (a fixed budget) an intermediate check only looks for divergence: the
+        # residual is needed at the last step alone, unless a trace is recorded
+        residual_every_check = tol > 0 or self.record_trace
         for step_index in range(1, max_steps + 1):
             new_state = step(state, spare)
             check = step_index % self.check_every == 0 or step_index == max_steps
-            if check:
-                last_delta = (new_state - state).detach().abs()
+            residual_here = check and (residual_every_check or step_index == max_steps)
+            if residual_here:
+                last_delta = (new_state - state).detach().abs_()
             if buffered:
                 spare, state = state, new_state
             else:
@@ -255,7 +259,7 @@ class TorchEngine(RelaxationSettings):
             if not check:
                 continue
             check_finite(network, state, step_index, self.divergence, describe_index)
-            if log.record(last_delta.amax(-1) * scale, step_index, tol):
+            if residual_here and log.record(last_delta.amax(-1) * scale, step_index, tol):
                 break
         failure = None
         if tol > 0 and not bool(log.converged.all()):

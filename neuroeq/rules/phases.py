@@ -79,16 +79,24 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
                 continue
             factor = 0.5 if (edge.kind == "lateral" and network.coupling == "symmetric") else 1.0
             coefficient = -factor * scale / count
-            # the scale goes on the (batch, n_post) factor, not on the (n_post, n_pre) product
             if edge.pre == 0:  # the clamped input feeds the primary channel only
+                # the scale goes on the (batch, n_post) factor, not on the (n_post, n_pre)
                 post = (rates_a[0][edge.post] - rates_b[0][edge.post]).mul_(coefficient)
-                pre = x
-            else:  # Σ_channels (ρ_post^a ρ_pre^aᵀ - ρ_post^b ρ_pre^bᵀ) as one matmul
-                post = torch.cat([r[edge.post] for r in rates_a + rates_b]).mul_(coefficient)
-                pre = torch.cat([r[edge.pre] for r in rates_a]
-                                + [-r[edge.pre] for r in rates_b])
+                product = post.transpose(-1, -2) @ x
+            else:  # Σ_channels (ρ_post^a ρ_pre^aᵀ - ρ_post^b ρ_pre^bᵀ), accumulated in place
+                # (the scale as the matmuls' alpha; stacking the phases for one matmul cost
+                # a copy and a negation of the wide factors, ~0.15 ms per step on 784-500-10)
+                product = None
+                for phase_rates, sign in ((rates_a, 1.0), (rates_b, -1.0)):
+                    for r in phase_rates:
+                        post, pre = r[edge.post].transpose(-1, -2), r[edge.pre]
+                        if product is None:
+                            product = torch.addmm(post.new_empty(post.shape[0], pre.shape[1]),
+                                                  post, pre, beta=0, alpha=coefficient)
+                        else:
+                            product.addmm_(post, pre, alpha=sign * coefficient)
             name = names[edge.param]
-            grad = network.matrix_vjp(edge, post.transpose(-1, -2) @ pre, params)
+            grad = network.matrix_vjp(edge, product, params)
             grads[name] = grad if name not in grads else grads[name] + grad
         for l in range(1, network.n_layers + 1):
             delta = (rates_a[0][l] - rates_b[0][l]).mean(0)

@@ -26,6 +26,37 @@ def test_closed_form_map_matches_the_autograd_path(model, coupling):
     torch.testing.assert_close(fast, generic, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("model", ["hopfield", "fhn"])
+@pytest.mark.parametrize("sweep", [False, True])
+def test_narrow_readout_products_follow_the_same_trajectory(model, sweep, monkeypatch):
+    """A readout edge with few outputs and many inputs (80 → 4) is computed as ``(M ρᵀ)ᵀ``
+    into a kept buffer, on the lean affine path (Hopfield) and the general one (FHN): the
+    trajectory equals the autograd path's and the ``addmm`` form's, and the form is taken."""
+    from neuroeq.engines import fast_step
+
+    network, (x, y) = make_problem(model, (10, 80, 4), "asymmetric", batch=16)
+    with torch.no_grad():
+        drive = network.drive(x)
+        state = network.initial_state(16)
+        maps = {}
+        for label, outputs in (("narrow", fast_step.NARROW_OUTPUTS), ("addmm", 0)):
+            monkeypatch.setattr(fast_step, "NARROW_OUTPUTS", outputs)
+            euler_map = fast_step.EulerMap(network, network.tau / 4, drive,
+                                           nudge=0.3 / network.tau, y=y,
+                                           sweep=sweep)
+            s = state
+            for _ in range(30):
+                s = euler_map(s)
+            maps[label] = (euler_map, s)
+    assert maps["narrow"][0]._narrow_products and not maps["addmm"][0]._narrow_products
+    torch.testing.assert_close(maps["narrow"][1], maps["addmm"][1], rtol=0, atol=1e-12)
+    if not sweep:
+        engine = TorchEngine(dt=network.tau / 4, tol=0.0, max_steps=30)
+        with torch.enable_grad():
+            generic = engine.relax(network, x, y=y, beta=0.3).state.detach()
+        torch.testing.assert_close(maps["narrow"][1], generic, rtol=0, atol=1e-12)
+
+
 def test_closed_form_map_applies_the_extra_force():
     network, (x, _) = make_problem("fhn")
     engine = TorchEngine(tol=0.0, max_steps=30)
