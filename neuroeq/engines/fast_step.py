@@ -206,8 +206,27 @@ class EulerMap:
                               for l in self.layers if len(self.blocks[l]) == 1}
         self.lean = (not self.channels and force is None
                      and len(self._layer_bounds) == len(self.blocks))
-        self.affine = self._affine_layers(self.updates)
-        self.affine_projected = self._affine_layers(self.projected[0]) if self.projected else {}
+        self._affine_forms: dict[bool, dict] = {}  # built on first use (a map often needs one)
+
+    @property
+    def affine(self) -> dict[int, tuple[float, float, torch.Tensor]]:
+        """The affine layers of the general updates (see :meth:`_affine_layers`)."""
+        return self._affine_for(projected=False)
+
+    @property
+    def affine_projected(self) -> dict[int, tuple[float, float, torch.Tensor]]:
+        """The affine layers of the on-the-bounds updates (none without bounds)."""
+        return self._affine_for(projected=True)
+
+    def _affine_for(self, projected: bool) -> dict[int, tuple[float, float, torch.Tensor]]:
+        forms = self._affine_forms.get(projected)
+        if forms is None:
+            if projected:
+                forms = self._affine_layers(self.projected[0]) if self.projected else {}
+            else:
+                forms = self._affine_layers(self.updates)
+            self._affine_forms[projected] = forms
+        return forms
 
     def mark_in_bounds(self, state: torch.Tensor) -> None:
         """Declare that ``state`` (as it is now) lies in the bounds, like the map's own
@@ -227,7 +246,9 @@ class EulerMap:
             form = updates[blocks[0].variable][2] if len(blocks) == 1 else None
             if form is not None:
                 a, b, c = form
-                layers[l] = (a, b, self.base[l] * b + c)
+                base = self.base[l]  # read only: b = 1, c = 0 (Hopfield at dt = τ) shares it
+                offset = base if (b == 1.0 and c == 0.0) else base * b + c
+                layers[l] = (a, b, offset)
         return layers
 
     def _currents(self, rates: list[torch.Tensor | None], base: dict[int, torch.Tensor] | None,
