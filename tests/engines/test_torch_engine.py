@@ -71,6 +71,30 @@ def test_divergence_names_the_layer():
     assert info.value.layer.startswith(("hidden1", "output"))
 
 
+def test_a_fixed_budget_still_checks_for_divergence_and_reports_the_last_residual():
+    """With ``tol = 0`` the intermediate checks skip the residual but not the divergence
+    test (the unstable net is caught long before the end of its budget), and the residual
+    reported is the last step's ``max|Δs|·τ/dt``."""
+    unstable = model_from_dict({
+        "name": "unstable", "structural_class": "general", "coupled_variable": "u",
+        "time_constant": "tau", "equations": "du/dt = (u + I_syn + bias)/tau : 1",
+        "rho": "u", "rho_prime": "1 + 0*u", "parameters": {"tau": {"value": 1, "unit": "ms"}},
+    })
+    with pytest.raises(RelaxationError) as info, torch.no_grad():
+        TorchEngine(tol=0.0, max_steps=10**9, dt=1e-3, divergence=1e3).relax(
+            Network(unstable, (3, 4, 2)), torch.ones(2, 3))
+    assert info.value.kind == "diverged"
+    network, (x, _) = make_problem("fhn")
+    engine = TorchEngine(tol=0.0, max_steps=25)
+    with torch.no_grad():
+        before = TorchEngine(tol=0.0, max_steps=24).relax(network, x).state
+        result = engine.relax(network, x)
+    dt, _, _ = engine.settings(network)
+    expected = (result.state - before).abs().amax(-1) * (network.tau / dt)
+    torch.testing.assert_close(result.residual, expected, rtol=1e-9, atol=1e-15)
+    assert result.n_steps == 25 and result.failure is None
+
+
 def test_on_failure_warn_returns_the_state():
     network, (x, _) = make_problem("fhn")
     with pytest.warns(RuntimeWarning, match="did not settle"), torch.no_grad():
