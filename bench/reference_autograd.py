@@ -148,8 +148,9 @@ def matmul_flops(sizes: list[int], batch: int, free_steps: int, nudged_steps: in
 def matmul_rates(sizes: list[int], batch: int, device, repeats: int,
                  dtype=torch.float32) -> dict[str, float]:
     """GFLOP/s of the matmul shapes the two methods run, measured here: the reference's
-    ``x W₁ᵀ`` (every step) and, for neuroeq's steps, the narrow ``ρ(s_out) W_L`` (inner
-    size ``n_L``) and ``s_{L-1} W_Lᵀ`` (``n_L`` outputs), written into kept buffers."""
+    ``x W₁ᵀ`` (every step) and, for neuroeq's steps, ``ρ(s_out) W_L`` (inner size ``n_L``)
+    and ``s_{L-1} W_Lᵀ`` (``n_L`` outputs), the latter both as BLAS runs it into the
+    output and as neuroeq computes it, ``(W_L s_{L-1}ᵀ)ᵀ``; all into kept buffers."""
     generator = torch.Generator().manual_seed(2)
 
     def rand(*shape):
@@ -159,6 +160,7 @@ def matmul_rates(sizes: list[int], batch: int, device, repeats: int,
     top, below, w_top = rand(batch, sizes[-1]), rand(batch, sizes[-2]), rand(sizes[-1],
                                                                               sizes[-2])
     wide, narrow = rand(batch, sizes[-2]), rand(batch, sizes[-1])
+    narrow_t = rand(sizes[-1], batch)
     shapes = {
         f"x W₁ᵀ ({batch}×{sizes[0]}×{sizes[1]})":
             (lambda: torch.mm(x, w1.t()), 2 * batch * sizes[0] * sizes[1], 20),
@@ -166,6 +168,9 @@ def matmul_rates(sizes: list[int], batch: int, device, repeats: int,
             (lambda: wide.addmm_(top, w_top), 2 * batch * sizes[-1] * sizes[-2], 400),
         f"s W_Lᵀ ({batch}×{sizes[-2]}×{sizes[-1]})":
             (lambda: narrow.addmm_(below, w_top.t()), 2 * batch * sizes[-1] * sizes[-2], 400),
+        f"(W_L sᵀ)ᵀ ({sizes[-1]}×{sizes[-2]}×{batch}, neuroeq's form)":
+            (lambda: torch.mm(w_top, below.t(), out=narrow_t), 2 * batch * sizes[-1] * sizes[-2],
+             400),
     }
     rates = {}
     for label, (run, flops, calls) in shapes.items():
