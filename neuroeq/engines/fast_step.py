@@ -192,6 +192,11 @@ class EulerMap:
             # ρ @ Mᵀ this way up to 2.7× faster than with a contiguous Mᵀ (narrow outputs)
             matrix = network.matrix(edge, params).detach().contiguous()
             self.incoming[edge.post].append((edge.pre, matrix.transpose(-1, -2)))
+        # (post, pre) edges whose product is computed as (M ρᵀ)ᵀ (decided once, by shape)
+        self._narrow_edges = {(post, pre) for post, edges in self.incoming.items()
+                              for pre, transposed in edges
+                              if transposed.dim() == 2 and transposed.shape[-1] <= NARROW_OUTPUTS
+                              and transposed.shape[-2] >= NARROW_RATIO * transposed.shape[-1]}
         self._narrow_products: dict[tuple[int, int], torch.Tensor] = {}
         names = set().union(*(needed for _, needed, _ in self.updates.values()))
         self.needs_rho_prime = "rho_prime" in names
@@ -284,10 +289,9 @@ class EulerMap:
         hidden units), else ``None``. MKL runs a product with ``n_post`` outputs per row
         1.2-2.4× slower than the same product with ``batch`` outputs (batch 128-1024,
         float32 and float64; ``bench/RESULTS.md``)."""
-        n_post, n_pre = transposed.shape[-1], transposed.shape[-2]
-        if not (rates.dim() == 2 and transposed.dim() == 2 and rates.dtype == transposed.dtype
-                and n_post <= NARROW_OUTPUTS
-                and n_pre >= NARROW_RATIO * n_post and rates.shape[0] >= 2 * n_post):
+        n_post = transposed.shape[-1]
+        if not ((post, pre) in self._narrow_edges and rates.dim() == 2
+                and rates.dtype == transposed.dtype and rates.shape[0] >= 2 * n_post):
             return None
         buffer = self._narrow_products.get((post, pre))
         if buffer is None or buffer.shape[1] != rates.shape[0] or buffer.dtype != rates.dtype:
