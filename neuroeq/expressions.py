@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import math
+import operator
 from collections.abc import Callable, Mapping
 from functools import reduce
 
@@ -132,6 +133,19 @@ def _short(code: str) -> str:
     return repr(code) if len(code) <= 80 else repr(code[:77] + "...")
 
 
+def _fold(op: Callable, args: list[TorchExpr]) -> TorchExpr:
+    """``args[0] op args[1] op ...`` evaluated left to right; the two- and three-term forms
+    (most of a model's sums and products) without a generator per call: a tiny network's
+    step is bound by the Python overhead of its expression trees."""
+    if len(args) == 2:
+        first, second = args
+        return lambda env: op(first(env), second(env))
+    if len(args) == 3:
+        first, second, third = args
+        return lambda env: op(op(first(env), second(env)), third(env))
+    return lambda env: reduce(op, [f(env) for f in args])
+
+
 def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
     """Compile a sympy expression into ``f(env) -> tensor`` over torch operations."""
     if isinstance(expr, sympy.Symbol):
@@ -144,10 +158,8 @@ def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
         value = 1.0 if expr == sympy.true else 0.0
         return lambda env: value
     args = [compile_expression(arg, where) for arg in expr.args]
-    if isinstance(expr, sympy.Add):
-        return lambda env: reduce(lambda a, b: a + b, (f(env) for f in args))
-    if isinstance(expr, sympy.Mul):
-        return lambda env: reduce(lambda a, b: a * b, (f(env) for f in args))
+    if isinstance(expr, (sympy.Add, sympy.Mul)):
+        return _fold(operator.add if isinstance(expr, sympy.Add) else operator.mul, args)
     if isinstance(expr, sympy.Pow):
         base, exponent = args
         if expr.args[1] == -1:

@@ -11,16 +11,57 @@ So ``J = D + G M R``: ``D`` is block diagonal per neuron (``D_{vw} = ∂f_v/∂s
     ``              + [w coupled] ρ'_l ⊙ Σ_{e: l→post} (Σ_v G_v u_{post,v}) M_e``
 
 (plus the same terms per channel). The diagonal factors are elementwise derivatives,
-taken once at the linearisation point by forward-mode differentiation of the neuron's own
-equation (no matmul, no graph over the network); every product after that is two matmuls
-per edge and a few elementwise operations, with no autograd.
+taken once at the linearisation point by differentiating the neuron's own equation
+(:func:`elementwise_partials`: no matmul, no graph over the network); every product after
+that is two matmuls per edge and a few elementwise operations, with no autograd.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from neuroeq.network import Network, Params, _as_tensor
+
+
+def elementwise_partials(function: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]],
+                         primals: tuple[torch.Tensor, ...]
+                         ) -> tuple[tuple[torch.Tensor, ...], list[list[torch.Tensor]]]:
+    """Values ``f_v`` and partials ``∂f_v/∂x_w`` of an elementwise function of same-shaped
+    inputs (each output element reads only the same element of every input).
+
+    One reverse pass per output: ``∂(Σ f_v)/∂x_w = ∂f_v/∂x_w`` element by element, since
+    nothing couples the elements. Returns ``(values, partials)`` with
+    ``partials[v][w] = ∂f_v/∂x_w`` (zeros where ``f_v`` does not read ``x_w``). Reverse mode,
+    not ``torch.func.jvp``: torch's forward mode decomposes products with Python numbers
+    into Python reference implementations, and ran these small expression trees 10-20×
+    slower (``bench/RESULTS.md``). Complex inputs: the derivative of a holomorphic ``f``
+    (torch's reverse mode gives its conjugate).
+    """
+    shape = primals[0].shape
+    if any(p.shape != shape for p in primals):
+        raise ValueError(f"elementwise_partials needs inputs of one shape, got "
+                         f"{[tuple(p.shape) for p in primals]}")
+    with torch.enable_grad():
+        leaves = tuple(p.detach().requires_grad_() for p in primals)
+        outputs = function(*leaves)
+        single = isinstance(outputs, torch.Tensor)
+        outputs = (outputs,) if single else tuple(outputs)
+        values, partials = [], []
+        for value in outputs:
+            value = torch.as_tensor(value, dtype=primals[0].dtype,
+                                    device=primals[0].device).expand(shape)
+            values.append(value.detach())
+            if not value.requires_grad:
+                partials.append([torch.zeros_like(p) for p in primals])
+                continue
+            grads = torch.autograd.grad(value, leaves, grad_outputs=torch.ones_like(value),
+                                        retain_graph=True, allow_unused=True)
+            partials.append([torch.zeros_like(p) if g is None else
+                             (g.conj() if g.is_complex() else g)
+                             for p, g in zip(primals, grads, strict=True)])
+    return tuple(values), partials
 
 
 class Linearization:
@@ -57,12 +98,11 @@ class Linearization:
         self.rate_slope: dict[tuple[str, int], torch.Tensor] = {}
         for l in self.layers:
             coupled = state[..., self.coupled[l].start:self.coupled[l].stop]
-            ones = torch.ones_like(coupled)
-            self.rate_slope[("", l)] = torch.func.jvp(compiled.rho, (coupled,), (ones,))[1]
+            self.rate_slope[("", l)] = elementwise_partials(compiled.rho, (coupled,))[1][0][0]
             for name in self.channels:
                 def channel(s: torch.Tensor, name: str = name) -> torch.Tensor:
                     return compiled.channel_rho(name, s)
-                self.rate_slope[(name, l)] = torch.func.jvp(channel, (coupled,), (ones,))[1]
+                self.rate_slope[(name, l)] = elementwise_partials(channel, (coupled,))[1][0][0]
         # local partials D_{vw}, G_v = ∂f_v/∂I_syn, G_{v,c} = ∂f_v/∂I_syn_c per layer
         self.local: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
         self.gain: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
@@ -88,19 +128,12 @@ class Linearization:
                                         rho_prime=compiled.rho_prime(coupled), **kwargs)
                 return tuple(out[name] for name in names)
 
-            primals = tuple(values + inputs)
-            zeros = tuple(torch.zeros_like(p) for p in primals)
-            columns = []
-            for k in range(len(primals)):
-                tangents = zeros[:k] + (torch.ones_like(primals[k]),) + zeros[k + 1:]
-                velocity, column = torch.func.jvp(neuron, primals, tangents)
-                columns.append(column)
+            velocity, rows = elementwise_partials(neuron, tuple(values + inputs))
             pieces.extend(velocity)
-            self.local[l] = {v: {w: columns[j][i] for j, w in enumerate(names)}
+            self.local[l] = {v: {w: rows[i][j] for j, w in enumerate(names)}
                              for i, v in enumerate(names)}
             channel_keys = [""] + list(self.channels)
-            self.gain[l] = {v: {c: columns[len(names) + k][i]
-                                for k, c in enumerate(channel_keys)}
+            self.gain[l] = {v: {c: rows[i][len(names) + k] for k, c in enumerate(channel_keys)}
                             for i, v in enumerate(names)}
         self.velocity = torch.cat(pieces, dim=-1)
 

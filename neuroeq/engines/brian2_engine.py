@@ -48,6 +48,7 @@ from neuroeq.engines.failures import ConvergenceLog, check_finite, not_settled
 from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError
+from neuroeq.linearization import elementwise_partials
 from neuroeq.network import Edge, Network, Params
 
 TARGETS = ("cython", "numpy")
@@ -494,6 +495,7 @@ def anchor_coefficients(network: Network, anchor: torch.Tensor, drive: dict,
     currents = network.synaptic_input(rates, drive, params)
     coefficients: dict[int, dict[str, torch.Tensor]] = {}
     names = compiled.variables
+    count = len(names)
     for l in range(1, network.n_layers + 1):
         variables = network.variables(anchor, l)
         coupled = variables[compiled.coupled]
@@ -510,25 +512,17 @@ def anchor_coefficients(network: Network, anchor: torch.Tensor, drive: dict,
             return tuple(out[n] for n in names)
 
         values = tuple(variables[n] for n in names)
-        zeros = tuple(torch.zeros_like(v) for v in values)
-        with torch.enable_grad():
-            _, g = torch.func.jvp(lambda I, values=values: rhs(values, I), (current,),
-                                  (torch.ones_like(current),))
-            _, rp = torch.func.jvp(compiled.rho, (coupled,), (torch.ones_like(coupled),))
-            columns = []
-            for m in range(len(names)):
-                tangent = tuple(torch.ones_like(v) if i == m else z
-                                for i, (v, z) in enumerate(zip(values, zeros, strict=True)))
-                columns.append(torch.func.jvp(lambda *s, current=current: rhs(s, current),
-                                              values, tangent)[1])
-        out = {"rp_star": rp}
+        # rows[a][k] = ∂f_a/∂(values + (I,))_k
+        _, rows = elementwise_partials(lambda *args: rhs(args[:count], args[count]),
+                                       (*values, current.expand_as(coupled)))
+        out = {"rp_star": elementwise_partials(compiled.rho, (coupled,))[1][0][0]}
         for n, value in zip(names, values, strict=True):
             out[f"{n}_star"] = value
-        for n, value in zip(names, g, strict=True):
-            out[f"g_{n}"] = value
-        for a in range(len(names)):
-            for m in range(a + 1, len(names)):
-                out[f"a_{names[a]}_{names[m]}"] = columns[m][a] - columns[a][m]
+        for a, n in enumerate(names):
+            out[f"g_{n}"] = rows[a][count]
+        for a in range(count):
+            for m in range(a + 1, count):
+                out[f"a_{names[a]}_{names[m]}"] = rows[a][m] - rows[m][a]
         coefficients[l] = {k: v.detach() for k, v in out.items()}
     return coefficients
 

@@ -43,7 +43,7 @@ def test_fhn_limit_cycle_is_reported_as_oscillation():
     network = Network(textbook, (4, 6, 3), seed=0, gain=3.0)
     x = torch.full((3, 4), 0.5, dtype=torch.float64)
     with pytest.raises(RelaxationError) as info, torch.no_grad():
-        TorchEngine(tol=1e-8, max_steps=30_000).relax(network, x)
+        TorchEngine(tol=1e-8, max_steps=6_000).relax(network, x)
     assert info.value.kind == "oscillating"
     assert info.value.layer.split(".")[0] in network.layer_names
     assert info.value.samples
