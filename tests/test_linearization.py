@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from neuroeq.linearization import Linearization
+from neuroeq.linearization import Linearization, elementwise_partials
 from neuroeq.rules.asym_ep import linearize_autograd
 from tests.conftest import make_problem
 
@@ -54,3 +54,31 @@ def test_closed_form_hebbian_difference_matches_autograd(model, coupling):
     assert set(found) == set(expected)
     for name in expected:
         torch.testing.assert_close(found[name], expected[name], rtol=1e-12, atol=1e-13)
+
+
+def test_elementwise_partials_match_forward_mode():
+    """Reverse-mode partials of an elementwise map equal torch.func.jvp's columns, with
+    zeros for an input an output does not read and for a constant output; complex inputs
+    give the holomorphic derivative."""
+    generator = torch.Generator().manual_seed(7)
+    for dtype in (torch.float64, torch.complex128):
+        v, w, current = (torch.randn(3, 5, generator=generator, dtype=dtype) for _ in range(3))
+
+        def neuron(v, w, current):
+            return 0.5 * v - v ** 3 / 3 - w + current, 0.08 * (v + 0.7 - 0.8 * w), 0 * v + 2.0
+
+        values, partials = elementwise_partials(neuron, (v, w, current))
+        primals = (v, w, current)
+        for k in range(3):
+            tangents = tuple(torch.ones_like(p) if i == k else torch.zeros_like(p)
+                             for i, p in enumerate(primals))
+            reference_values, column = torch.func.jvp(neuron, primals, tangents)
+            for a in range(3):
+                torch.testing.assert_close(partials[a][k], column[a], rtol=0, atol=1e-14)
+                torch.testing.assert_close(values[a], reference_values[a], rtol=0, atol=0)
+        assert not partials[1][2].any() and not partials[2][0].any()
+
+
+def test_elementwise_partials_refuse_inputs_of_different_shapes():
+    with pytest.raises(ValueError, match="one shape"):
+        elementwise_partials(lambda a, b: a * b, (torch.ones(2, 3), torch.ones(3)))
