@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from neuroeq.expressions import compile_expression, parse_expression
+from neuroeq.expressions import compile_expression, compile_expressions, parse_expression
 from neuroeq.neuron_model import NeuronModel
 
 
@@ -22,10 +22,12 @@ class CompiledModel:
         self.coupled = model.coupled_variable
         self.rhs = {eq.variable: compile_expression(eq.expr, f"{where}: d{eq.variable}/dt")
                     for eq in model.state}
-        self._rho = compile_expression(parse_expression(model.rho_code, f"{where}: rho"),
-                                       f"{where}: rho")
-        self._rho_prime = compile_expression(
-            parse_expression(model.rho_prime_code, f"{where}: rho_prime"), f"{where}: rho_prime")
+        rho = parse_expression(model.rho_code, f"{where}: rho")
+        rho_prime = parse_expression(model.rho_prime_code, f"{where}: rho_prime")
+        self._rho = compile_expression(rho, f"{where}: rho")
+        self._rho_prime = compile_expression(rho_prime, f"{where}: rho_prime")
+        self._rho_and_prime = compile_expressions({"rho": rho, "rho_prime": rho_prime},
+                                                  f"{where}: rho, rho_prime")
         self.channels = {
             name: tuple(compile_expression(parse_expression(code, f"{where}: channels.{name}"),
                                            f"{where}: channels.{name}") for code in pair)
@@ -45,6 +47,11 @@ class CompiledModel:
     def rho_prime(self, coupled: torch.Tensor) -> torch.Tensor:
         """``ρ'(s)`` of the coupled variable, elementwise."""
         return _like(self._rho_prime({**self.parameters, self.coupled: coupled}), coupled)
+
+    def rho_and_prime(self, coupled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ρ(s), ρ'(s))`` in one pass, their common subexpressions computed once."""
+        values = self._rho_and_prime({**self.parameters, self.coupled: coupled})
+        return _like(values["rho"], coupled), _like(values["rho_prime"], coupled)
 
     def channel_rho(self, name: str, coupled: torch.Tensor) -> torch.Tensor:
         """``ρ_NAME(s)`` of an extra coupling channel (``[channels.NAME]``), elementwise."""

@@ -25,7 +25,10 @@ general updates. A layer whose update is affine, ``a·v + b·I + c`` (Hopfield o
 bounds), is written straight into the output: ``a·v + (b·base + c)``, then ``b·ρ Mᵀ``
 added by ``addmm_`` per incoming edge, two kernels besides the matmuls. An edge with a
 narrow output and a wide input (the readout layer) is computed as ``(M ρᵀ)ᵀ`` into a kept
-buffer and added: BLAS is slow on products with few outputs per row.
+buffer and added: BLAS is slow on products with few outputs per row. Off the bounds,
+``ρ`` and ``ρ'`` are evaluated together with their common terms once
+(:meth:`~neuroeq.compiled_model.CompiledModel.rho_and_prime`: FHN's ``½(1 + tanh v)`` and
+``½(1 - tanh² v)`` share one ``tanh``, the costliest kernel of its step).
 """
 
 from __future__ import annotations
@@ -326,14 +329,21 @@ class EulerMap:
         if self.lean and len(affine) == len(self.blocks):
             return self._affine_step(state, out, rho, rho_prime, affine)
         coupled = {l: state[:, b.start:b.stop] for l, b in self.coupled.items()}
-        rates: list[torch.Tensor | None] = [None] + [rho(coupled[l]) for l in self.layers]
-        forms = (updates, affine, rho_prime)
+        slopes: dict[int, torch.Tensor] = {}  # ρ'(s) of the old state, where it is read
+        if updates is self.updates and (self.needs_rho_prime or self.nudge != 0.0):
+            # the general forms: ρ and ρ' together, their shared terms once (FHN: one tanh)
+            pairs = {l: compiled.rho_and_prime(coupled[l]) for l in self.layers}
+            rates: list[torch.Tensor | None] = [None] + [pairs[l][0] for l in self.layers]
+            slopes = {l: pairs[l][1] for l in self.layers}
+        else:
+            rates = [None] + [rho(coupled[l]) for l in self.layers]
+        forms = (updates, affine, rho_prime, slopes)
         if self.sweep:
             for l in self.layers:
                 currents = self._currents(rates, self.base, skip=affine, only=l)
                 self._update_layer(l, state, out, rates, currents, {}, forms)
                 if l == self.network.n_layers:
-                    self._nudge(out, rates, coupled, rho_prime)
+                    self._nudge(out, rates, coupled, rho_prime, slopes)
                 if compiled.bounds:
                     self._project_layer(out, l)
                 rates[l] = rho(out[:, self.coupled[l].start:self.coupled[l].stop])
@@ -346,7 +356,7 @@ class EulerMap:
                 channel_currents[f"I_syn_{name}"] = self._currents(channel_rates, None)
             for l in self.layers:
                 self._update_layer(l, state, out, rates, currents, channel_currents, forms)
-            self._nudge(out, rates, coupled, rho_prime)
+            self._nudge(out, rates, coupled, rho_prime, slopes)
             if self.force is not None:
                 out.add_(self.force(state), alpha=self.dt)
             if compiled.bounds:
@@ -361,7 +371,7 @@ class EulerMap:
                       ) -> None:
         """Write layer ``l``'s Euler update (before the nudge and the projection) into
         ``out``."""
-        updates, affine, rho_prime = forms
+        updates, affine, rho_prime, slopes = forms
         if l in affine:
             block = self.blocks[l][0]
             self._affine_update(l, state[:, block.start:block.stop],
@@ -373,7 +383,8 @@ class EulerMap:
         env["rho"] = rates[l]
         if self.needs_rho_prime:
             block = self.coupled[l]
-            env["rho_prime"] = rho_prime(state[:, block.start:block.stop])
+            env["rho_prime"] = slopes[l] if l in slopes else rho_prime(
+                state[:, block.start:block.stop])
         if self.needs_bias:
             env["bias"] = self.bias[l]
         for key, value in channel_currents.items():
@@ -435,15 +446,16 @@ class EulerMap:
             self._last_output = (out, out._version)
         return out
 
-    def _nudge(self, out: torch.Tensor, rates: list, coupled: dict, rho_prime: Callable
-               ) -> None:
-        """``out_output -= dt·(β/τ)·ρ'·∂C/∂r`` at the old output rates (when nudged)."""
+    def _nudge(self, out: torch.Tensor, rates: list, coupled: dict, rho_prime: Callable,
+               slopes: dict[int, torch.Tensor] | None = None) -> None:
+        """``out_output -= dt·(β/τ)·ρ'·∂C/∂r`` at the old output rates (when nudged);
+        ``slopes``: ``ρ'`` of the old state where already computed."""
         if self.nudge == 0.0:
             return
         n = self.network.n_layers
         block = self.network.output_block
         grad = self.network.readout.cost_gradient(rates[n], self.y)
-        slope = rho_prime(coupled[n])
+        slope = slopes[n] if slopes and n in slopes else rho_prime(coupled[n])
         if not (isinstance(slope, float) and slope == 1.0):  # 1 on the bounds (Hopfield)
             grad = grad * slope
         out[:, block.start:block.stop].sub_(grad, alpha=self.dt * self.nudge)

@@ -103,3 +103,47 @@ def test_a_start_inside_the_bounds_takes_the_bounded_forms_from_the_first_step(i
     nan = init.clone()
     nan[0, 0] = float("nan")
     assert not network.within_bounds(nan)
+
+
+@pytest.mark.parametrize("model, sweep", [  # the oscillator's extra channels: no sweep
+    ("fhn", False), ("fhn", True), ("hopfield_smooth", False), ("hopfield_smooth", True),
+    ("spiking_rate", False), ("spiking_rate", True), ("oscillator", False)])
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_general_map_follows_the_model_equations(model, sweep, beta):
+    """Models without simplifying bounds take the general updates, with ρ and ρ' evaluated
+    together (their shared terms once): 30 steps equal the model's velocity, Jacobi, and
+    the layer sweep equals the same update applied layer by layer."""
+    network, (x, y) = make_problem(model, (7, 6, 5, 3), batch=4)
+    dt = TorchEngine().settings(network)[0]
+    drive = network.drive(x)
+    step = EulerMap(network, dt, drive, nudge=beta / network.tau, y=y, sweep=sweep)
+    generator = torch.Generator().manual_seed(4)
+    state = network.initial_state(4) + 0.3 * torch.randn(4, network.state_size,
+                                                         generator=generator,
+                                                         dtype=network.dtype)
+    expected = state.clone()
+    with torch.no_grad():
+        for _ in range(30):
+            state = step(state)
+            if not sweep:
+                expected = _general_step(network, x, y, beta, dt, expected)
+                continue
+            for layer in range(1, network.n_layers + 1):  # each layer from the newest state
+                new = _general_step(network, x, y, beta, dt, expected)
+                for block in (b for b in network.blocks if b.layer == layer):
+                    expected[:, block.start:block.stop] = new[:, block.start:block.stop]
+    assert float((state - expected).abs().max()) <= 1e-12
+    assert float((state - network.initial_state(4)).abs().max()) > 1e-3  # it moved
+
+
+def test_rates_and_slopes_together_equal_each_alone():
+    """``rho_and_prime`` (one expression set, common terms shared) equals ``rho`` and
+    ``rho_prime`` evaluated separately, for every bundled model."""
+    generator = torch.Generator().manual_seed(6)
+    for model in ("fhn", "hopfield", "hopfield_smooth", "spiking_rate", "oscillator", "linear"):
+        network, _ = make_problem(model, (3, 5, 2))
+        compiled = network.compiled
+        s = 2 * torch.randn(4, 5, generator=generator, dtype=torch.float64)
+        rates, slopes = compiled.rho_and_prime(s)
+        torch.testing.assert_close(rates, compiled.rho(s), rtol=0, atol=1e-15)
+        torch.testing.assert_close(slopes, compiled.rho_prime(s), rtol=0, atol=1e-15)
