@@ -34,9 +34,9 @@ def elementwise_partials(function: Callable[..., torch.Tensor | tuple[torch.Tens
     One reverse pass per output: ``∂(Σ f_v)/∂x_w = ∂f_v/∂x_w`` element by element, since
     nothing couples the elements. Returns ``(values, partials)`` with
     ``partials[v][w] = ∂f_v/∂x_w`` (zeros where ``f_v`` does not read ``x_w``). Reverse mode,
-    not ``torch.func.jvp``: torch's forward mode decomposes products with Python numbers
-    into Python reference implementations, and ran these small expression trees 10-20×
-    slower (``bench/RESULTS.md``). Complex inputs: the derivative of a holomorphic ``f``
+    not ``torch.func.jvp``: torch 2.13's forward mode runs products with Python numbers
+    through Python reference implementations, and a linearisation took 7-17× as long that
+    way (``bench/model_kernels.py``). Complex inputs: the derivative of a holomorphic ``f``
     (torch's reverse mode gives its conjugate).
     """
     shape = primals[0].shape
