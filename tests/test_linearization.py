@@ -56,6 +56,27 @@ def test_closed_form_hebbian_difference_matches_autograd(model, coupling):
         torch.testing.assert_close(found[name], expected[name], rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("model", ["hopfield", "fhn", "oscillator"])
+@pytest.mark.parametrize("coupling", ["symmetric", "feedforward"])
+def test_adjoint_contraction_with_a_reused_drive_matches_autograd(model, coupling):
+    """``velocity_vjp`` given the phase's input currents (closed-form input edges) equals
+    the full autograd contraction, skip connections from the input included."""
+    from neuroeq.rules.phases import velocity_vjp
+
+    network, (x, _) = make_problem(model, (12, 9, 7, 4), coupling, lateral=True, skip=True)
+    generator = torch.Generator().manual_seed(8)
+    state = network.initial_state(4) + 0.4 * torch.rand(4, network.state_size,
+                                                        generator=generator,
+                                                        dtype=torch.float64)
+    vector = torch.randn(state.shape, generator=generator, dtype=torch.float64)
+    assert sum(edge.pre == 0 for edge in network.edges) >= 2  # the input feeds two layers
+    expected = velocity_vjp(network, state, x, vector)
+    found = velocity_vjp(network, state, x, vector, network.drive(x))
+    assert set(found) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(found[name], expected[name], rtol=1e-12, atol=1e-13)
+
+
 def test_elementwise_partials_match_forward_mode():
     """Reverse-mode partials of an elementwise map equal torch.func.jvp's columns, with
     zeros for an input an output does not read and for a constant output; complex inputs

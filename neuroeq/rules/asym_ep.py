@@ -15,11 +15,13 @@ from neuroeq.rules.ep import check_beta
 from neuroeq.rules.phases import combine, mean_cost, nudged_phase, readout_gradients, velocity_vjp
 
 
-def linearize(network: Network, state: torch.Tensor, x: torch.Tensor):
+def linearize(network: Network, state: torch.Tensor, x: torch.Tensor,
+              drive: dict[int, torch.Tensor] | None = None):
     """``(u ↦ J* u, u ↦ J*ᵀ u)`` at ``state`` (per sample; ``J* = ∂F/∂s`` there), in
     closed form (:class:`~neuroeq.linearization.Linearization`: two matmuls per edge and
-    elementwise factors, no autograd per product)."""
-    linear = Linearization(network, state, network.drive(x))
+    elementwise factors, no autograd per product); ``drive``: ``x``'s input currents when
+    already computed."""
+    linear = Linearization(network, state, network.drive(x) if drive is None else drive)
     return linear.jvp, linear.vjp
 
 
@@ -82,15 +84,15 @@ class AsymEP(GradientEstimator):
         self.beta = check_beta(beta)
         self.centered = centered
 
-    def correction(self, network: Network, free_state: torch.Tensor, x: torch.Tensor
-                   ) -> AsymCorrection:
+    def correction(self, network: Network, free_state: torch.Tensor, x: torch.Tensor,
+                   drive: dict[int, torch.Tensor] | None = None) -> AsymCorrection:
         """The force ``s ↦ -2A(s - s*) = -(J* - J*ᵀ)(s - s*)``."""
-        jvp, vjp = linearize(network, free_state, x)
+        jvp, vjp = linearize(network, free_state, x, drive)
         return AsymCorrection(free_state.detach(), jvp, vjp)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
-        force = self.correction(network, free.state, x)
+        force = self.correction(network, free.state, x, free.drive)
         plus = nudged_phase(self.engine, network, x, y, self.beta, free, force,
                             max_steps=self.nudged_steps)
         phases = {"+beta": plus}
@@ -101,6 +103,7 @@ class AsymEP(GradientEstimator):
             response = (plus.state - minus.state) / (2 * self.beta)
         else:
             response = (plus.state - free.state) / self.beta
-        grads = combine(velocity_vjp(network, free.state, x, response * network.tau),
+        grads = combine(velocity_vjp(network, free.state, x, response * network.tau,
+                                     free.drive),
                         readout_gradients(network, free.state, y))
         return Estimate(grads, mean_cost(network, free.state, y), free, phases)

@@ -34,7 +34,7 @@ class DyadicEP(GradientEstimator):
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
         n = network.state_size
-        drive = network.drive(x)
+        drive = free.drive if free.drive is not None else network.drive(x)
         nudge = self.beta / network.tau
 
         def coupled_velocity(z: torch.Tensor) -> torch.Tensor:
@@ -55,5 +55,6 @@ class DyadicEP(GradientEstimator):
                                           max_steps=self.nudged_steps)
         m, d = joint.state[..., :n], joint.state[..., n:]
         adjoint = d * (network.tau / self.beta)
-        grads = combine(velocity_vjp(network, m, x, adjoint), readout_gradients(network, m, y))
+        grads = combine(velocity_vjp(network, m, x, adjoint, drive),
+                        readout_gradients(network, m, y))
         return Estimate(grads, mean_cost(network, free.state, y), free, {"dyadic": joint})

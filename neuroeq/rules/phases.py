@@ -108,16 +108,39 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
 
 
 def velocity_vjp(network: Network, state: torch.Tensor, x: torch.Tensor,
-                 vector: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``-vᵀ ∂F/∂θ`` at ``state``, batch-averaged: the adjoint form ``-λᵀ ∂F/∂θ``."""
+                 vector: torch.Tensor, drive: dict[int, torch.Tensor] | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """``-vᵀ ∂F/∂θ`` at ``state``, batch-averaged: the adjoint form ``-λᵀ ∂F/∂θ``.
+
+    ``drive``: the input currents ``Σ W x`` of ``x`` at the current parameters (a phase's
+    ``RelaxResult.drive``). They then enter as leaves, and the input edges' part is the
+    closed form ``∂/∂M = g_Iᵀ x`` with ``g_I`` the cotangent of the current: the same
+    matmul autograd's backward runs, without recomputing ``W x`` forward.
+    """
     params = network.dynamics_parameters()
-    with torch.enable_grad():
-        velocity = network.velocity(state.detach(), network.drive(x), params)
-        total = -(velocity * vector.detach()).sum() / state.shape[-2]
-        grads = torch.autograd.grad(total, list(params.values()), allow_unused=True)
     names = full_names(network)
+    keys = list(params)
+    x = x.detach().to(network.dtype)
+    batched = drive is not None and state.dim() == 2 and x.dim() == 2 and all(
+        d.shape[:-1] == state.shape[:-1] for d in drive.values())
+    with torch.enable_grad():
+        leaves = ({layer: d.detach().requires_grad_() for layer, d in drive.items()}
+                  if batched else {})
+        velocity = network.velocity(state.detach(), leaves if batched else network.drive(x),
+                                    params)
+        total = -(velocity * vector.detach()).sum() / state.shape[-2]
+        grads = torch.autograd.grad(total, [params[k] for k in keys] + list(leaves.values()),
+                                    allow_unused=True)
+    found = dict(zip(keys, grads[:len(keys)], strict=True))
+    currents = dict(zip(leaves, grads[len(keys):], strict=True))
+    for edge in network.edges if batched else ():
+        cotangent = currents.get(edge.post)
+        if edge.pre != 0 or cotangent is None:
+            continue
+        grad = network.matrix_vjp(edge, cotangent.transpose(-1, -2) @ x, params)
+        found[edge.param] = grad if found[edge.param] is None else found[edge.param] + grad
     return {names[k]: (g if g is not None else torch.zeros_like(params[k]))
-            for k, g in zip(params, grads, strict=False)}
+            for k, g in found.items()}
 
 
 def combine(*parts: dict[str, torch.Tensor], scale: float = 1.0) -> dict[str, torch.Tensor]:

@@ -42,6 +42,6 @@ class VectorFieldEP(GradientEstimator):
         else:
             response = (plus.state - free.state) / self.beta
         adjoint = response * network.tau
-        grads = combine(velocity_vjp(network, free.state, x, adjoint),
+        grads = combine(velocity_vjp(network, free.state, x, adjoint, free.drive),
                         readout_gradients(network, free.state, y))
         return Estimate(grads, mean_cost(network, free.state, y), free, phases)
