@@ -581,7 +581,6 @@ class _AndersonHistory:
         # (samples, m, D) fill page-faults: ~0.6 ms each on a 128 × 510 float64 state)
         self.delta_f = like.new_empty(n_samples, memory, width)
         self.delta_g = like.new_empty(n_samples, memory, width)
-        self.products = like.new_empty(n_samples, memory, width)  # the Gram column's terms
         self.gram = like.new_zeros(n_samples, memory, memory)
         self.rhs = like.new_zeros(n_samples, memory)
         self.memory, self.count, self.slot = memory, 0, 0
@@ -594,11 +593,12 @@ class _AndersonHistory:
         filled = min(self.count + 1, self.memory)  # slots 0..filled-1 hold pairs after this
         delta_f = torch.sub(f, f_prev, out=self.delta_f[:, k])
         torch.sub(g, g_prev, out=self.delta_g[:, k])
-        # ⟨Δf_j, Δf_new⟩ as multiply-and-sum (2.5× faster than a batched matrix-vector
-        # bmm), the products in a kept workspace rather than a fresh (samples, m, D) tensor
-        products = torch.mul(self.delta_f[:, :filled].conj(), delta_f.unsqueeze(-2),
-                             out=self.products[:, :filled])
-        column = products.sum(-1)
+        # ⟨Δf_j, Δf_new⟩ for every kept j: one (1 × D)·(D × filled) product per sample
+        # against the history's transposed view (no copy). 205-215 µs on a 128 × 10 × 532
+        # float64 history, against 500-630 µs for multiply-and-sum (which also wrote a
+        # (samples, m, D) temporary) and ~1 ms for the (filled × D)·(D × 1) orientation
+        column = torch.bmm(delta_f.unsqueeze(-2),
+                           self.delta_f[:, :filled].conj().transpose(-1, -2)).squeeze(-2)
         self.gram[:, :filled, k] = column
         self.gram[:, k, :filled] = column.conj()
         self.rhs[:, :filled] += column  # ⟨Δf_j, f⟩ = ⟨Δf_j, f_prev⟩ + ⟨Δf_j, Δf_new⟩

@@ -275,3 +275,27 @@ def test_accelerated_solvers_count_the_stability_check_in_their_evaluations():
             checked = TorchEngine(tol=1e-9, max_steps=50_000, solver=solver).relax(network, x)
         assert torch.equal(checked.state, blind.state) and checked.failure is None
         assert blind.n_steps + 11 <= checked.n_steps <= blind.n_steps + 41, solver
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_anderson_history_keeps_the_gram_matrix_and_right_hand_side(dtype):
+    """After more pairs than its memory, the ring buffers' Γ = ΔFᴴΔF and r = ΔFᴴf equal
+    the products recomputed from the kept differences (real and complex states)."""
+    from neuroeq.engines.torch_engine import _AndersonHistory
+
+    generator = torch.Generator().manual_seed(9)
+    samples, memory, width = 3, 4, 7
+    history = _AndersonHistory(samples, memory, width, torch.zeros(1, dtype=dtype))
+    residuals = [torch.randn(samples, width, generator=generator, dtype=dtype)
+                 for _ in range(7)]
+    maps = [torch.randn(samples, width, generator=generator, dtype=dtype) for _ in range(7)]
+    for k in range(1, 7):
+        history.add(residuals[k], residuals[k - 1], maps[k], maps[k - 1])
+    assert history.count == memory
+    delta_f = history.delta_f[:, :memory]  # (samples, m, D), slots in ring order
+    expected_gram = delta_f.conj() @ delta_f.transpose(-1, -2)
+    expected_rhs = (delta_f.conj() * residuals[6].unsqueeze(-2)).sum(-1)
+    torch.testing.assert_close(history.gram, expected_gram, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(history.rhs, expected_rhs, rtol=1e-12, atol=1e-12)
+    newest = (history.slot - 1) % memory
+    torch.testing.assert_close(delta_f[:, newest], residuals[6] - residuals[5])
