@@ -240,7 +240,7 @@ class TorchEngine(RelaxationSettings):
         """Iterate the Euler map: the dynamics themselves. Returns ``_finish``'s arguments."""
         log = ConvergenceLog(state.shape[:-1], state.real.dtype, state.device,
                              keep_trace=self.record_trace)
-        last_delta = torch.zeros_like(state)
+        last_delta: torch.Tensor | None = None  # set at every residual step (the last one too)
         spare = torch.empty_like(state) if buffered else None
         step_index = 0
         # with tol = 0 (a fixed budget) an intermediate check only looks for divergence: the
@@ -263,6 +263,8 @@ class TorchEngine(RelaxationSettings):
                 break
         failure = None
         if tol > 0 and not bool(log.converged.all()):
+            if last_delta is None:  # max_steps = 0: not a single step was taken
+                last_delta = torch.zeros_like(state)
             failure = not_settled(network, last_delta, log.residual, log.converged,
                                   log.history, step_index, tol, describe_index)
         return state, log.steps, log.converged, log.residual, step_index, failure, log.trace
