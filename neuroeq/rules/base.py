@@ -61,6 +61,8 @@ class GradientEstimator(ABC):
                  init: torch.Tensor | None = None, write_grad: bool = True) -> Estimate:
         """Estimate ``dL/dθ`` on ``batch = (x, y)``; optionally reuse a free phase.
 
+        ``free``: a free phase of this network on this ``x`` at the current parameters
+        (the rules reuse its state and its input currents ``RelaxResult.drive``).
         ``init`` warm-starts the free phase (persistent particles).
         """
         x, y = batch
