@@ -191,3 +191,67 @@ class Linearization:
             for l, value in back.items():
                 result[l][coupled] = result[l][coupled] + self.rate_slope[(key, l)] * value
         return self._join(result, u)
+
+
+class EulerJacobian:
+    """``u ↦ (I + dt·J) u``: the Jacobian of the Euler map ``G(s) = s + dt·F(s)`` at a
+    linearisation point, applied in closed form into ``out``.
+
+    Per layer and state variable ``v``:
+    ``(DG u)_v = Σ_w C_{vw} ⊙ u_w + Σ_c dt·G_{v,c} ⊙ Σ_{e: pre→l} (ρ'_{c,pre} ⊙ u_pre) M_eᵀ``
+    with ``C_{vw} = δ_{vw} + dt·D_{vw}`` folded once. Factors that vanish at the point are
+    dropped (FHN's inhibitor reads no synaptic current). The stability check iterates it:
+    no transcendental function per product (the Euler map of FHN evaluates ``tanh``) and
+    no finite-difference step.
+    """
+
+    def __init__(self, linearization: Linearization, dt: float):
+        self.blocks = linearization.blocks
+        self.layers = linearization.layers
+        coupled = {l: linearization.coupled[l] for l in self.layers}
+        keys = [""] + list(linearization.channels)
+        self.edges: dict[tuple[str, int], list[tuple[slice, torch.Tensor, torch.Tensor]]] = {}
+        for key in keys:
+            for edge, matrix in linearization.matrices:
+                slope = linearization.rate_slope[(key, edge.pre)]
+                if not bool(slope.any()):
+                    continue
+                block = coupled[edge.pre]
+                self.edges.setdefault((key, edge.post), []).append(
+                    (slice(block.start, block.stop), slope, matrix.transpose(-1, -2)))
+        self.rows: dict[tuple[int, str], tuple[slice, list, list]] = {}
+        for l in self.layers:
+            where = {b.variable: slice(b.start, b.stop) for b in self.blocks[l]}
+            for v, row in linearization.local[l].items():
+                terms = []
+                for w, partial in row.items():
+                    coefficient = partial * dt + 1.0 if w == v else partial * dt
+                    if bool(coefficient.any()):
+                        terms.append((where[w], coefficient))
+                gains = [(key, gain * dt) for key, gain in linearization.gain[l][v].items()
+                         if (key, l) in self.edges and bool(gain.any())]
+                self.rows[(l, v)] = (where[v], terms, gains)
+
+    def __call__(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(I + dt·J) u`` for ``u`` of the point's shape (batch, N); ``u`` not modified."""
+        out = torch.empty_like(u) if out is None else out
+        synaptic: dict[tuple[str, int], torch.Tensor] = {}
+        for index, edges in self.edges.items():
+            total = None
+            for columns, slope, transposed in edges:
+                scaled = slope * u[..., columns]
+                total = scaled @ transposed if total is None else total.addmm_(scaled,
+                                                                                 transposed)
+            synaptic[index] = total
+        for (l, _), (columns, terms, gains) in self.rows.items():
+            target = out[..., columns]
+            if not terms:
+                target.zero_()
+            for k, (source, coefficient) in enumerate(terms):
+                if k == 0:
+                    torch.mul(coefficient, u[..., source], out=target)
+                else:
+                    target.addcmul_(coefficient, u[..., source])
+            for key, gain in gains:
+                target.addcmul_(gain, synaptic[(key, l)])
+        return out

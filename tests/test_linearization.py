@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from neuroeq.linearization import Linearization, elementwise_partials
+from neuroeq.linearization import EulerJacobian, Linearization, elementwise_partials
 from neuroeq.rules.asym_ep import linearize_autograd
 from tests.conftest import make_problem
 
@@ -24,6 +24,30 @@ def test_closed_form_products_match_autograd(model, coupling):
         torch.testing.assert_close(linear.vjp(u), vjp(u).detach(), rtol=0, atol=1e-12 * scale)
         torch.testing.assert_close(linear.velocity, network.velocity(state, network.drive(x)),
                                    rtol=0, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("model", ["hopfield_smooth", "fhn", "spiking_rate", "oscillator"])
+@pytest.mark.parametrize("coupling", ["symmetric", "asymmetric", "feedforward"])
+def test_euler_jacobian_is_the_derivative_of_the_euler_map(model, coupling):
+    """``(I + dt·J) u`` with the folded coefficients equals autograd's ``u + dt·J u`` and the
+    central difference of the closed-form Euler map itself (the stability check's map)."""
+    from neuroeq.engines.fast_step import EulerMap
+
+    network, (x, _) = make_problem(model, (12, 9, 7, 4), coupling, lateral=True, skip=True)
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.randn(4, network.state_size, generator=generator, dtype=torch.float64)
+    state = network.initial_state(4) + 0.3 * noise
+    u = torch.randn(state.shape, generator=generator, dtype=torch.float64)
+    dt = 0.3 * network.tau
+    jvp, _ = linearize_autograd(network, state, x)
+    with torch.no_grad():
+        exact = EulerJacobian(Linearization(network, state, network.drive(x)), dt)
+        found = exact(u, torch.full_like(u, float("nan")))  # every entry written
+        torch.testing.assert_close(found, u + dt * jvp(u).detach(), rtol=0, atol=1e-12)
+        euler, h = EulerMap(network, dt, network.drive(x)), 1e-5
+        difference = (euler(state + h * u) - euler(state - h * u)) / (2 * h)
+        torch.testing.assert_close(found, difference, rtol=0, atol=1e-7)
+        assert torch.equal(exact(u), found)  # u is not modified, out is optional
 
 
 def test_products_are_transposes_of_each_other():

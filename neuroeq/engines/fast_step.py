@@ -173,6 +173,7 @@ class EulerMap:
         if nudge != 0.0 and y is not None:  # one-hot targets once, not at every step
             y = network.targets(y)
         self.network, self.dt, self.nudge, self.y, self.force = network, dt, nudge, y, force
+        self.drive, self.params = drive, params  # (the stability check linearises at them)
         self.updates = _update_expressions(network, dt)
         compiled = network.compiled
         self.compiled = compiled

@@ -214,6 +214,48 @@ def test_an_unstable_fixed_point_found_by_anderson_hands_over_to_the_dynamics():
     assert no_budget.failure is not None and no_budget.failure.kind == "unstable"
 
 
+def test_the_stability_check_applies_the_exact_jacobian_where_it_can(monkeypatch):
+    """On a free phase of an unbounded model the check multiplies by ``I + dt·J`` in closed
+    form; its verdicts, growth and evaluations equal the finite-difference check's (forced
+    here) at Anderson's unstable point inside a limit cycle and at a stable point. Nudged
+    and bounded maps keep the finite differences."""
+    from neuroeq.engines import torch_engine
+    from neuroeq.engines.fast_step import EulerMap
+
+    engine = TorchEngine(solver="anderson")
+    network, x = _limit_cycle_network()
+    stable_network, (stable_x, _) = make_problem("fhn", (20, 16, 5))
+    for net, inputs in ((network, x), (stable_network, stable_x)):
+        with torch.no_grad():
+            point = TorchEngine(tol=1e-9, max_steps=6_000, solver="anderson",
+                                stability_iterations=0).relax(net, inputs).state
+            step = EulerMap(net, engine.settings(net)[0], net.drive(inputs))
+            assert torch_engine._euler_jacobian(step, point, point.shape, None) is not None
+            exact, evaluations = engine._unstable(net, step, point, point.shape, None, str)
+            with monkeypatch.context() as patch:
+                patch.setattr(torch_engine, "_euler_jacobian", lambda *args: None)
+                differences, fd_evaluations = engine._unstable(net, step, point, point.shape,
+                                                               None, str)
+        assert evaluations == fd_evaluations
+        if net is stable_network:
+            assert exact is None and differences is None
+            continue
+        failure, fd_failure = exact[0], differences[0]
+        assert failure.kind == fd_failure.kind == "unstable"
+        assert failure.samples == fd_failure.samples == [0, 1, 2]
+        assert failure.residual == pytest.approx(fd_failure.residual, rel=1e-6)
+        assert failure.residual > 1.01
+    hopfield, (hx, _) = make_problem("hopfield", (6, 8, 3))
+    with torch.no_grad():
+        state = hopfield.project(hopfield.initial_state(3) + 0.5)
+        bounded = EulerMap(hopfield, 0.5, hopfield.drive(hx))
+        nudged = EulerMap(stable_network, 0.05, stable_network.drive(stable_x), nudge=1.0,
+                          y=torch.zeros(len(stable_x), dtype=torch.long))
+        free_state = stable_network.initial_state(len(stable_x))
+    assert torch_engine._euler_jacobian(bounded, state, state.shape, hopfield.project) is None
+    assert torch_engine._euler_jacobian(nudged, free_state, free_state.shape, None) is None
+
+
 def _linear_step(eigenvalues: torch.Tensor, seed: int = 0):
     """``s ↦ A s`` with ``A = Q diag(eigenvalues) Q⁻¹`` (non-orthogonal eigenvectors)."""
     generator = torch.Generator().manual_seed(seed)
