@@ -374,6 +374,10 @@ class TorchEngine(RelaxationSettings):
                  for name in ("g", "f", "x") + (() if mixing == 1.0 else ("mixed",))}
         correction = torch.empty_like(x)
         f_prev = g_prev = None
+        # each sample's best iterate (lowest residual) and its f: where it goes back to when
+        # its map evaluation blows up, to go on with the plain dynamics (``fallen_back``)
+        x_best, f_best = torch.empty_like(x), torch.empty_like(x)
+        fallen_back = torch.zeros(n_samples, dtype=torch.bool, device=x.device)
         history: list[torch.Tensor] = []
         trace: list[float] = []
         last_f = torch.zeros_like(x)
@@ -383,12 +387,24 @@ class TorchEngine(RelaxationSettings):
             parity = iteration % 2
             g = G_iterate(x, pairs["g"][parity])
             f = torch.sub(g, x, out=pairs["f"][parity])
-            last_f = f
             active = ~converged
             if f.is_complex():
                 peak = f.abs().amax(-1)
             else:  # max(-min, max) without abs()'s copy; aminmax(dim=-1) is 10x slower
                 peak = torch.maximum(f.amin(-1).neg_(), f.amax(-1))
+            # An extrapolation can land where the map blows up (FHN's cubic term: NaN within
+            # a few steps on dense inputs) although the dynamics settle. Such a sample drops
+            # this evaluation, goes back to its best iterate and follows the plain dynamics
+            # (Euler steps) from there on. One that blows up under them diverges: the
+            # finiteness check reports it.
+            blown = active & ~fallen_back & ~(peak <= self.divergence)
+            if iteration > 1 and bool(blown.any()):
+                rows = blown[:, None]
+                x, f = torch.where(rows, x_best, x), torch.where(rows, f_best, f)
+                g = torch.where(rows, x_best + f_best, g)
+                peak = torch.where(blown, best / scale, peak)
+                fallen_back |= blown
+            last_f = f
             residual = torch.where(active, peak * scale, residual)
             if tol > 0:
                 newly = active & (residual < tol)
@@ -406,8 +422,13 @@ class TorchEngine(RelaxationSettings):
             if done:
                 break
             # restart a sample whose residual grew tenfold over its best (bad extrapolation)
+            improved = residual < best
+            if bool(improved.any()):
+                rows = improved[:, None]
+                torch.where(rows, x, x_best, out=x_best)
+                torch.where(rows, f, f_best, out=f_best)
             best = torch.minimum(best, residual)
-            restart = residual > 10 * best
+            restart = (residual > 10 * best) | fallen_back
             # the mixed step s + ωf (= G(s) when ω = 1) is what Anderson extrapolates
             mixed = g if mixing == 1.0 else projected(
                 torch.add(x, f, alpha=mixing, out=pairs["mixed"][parity]))

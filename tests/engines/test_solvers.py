@@ -1,12 +1,14 @@
 """The closed-form Euler map and the Anderson solver: same states, same fixed points, and
 failures still detected."""
 
+import re
+
 import pytest
 import torch
 
 from neuroeq import Network, RelaxationError, TorchEngine
 from neuroeq.errors import ConfigError
-from neuroeq.neuron_model import load_model
+from neuroeq.neuron_model import load_model, model_from_dict
 from tests.conftest import make_problem
 
 MODELS = ["hopfield", "hopfield_smooth", "fhn", "spiking_rate"]
@@ -151,6 +153,40 @@ def test_anderson_stability_check_passes_stable_fixed_points():
     with torch.no_grad():
         result = TorchEngine(tol=1e-10, max_steps=50_000, solver="anderson").relax(network, x)
     assert result.failure is None and bool(result.converged.all())
+
+
+@pytest.mark.parametrize("memory", [3, 10])
+def test_anderson_falls_back_to_the_dynamics_where_an_extrapolation_blows_up(memory):
+    """On dense inputs some of Anderson's extrapolations land where FHN's cubic term makes
+    the next map evaluation NaN, although Euler settles every sample (these six did so for
+    m = 3, 5 and 10 before the fallback). Such a sample goes back to its best iterate and
+    follows the plain dynamics: every sample settles at Euler's fixed point."""
+    network = Network("fhn", (784, 256, 10), seed=0, dtype=torch.float64)
+    x = torch.rand(128, 784, generator=torch.Generator().manual_seed(0),
+                   dtype=torch.float64)[[7, 31, 50, 107, 111, 113]]
+    with torch.no_grad():
+        euler = TorchEngine(tol=1e-9, max_steps=20_000).relax(network, x)
+        anderson = TorchEngine(tol=1e-9, max_steps=20_000, solver="anderson",
+                               anderson_memory=memory).relax(network, x)
+    assert anderson.failure is None and bool(anderson.converged.all())
+    torch.testing.assert_close(anderson.state, euler.state, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("equation", ["du/dt = (u + I_syn + bias)/tau : 1",
+                                      "du/dt = (u**3 + 1 + I_syn + bias)/tau : 1",
+                                      "du/dt = (u**2 + 1 + I_syn)/tau : 1"])
+def test_anderson_still_reports_dynamics_that_diverge(equation):
+    """The fallback follows the dynamics: where they blow up, Anderson reports it within a
+    few checks, as Euler does, instead of retrying until the budget is spent."""
+    model = model_from_dict({
+        "name": "unstable", "structural_class": "general", "coupled_variable": "u",
+        "time_constant": "tau", "equations": equation, "rho": "u", "rho_prime": "1 + 0*u",
+        "parameters": {"tau": {"value": 1, "unit": "ms"}}})
+    with pytest.raises(RelaxationError) as info, torch.no_grad():
+        TorchEngine(tol=1e-8, max_steps=10_000, dt=1e-2, solver="anderson").relax(
+            Network(model, (3, 4, 2)), torch.ones(2, 3))
+    assert info.value.kind in ("diverged", "nan")
+    assert int(re.search(r"after (\d+) steps", str(info.value)).group(1)) <= 50
 
 
 def test_anderson_reports_an_exhausted_budget():
