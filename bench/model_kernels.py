@@ -14,6 +14,12 @@ take the general updates):
 3. **An FHN Euler step**: ``ρ`` and ``ρ'`` evaluated together with their common ``tanh``
    once, and sums compiled as fused kernels (``add(alpha=)``, ``addcmul``), against the two
    evaluated apart and sums as plain operator trees.
+4. **The stability check** after an accelerated free phase (FHN 784-256-10, batch 128,
+   float64, the convergence table's net): power iteration with the exact Euler-map
+   Jacobian ``(I + dt·J) u`` (:class:`~neuroeq.linearization.EulerJacobian`) against
+   finite differences of the map, alone and inside a whole Anderson relaxation (on the
+   first 128 MNIST training images when ``--data-root`` holds them, as the convergence
+   table).
 
 Usage (from the repository root):
 
@@ -28,8 +34,11 @@ from collections.abc import Callable
 
 import torch
 from common import machine_note, parser, setup, table
+from convergence import inputs as convergence_inputs
 
 from neuroeq import Network, TorchEngine, compiled_model, expressions, linearization
+from neuroeq.engines import torch_engine
+from neuroeq.engines.fast_step import EulerMap
 from neuroeq.rules import DyadicEP
 
 
@@ -147,8 +156,54 @@ def euler_step_row(sizes, batch, dtype, repeats, steps: int = 100) -> list:
                times, 1e-6 * steps, "µs")
 
 
+def stability_check_rows(sizes, batch, dtype, repeats, data_root: str) -> list[list]:
+    """The check alone at a converged free state, and a whole Anderson relaxation with it
+    (``tol = 1e-6``), with the exact Jacobian products (new) or finite differences (old), on
+    the convergence table's inputs (the first MNIST images where the data are found)."""
+    network = Network("fhn", sizes, seed=0, dtype=dtype)
+    x = convergence_inputs(torch.device("cpu"), data_root)[0][:batch].to(dtype)
+    engine = TorchEngine(tol=1e-6, max_steps=100_000, solver="anderson")
+    exact = torch_engine._euler_jacobian
+    with torch.no_grad():
+        point = TorchEngine(tol=1e-6, max_steps=100_000, solver="anderson",
+                            stability_iterations=0).relax(network, x).state
+        step = EulerMap(network, engine.settings(network)[0], network.drive(x))
+
+    def using(products: Callable, run: Callable) -> Callable[[], object]:
+        def call():
+            torch_engine._euler_jacobian = products
+            try:
+                with torch.no_grad():
+                    return run()
+            finally:
+                torch_engine._euler_jacobian = exact
+        return call
+
+    def differences(*args):
+        return None
+
+    def check():
+        return engine._unstable(network, step, point, point.shape, None, str)
+
+    def relax():
+        return engine.relax(network, x)
+
+    name = "-".join(map(str, sizes))
+    kind = str(dtype).split(".")[-1]
+    rows = []
+    for label, run in ((f"Stability check (41 products), FHN {name}, batch {batch}, {kind}",
+                        check),
+                       (f"Anderson relaxation with the check, FHN {name}, batch {batch}, "
+                        f"{kind}", relax)):
+        times = interleaved({"new": using(exact, run), "old": using(differences, run)},
+                            repeats)
+        rows.append(row(label, times, 1e-3, "ms"))
+    return rows
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
+    p.add_argument("--data-root", default="../shared/data")
     args = p.parse_args()
     setup(args)
     rows = []
@@ -157,6 +212,8 @@ def main() -> None:
         rows.extend(linearization_rows(sizes, batch, dtype, args.repeats))
         rows.append(euler_step_row(sizes, batch, dtype, args.repeats))
         print(rows[-1], flush=True)
+    rows.extend(stability_check_rows((784, 256, 10), 128, torch.float64, args.repeats,
+                                     args.data_root))
     print(table(["what", "before", "now", "paired ratio (now / before)"], rows))
     print(machine_note(torch.device("cpu"), args.threads))
 

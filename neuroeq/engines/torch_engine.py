@@ -423,7 +423,10 @@ class TorchEngine(RelaxationSettings):
                 break
             # restart a sample whose residual grew tenfold over its best (bad extrapolation)
             improved = residual < best
-            if bool(improved.any()):
+            if bool(improved.all()):  # a copy is ~3x cheaper than the masked form
+                x_best.copy_(x)
+                f_best.copy_(f)
+            elif bool(improved.any()):
                 rows = improved[:, None]
                 torch.where(rows, x, x_best, out=x_best)
                 torch.where(rows, f, f_best, out=f_best)
