@@ -422,8 +422,10 @@ class TorchEngine(RelaxationSettings):
             if done:
                 break
             # restart a sample whose residual grew tenfold over its best (bad extrapolation)
-            improved = residual < best
-            if bool(improved.all()):  # a copy is ~3x cheaper than the masked form
+            # (converged samples, frozen, may be copied too: then it is mostly one copy,
+            # ~3x cheaper than the masked form)
+            improved = (residual < best) | converged
+            if bool(improved.all()):
                 x_best.copy_(x)
                 f_best.copy_(f)
             elif bool(improved.any()):
