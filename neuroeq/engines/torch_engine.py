@@ -378,6 +378,7 @@ class TorchEngine(RelaxationSettings):
         # its map evaluation blows up, to go on with the plain dynamics (``fallen_back``)
         x_best, f_best = torch.empty_like(x), torch.empty_like(x)
         fallen_back = torch.zeros(n_samples, dtype=torch.bool, device=x.device)
+        fallback_residual = torch.zeros(n_samples, dtype=real, device=x.device)
         history: list[torch.Tensor] = []
         trace: list[float] = []
         last_f = torch.zeros_like(x)
@@ -395,8 +396,9 @@ class TorchEngine(RelaxationSettings):
             # An extrapolation can land where the map blows up (FHN's cubic term: NaN within
             # a few steps on dense inputs) although the dynamics settle. Such a sample drops
             # this evaluation, goes back to its best iterate and follows the plain dynamics
-            # (Euler steps) from there on. One that blows up under them diverges: the
-            # finiteness check reports it.
+            # (Euler steps) from there until they have halved its residual, then extrapolates
+            # again with a fresh history. One that blows up under the plain dynamics
+            # diverges: the finiteness check reports it.
             blown = active & ~fallen_back & ~(peak <= self.divergence)
             if iteration > 1 and bool(blown.any()):
                 rows = blown[:, None]
@@ -404,6 +406,9 @@ class TorchEngine(RelaxationSettings):
                 g = torch.where(rows, x_best + f_best, g)
                 peak = torch.where(blown, best / scale, peak)
                 fallen_back |= blown
+                fallback_residual = torch.where(blown, best, fallback_residual)
+            elif bool(fallen_back.any()):
+                fallen_back &= ~(peak * scale < 0.5 * fallback_residual)
             last_f = f
             residual = torch.where(active, peak * scale, residual)
             if tol > 0:
