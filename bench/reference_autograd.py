@@ -16,22 +16,29 @@ and the ratio of the two methods' matmul FLOPs (:func:`matmul_flops`, from the s
 the speed-up that running every matmul at one rate would give. ``--mnist-epoch`` also
 times one epoch of EP on MNIST (784-500-10, 20/4 steps, batch 128, float32) with
 ``neuroeq.training.train`` (the data are read with ``neuroeq.data.load_dataset``).
+``--stages`` times the stages of one 784-500-10 training step at 20 / 4 steps, neuroeq's
+(free phase, nudged phase, Hebbian update, readout gradient and cost, ``param.grad``,
+optimizer) beside the hand-written step's (free, nudged, update): medians over interleaved
+rounds, to show where a general engine spends more than the floor.
 
 Usage (from the repository root):
 
     python bench/reference_autograd.py [--device cpu|cuda] [--threads 2] [--mnist-epoch]
+        [--stages]
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
-from common import best_time, machine_note, parser, setup, table
+from common import best_time, machine_note, parser, setup, synchronize, table
 from torch.nn import functional
 
 from neuroeq import Network, TorchEngine
-from neuroeq.rules import ClassicEP
+from neuroeq.rules import ClassicEP, phases
+from neuroeq.rules.base import write_gradients
 
 
 class ReferenceMLP(torch.nn.Module):
@@ -107,16 +114,18 @@ class ClosedFormSketch:
             neurons = new
         return neurons
 
-    def train_step(self, x, y, free_steps, nudged_steps, beta, lr):
-        weights, biases = self.weights, self.biases
-        drive = torch.addmm(biases[0], x, weights[0].t())
-        target = functional.one_hot(y, num_classes=weights[-1].shape[0]).to(x.dtype)
-        free = self.relax(drive, [torch.zeros(len(x), w.shape[0], dtype=x.dtype,
-                                              device=x.device) for w in weights], free_steps)
-        nudged = self.relax(drive, free, nudged_steps, beta, target)
+    def free_phase(self, x, steps):
+        """``W₁x + b₁`` once, then ``steps`` updates from zero: ``(drive, states)``."""
+        drive = torch.addmm(self.biases[0], x, self.weights[0].t())
+        start = [torch.zeros(len(x), w.shape[0], dtype=x.dtype, device=x.device)
+                 for w in self.weights]
+        return drive, self.relax(drive, start, steps)
+
+    def update(self, x, free, nudged, beta, lr):
+        """The contrastive update written straight into the weights."""
         scale = lr / (beta * len(x))
         layers_free, layers_nudged = [x] + free, [x] + nudged
-        for l, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        for l, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             post_delta = layers_nudged[l + 1] - layers_free[l + 1]
             if l == 0:
                 w.addmm_(post_delta.t(), x, alpha=scale)
@@ -124,6 +133,12 @@ class ClosedFormSketch:
                 w.addmm_(torch.cat([layers_nudged[l + 1], layers_free[l + 1]]).t(),
                          torch.cat([layers_nudged[l], -layers_free[l]]), alpha=scale)
             b.add_(post_delta.sum(0), alpha=scale)
+
+    def train_step(self, x, y, free_steps, nudged_steps, beta, lr):
+        drive, free = self.free_phase(x, free_steps)
+        target = functional.one_hot(y, num_classes=self.weights[-1].shape[0]).to(x.dtype)
+        nudged = self.relax(drive, free, nudged_steps, beta, target)
+        self.update(x, free, nudged, beta, lr)
 
 
 def matmul_flops(sizes: list[int], batch: int, free_steps: int, nudged_steps: int
@@ -242,6 +257,67 @@ def compare(sizes, free_steps, nudged_steps, batch, device, repeats, beta=0.5, l
     return batches * batch / t_ref, batches * batch / t_ours, batches * batch / t_sketch
 
 
+def stage_times(sizes, free_steps: int, nudged_steps: int, batch: int, device, rounds: int,
+                beta: float = 0.5, lr: float = 0.01) -> list[list]:
+    """Median milliseconds per stage of one training step, neuroeq's stages (as
+    ``ClassicEP.estimate`` runs them, then ``optimizer.step()``) and the hand-written
+    step's, one step of each per round."""
+    network, reference = make_pair(sizes, device)
+    sketch = ClosedFormSketch(reference)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, sizes[0], generator=generator).to(device)
+    y = torch.randint(0, sizes[-1], (batch,), generator=generator).to(device)
+    engine = TorchEngine(dt=network.tau, tol=0.0, max_steps=free_steps)
+    optimizer = torch.optim.SGD(network.parameters(), lr=lr)
+    ours: dict[str, list[float]] = {}
+    floor: dict[str, list[float]] = {}
+
+    def timed(log: dict, name: str, run):
+        start = time.perf_counter()
+        value = run()
+        synchronize(device)
+        log.setdefault(name, []).append((time.perf_counter() - start) * 1e3)
+        return value
+
+    def neuroeq_step():
+        with torch.no_grad():
+            free = timed(ours, "free phase", lambda: engine.relax(network, x))
+        nudged = timed(ours, "nudged phase", lambda: phases.nudged_phase(
+            engine, network, x, y, beta, free, max_steps=nudged_steps))
+        grads = timed(ours, "Hebbian update", lambda: phases.hebbian_difference(
+            network, nudged.state, free.state, x, 1.0 / beta))
+        grads = timed(ours, "readout gradient and cost", lambda: (phases.combine(
+            grads, phases.readout_gradients(network, free.state, y)),
+            phases.mean_cost(network, free.state, y))[0])
+        timed(ours, "param.grad", lambda: write_gradients(network, grads))
+        timed(ours, "optimizer step and zero_grad",
+              lambda: (optimizer.step(), optimizer.zero_grad(set_to_none=True)))
+
+    def sketch_step():
+        drive, free = timed(floor, "free phase", lambda: sketch.free_phase(x, free_steps))
+        target = functional.one_hot(y, num_classes=sizes[-1]).to(x.dtype)
+        nudged = timed(floor, "nudged phase", lambda: sketch.relax(drive, free, nudged_steps,
+                                                                   beta, target))
+        timed(floor, "Hebbian update", lambda: sketch.update(x, free, nudged, beta, lr))
+
+    for _ in range(10):  # warm-up
+        neuroeq_step()
+        sketch_step()
+    ours.clear()
+    floor.clear()
+    for _ in range(rounds):
+        neuroeq_step()
+        sketch_step()
+    rows = []
+    for name, values in ours.items():
+        other = floor.get(name)
+        rows.append([name, f"{statistics.median(values):.3f}",
+                     "-" if other is None else f"{statistics.median(other):.3f}"])
+    totals = [sum(statistics.median(v) for v in log.values()) for log in (ours, floor)]
+    rows.append(["total", f"{totals[0]:.3f}", f"{totals[1]:.3f}"])
+    return rows
+
+
 def mnist_epoch(device, data_root: str, threads: int) -> tuple[float, float, str]:
     from neuroeq.data import load_dataset
     from neuroeq.training import TrainConfig, train
@@ -270,6 +346,8 @@ def main() -> None:
     p.add_argument("--mnist-epoch", action="store_true", help="also time one MNIST epoch")
     p.add_argument("--data-root", default="../shared/data", help="directory of the IDX files")
     p.add_argument("--skip-compare", action="store_true")
+    p.add_argument("--stages", action="store_true",
+                   help="also time the stages of one 784-500-10 training step at 20 / 4")
     args = p.parse_args()
     device = setup(args)
     if not args.skip_compare:
@@ -292,6 +370,12 @@ def main() -> None:
         rates = matmul_rates([784, 500, 10], 128, device, args.repeats)
         print("matmul rates (GFLOP/s, float32): " + "; ".join(
             f"{label} {rate:.1f}" for label, rate in rates.items()))
+    if args.stages:
+        rounds = max(50, 10 * args.repeats)
+        print(f"stages of one 784-500-10 training step, 20 / 4 steps, batch 128 (median ms of "
+              f"{rounds} interleaved rounds):")
+        print(table(["stage", "neuroeq", "hand-written"],
+                    stage_times([784, 500, 10], 20, 4, 128, device, rounds)))
     if args.mnist_epoch:
         seconds, accuracy, note = mnist_epoch(device, args.data_root, args.threads)
         print(f"MNIST epoch, 784-500-10, 20/4 steps, batch 128, float32: {seconds:.1f} s "
