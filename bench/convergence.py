@@ -13,12 +13,14 @@ sample's perturbation has shrunk below its certificate); the evaluations given w
 check are the engine's own count, which includes the check's. Warm starts: the nudged phase
 started from the free state versus from the initial state, and the free phase after one SGD
 step started from the previous free state (persistent particles) versus from the initial
-state.
+state. ``--dense-inputs`` adds the FHN net on dense inputs (every pixel uniform in
+[0, 1]), where some of Anderson's extrapolations land where the map blows up: Euler against
+Anderson for each memory, without the check, with the samples that fell back counted.
 
 Usage (from the repository root):
 
     python bench/convergence.py [--device cpu|cuda] [--threads 2] [--tol 1e-6]
-        [--memories 3 5 10] [--mixings 1 1.5] [--over-relaxations 1 2]
+        [--memories 3 5 10] [--mixings 1 1.5] [--over-relaxations 1 2] [--dense-inputs]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import torch
 from common import best_time, machine_note, parser, setup, table
 
-from neuroeq import Network, TorchEngine
+from neuroeq import Network, RelaxationError, TorchEngine
 from neuroeq.rules import ClassicEP
 
 NETS = {"hopfield": (784, 500, 10), "fhn": (784, 256, 10)}
@@ -44,6 +46,31 @@ def inputs(device, root: str) -> tuple[torch.Tensor, torch.Tensor, str]:
                 torch.randint(0, 10, (128,), generator=generator).to(device), "random")
 
 
+def dense_input_rows(device, tol: float, memories: list[int], repeats: int) -> list[list]:
+    """Euler and Anderson (no stability check) on FHN 784-256-10 with dense inputs."""
+    network = Network("fhn", NETS["fhn"], dtype=torch.float64, device=device, seed=0)
+    x = torch.rand(128, NETS["fhn"][0], generator=torch.Generator().manual_seed(0),
+                   dtype=torch.float64).to(device)
+    rows, euler = [], None
+    for label, options in [("euler", {})] + [
+            (f"anderson m={m}", {"solver": "anderson", "anderson_memory": m,
+                                 "stability_iterations": 0}) for m in memories]:
+        engine = TorchEngine(tol=tol, max_steps=100_000, **options)
+        with torch.no_grad():
+            try:
+                result = engine.relax(network, x)
+            except RelaxationError as error:
+                rows.append([label, "-", "-", "-", f"{error.kind}: samples {error.samples}"])
+                continue
+            seconds = best_time(lambda e=engine: e.relax(network, x), device, repeats)
+        euler = euler or (result, seconds)
+        steps = result.steps.double()
+        rows.append([label, result.n_steps, f"{steps.median():.0f}", f"{seconds * 1e3:.0f}",
+                     f"settled; largest state difference from Euler "
+                     f"{float((result.state - euler[0].state).abs().max()):.1e}"])
+    return rows
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--tol", type=float, default=1e-6)
@@ -54,6 +81,8 @@ def main() -> None:
                    help="Anderson mixing parameters ω to measure (each with every memory)")
     p.add_argument("--over-relaxations", type=float, nargs="+", default=[1.0, 2.0],
                    help="Gauss-Seidel sweep steps ω·dt to measure")
+    p.add_argument("--dense-inputs", action="store_true",
+                   help="also run FHN on dense inputs (Anderson's fallback to the dynamics)")
     args = p.parse_args()
     device = setup(args)
     x, y, source = inputs(device, args.data_root)
@@ -114,6 +143,13 @@ def main() -> None:
     print()
     print(table(["network", "phase", "steps from the initial state", "steps warm-started"],
                 warm))
+    if args.dense_inputs:
+        print()
+        print(f"FHN {'-'.join(map(str, NETS['fhn']))} on dense inputs (uniform in [0, 1]), "
+              f"tol {args.tol:g}, no stability check:")
+        print(table(["solver", "iterations (batch)", "median sample's iterations", "time (ms)",
+                     "result"], dense_input_rows(device, args.tol, args.memories,
+                                                 args.repeats)))
     print(machine_note(device, args.threads))
 
 
