@@ -455,12 +455,12 @@ class TorchEngine(RelaxationSettings):
                 restart |= ~torch.isfinite(candidate.sum(-1))  # one reduction, not two
                 candidate = projected(candidate)
                 if bool(restart.any()):
-                    candidate = torch.where(restart[:, None], g, candidate)
+                    candidate = torch.where(restart[:, None], g, candidate, out=candidate)
                     secants.forget(restart)
             else:  # the first iteration: the mixed step itself
                 candidate = candidate.copy_(mixed)
             if bool(converged.any()):  # converged samples stay where they are
-                candidate = torch.where(converged[:, None], x, candidate)
+                candidate = torch.where(converged[:, None], x, candidate, out=candidate)
             x = candidate
         result = torch.where(converged[:, None], result, x)
         leading = shape[:-1]
@@ -660,7 +660,7 @@ class _AndersonHistory:
         self.gram[:, :filled, k] = column
         self.gram[:, k, :filled] = column.conj()
         self.rhs[:, :filled] += column  # ⟨Δf_j, f⟩ = ⟨Δf_j, f_prev⟩ + ⟨Δf_j, Δf_new⟩
-        self.rhs[:, k] = (delta_f.conj() * f).sum(-1)
+        self.rhs[:, k] = torch.linalg.vecdot(delta_f, f)  # Σ conj(Δf)·f, no temporary
         self.slot = (k + 1) % self.memory
         self.count = filled
 
