@@ -400,7 +400,9 @@ class TorchEngine(RelaxationSettings):
             # again with a fresh history. One that blows up under the plain dynamics
             # diverges: the finiteness check reports it.
             blown = active & ~fallen_back & ~(peak <= self.divergence)
-            if iteration > 1 and bool(blown.any()):
+            if iteration == 1:  # the plain step from the start: nothing to go back to
+                fallen_back |= blown
+            elif bool(blown.any()):
                 rows = blown[:, None]
                 x, f = torch.where(rows, x_best, x), torch.where(rows, f_best, f)
                 g = torch.where(rows, x_best + f_best, g)
@@ -426,9 +428,8 @@ class TorchEngine(RelaxationSettings):
                     trace.append(float(residual.max()))
             if done:
                 break
-            # restart a sample whose residual grew tenfold over its best (bad extrapolation)
-            # (converged samples, frozen, may be copied too: then it is mostly one copy,
-            # ~3x cheaper than the masked form)
+            # the best iterates (converged samples, frozen, may be copied too: then it is
+            # mostly one copy, ~3x cheaper than the masked form)
             improved = (residual < best) | converged
             if bool(improved.all()):
                 x_best.copy_(x)
@@ -438,6 +439,8 @@ class TorchEngine(RelaxationSettings):
                 torch.where(rows, x, x_best, out=x_best)
                 torch.where(rows, f, f_best, out=f_best)
             best = torch.minimum(best, residual)
+            # restart a sample whose residual grew tenfold over its best (bad extrapolation),
+            # and take the plain step where a sample follows the dynamics
             restart = (residual > 10 * best) | fallen_back
             # the mixed step s + ωf (= G(s) when ω = 1) is what Anderson extrapolates
             mixed = g if mixing == 1.0 else projected(

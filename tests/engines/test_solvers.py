@@ -174,10 +174,12 @@ def test_anderson_falls_back_to_the_dynamics_where_an_extrapolation_blows_up(mem
 
 @pytest.mark.parametrize("equation", ["du/dt = (u + I_syn + bias)/tau : 1",
                                       "du/dt = (u**3 + 1 + I_syn + bias)/tau : 1",
-                                      "du/dt = (u**2 + 1 + I_syn)/tau : 1"])
+                                      "du/dt = (u**2 + 1 + I_syn)/tau : 1",
+                                      "du/dt = 1e12*(1 + I_syn)/tau : 1"])
 def test_anderson_still_reports_dynamics_that_diverge(equation):
     """The fallback follows the dynamics: where they blow up, Anderson reports it within a
-    few checks, as Euler does, instead of retrying until the budget is spent."""
+    few checks, as Euler does, instead of retrying until the budget is spent (the last
+    model's very first step leaves the bounds: there is no earlier iterate to go back to)."""
     model = model_from_dict({
         "name": "unstable", "structural_class": "general", "coupled_variable": "u",
         "time_constant": "tau", "equations": equation, "rho": "u", "rho_prime": "1 + 0*u",
