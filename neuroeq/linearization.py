@@ -136,6 +136,7 @@ class Linearization:
             self.gain[l] = {v: {c: rows[i][len(names) + k] for k, c in enumerate(channel_keys)}
                             for i, v in enumerate(names)}
         self.velocity = torch.cat(pieces, dim=-1)
+        self._jvp: JacobianProduct | None = None
 
     def _split(self, u: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
         return {l: {b.variable: u[..., b.start:b.stop] for b in self.blocks[l]}
@@ -150,26 +151,10 @@ class Linearization:
         return out
 
     def jvp(self, u: torch.Tensor) -> torch.Tensor:
-        """``J u``, shape like ``u`` (batch, N)."""
-        parts = self._split(u)
-        coupled = self.network.compiled.coupled
-        synaptic: dict[tuple[str, int], torch.Tensor] = {}
-        for key in [""] + list(self.channels):
-            for edge, matrix in self.matrices:
-                pre = self.rate_slope[(key, edge.pre)] * parts[edge.pre][coupled]
-                term = pre @ matrix.transpose(-1, -2)
-                index = (key, edge.post)
-                synaptic[index] = synaptic[index] + term if index in synaptic else term
-        result: dict[int, dict[str, torch.Tensor]] = {}
-        for l in self.layers:
-            result[l] = {}
-            for v, row in self.local[l].items():
-                value = sum(row[w] * parts[l][w] for w in row)
-                for key, gain in self.gain[l][v].items():
-                    if (key, l) in synaptic:
-                        value = value + gain * synaptic[(key, l)]
-                result[l][v] = value
-        return self._join(result, u)
+        """``J u``, shape like ``u`` (batch, N) (:class:`JacobianProduct`, built once)."""
+        if self._jvp is None:
+            self._jvp = JacobianProduct(self)
+        return self._jvp(u)
 
     def vjp(self, u: torch.Tensor) -> torch.Tensor:
         """``Jᵀ u``, shape like ``u`` (batch, N)."""
@@ -193,25 +178,21 @@ class Linearization:
         return self._join(result, u)
 
 
-class EulerJacobian:
-    """``u ↦ (I + dt·J) u``: the Jacobian of the Euler map ``G(s) = s + dt·F(s)`` at a
-    linearisation point, applied in closed form into ``out``.
+class JacobianProduct:
+    """``u ↦ (shift·I + scale·J) u`` at a linearisation point, in closed form.
 
     Per layer and state variable ``v``:
-    ``(DG u)_v = Σ_w C_{vw} ⊙ u_w + Σ_c dt·G_{v,c} ⊙ Σ_{e: pre→l} (ρ'_{c,pre} ⊙ u_pre) M_eᵀ``
-    with ``C_{vw} = δ_{vw} + dt·D_{vw}`` folded once. Factors that vanish at the point are
-    dropped (FHN's inhibitor reads no synaptic current). The stability check iterates it:
-    no transcendental function per product (the Euler map of FHN evaluates ``tanh``) and
-    no finite-difference step.
+    ``out_v = Σ_w C_{vw} ⊙ u_w + Σ_c scale·G_{v,c} ⊙ Σ_{e: pre→l} (ρ'_{c,pre} ⊙ u_pre) M_eᵀ``
+    with ``C_{vw} = shift·δ_{vw} + scale·D_{vw}`` folded once. Factors that vanish at the
+    point are dropped (FHN's inhibitor reads no synaptic current), and each row is written
+    into ``out`` by fused kernels: two matmuls per edge and a few elementwise kernels per
+    product, no transcendental function. Differentiable when ``u`` requires grad.
     """
 
-    def __init__(self, linearization: Linearization, dt: float):
-        self.blocks = linearization.blocks
-        self.layers = linearization.layers
-        coupled = {l: linearization.coupled[l] for l in self.layers}
-        keys = [""] + list(linearization.channels)
+    def __init__(self, linearization: Linearization, scale: float = 1.0, shift: float = 0.0):
+        coupled = linearization.coupled
         self.edges: dict[tuple[str, int], list[tuple[slice, torch.Tensor, torch.Tensor]]] = {}
-        for key in keys:
+        for key in [""] + list(linearization.channels):
             for edge, matrix in linearization.matrices:
                 slope = linearization.rate_slope[(key, edge.pre)]
                 if not bool(slope.any()):
@@ -220,21 +201,23 @@ class EulerJacobian:
                 self.edges.setdefault((key, edge.post), []).append(
                     (slice(block.start, block.stop), slope, matrix.transpose(-1, -2)))
         self.rows: dict[tuple[int, str], tuple[slice, list, list]] = {}
-        for l in self.layers:
-            where = {b.variable: slice(b.start, b.stop) for b in self.blocks[l]}
+        for l in linearization.layers:
+            where = {b.variable: slice(b.start, b.stop) for b in linearization.blocks[l]}
             for v, row in linearization.local[l].items():
                 terms = []
                 for w, partial in row.items():
-                    coefficient = partial * dt + 1.0 if w == v else partial * dt
+                    coefficient = partial * scale + shift if w == v else partial * scale
                     if bool(coefficient.any()):
                         terms.append((where[w], coefficient))
-                gains = [(key, gain * dt) for key, gain in linearization.gain[l][v].items()
+                gains = [(key, gain * scale) for key, gain in linearization.gain[l][v].items()
                          if (key, l) in self.edges and bool(gain.any())]
                 self.rows[(l, v)] = (where[v], terms, gains)
 
     def __call__(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``(I + dt·J) u`` for ``u`` of the point's shape (batch, N); ``u`` not modified."""
+        """The product for ``u`` of the point's shape (..., batch, N), written into ``out``
+        (a new tensor when ``None``); ``u`` is not modified."""
         out = torch.empty_like(u) if out is None else out
+        tracked = u.requires_grad and torch.is_grad_enabled()  # (``mul(out=)`` is not)
         synaptic: dict[tuple[str, int], torch.Tensor] = {}
         for index, edges in self.edges.items():
             total = None
@@ -248,10 +231,21 @@ class EulerJacobian:
             if not terms:
                 target.zero_()
             for k, (source, coefficient) in enumerate(terms):
-                if k == 0:
-                    torch.mul(coefficient, u[..., source], out=target)
-                else:
+                if k > 0:
                     target.addcmul_(coefficient, u[..., source])
+                elif tracked:
+                    target.copy_(coefficient * u[..., source])
+                else:
+                    torch.mul(coefficient, u[..., source], out=target)
             for key, gain in gains:
                 target.addcmul_(gain, synaptic[(key, l)])
         return out
+
+
+class EulerJacobian(JacobianProduct):
+    """``u ↦ (I + dt·J) u``: the Jacobian of the Euler map ``G(s) = s + dt·F(s)`` at the
+    linearisation point. The stability check iterates it: the Euler map of FHN evaluates
+    ``tanh``, this product does not, and it needs no finite-difference step."""
+
+    def __init__(self, linearization: Linearization, dt: float):
+        super().__init__(linearization, scale=dt, shift=1.0)

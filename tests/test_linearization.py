@@ -60,6 +60,9 @@ def test_products_are_transposes_of_each_other():
     left = (v * linear.jvp(u)).sum(-1)
     right = (linear.vjp(v) * u).sum(-1)
     torch.testing.assert_close(left, right, rtol=1e-12, atol=1e-9)
+    tracked = u.clone().requires_grad_()  # J u stays differentiable in u: d(vᵀJu)/du = Jᵀv
+    (v * linear.jvp(tracked)).sum().backward()
+    torch.testing.assert_close(tracked.grad, linear.vjp(v), rtol=1e-12, atol=1e-9)
 
 
 @pytest.mark.parametrize("model", ["hopfield", "fhn", "oscillator"])
