@@ -1,7 +1,7 @@
 """The cost of evaluating a model's own equations: the general Euler map and the
 linearisation behind AsymEP and Dyadic EP, each against the form it replaced.
 
-Three in-process A/B comparisons, interleaved (one call of each per round, medians and the
+In-process A/B comparisons, interleaved (one call of each per round, medians and the
 paired ratio over ``--repeats`` rounds), on FHN (the model without bounds, so its steps
 take the general updates):
 
@@ -20,10 +20,15 @@ take the general updates):
    finite differences of the map, alone and inside a whole Anderson relaxation (on the
    first 128 MNIST training images when ``--data-root`` holds them, as the convergence
    table).
+5. **The stability check on Hopfield** (784-500-10, batch 128, float64) at the fixed
+   point of the Gauss-Seidel sweep (``ω = 2``): power iteration on the certifying layer
+   sweep (:func:`~neuroeq.engines.fast_step.certifying_sweep`, whose contraction decides
+   the stability of this symmetric network's dynamics) against finite differences of the
+   Euler map, alone and inside a whole relaxation.
 
 Usage (from the repository root):
 
-    python bench/model_kernels.py [--threads 1] [--repeats 15]
+    python bench/model_kernels.py [--threads 1] [--repeats 15] [--checks-only]
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from common import machine_note, parser, setup, table
 from convergence import inputs as convergence_inputs
 
 from neuroeq import Network, TorchEngine, compiled_model, expressions, linearization
-from neuroeq.engines import torch_engine
+from neuroeq.engines import fast_step, torch_engine
 from neuroeq.engines.fast_step import EulerMap
 from neuroeq.rules import DyadicEP
 
@@ -201,19 +206,72 @@ def stability_check_rows(sizes, batch, dtype, repeats, data_root: str) -> list[l
     return rows
 
 
+def sweep_certificate_rows(sizes, batch, dtype, repeats, data_root: str) -> list[list]:
+    """The check alone at the Gauss-Seidel fixed point of Hopfield (``ω = 2``,
+    ``tol = 1e-6``), and the whole relaxation with it: power iteration on the certifying
+    layer sweep (new) or finite differences of the Euler map (old), same inputs as above."""
+    network = Network("hopfield", sizes, seed=0, dtype=dtype)
+    x = convergence_inputs(torch.device("cpu"), data_root)[0][:batch].to(dtype)
+    engine = TorchEngine(tol=1e-6, max_steps=100_000, solver="gauss_seidel",
+                         over_relaxation=2.0)
+    certifying = fast_step.certifying_sweep
+    with torch.no_grad():
+        point = TorchEngine(tol=1e-6, max_steps=100_000, solver="gauss_seidel",
+                            over_relaxation=2.0, stability_iterations=0).relax(network, x).state
+        step = EulerMap(network, engine.settings(network)[0], network.drive(x))
+
+    def using(choice: Callable, run: Callable) -> Callable[[], object]:
+        def call():
+            fast_step.certifying_sweep = choice
+            try:
+                with torch.no_grad():
+                    return run()
+            finally:
+                fast_step.certifying_sweep = certifying
+        return call
+
+    def euler_map(step):
+        return None
+
+    def check():
+        return engine._unstable(network, step, point, point.shape, network.project, str)
+
+    def relax():
+        return engine.relax(network, x)
+
+    counts = {label: using(choice, check)()[1]
+              for label, choice in (("new", certifying), ("old", euler_map))}
+    name = "-".join(map(str, sizes))
+    kind = str(dtype).split(".")[-1]
+    rows = []
+    for label, run in ((f"Stability check ({counts['old']} → {counts['new']} products), "
+                        f"Hopfield {name}, batch {batch}, {kind}", check),
+                       (f"Gauss-Seidel (ω = 2) relaxation with the check, Hopfield {name}, "
+                        f"batch {batch}, {kind}", relax)):
+        times = interleaved({"new": using(certifying, run), "old": using(euler_map, run)},
+                            repeats)
+        rows.append(row(label, times, 1e-3, "ms"))
+    return rows
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--checks-only", action="store_true",
+                   help="only the stability-check comparisons (items 4 and 5)")
     args = p.parse_args()
     setup(args)
     rows = []
-    for sizes, batch, dtype in (((8, 6, 3), 4, torch.float64),
-                                ((784, 500, 10), 128, torch.float32)):
-        rows.extend(linearization_rows(sizes, batch, dtype, args.repeats))
-        rows.append(euler_step_row(sizes, batch, dtype, args.repeats))
-        print(rows[-1], flush=True)
+    if not args.checks_only:
+        for sizes, batch, dtype in (((8, 6, 3), 4, torch.float64),
+                                    ((784, 500, 10), 128, torch.float32)):
+            rows.extend(linearization_rows(sizes, batch, dtype, args.repeats))
+            rows.append(euler_step_row(sizes, batch, dtype, args.repeats))
+            print(rows[-1], flush=True)
     rows.extend(stability_check_rows((784, 256, 10), 128, torch.float64, args.repeats,
                                      args.data_root))
+    rows.extend(sweep_certificate_rows((784, 500, 10), 128, torch.float64, args.repeats,
+                                       args.data_root))
     print(table(["what", "before", "now", "paired ratio (now / before)"], rows))
     print(machine_note(torch.device("cpu"), args.threads))
 

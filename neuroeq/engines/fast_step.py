@@ -145,6 +145,70 @@ def sweep_applies(network: Network, force: object | None) -> bool:
     return force is None and not getattr(network.compiled, "channels", None)
 
 
+def _constant_rate_slope(network: Network, bounded: bool) -> float | None:
+    """``dρ/ds`` of the coupled variable when it is one number on the states' domain (the
+    bounds, where there are any; the hard sigmoid's is 1 there), else ``None`` (cached)."""
+    cache = network.__dict__.setdefault("_fast_step_cache", {})
+    key = (id(network.model), "rate slope", bounded)
+    if key not in cache:
+        cache[key] = _rate_slope(network, bounded)
+    return cache[key]
+
+
+def _rate_slope(network: Network, bounded: bool) -> float | None:
+    model, compiled = network.model, network.compiled
+    rates = _projected_rates(network) if bounded else None
+    rho = rates["rho"] if rates is not None else parse_expression(
+        model.rho_code, f"model {model.name!r}: rho")
+    symbols = {symbol.name: symbol for symbol in rho.free_symbols}
+    variable = symbols.get(compiled.coupled, sympy.Symbol(compiled.coupled, real=True))
+    slope = sympy.diff(rho, variable).subs(
+        {symbols[name]: sympy.Float(value) for name, value in model.parameters.items()
+         if name in symbols})
+    return float(slope) if slope.is_number and slope.is_real else None
+
+
+def certifying_sweep(step: EulerMap) -> EulerMap | None:
+    """A layer sweep whose linearisation contracts at a fixed point of the plain map
+    ``step`` exactly where the dynamics are stable, or ``None`` where that cannot be shown.
+
+    It applies where every layer is one variable with the affine update
+    ``v + dt·F = a·v + b·I + c`` (numbers, ``a < 1``, one ``b`` for all layers), ``ρ`` has a
+    constant slope ``α`` on the states' domain, the coupling is symmetric, no edge is
+    lateral and nothing else acts (no nudge, no extra force, no extra channel): Hopfield
+    on its bounds, the linear neuron. Then, on the units inside the bounds, the flow's
+    Jacobian is ``J = (d·1 + g·α·M)`` with ``d = (a - 1)/dt``, ``g = b/dt`` and ``M``
+    symmetric, and ``A = -h·J = 1 - hgα·M`` (``h = -1/d``) is symmetric. The sweep with
+    step ``h`` sets each layer to ``hgα·(M e)`` from the new layers below it (``a = 0``): it
+    is block Gauss-Seidel on ``A``, the splitting ``A = (1 - hgαL) - hgαLᵀ`` (``L`` the part
+    of ``M`` below the layer diagonal), whose ``M_s + M_sᵀ - A = 1`` is positive definite.
+    By the Householder-John theorem its linearisation then contracts iff ``A ≻ 0``, i.e.
+    iff every eigenvalue of ``J`` is negative: the dynamics settle there. Its rate is
+    about the square of the plain map's at ``dt = h`` (Hopfield 784-500-10 on MNIST:
+    perturbations shrink by 0.16-0.2 per sweep against 0.7 per Euler step), so a power
+    iteration reaches its certificate in a third of the products. It decides the
+    stability of the dynamics, not of the Euler integrator at ``dt`` (eigenvalues of
+    ``J`` below ``-2/dt``), which the solver that found the point does not use.
+    """
+    if not isinstance(step, EulerMap):
+        return None
+    network = step.network
+    if step.sweep or step.nudge != 0.0 \
+            or not sweep_applies(network, step.force) or network.coupling != "symmetric" \
+            or any(edge.kind == "lateral" for edge in network.edges) \
+            or any(len(step.blocks[l]) != 1 for l in step.layers):
+        return None
+    bounded = bool(network.compiled.bounds)
+    updates = step.projected[0] if bounded and step.projected is not None else step.updates
+    forms = {updates[step.blocks[l][0].variable][2] for l in step.layers}
+    if len(forms) != 1 or None in forms or _constant_rate_slope(network, bounded) is None:
+        return None
+    a, _, _ = forms.pop()
+    if not a < 1.0:
+        return None
+    return EulerMap(network, step.dt / (1.0 - a), step.drive, step.params, sweep=True)
+
+
 class EulerMap:
     """``s ↦ Π(s + dt·[F(s) - (β/τ) c(s) + f(s)])`` for a ``(batch, N)`` state, closed form.
 

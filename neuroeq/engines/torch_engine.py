@@ -13,8 +13,10 @@ acceleration (type II, memory ``m``): with residuals ``f_k = G(s_k) - s_k``,
 ``γ = argmin ‖f_k - ΔF γ‖² (+ ridge)``, ``s_{k+1} = Π(G(s_k) - ΔG γ)`` per sample. It finds
 the same fixed point ``F(s*) = 0`` in far fewer map evaluations; because it can also
 converge to fixed points the dynamics leave, a converged result is checked for stability
-(power iteration on the Euler map's Jacobian, by finite differences) and an unstable one
-is reported as a failure of kind ``"unstable"``.
+(power iteration on the Euler map's Jacobian, exact or by finite differences; on symmetric
+networks that are affine on their domain, such as Hopfield on its bounds, on a layer sweep
+whose contraction is equivalent to the dynamics' stability) and an unstable one is
+reported as a failure of kind ``"unstable"``.
 
 ``solver="gauss_seidel"`` sweeps the layers in order with Euler steps of ``ω·dt``
 (``over_relaxation`` ``ω``), each layer reading the new states of the layers before it
@@ -527,9 +529,13 @@ class TorchEngine(RelaxationSettings):
         counts one evaluation per product. The growth per step is the geometric mean of
         ``rms(v)`` over the second half of the iterations; above ``1 + max(1e-6, 30√eps)``
         the dynamics leave the fixed point (a limit cycle around it, or divergence): kind
-        ``"unstable"``.
+        ``"unstable"``. Where the network is symmetric and affine on its domain (Hopfield on
+        its bounds, :func:`~neuroeq.engines.fast_step.certifying_sweep`), ``G`` is a layer
+        sweep instead: it contracts exactly where the dynamics are stable, and about as
+        fast as the square of the Euler map's rate (Hopfield 784-500-10: 7 products
+        instead of 25).
 
-        It stops early once every sample's perturbation has shrunk to
+        It stops early, at any iteration, once every sample's perturbation has shrunk to
         ``P_k = rms(DGᵏu₀) < δ/√D`` (``δ`` = :data:`STABILITY_CERTIFICATE`) and still
         shrinks. Any eigenvalue ``μ`` of ``DG`` with left eigenvector ``l`` (``‖l‖ = 1``)
         bounds ``√D·P_k ≥ |μ|ᵏ·|⟨l, u₀⟩|``, and ``⟨l, u₀⟩ ~ N(0, 1)`` for the Gaussian start,
@@ -539,6 +545,10 @@ class TorchEngine(RelaxationSettings):
         real = point.real.dtype
         eps, tiny = torch.finfo(real).eps, torch.finfo(real).tiny
         bounded = project is not None and not point.is_complex()
+        sweep = None if point.is_complex() or len(shape) != 2 else \
+            fast_step.certifying_sweep(step)
+        if sweep is not None:  # its growth decides the dynamics' stability, and it is faster
+            step = sweep
         options = {"in_bounds": True} if bounded and isinstance(step, fast_step.EulerMap) \
             else {}
 
@@ -549,11 +559,12 @@ class TorchEngine(RelaxationSettings):
                 out.copy_(value.reshape(-1, width))
             return out
 
-        exact = _euler_jacobian(step, point, shape, project)
+        exact = None if sweep is not None else _euler_jacobian(step, point, shape, project)
         generator = torch.Generator(device=point.device).manual_seed(0)
-        u = torch.randn(point.shape, generator=generator, dtype=real, device=point.device)
-        u = u.to(point.dtype)
-        u = u / _rms(u)[:, None]
+        # drawn in float32 (5x faster than float64 on CPU: 2.3 ms for a (128, 510) start)
+        u = torch.randn(point.shape, generator=generator, dtype=torch.float32,
+                        device=point.device).to(point.dtype)
+        u = u.div_(_rms(u)[:, None])
         # work buffers (fresh (samples, D) temporaries page-fault on CPU: with eight of them
         # an iteration cost 4.6 Euler steps of the 784-500-10 net)
         image = torch.empty_like(point)
@@ -565,7 +576,7 @@ class TorchEngine(RelaxationSettings):
         certificate = math.log(STABILITY_CERTIFICATE) - 0.5 * math.log(width)
         shrink = torch.zeros(point.shape[0], dtype=real, device=point.device)
         logs, evaluations = [], 1  # the linearisation at the point, or G(point)
-        for iteration in range(1, self.stability_iterations + 1):
+        for _ in range(self.stability_iterations):
             if exact is not None:
                 difference = exact(u, image)  # v itself
             else:
@@ -580,8 +591,7 @@ class TorchEngine(RelaxationSettings):
             shrink += log_norm
             image, u = u, difference.div_(norm[:, None])
             evaluations += 1
-            if iteration >= 10 and iteration % 5 == 0 and bool(
-                    ((shrink < certificate) & (log_norm < 0)).all()):
+            if bool(((shrink < certificate) & (log_norm < 0)).all()):
                 return None, evaluations
         growth = torch.exp(torch.stack(logs[len(logs) // 2:]).mean(0))
         unstable = growth > 1.0 + max(1e-6, 30.0 * math.sqrt(eps))
@@ -592,10 +602,14 @@ class TorchEngine(RelaxationSettings):
         direction = u.abs()[unstable].amax(0)
         layer = describe_index(int(direction.argmax()))
         worst = float(growth.max())
+        measured = (f"the Euler map grows perturbations by {worst:.4g} per step > 1: a limit "
+                    "cycle or divergence around it") if sweep is None else (
+            f"a layer sweep grows perturbations by {worst:.4g} per sweep > 1: with this "
+            "symmetric coupling the flow's Jacobian has an eigenvalue ≥ 0 there, a saddle "
+            "or a maximum of the energy")
         return (RelaxationError(
             f"layer {layer!r}: {network.model.name} state: the accelerated solver found a "
-            f"fixed point the dynamics leave (the Euler map grows perturbations by "
-            f"{worst:.4g} per step > 1: a limit cycle or divergence around it) for samples "
+            f"fixed point the dynamics leave ({measured}) for samples "
             f"{short(samples)}; the state does not settle there{stability_hint(network)}",
             kind="unstable", layer=layer, samples=samples, residual=worst),
             torch.where(unstable[:, None], u, torch.zeros_like(u))), evaluations
@@ -626,8 +640,8 @@ def _project_differentiable(network: Network, state: torch.Tensor) -> torch.Tens
 
 
 def _rms(values: torch.Tensor) -> torch.Tensor:
-    """Root mean square over the last dimension."""
-    return values.abs().pow(2).mean(-1).sqrt()
+    """Root mean square over the last dimension (complex values by their modulus)."""
+    return torch.linalg.vector_norm(values, dim=-1).div_(math.sqrt(values.shape[-1]))
 
 
 class _AndersonHistory:

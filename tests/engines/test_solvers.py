@@ -346,7 +346,7 @@ def test_the_stability_check_stops_early_once_every_perturbation_has_shrunk():
 
 def test_accelerated_solvers_count_the_stability_check_in_their_evaluations():
     """``n_steps`` is the cost: the check's map evaluations (one at the point, then at most
-    40 power iterations, at least 10) are in it, for both accelerated solvers."""
+    40 power iterations) are in it, for both accelerated solvers."""
     network, (x, _) = make_problem("hopfield", (30, 24, 24, 6), batch=8)
     for solver in ("anderson", "gauss_seidel"):
         with torch.no_grad():
@@ -354,7 +354,7 @@ def test_accelerated_solvers_count_the_stability_check_in_their_evaluations():
                                 stability_iterations=0).relax(network, x)
             checked = TorchEngine(tol=1e-9, max_steps=50_000, solver=solver).relax(network, x)
         assert torch.equal(checked.state, blind.state) and checked.failure is None
-        assert blind.n_steps + 11 <= checked.n_steps <= blind.n_steps + 41, solver
+        assert blind.n_steps + 2 <= checked.n_steps <= blind.n_steps + 41, solver
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
