@@ -34,10 +34,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """The best wall time (seconds) of ``repeats`` calls of ``fn`` after one warm-up call."""
-    fn()
-    synchronize(device)
+def best_time(fn: Callable[[], object], device: torch.device, repeats: int,
+              warm_up: bool = True) -> float:
+    """The best wall time (seconds) of ``repeats`` calls of ``fn`` after one warm-up call
+    (``warm_up=False``: none, for a caller that warmed it up)."""
+    if warm_up:
+        fn()
+        synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

@@ -10,12 +10,14 @@ checks the engine's criterion at the end). Both without and with their stability
 most 40 power iterations on the map's Jacobian, each one map evaluation, after convergence:
 the default, which catches fixed points that the dynamics leave; it stops once every
 sample's perturbation has shrunk below its certificate); the evaluations given with the
-check are the engine's own count, which includes the check's. Warm starts: the nudged phase
-started from the free state versus from the initial state, and the free phase after one SGD
-step started from the previous free state (persistent particles) versus from the initial
-state. ``--dense-inputs`` adds the FHN net on dense inputs (every pixel uniform in
-[0, 1]), where some of Anderson's extrapolations land where the map blows up: Euler against
-Anderson for each memory, without the check, with the samples that fell back counted.
+check are the engine's own count, which includes the check's. Times are the best of
+``--repeats`` interleaved rounds, one relaxation of every variant per round. Warm starts:
+the nudged phase started from the free state versus from the initial state, and the free
+phase after one SGD step started from the previous free state (persistent particles)
+versus from the initial state. ``--dense-inputs`` adds the FHN net on dense inputs (every
+pixel uniform in [0, 1]), where some of Anderson's extrapolations land where the map blows
+up: Euler against Anderson for each memory, without the check, with the samples that fell
+back counted.
 
 Usage (from the repository root):
 
@@ -95,28 +97,34 @@ def main() -> None:
             for w in args.mixings for m in args.memories] + [
             (f"gauss-seidel ω={w:g}", {"solver": "gauss_seidel", "over_relaxation": w})
             for w in args.over_relaxations]
-        euler = None
+        engines = {}
         for label, options in variants:
-            solver = options["solver"]
-            timings, results = {}, {}
-            for checked in ((False,) if solver == "euler" else (False, True)):
-                check = {} if solver == "euler" else \
+            for checked in ((False,) if options["solver"] == "euler" else (False, True)):
+                check = {} if options["solver"] == "euler" else \
                     {"stability_iterations": STABILITY_ITERATIONS if checked else 0}
-                engine = TorchEngine(tol=args.tol, max_steps=100_000, **options, **check)
+                engines[label, checked] = TorchEngine(tol=args.tol, max_steps=100_000,
+                                                      **options, **check)
+        with torch.no_grad():  # (each call once: the results, and a warm-up)
+            results = {key: engine.relax(network, x) for key, engine in engines.items()}
+        # interleaved rounds, one call of each per round, the best kept: a slow spell of
+        # the machine falls on every column instead of on whichever ran during it
+        timings = dict.fromkeys(engines, float("inf"))
+        for _ in range(args.repeats):
+            for key, engine in engines.items():
                 with torch.no_grad():
-                    results[checked] = engine.relax(network, x)
-                    timings[checked] = best_time(lambda e=engine, n=network: e.relax(n, x),
-                                                 device, args.repeats)
-            result = results[False]
-            if euler is None:
-                euler = (result, timings[False])
+                    seconds = best_time(lambda e=engine, n=network: e.relax(n, x), device, 1,
+                                        warm_up=False)
+                timings[key] = min(timings[key], seconds)
+        euler = (results["euler", False], timings["euler", False])
+        for label, _ in variants:
+            result, seconds = results[label, False], timings[label, False]
             diff = float((euler[0].state - result.state).abs().max())
-            checked_time = timings.get(True)
+            checked_time = timings.get((label, True))
             rows.append([f"{model} {'-'.join(map(str, sizes))}", label, result.n_steps,
-                         f"{result.n_steps / euler[0].n_steps:.2f}", timings[False] * 1e3,
-                         f"{timings[False] / euler[1]:.2f}",
+                         f"{result.n_steps / euler[0].n_steps:.2f}", seconds * 1e3,
+                         f"{seconds / euler[1]:.2f}",
                          "-" if checked_time is None else
-                         f"{results[True].n_steps} / "
+                         f"{results[label, True].n_steps} / "
                          f"{checked_time * 1e3:.1f} / "
                          f"{checked_time / euler[1]:.2f}", f"{diff:.1e}"])
         # warm starts (Euler, the dynamics themselves)
