@@ -187,8 +187,9 @@ def certifying_sweep(step: EulerMap) -> EulerMap | None:
     about the square of the plain map's at ``dt = h`` (Hopfield 784-500-10 on MNIST:
     perturbations shrink by 0.19-0.22 per sweep against 0.71-0.73 per Euler step), so a power
     iteration reaches its certificate in a third of the products. It decides the
-    stability of the dynamics, not of the Euler integrator at ``dt`` (eigenvalues of
-    ``J`` below ``-2/dt``), which the solver that found the point does not use.
+    stability of the dynamics, not of the Euler integrator at ``dt``: an eigenvalue of
+    ``J`` below ``-2/dt`` makes Euler steps at ``dt`` oscillate away from a point that the
+    flow settles at, and the sweep passes such a point.
     """
     if not isinstance(step, EulerMap):
         return None
