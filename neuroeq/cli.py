@@ -7,10 +7,14 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neuroeq.cli_classify import add_classify_commands
 from neuroeq.cli_protocols import add_protocol_commands
 from neuroeq.errors import NeuroEQError
+
+if TYPE_CHECKING:
+    from neuroeq.engines.brian2_engine import Brian2Engine
 
 EXIT_USAGE = 2
 
@@ -36,7 +40,7 @@ def _list(kind: Callable[[str], object], what: str) -> Callable[[str], list]:
     return parse
 
 
-def _add_gradcheck(commands) -> None:
+def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser = commands.add_parser("gradcheck", help="compare rules with the true gradient")
     parser.add_argument("--model", type=_list(str, "--model"), default=["hopfield_smooth"],
                         help="model name(s), comma-separated (default hopfield_smooth)")
@@ -90,7 +94,7 @@ def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _brian2_engine(args: argparse.Namespace, argv: Sequence[str]):
+def _brian2_engine(args: argparse.Namespace, argv: Sequence[str]) -> Brian2Engine:
     """The Brian2 engine for ``gradcheck --engine brian2`` (rules that need autograd through
     the relaxation, batched parameters or Dyadic EP's doubled state stay on torch)."""
     from neuroeq.engines.brian2_engine import Brian2Engine

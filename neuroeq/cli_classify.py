@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from neuroeq.cli import _Parser
 
 EXIT_MISMATCH = 1
 
 
-def add_classify_commands(commands) -> None:
+def add_classify_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     """Register ``classify`` and ``gibbscheck`` on the CLI's subparsers."""
     parser = commands.add_parser(
         "classify", help="structural class, exact rules and stability of a neuron model")
@@ -65,7 +69,7 @@ def _classify(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0 if result.consistent else EXIT_MISMATCH
 
 
-def _numbers(text: str, kind, what: str) -> list:
+def _numbers(text: str, kind: Callable[[str], float], what: str) -> list:
     from neuroeq.errors import ConfigError
 
     try:

@@ -6,9 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from neuroeq.cli import _Parser
 
 
-def add_protocol_commands(commands) -> None:
+def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     run = commands.add_parser("run", help="run a protocol file into a result folder")
     run.add_argument("protocol", type=Path, help="protocol file (TOML), e.g. protocols/demo.toml")
     run.add_argument("--out", type=Path, help="result folder (default results/<name>)")

@@ -3,8 +3,14 @@ gradient-check datasets (``neuroeq gradcheck``) or asymmetry sweeps."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import xarray as xr
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
 
 
 def cosine(estimate: xr.DataArray, true: xr.DataArray, dim: str = "element") -> xr.DataArray:
@@ -27,7 +33,7 @@ def alignment_summary(dataset: xr.Dataset, over: str = "seed") -> xr.Dataset:
 
 
 def plot_alignment(dataset: xr.Dataset, x: str = "beta", variable: str = "rel_error",
-                   ax=None, **selection):
+                   ax: Axes | None = None, **selection) -> Figure | SubFigure:
     """One line per rule of ``variable`` (``rel_error`` or ``cosine``) against ``x``
     (``beta`` or ``alpha``), mean over seeds with a min-max band; log axes for β."""
     import matplotlib.pyplot as plt

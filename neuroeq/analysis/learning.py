@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import xarray as xr
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def plot_learning_curves(metrics: xr.Dataset):
+
+def plot_learning_curves(metrics: xr.Dataset) -> Figure:
     """Accuracy (train and test) and loss against epoch, side by side."""
     import matplotlib.pyplot as plt
 

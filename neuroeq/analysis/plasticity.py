@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import xarray as xr
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def weight_changes(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]
@@ -27,7 +31,7 @@ def weight_changes(before: Mapping[str, torch.Tensor], after: Mapping[str, torch
 
 
 def plot_plasticity_map(changes: xr.Dataset, name: str = "W1", units: int = 16,
-                        image_shape: tuple[int, int] | None = None):
+                        image_shape: tuple[int, int] | None = None) -> Figure:
     """ΔW of ``name``: the rows of the first ``units`` postsynaptic neurons as images when
     the presynaptic layer is an image (``image_shape``, guessed for square inputs), else the
     whole matrix as a heat map. Colours are symmetric around zero."""

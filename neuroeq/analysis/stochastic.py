@@ -18,6 +18,7 @@ and every ``R`` (the first ``R`` replicas).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from neuroeq.network import Network
 from neuroeq.rules.ep import CenteredEP, ClassicEP
 from neuroeq.rules.oracles import ImplicitDifferentiation
 from neuroeq.rules.stochastic_ep import StochasticEP
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def stochastic_vs_mean_field(network: Network, x: torch.Tensor, y: torch.Tensor, *,
@@ -107,7 +111,7 @@ def window_slope(dataset: xr.Dataset, replicas: int) -> float:
     return float(np.polyfit(np.log(windows), np.log(rmse), 1)[0])
 
 
-def plot_stochastic(dataset: xr.Dataset):
+def plot_stochastic(dataset: xr.Dataset) -> Figure:
     """Two panels: RMS relative error (with the ``T^-1/2`` guide) and mean cosine versus
     window, one line per population size. Returns the matplotlib Figure."""
     import matplotlib.pyplot as plt

@@ -3,6 +3,8 @@ with convergence traces and phase portraits (FHN units in the ``(v, w)`` plane).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import xarray as xr
@@ -10,6 +12,10 @@ import xarray as xr
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.network import Network
 from neuroeq.rules.phases import active_mask
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
 
 
 @torch.no_grad()
@@ -89,7 +95,7 @@ def _unit_coordinates(network: Network) -> tuple[list[str], list[str], list[int]
     return layer, variable, index
 
 
-def plot_convergence(traces: xr.Dataset, ax=None):
+def plot_convergence(traces: xr.Dataset, ax: Axes | None = None) -> Figure | SubFigure:
     """Residual ``max|ds/dt|·τ`` against time, one line per phase (median over samples,
     band from min to max); log scale."""
     import matplotlib.pyplot as plt
@@ -112,7 +118,8 @@ def plot_convergence(traces: xr.Dataset, ax=None):
 
 
 def plot_phase_portrait(traces: xr.Dataset, layer: str = "hidden1", units: int = 6,
-                        sample: int = 0, parameters: dict | None = None, ax=None):
+                        sample: int = 0, parameters: dict | None = None,
+                        ax: Axes | None = None) -> Figure | SubFigure:
     """Trajectories of a few units of ``layer`` in the ``(v, w)`` plane during the free
     phase, ending at their stationary states (dots). With FHN ``parameters`` (``a``, ``b``)
     the inhibitor nullcline ``w = (v + a)/b`` and the uncoupled activator nullcline

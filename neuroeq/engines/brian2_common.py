@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from neuroeq.errors import ConfigError
+
+if TYPE_CHECKING:
+    import brian2
+    import numpy as np
+
+    from neuroeq.neuron_model import NeuronModel
 
 TARGETS = ("cython", "numpy")
 CACHE_ENV = "NEUROEQ_CACHE_DIR"
@@ -63,7 +70,7 @@ def configure_brian2(target: str = "cython") -> None:
 
 
 # ----------------------------------------------------------------- helpers shared by the engines
-def model_namespace(model) -> dict:
+def model_namespace(model: NeuronModel) -> dict:
     """The model's parameters as Brian2 quantities (``tau`` in ``ms`` becomes ``1*ms``)."""
     import brian2.units as units
     from brian2 import Quantity
@@ -76,7 +83,7 @@ def model_namespace(model) -> dict:
     return namespace
 
 
-def check_dimensionless(model) -> None:
+def check_dimensionless(model: NeuronModel) -> None:
     """The Brian2 engines add currents in ``1/second`` to each equation: they need
     dimensionless state variables (every model in ``models/`` has them) and one coupling
     channel."""
@@ -96,7 +103,8 @@ def check_dimensionless(model) -> None:
 
 
 def block_diagonal(batch: int, n_pre: int, n_post: int, exclude_diagonal: bool = False,
-                   interleave: int = 1):
+                   interleave: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Synapse indices of ``batch`` block-diagonal copies of a dense ``n_post × n_pre``
     projection.
 
@@ -147,7 +155,7 @@ def quantity_setting(table: dict, key: str, default: float, where: str) -> float
     return float(spec)
 
 
-def run_steps(net, steps: int, dt: float) -> None:
+def run_steps(net: brian2.Network, steps: int, dt: float) -> None:
     """Run a Brian2 ``Network`` for ``steps`` steps of ``dt`` seconds in one ``run()``, and
     keep its code objects for the next (:func:`keep_code_objects`).
 
@@ -167,7 +175,7 @@ def run_steps(net, steps: int, dt: float) -> None:
     keep_code_objects(net)
 
 
-def keep_code_objects(net) -> None:
+def keep_code_objects(net: brian2.Network) -> None:
     """Let later ``run()`` calls of ``net`` reuse the code objects of its last run.
 
     Brian2's runtime device generates every code object again at each ``run()`` (~2-8 ms
@@ -184,5 +192,5 @@ def keep_code_objects(net) -> None:
             obj.create_code_objects = _no_new_code_objects
 
 
-def _no_new_code_objects(run_namespace) -> None:
+def _no_new_code_objects(run_namespace: dict[str, Any]) -> None:
     return None

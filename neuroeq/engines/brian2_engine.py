@@ -31,8 +31,9 @@ dynamics, as in :class:`~neuroeq.engines.torch_engine.TorchEngine`, whose
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +51,13 @@ from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError
 from neuroeq.linearization import elementwise_partials
 from neuroeq.network import Edge, Network, Params
+
+if TYPE_CHECKING:
+    import brian2
+    from brian2.core.variables import Variable
+
+    from neuroeq.neuron_model import NeuronModel
+    from neuroeq.rules.asym_ep import AsymCorrection
 
 TARGETS = ("cython", "numpy")
 # Synapses go in groups of 8 interleaved copies (``block_diagonal``): the summed variables'
@@ -143,8 +151,8 @@ class _Simulation:
             synapses.connect(i=pre, j=post)
             self.projections.append(_Projection(edge, k, partner, synapses, keep, weight_index))
 
-    def _layer(self, model, layer: int, incoming: list[int], outgoing: list[int],
-               namespace: dict):
+    def _layer(self, model: NeuronModel, layer: int, incoming: list[int], outgoing: list[int],
+               namespace: dict) -> brian2.NeuronGroup:
         """The ``NeuronGroup`` of one layer. Its derived variables (``ρ``, and ``ρ'`` and
         AsymEP's ``dcp``, ``gd`` where used) are recomputed from the new state at the end of
         each Euler update, in the state updater's own loop (for bounded models after the
@@ -164,11 +172,11 @@ class _Simulation:
             group.run_regularly("\n".join([*clip, refresh]), when="end", name=f"{name}_project")
         return group
 
-    def _uses_rho_prime(self, model) -> bool:
+    def _uses_rho_prime(self, model: NeuronModel) -> bool:
         """Whether the state equations read ``ρ'`` (then it is a refreshed variable too)."""
         return "rho_prime" in " ".join(eq.code for eq in model.state)
 
-    def _refresh_code(self, model) -> list[str]:
+    def _refresh_code(self, model: NeuronModel) -> list[str]:
         """Statements that recompute the derived variables from the state."""
         lines = [f"rho = {model.rho_code}"]
         if self._uses_rho_prime(model):
@@ -178,7 +186,8 @@ class _Simulation:
             lines.append("gd = " + " + ".join(f"g_{v}*({v} - {v}_star)" for v in self.variables))
         return lines
 
-    def _equations(self, model, layer: int, incoming: list[int], outgoing: list[int]) -> str:
+    def _equations(self, model: NeuronModel, layer: int, incoming: list[int],
+                   outgoing: list[int]) -> str:
         asym = self.asym
         lines = []
         for eq in model.state:
@@ -263,7 +272,8 @@ class _Simulation:
             for name, rate in self.rates(value[self.coupled]).items():
                 getattr(group, name + "_")[:] = rate
             if self.asym:
-                def delta(name: str, group=group, value=value) -> np.ndarray:
+                def delta(name: str, group: brian2.NeuronGroup = group,
+                          value: dict[str, np.ndarray] = value) -> np.ndarray:
                     return value[name] - np.asarray(getattr(group, f"{name}_star_")[:])
 
                 group.dcp_[:] = np.asarray(group.rp_star_[:]) * delta(self.coupled)
@@ -320,7 +330,9 @@ class _EulerThen:
         self.refresh = refresh
         self.__name__ = "euler"
 
-    def __call__(self, equations, variables=None, method_options=None) -> str:
+    def __call__(self, equations: brian2.Equations,
+                 variables: Mapping[str, Variable] | None = None,
+                 method_options: dict[str, Any] | None = None) -> str:
         from brian2.stateupdaters.explicit import euler
 
         return euler(equations, variables, method_options) + "\n" + self.refresh
@@ -402,8 +414,8 @@ class Brian2Engine(RelaxationSettings):
             return self._relax(network, x, y, beta, init, force, params, drive, max_steps, tol)
 
     def _relax(self, network: Network, x: torch.Tensor, y: torch.Tensor | None, beta: float,
-               init: torch.Tensor | None, force, params: Params | None, drive: dict | None,
-               max_steps: int | None, tol: float | None) -> RelaxResult:
+               init: torch.Tensor | None, force: AsymCorrection | None, params: Params | None,
+               drive: dict | None, max_steps: int | None, tol: float | None) -> RelaxResult:
         dt, default_steps, default_tol = self.settings(network)
         max_steps = int(max_steps if max_steps is not None else default_steps)
         tol = float(tol if tol is not None else default_tol)

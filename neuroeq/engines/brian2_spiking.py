@@ -300,7 +300,9 @@ class SpikingEngine:
         with torch.no_grad():
             return self._relax(network, x, y, beta, init, seed, nudge_at, params)
 
-    def _relax(self, network, x, y, beta, init, seed, nudge_at, params) -> SpikingPhase:
+    def _relax(self, network: Network, x: torch.Tensor, y: torch.Tensor | None, beta: float,
+               init: torch.Tensor | None, seed: int | None, nudge_at: torch.Tensor | None,
+               params: Params | None) -> SpikingPhase:
         import brian2
 
         dt, burn_in, _, _, _ = self.settings(network)

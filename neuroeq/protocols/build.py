@@ -3,7 +3,7 @@ model, the network, the relaxation engine, the rule and the data sets."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,6 +17,10 @@ from neuroeq.readout import Readout
 from neuroeq.rules import make_rule
 from neuroeq.rules.base import GradientEstimator
 from neuroeq.training import TrainConfig
+
+if TYPE_CHECKING:
+    from neuroeq.engines.brian2_engine import Brian2Engine
+    from neuroeq.engines.brian2_spiking import SpikingEngine
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MS = 1e-3
@@ -45,7 +49,7 @@ def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None =
                    bias_init=section["bias_init"], dtype=dtype)
 
 
-def build_engine(config: dict[str, dict[str, Any]]):
+def build_engine(config: dict[str, dict[str, Any]]) -> TorchEngine | Brian2Engine | SpikingEngine:
     """The ``[engine]`` section: a :class:`TorchEngine`, a ``Brian2Engine`` or (``spiking``)
     a ``SpikingEngine`` (``dt_ms``, ``free_steps``, ``tol``, ``burn_in``, ``window``;
     ``None`` means the model file's value). The spiking engine is seeded from

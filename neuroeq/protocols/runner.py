@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,11 @@ from neuroeq.io import write_netcdf, write_text
 from neuroeq.protocols import build
 from neuroeq.protocols.loader import Protocol
 from neuroeq.protocols.schema import GIBBS_RULES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from neuroeq.neuron_model import NeuronModel
 
 RESULT_FILES = ("protocol.toml", "log.txt")
 DONE_MARKER = "DONE"
@@ -89,7 +94,7 @@ def _attrs(protocol: Protocol, **extra: Any) -> dict[str, Any]:
             "neuroeq_version": __version__, **extra}
 
 
-def _save_figure(figure, path: Path, dpi: int) -> None:
+def _save_figure(figure: Figure, path: Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +183,8 @@ def _run_train(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bo
                      "overview.png", dpi)
 
 
-def _overview(metrics: xr.Dataset, changes: xr.Dataset, traces: xr.Dataset | None, model):
+def _overview(metrics: xr.Dataset, changes: xr.Dataset, traces: xr.Dataset | None,
+              model: NeuronModel) -> Figure:
     """One picture of the run: accuracy, a phase portrait (or convergence), ΔW."""
     import matplotlib.pyplot as plt
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from neuroeq.errors import ConfigError
 from neuroeq.rules.asym_ep import AsymEP
 from neuroeq.rules.base import Estimate, GradientEstimator, write_gradients
@@ -12,6 +14,11 @@ from neuroeq.rules.holomorphic import HolomorphicEP
 from neuroeq.rules.oracles import BPTT, FiniteDifferences, ImplicitDifferentiation
 from neuroeq.rules.stochastic_ep import StochasticEP
 from neuroeq.rules.vector_field import VectorFieldEP
+
+if TYPE_CHECKING:
+    from neuroeq.engines.brian2_engine import Brian2Engine
+    from neuroeq.engines.brian2_spiking import SpikingEngine
+    from neuroeq.engines.torch_engine import TorchEngine
 
 #: CLI names of the rules that take a nudge strength ``beta``.
 NUDGED_RULES: dict[str, type[GradientEstimator]] = {
@@ -30,8 +37,9 @@ ORACLES: dict[str, type[GradientEstimator]] = {
 RULE_NAMES = tuple(NUDGED_RULES) + tuple(ORACLES)
 
 
-def make_rule(name: str, *, beta: float = 1e-3, engine=None, model_class: str | None = None,
-              **options) -> GradientEstimator:
+def make_rule(name: str, *, beta: float = 1e-3,
+              engine: TorchEngine | Brian2Engine | SpikingEngine | None = None,
+              model_class: str | None = None, **options) -> GradientEstimator:
     """Build a rule from its CLI name. For skew-gradient models ``ep``/``centered`` mean
     skew-gradient EP."""
     if model_class == "skew_gradient" and name in ("ep", "centered"):

@@ -16,7 +16,9 @@ from neuroeq.rules.phases import combine, mean_cost, nudged_phase, readout_gradi
 
 
 def linearize(network: Network, state: torch.Tensor, x: torch.Tensor,
-              drive: dict[int, torch.Tensor] | None = None):
+              drive: dict[int, torch.Tensor] | None = None
+              ) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                         Callable[[torch.Tensor], torch.Tensor]]:
     """``(u ↦ J* u, u ↦ J*ᵀ u)`` at ``state`` (per sample; ``J* = ∂F/∂s`` there), in
     closed form (:class:`~neuroeq.linearization.Linearization`: two matmuls per edge and
     elementwise factors, no autograd per product); ``drive``: ``x``'s input currents when
@@ -25,7 +27,9 @@ def linearize(network: Network, state: torch.Tensor, x: torch.Tensor,
     return linear.jvp, linear.vjp
 
 
-def linearize_autograd(network: Network, state: torch.Tensor, x: torch.Tensor):
+def linearize_autograd(network: Network, state: torch.Tensor, x: torch.Tensor
+                       ) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                  Callable[[torch.Tensor], torch.Tensor]]:
     """The same products through ``torch.func`` (vjp/jvp of the whole velocity): the
     reference the closed form is tested against."""
     drive = network.drive(x)

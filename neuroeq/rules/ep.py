@@ -105,7 +105,8 @@ class SkewGradientEP(_SkewGradientCheck, ClassicEP):
 
     name = "skew_ep"
 
-    def compute(self, network, x, y, free):
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
         self._check_model(network)
         return super().compute(network, x, y, free)
 
@@ -115,6 +116,7 @@ class CenteredSkewGradientEP(_SkewGradientCheck, CenteredEP):
 
     name = "skew_centered"
 
-    def compute(self, network, x, y, free):
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
         self._check_model(network)
         return super().compute(network, x, y, free)

@@ -17,6 +17,7 @@ standard error (``SampledEstimate.stderr``) from independent groups of chains.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,13 +29,19 @@ from neuroeq.network import Network
 from neuroeq.rules.base import Estimate, GradientEstimator
 from neuroeq.rules.phases import full_names
 
+if TYPE_CHECKING:
+    from neuroeq.engines.langevin import GibbsSamples
+
 
 class SampledEstimate(Estimate):
     """An :class:`Estimate` from Monte Carlo samples, with the standard error of each
     dynamics-parameter gradient (``stderr``, same keys and shapes; readout parameters
     have none) and the Metropolis acceptance per nudge."""
 
-    def __init__(self, grads, loss, free=None, nudged=None, *, stderr=None, acceptance=None):
+    def __init__(self, grads: dict[str, torch.Tensor], loss: float,
+                 free: RelaxResult | None = None, nudged: dict[str, RelaxResult] | None = None,
+                 *, stderr: dict[str, torch.Tensor] | None = None,
+                 acceptance: torch.Tensor | None = None):
         super().__init__(grads, loss, free, nudged or {})
         self.stderr: dict[str, torch.Tensor] = stderr or {}
         self.acceptance = acceptance
@@ -124,7 +131,7 @@ class _GibbsRule(GradientEstimator):
         return {f"readout.{n}": g for n, g in zip(params, grads, strict=True)}
 
     def _sample(self, network: Network, x: torch.Tensor, y: torch.Tensor,
-                free: RelaxResult, betas: list[float]):
+                free: RelaxResult, betas: list[float]) -> GibbsSamples:
         check_gibbs_model(network)
         return self.sampler.sample(network, x, y=y, betas=betas, init=free.state)
 

@@ -106,8 +106,8 @@ class FiniteDifferences(GradientEstimator):
             raise ConfigError(f"finite-difference step h {h} must be positive")
         self.h, self.chunk = h, chunk
 
-    def _loss_of_stack(self, network: Network, x, y, free, name: str, stacked: torch.Tensor
-                       ) -> torch.Tensor:
+    def _loss_of_stack(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                       free: RelaxResult, name: str, stacked: torch.Tensor) -> torch.Tensor:
         params = network.dynamics_parameters()
         if name.startswith("b"):
             stacked = stacked.unsqueeze(-2)  # (P, 1, n) broadcasts over the batch

@@ -6,10 +6,15 @@ Every function returns gradients keyed by full parameter names
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.network import Network
+
+if TYPE_CHECKING:
+    from neuroeq.engines.torch_engine import Force
 
 
 def full_names(network: Network) -> dict[str, str]:
@@ -159,7 +164,8 @@ def difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], scale: fl
 
 
 def nudged_phase(engine: TorchEngine, network: Network, x: torch.Tensor, y: torch.Tensor,
-                 beta: float, free: RelaxResult, force=None, max_steps: int | None = None
+                 beta: float, free: RelaxResult, force: Force | None = None,
+                 max_steps: int | None = None
                  ) -> RelaxResult:
     """Relax with nudge ``β`` from the free phase's state (a warm start), reusing its input
     currents ``Σ W x``: no autograd. ``max_steps`` overrides the engine's budget (e.g. 20

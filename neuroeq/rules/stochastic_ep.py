@@ -3,6 +3,8 @@ arXiv 2511.11320)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from neuroeq.errors import ConfigError
@@ -11,9 +13,13 @@ from neuroeq.rules.base import Estimate, GradientEstimator
 from neuroeq.rules.ep import check_beta
 from neuroeq.rules.phases import combine, difference, full_names, mean_cost, readout_gradients
 
+if TYPE_CHECKING:
+    from neuroeq.engines.brian2_spiking import SpikingEngine, SpikingPhase
+    from neuroeq.engines.torch_engine import RelaxResult
 
-def statistics_gradient(network: Network, phase, x: torch.Tensor, snapshot: int = -1,
-                        replicas: int | None = None) -> dict[str, torch.Tensor]:
+
+def statistics_gradient(network: Network, phase: SpikingPhase, x: torch.Tensor,
+                        snapshot: int = -1, replicas: int | None = None) -> dict[str, torch.Tensor]:
     """``∂E/∂θ`` from spiking phase statistics, batch-averaged:
 
     ``∂E/∂W = -⟨spk_post spk_preᵀ⟩`` (time-, replica- and batch-averaged coincidences; the
@@ -70,7 +76,8 @@ class StochasticEP(GradientEstimator):
     name = "stoch_ep"
     exact_for = "mean-field EP on the rate network, as window x replicas -> infinity"
 
-    def __init__(self, beta: float = 0.2, engine=None, centered: bool = True):
+    def __init__(self, beta: float = 0.2, engine: SpikingEngine | None = None,
+                 centered: bool = True):
         if engine is None:
             from neuroeq.engines.brian2_spiking import SpikingEngine
 
@@ -79,7 +86,8 @@ class StochasticEP(GradientEstimator):
         self.beta = check_beta(beta)
         self.centered = centered
 
-    def phases(self, network: Network, x: torch.Tensor, y: torch.Tensor, free) -> dict:
+    def phases(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+               free: SpikingPhase) -> dict:
         """The nudged phases (``"+beta"`` and, when centered, ``"-beta"``)."""
         common = {"y": y, "init": free.start, "seed": free.seed, "nudge_at": free.state}
         phases = {"+beta": self.engine.relax(network, x, beta=self.beta, **common)}
@@ -87,8 +95,8 @@ class StochasticEP(GradientEstimator):
             phases["-beta"] = self.engine.relax(network, x, beta=-self.beta, **common)
         return phases
 
-    def combine_phases(self, network: Network, x: torch.Tensor, free, phases: dict,
-                       snapshot: int = -1, replicas: int | None = None
+    def combine_phases(self, network: Network, x: torch.Tensor, free: SpikingPhase,
+                       phases: dict, snapshot: int = -1, replicas: int | None = None
                        ) -> dict[str, torch.Tensor]:
         """The dynamics-parameter estimate from given phases (any window / replicas)."""
         plus = statistics_gradient(network, phases["+beta"], x, snapshot, replicas)
@@ -98,7 +106,8 @@ class StochasticEP(GradientEstimator):
         base = statistics_gradient(network, free, x, snapshot, replicas)
         return difference(plus, base, 1.0 / self.beta)
 
-    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor, free) -> Estimate:
+    def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
+                free: RelaxResult) -> Estimate:
         if not hasattr(free, "coincidences"):
             raise ConfigError("stochastic EP needs a spiking free phase (SpikingEngine.relax); "
                               f"got {type(free).__name__}")
