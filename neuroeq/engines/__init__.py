@@ -5,4 +5,8 @@ from neuroeq.engines.brian2_engine import Brian2Engine
 from neuroeq.engines.brian2_spiking import SpikingEngine, SpikingPhase
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 
-__all__ = ["Brian2Engine", "RelaxResult", "SpikingEngine", "SpikingPhase", "TorchEngine"]
+#: Any of the engines a protocol or a rule can be given.
+Engine = TorchEngine | Brian2Engine | SpikingEngine
+
+__all__ = ["Brian2Engine", "Engine", "RelaxResult", "SpikingEngine", "SpikingPhase",
+           "TorchEngine"]

@@ -19,8 +19,7 @@ from neuroeq.rules.base import GradientEstimator
 from neuroeq.training import TrainConfig
 
 if TYPE_CHECKING:
-    from neuroeq.engines.brian2_engine import Brian2Engine
-    from neuroeq.engines.brian2_spiking import SpikingEngine
+    from neuroeq.engines import Engine
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MS = 1e-3
@@ -49,7 +48,7 @@ def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None =
                    bias_init=section["bias_init"], dtype=dtype)
 
 
-def build_engine(config: dict[str, dict[str, Any]]) -> TorchEngine | Brian2Engine | SpikingEngine:
+def build_engine(config: dict[str, dict[str, Any]]) -> Engine:
     """The ``[engine]`` section: a :class:`TorchEngine`, a ``Brian2Engine`` or (``spiking``)
     a ``SpikingEngine`` (``dt_ms``, ``free_steps``, ``tol``, ``burn_in``, ``window``;
     ``None`` means the model file's value). The spiking engine is seeded from

@@ -16,9 +16,7 @@ from neuroeq.rules.stochastic_ep import StochasticEP
 from neuroeq.rules.vector_field import VectorFieldEP
 
 if TYPE_CHECKING:
-    from neuroeq.engines.brian2_engine import Brian2Engine
-    from neuroeq.engines.brian2_spiking import SpikingEngine
-    from neuroeq.engines.torch_engine import TorchEngine
+    from neuroeq.engines import Engine
 
 #: CLI names of the rules that take a nudge strength ``beta``.
 NUDGED_RULES: dict[str, type[GradientEstimator]] = {
@@ -38,7 +36,7 @@ RULE_NAMES = tuple(NUDGED_RULES) + tuple(ORACLES)
 
 
 def make_rule(name: str, *, beta: float = 1e-3,
-              engine: TorchEngine | Brian2Engine | SpikingEngine | None = None,
+              engine: Engine | None = None,
               model_class: str | None = None, **options) -> GradientEstimator:
     """Build a rule from its CLI name. For skew-gradient models ``ep``/``centered`` mean
     skew-gradient EP."""

@@ -107,7 +107,7 @@ class StochasticEP(GradientEstimator):
         return difference(plus, base, 1.0 / self.beta)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
-                free: RelaxResult) -> Estimate:
+                free: SpikingPhase | RelaxResult) -> Estimate:
         if not hasattr(free, "coincidences"):
             raise ConfigError("stochastic EP needs a spiking free phase (SpikingEngine.relax); "
                               f"got {type(free).__name__}")
