@@ -16,10 +16,12 @@ and the ratio of the two methods' matmul FLOPs (:func:`matmul_flops`, from the s
 the speed-up that running every matmul at one rate would give. ``--mnist-epoch`` also
 times one epoch of EP on MNIST (784-500-10, 20/4 steps, batch 128, float32) with
 ``neuroeq.training.train`` (the data are read with ``neuroeq.data.load_dataset``).
-``--stages`` times the stages of one 784-500-10 training step at 20 / 4 steps, neuroeq's
-(free phase, nudged phase, Hebbian update, readout gradient and cost, ``param.grad``,
-optimizer) beside the hand-written step's (free, nudged, update): medians over interleaved
-rounds, to show where a general engine spends more than the floor.
+Beside the best-of speed-up, the script prints the speed-up measured within each round (the
+two methods timed back to back): its median and range show how far the machine's noise
+moves the figure. ``--stages`` times the stages of one 784-500-10 training step at 20 / 4
+steps, neuroeq's (free phase, nudged phase, Hebbian update, readout gradient and cost,
+``param.grad``, optimizer) beside the hand-written step's (free, nudged, update): medians
+over interleaved rounds, to show where a general engine spends more than the floor.
 
 Usage (from the repository root):
 
@@ -248,13 +250,18 @@ def compare(sizes, free_steps, nudged_steps, batch, device, repeats, beta=0.5, l
             sketch.train_step(x, y, free_steps, nudged_steps, beta, lr)
 
     # interleaved rounds (one call of each per round, the best kept): a slow spell of the
-    # machine then falls on all three instead of on whichever ran during it
+    # machine then falls on all three instead of on whichever ran during it; each round's
+    # own ratio (reference time / neuroeq time in that round) shows how far the noise goes
     best = [float("inf")] * 3
+    ratios = []
     for _ in range(repeats):
-        for i, run in enumerate((run_reference, run_neuroeq, run_sketch)):
-            best[i] = min(best[i], best_time(run, device, 1))
+        times = [best_time(run, device, 1)
+                 for run in (run_reference, run_neuroeq, run_sketch)]
+        best = [min(b, t) for b, t in zip(best, times, strict=True)]
+        ratios.append(times[0] / times[1])
     t_ref, t_ours, t_sketch = best
-    return batches * batch / t_ref, batches * batch / t_ours, batches * batch / t_sketch
+    return (batches * batch / t_ref, batches * batch / t_ours, batches * batch / t_sketch,
+            ratios)
 
 
 def stage_times(sizes, free_steps: int, nudged_steps: int, batch: int, device, rounds: int,
@@ -351,12 +358,15 @@ def main() -> None:
     args = p.parse_args()
     device = setup(args)
     if not args.skip_compare:
-        rows = []
+        rows, spread = [], []
         for sizes in ([784, 500, 10], [784, 512, 512, 10]):
             check = agreement(sizes, device, 20)
             for free_steps, nudged_steps in ((20, 4), (250, 25)):
-                ref, ours, floor = compare(sizes, free_steps, nudged_steps, 128, device,
-                                           args.repeats)
+                ref, ours, floor, ratios = compare(sizes, free_steps, nudged_steps, 128,
+                                                   device, args.repeats)
+                spread.append(f"{'-'.join(map(str, sizes))} {free_steps} / {nudged_steps}: "
+                              f"median {statistics.median(ratios):.2f}× "
+                              f"({min(ratios):.2f}-{max(ratios):.2f}×)")
                 flops_ref, flops_ours = matmul_flops(sizes, 128, free_steps, nudged_steps)
                 rows.append(["-".join(map(str, sizes)), f"{free_steps} / {nudged_steps}",
                              ref, ours, ours / ref, floor, floor / ref,
@@ -367,6 +377,8 @@ def main() -> None:
                      "neuroeq samples/s", "speed-up", "hand-written samples/s",
                      "hand-written speed-up", "matmul MFLOP per step (reference / neuroeq)",
                      "FLOP ratio (ceiling)", "max state diff (20 steps)"], rows))
+        print(f"speed-up within each of the {args.repeats} rounds (same round, same machine "
+              "state): " + "; ".join(spread))
         rates = matmul_rates([784, 500, 10], 128, device, args.repeats)
         print("matmul rates (GFLOP/s, float32): " + "; ".join(
             f"{label} {rate:.1f}" for label, rate in rates.items()))

@@ -138,6 +138,7 @@ class Network(nn.Module):
                 self.blocks.append(Block(l, variable, offset, offset + sizes[l]))
                 offset += sizes[l]
         self.state_size = offset
+        self.bounded_spans = self._bounded_spans()
         self.to(dtype=dtype, device=device)
 
     # ----------------------------------------------------------------- basic facts
@@ -217,13 +218,34 @@ class Network(nn.Module):
         for complex states, which have no order)."""
         if state.is_complex():
             return not self.compiled.bounds
-        for block in self.blocks:
-            if block.variable in self.compiled.bounds:
-                low, high = self.compiled.bounds[block.variable]
-                smallest, largest = torch.aminmax(state[..., block.start:block.stop])
-                if not (float(smallest) >= low and float(largest) <= high):
-                    return False
+        for start, stop, (low, high) in self.bounded_spans:
+            smallest, largest = torch.aminmax(state[..., start:stop])
+            if not (float(smallest) >= low and float(largest) <= high):
+                return False
         return True
+
+    def initial_within_bounds(self) -> bool:
+        """True when the model's initial values (:meth:`initial_state`) lie in the bounds:
+        decided from the numbers, without building or reducing a state."""
+        bounds = self.compiled.bounds
+        return all(bounds[v][0] <= float(value) <= bounds[v][1]
+                   for v, value in self.model.initial.items() if v in bounds)
+
+    def _bounded_spans(self) -> list[tuple[int, int, tuple[float, float]]]:
+        """``(start, stop, (low, high))`` of the bounded columns, adjacent blocks with the
+        same bounds merged (Hopfield: one span), so that a check is one reduction each
+        (built once, as :attr:`bounded_spans`)."""
+        spans: list[tuple[int, int, tuple[float, float]]] = []
+        for block in self.blocks:
+            bounds = self.compiled.bounds.get(block.variable)
+            if bounds is None:
+                continue
+            bounds = (float(bounds[0]), float(bounds[1]))
+            if spans and spans[-1][1] == block.start and spans[-1][2] == bounds:
+                spans[-1] = (spans[-1][0], block.stop, bounds)
+            else:
+                spans.append((block.start, block.stop, bounds))
+        return spans
 
     def project(self, state: torch.Tensor) -> torch.Tensor:
         """Clamp bounded state variables into their box (in place); returns ``state``."""

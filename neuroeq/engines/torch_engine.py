@@ -172,8 +172,10 @@ class TorchEngine(RelaxationSettings):
             step = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y, force=force)
             project = network.project if network.compiled.bounds else None
             # a start inside the bounds (the initial state, a free state) takes the map's
-            # on-the-bounds forms from the first step on (~3x cheaper than the general one)
-            if project is not None and network.within_bounds(state):
+            # on-the-bounds forms from the first step on (~3x cheaper than the general one);
+            # the model's initial state is judged from its numbers, a given one by a reduction
+            if project is not None and (network.initial_within_bounds() if init is None
+                                        else network.within_bounds(state)):
                 step.mark_in_bounds(state)
             result = self._iterate(network, step, state, project=project, max_steps=max_steps,
                                    tol=tol, buffered=True)
@@ -253,8 +255,9 @@ class TorchEngine(RelaxationSettings):
             new_state = step(state, spare)
             check = step_index % self.check_every == 0 or step_index == max_steps
             residual_here = check and (residual_every_check or step_index == max_steps)
-            if residual_here:
-                last_delta = (new_state - state).detach().abs_()
+            if residual_here:  # buffered: the old state is dead (the next step overwrites it)
+                last_delta = (torch.sub(new_state, state, out=state) if buffered
+                              else (new_state - state).detach()).abs_()
             if buffered:
                 spare, state = state, new_state
             else:

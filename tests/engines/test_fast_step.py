@@ -1,5 +1,7 @@
 """The closed-form Euler map: exact on projected states, general everywhere else."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -103,6 +105,53 @@ def test_a_start_inside_the_bounds_takes_the_bounded_forms_from_the_first_step(i
     nan = init.clone()
     nan[0, 0] = float("nan")
     assert not network.within_bounds(nan)
+
+
+def test_the_bounds_check_is_one_reduction_that_sees_every_unit():
+    """Hopfield's layers share their bounds and lie side by side: one span covers the
+    state, and a unit out of its box anywhere in it (or NaN) fails the check."""
+    network, _ = make_problem("hopfield", batch=3)
+    assert network.bounded_spans == [(0, network.state_size, (0.0, 1.0))]
+    inside = torch.full((3, network.state_size), 0.5, dtype=network.dtype)
+    assert network.within_bounds(inside)
+    for block in network.blocks:
+        for index in (block.start, block.stop - 1):
+            for value in (1.0 + 1e-9, -1e-9, float("nan")):
+                state = inside.clone()
+                state[2, index] = value
+                assert not network.within_bounds(state), (block, index, value)
+
+
+@pytest.mark.parametrize("initial, inside", [(None, True), (0.5, True), (1.5, False)])
+def test_the_initial_state_is_judged_from_the_model_values(initial, inside, tmp_path,
+                                                           monkeypatch):
+    """Without ``init`` the relaxation starts from the model's initial values, judged
+    inside or outside the bounds from the numbers: inside, the first step takes the
+    on-the-bounds forms; outside, the general map. Both follow the general dynamics."""
+    model = (Path(__file__).parents[2] / "models" / "hopfield.toml").read_text()
+    if initial is not None:
+        model += f"\n[initial]\ns = {initial}\n"
+    path = tmp_path / "hopfield_start.toml"
+    path.write_text(model)
+    network, (x, y) = make_problem(str(path), batch=4)
+    assert network.initial_within_bounds() == inside
+    assert network.within_bounds(network.initial_state(4)) == inside
+    engine = TorchEngine(tol=0.0, max_steps=1)
+    calls = []
+    original = EulerMap.__call__
+
+    def spy(self, state, out=None, *, in_bounds=False):
+        calls.append(self._last_output is not None and self._last_output[0] is state)
+        return original(self, state, out, in_bounds=in_bounds)
+
+    monkeypatch.setattr(EulerMap, "__call__", spy)
+    with torch.no_grad():
+        found = engine.relax(network, x, y=y, beta=0.4).state
+    monkeypatch.undo()
+    assert calls == [inside]
+    expected = _general_step(network, x, y, 0.4, engine.settings(network)[0],
+                             network.initial_state(4))
+    assert float((found - expected).abs().max()) <= 1e-12
 
 
 @pytest.mark.parametrize("model, sweep", [  # the oscillator's extra channels: no sweep
