@@ -287,6 +287,7 @@ class Network(nn.Module):
             raise ConfigError(f"input has {x.shape[-1]} features, the network expects "
                               f"{self.sizes[0]} (sizes {self.sizes})")
         x = x.to(self.dtype)
+        _check_input(x)
         currents: dict[int, torch.Tensor] = {}
         for edge in self.edges:
             if edge.pre == 0:
@@ -396,6 +397,26 @@ class Network(nn.Module):
         for l in range(1, self.n_layers + 1):
             total = total + self.compiled.unit_energy(self.variables(state, l)).sum(-1)
         return total
+
+
+def _check_input(x: torch.Tensor) -> None:
+    """Raise a :class:`ConfigError` for an empty batch or an input that is not finite,
+    naming the samples (one reduction when the input is good)."""
+    if x.numel() == 0:
+        raise ConfigError(f"the input x of shape {tuple(x.shape)} holds no samples "
+                          "(an empty batch)")
+    detached = x.detach()
+    if detached.is_complex():
+        good = bool(torch.isfinite(detached).all())
+    else:  # NaN propagates through the min and max; ±inf stays inf
+        low, high = torch.aminmax(detached)
+        good = math.isfinite(float(torch.maximum(-low, high)))
+    if not good:
+        bad = (~torch.isfinite(detached)).reshape(-1, detached.shape[-1]).any(-1)
+        samples = [int(i) for i in bad.nonzero().reshape(-1).tolist()]
+        shown = samples if len(samples) <= 8 else f"{samples[:8]}... ({len(samples)} samples)"
+        raise ConfigError(f"the input x holds NaN or inf values in samples {shown}: clean or "
+                          "rescale the data")
 
 
 def _as_tensor(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:

@@ -52,9 +52,24 @@ class Readout(nn.Module):
         return rates @ self.weight.transpose(-1, -2) + self.bias
 
     def targets(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """One-hot targets from class labels (or pass-through of float targets)."""
-        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        """One-hot targets from class labels in ``[0, n_classes)`` (or float targets of
+        ``n_classes`` columns, passed through)."""
+        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            if y.numel():
+                low, high = (int(v) for v in torch.aminmax(y))
+                if low < 0 or high >= self.n_classes:
+                    bad = ((y < 0) | (y >= self.n_classes)).reshape(-1).nonzero().reshape(-1)
+                    samples = [int(i) for i in bad[:8].tolist()]
+                    raise ConfigError(
+                        f"labels must be class indices in [0, {self.n_classes}); got "
+                        f"{low if low < 0 else high} (samples {samples}"
+                        f"{'...' if len(bad) > 8 else ''}): the readout predicts "
+                        f"{self.n_classes} classes")
             return nn.functional.one_hot(y.long(), self.n_classes).to(like.dtype)
+        if y.dim() == 0 or y.shape[-1] != self.n_classes:
+            raise ConfigError(f"float targets of shape {tuple(y.shape)} must have "
+                              f"{self.n_classes} columns, one per class of the readout "
+                              "(or pass integer class labels)")
         return y.to(like.dtype)
 
     def cost(self, rates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

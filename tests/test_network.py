@@ -76,3 +76,58 @@ def test_energy_with_a_precomputed_drive_is_the_energy(model):
     assert torch.allclose(network.energy(state, x, drive=network.drive(x)), full, atol=1e-12)
     # the drive is really used: a different one gives a different energy
     assert not torch.allclose(network.energy(state, x, drive=network.drive(2 * x)), full)
+
+
+@pytest.mark.parametrize("make_x, message", [
+    (lambda: torch.rand(0, 8), r"holds no samples \(an empty batch\)"),
+    (lambda: torch.rand(4, 6), "input has 6 features, the network expects 8"),
+])
+def test_an_input_of_the_wrong_size_is_named(make_x, message):
+    network = Network("hopfield", (8, 6, 3), seed=0)
+    with pytest.raises(ConfigError, match=message):
+        network.drive(make_x())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex128])
+def test_an_input_that_is_not_finite_is_rejected_naming_the_samples(value, dtype):
+    """Bad data is named as bad data before the dynamics run (not as a relaxation that
+    went NaN), for every sample that holds it."""
+    network = Network("hopfield", (8, 6, 3), seed=0)
+    x = torch.rand(5, 8).to(dtype)
+    network.drive(x)  # a good input passes
+    x[1, 0] = value
+    x[4, 7] = value
+    with pytest.raises(ConfigError, match=r"NaN or inf values in samples \[1, 4\]"):
+        network.drive(x)
+
+
+@pytest.mark.parametrize("kind, classes", [("identity", 3), ("linear", 4)])
+def test_labels_and_targets_must_fit_the_readout(kind, classes):
+    readout = Readout(3, classes, kind=kind)
+    like = torch.empty(0, dtype=torch.float64)
+    good = torch.tensor([0, classes - 1, 1])
+    assert readout.targets(good, like).shape == (3, classes)
+    for bad, shown in ((classes, classes), (-1, -1)):
+        labels = torch.tensor([0, bad, 1, bad])
+        with pytest.raises(ConfigError, match=rf"\[0, {classes}\); got {shown} "
+                                              r"\(samples \[1, 3\]"):
+            readout.targets(labels, like)
+    assert readout.targets(torch.rand(2, classes), like).shape == (2, classes)
+    with pytest.raises(ConfigError, match=f"must have {classes} columns"):
+        readout.targets(torch.rand(2, classes + 1), like)
+
+
+def test_a_bad_batch_is_named_by_the_rule_before_any_phase():
+    from neuroeq import TorchEngine
+    from neuroeq.rules import ClassicEP
+
+    network = Network("hopfield", (8, 6, 3), seed=0)
+    rule = ClassicEP(beta=0.5, engine=TorchEngine(tol=0.0, max_steps=5))
+    x = torch.rand(4, 8)
+    with pytest.raises(ConfigError, match="got 3"):
+        rule.estimate(network, (x, torch.tensor([0, 1, 2, 3])))
+    x[2, 3] = float("nan")
+    with pytest.raises(ConfigError, match=r"samples \[2\]"):
+        rule.estimate(network, (x, torch.tensor([0, 1, 2, 0])))
+    assert all(p.grad is None for p in network.parameters())  # nothing written

@@ -34,13 +34,22 @@ def build_model(config: dict[str, dict[str, Any]]) -> NeuronModel:
 
 
 def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None = None,
-                  n_classes: int = 10, **changes: Any) -> Network:
-    """The ``[network]`` section (``changes`` override single keys, e.g. ``alpha``)."""
+                  n_classes: int | None = None, **changes: Any) -> Network:
+    """The ``[network]`` section (``changes`` override single keys, e.g. ``alpha``).
+    ``n_classes``: the data's classes, when there are data (a linear readout without them
+    predicts 10)."""
     section = {**config["network"], **changes}
     model = model or build_model(config)
     dtype = DTYPES[section["dtype"]]
-    readout = Readout(section["sizes"][-1], n_classes if section["readout"] == "linear"
-                      else None, kind=section["readout"], cost=section["cost"],
+    n_out = section["sizes"][-1]
+    if section["readout"] == "identity" and n_classes is not None and n_classes != n_out:
+        raise ConfigError(f"[network] sizes ends in {n_out} output units but the data have "
+                          f"{n_classes} classes: an identity readout needs one unit per "
+                          f"class; make the last size {n_classes} or set "
+                          'readout = "linear"')
+    readout = Readout(n_out, (10 if n_classes is None else n_classes)
+                      if section["readout"] == "linear" else None,
+                      kind=section["readout"], cost=section["cost"],
                       seed=section["seed"], dtype=dtype)
     return Network(model, section["sizes"], coupling=section["coupling"],
                    alpha=section["alpha"], lateral=section["lateral"], skip=section["skip"],

@@ -65,6 +65,22 @@ def test_existing_results_are_kept_unless_forced(tmp_path):
     assert list(xr.open_dataset(out / "metrics.nc").epoch.values) == [1, 2]
 
 
+def test_an_identity_readout_must_have_one_unit_per_class_of_the_data(tmp_path):
+    """Caught when the network is built, before any batch runs (the log says why); a
+    linear readout maps 5 units to the 10 classes."""
+    out = tmp_path / "run"
+    protocol = load_protocol(TINY_TRAIN, ["network.sizes=[64, 16, 5]"])
+    with pytest.raises(ConfigError, match=r"ends in 5 output units but the data have 10 "
+                                          r'classes.*readout = "linear"'):
+        run_protocol(protocol, out, progress=False)
+    assert "5 output units" in (out / "log.txt").read_text()
+    assert not (out / "metrics.nc").exists() and not (out / "DONE").exists()
+    linear = load_protocol(TINY_TRAIN, ["network.sizes=[64, 16, 5]", 'network.readout="linear"',
+                                        "training.epochs=1", "outputs.figures=false",
+                                        "outputs.state_samples=0"])
+    assert (run_protocol(linear, tmp_path / "linear", progress=False) / "DONE").is_file()
+
+
 def test_gradcheck_protocol_from_the_cli(tmp_path, capsys):
     path = tmp_path / "g.toml"
     path.write_text('[protocol]\nname = "g"\nkind = "gradcheck"\n[gradcheck]\n'
