@@ -16,6 +16,7 @@ from functools import reduce
 import sympy
 import torch
 
+from neuroeq.brian2_import import import_brian2
 from neuroeq.errors import ModelError
 
 Env = Mapping[str, torch.Tensor | float]
@@ -43,6 +44,7 @@ _COMPARISONS = {
 
 def parse_expression(code: str, where: str) -> sympy.Expr:
     """Parse a Brian2 expression string into sympy, naming ``where`` on failure."""
+    import_brian2()
     from brian2.parsing.sympytools import str_to_sympy
 
     if not isinstance(code, str) or not code.strip():

@@ -405,13 +405,9 @@ def _check_input(x: torch.Tensor) -> None:
     if x.numel() == 0:
         raise ConfigError(f"the input x of shape {tuple(x.shape)} holds no samples "
                           "(an empty batch)")
-    detached = x.detach()
-    if detached.is_complex():
-        good = bool(torch.isfinite(detached).all())
-    else:  # NaN propagates through the min and max; ±inf stays inf
-        low, high = torch.aminmax(detached)
-        good = math.isfinite(float(torch.maximum(-low, high)))
-    if not good:
+    detached = x.detach()  # real: the network's dtype is float32 or float64
+    low, high = torch.aminmax(detached)  # NaN propagates through the min and max
+    if not math.isfinite(float(torch.maximum(-low, high))):
         bad = (~torch.isfinite(detached)).reshape(-1, detached.shape[-1]).any(-1)
         samples = [int(i) for i in bad.nonzero().reshape(-1).tolist()]
         shown = samples if len(samples) <= 8 else f"{samples[:8]}... ({len(samples)} samples)"

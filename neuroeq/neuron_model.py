@@ -28,6 +28,7 @@ from typing import Any
 
 import sympy
 
+from neuroeq.brian2_import import import_brian2
 from neuroeq.errors import ModelError
 from neuroeq.expressions import (
     MAX_EXPRESSION_CHARS,
@@ -228,6 +229,7 @@ def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
 def _unit_scale(unit: str, name: str, where: str) -> float:
     if unit in ("1", ""):
         return 1.0
+    import_brian2()
     import brian2.units as units
     from brian2.units.fundamentalunits import Unit
 
@@ -358,6 +360,7 @@ def _parse_channels(table: Any, coupled: str, parameters: Mapping[str, float], w
 
 def _parse_equations(code: str, where: str) -> list[StateEquation]:
     """Parse Brian2 equations; keep the differential equations, in file order."""
+    import_brian2()
     from brian2 import Equations
 
     _check_equation_sizes(code, where)
@@ -390,6 +393,7 @@ _SAFE_UNIT = re.compile(rf"^\s*{_UNIT_FACTOR}(\s*[*/]\s*{_UNIT_FACTOR})*\s*$")
 def _check_equation_sizes(code: str, where: str) -> None:
     """Split equations with Brian2's grammar (no evaluation) and check each expression's
     size and each unit's form before Brian2 evaluates them."""
+    import_brian2()
     from brian2.equations.equations import EQUATIONS
 
     if len(code) > 4 * MAX_EXPRESSION_CHARS:

@@ -89,12 +89,12 @@ def test_an_input_of_the_wrong_size_is_named(make_x, message):
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.complex128])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_an_input_that_is_not_finite_is_rejected_naming_the_samples(value, dtype):
     """Bad data is named as bad data before the dynamics run (not as a relaxation that
-    went NaN), for every sample that holds it."""
-    network = Network("hopfield", (8, 6, 3), seed=0)
-    x = torch.rand(5, 8).to(dtype)
+    went NaN), for every sample that holds it, in either network dtype."""
+    network = Network("hopfield", (8, 6, 3), seed=0, dtype=dtype)
+    x = torch.rand(5, 8, dtype=torch.float64)
     network.drive(x)  # a good input passes
     x[1, 0] = value
     x[4, 7] = value
@@ -131,3 +131,34 @@ def test_a_bad_batch_is_named_by_the_rule_before_any_phase():
     with pytest.raises(ConfigError, match=r"samples \[2\]"):
         rule.estimate(network, (x, torch.tensor([0, 1, 2, 0])))
     assert all(p.grad is None for p in network.parameters())  # nothing written
+
+
+BRIAN2_HOOK_SCRIPT = """
+import sys
+{first}
+hook = sys.excepthook
+from neuroeq import Network
+Network("hopfield", (4, 3, 2))
+from neuroeq.engines.brian2_common import configure_brian2
+configure_brian2("numpy")
+print("kept" if sys.excepthook is hook else "replaced")
+print("brian2's" if sys.excepthook.__module__.startswith("brian2") else "not brian2's")
+Network("hopfield", (4, 3, 2), sizes_typo=1)
+"""
+
+
+@pytest.mark.parametrize("first, hook", [("", "not brian2's"),
+                                         ("import brian2", "brian2's")])
+def test_an_error_in_a_script_is_not_reported_as_a_brian2_bug(first, hook):
+    """neuroeq imports Brian2 by itself; Brian2's process-wide exception hook (which calls
+    any uncaught error an unexpected Brian 2 error to report to its developers) is put
+    back as it was, unless the script imported Brian2 itself."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", BRIAN2_HOOK_SCRIPT.format(first=first)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout.split("\n")[:2] == ["kept", hook]
+    assert "sizes_typo" in done.stderr
+    assert ("Brian 2 encountered an unexpected error" in done.stderr) == (hook == "brian2's")

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from neuroeq.brian2_import import import_brian2
 from neuroeq.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def configure_brian2(target: str = "cython") -> None:
     """
     if target not in TARGETS:
         raise ConfigError(f"Brian2 target {target!r} must be one of {', '.join(TARGETS)}")
+    import_brian2()
     from brian2 import prefs, set_device
 
     set_device("runtime")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from neuroeq.brian2_import import import_brian2
 from neuroeq.errors import ConfigError, NeuroEQError
 from neuroeq.io import write_netcdf, write_text
 from neuroeq.protocols.loader import (
@@ -153,7 +154,7 @@ def _import_brian2_in_worker_thread() -> None:
         original = signal.signal
         signal.signal = lambda *args, **kwargs: None
         try:
-            import brian2  # noqa: F401
+            import_brian2()
         finally:
             signal.signal = original
 

@@ -27,10 +27,11 @@ def test_restriction_to_the_bounds_is_exact(code, expected):
 
 def _general_step(network, x, y, beta, dt, state):
     """``Π(s + dt·(F(s) - (β/τ)c(s)))`` through the model's velocity (no simplification)."""
-    velocity = network.velocity(state, network.drive(x))
-    if beta:
-        velocity = velocity - beta / network.tau * network.cost_gradient(state, y)
-    return network.project(state + dt * velocity)
+    with torch.no_grad():
+        velocity = network.velocity(state, network.drive(x))
+        if beta:
+            velocity = velocity - beta / network.tau * network.cost_gradient(state, y)
+        return network.project(state + dt * velocity)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5])
