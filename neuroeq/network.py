@@ -283,6 +283,9 @@ class Network(nn.Module):
     def drive(self, x: torch.Tensor, params: Params | None = None) -> dict[int, torch.Tensor]:
         """Input currents from the clamped layer, ``Σ W x`` per receiving layer (constant)."""
         params = self.dynamics_parameters() if params is None else params
+        if x.dim() < 2:
+            raise ConfigError(f"the input x of shape {tuple(x.shape)} must be (batch, "
+                              f"{self.sizes[0]}): a single sample is x[None]")
         if x.shape[-1] != self.sizes[0]:
             raise ConfigError(f"input has {x.shape[-1]} features, the network expects "
                               f"{self.sizes[0]} (sizes {self.sizes})")

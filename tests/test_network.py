@@ -162,3 +162,34 @@ def test_an_error_in_a_script_is_not_reported_as_a_brian2_bug(first, hook):
     assert done.stdout.split("\n")[:2] == ["kept", hook]
     assert "sizes_typo" in done.stderr
     assert ("Brian 2 encountered an unexpected error" in done.stderr) == (hook == "brian2's")
+
+
+def test_a_relaxation_names_a_start_or_an_input_of_the_wrong_shape():
+    from neuroeq import TorchEngine
+
+    network = Network("fhn", (8, 6, 3), seed=0)  # two variables: 18 state columns
+    engine = TorchEngine(max_steps=3, tol=0.0)
+    x = torch.rand(4, 8, dtype=torch.float64)
+    for init in (torch.zeros(4, 5), torch.zeros(3, 18), torch.zeros(18)):
+        with pytest.raises(ConfigError, match=r"init has shape .* for 4 samples is \(4, 18\)"):
+            engine.relax(network, x, init=init)
+    # a start of another float dtype is taken in the network's
+    assert engine.relax(network, x, init=torch.zeros(4, 18)).state.dtype == torch.float64
+    with pytest.raises(ConfigError, match=r"must be \(batch, 8\): a single sample is x\[None\]"):
+        engine.relax(network, x[0])
+
+
+def test_a_rule_names_an_option_it_does_not_take():
+    from neuroeq.rules import NUDGED_RULES, ORACLES, PathIntegralEP, make_rule, rule_options
+
+    with pytest.raises(ConfigError, match="rule 'ep' has no option 'betaa'; its options: "
+                                          "beta, engine, nudged_steps, random_sign, seed"):
+        make_rule("ep", betaa=0.1)
+    with pytest.raises(ConfigError, match="rule 'fd' has no option 'beta_'"):
+        make_rule("fd", beta_=1)
+    # options passed on to a parent class (**options) count as the rule's own
+    assert {"points", "chains", "temperature"} <= set(rule_options(NUDGED_RULES["path_integral"]))
+    assert isinstance(make_rule("path_integral", beta=0.5, points=3, chains=32),
+                      PathIntegralEP)
+    for rule in (*NUDGED_RULES.values(), *ORACLES.values()):  # every listed option is real
+        assert "engine" in rule_options(rule)

@@ -160,7 +160,14 @@ class TorchEngine(RelaxationSettings):
         x = x.to(device=network.device, dtype=network.dtype)
         if drive is None:
             drive = network.drive(x, params)
+        if init is not None and not init.is_complex():  # a float32 start for a float64 net
+            init = init.to(device=network.device, dtype=network.dtype)
         state = network.initial_state(x.shape[-2]) if init is None else init.clone()
+        if state.dim() < 2 or state.shape[-1] != network.state_size \
+                or state.shape[-2] != x.shape[-2]:
+            raise ConfigError(f"init has shape {tuple(state.shape)}; the network's state for "
+                              f"{x.shape[-2]} samples is ({x.shape[-2]}, "
+                              f"{network.state_size}) (layers' units × variables)")
         nudge = beta / network.tau
         if not torch.is_grad_enabled() and fast_step.supports(network, state, params):
             dt, _, _ = self.settings(network)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
 from neuroeq.errors import ConfigError
@@ -43,10 +44,36 @@ def make_rule(name: str, *, beta: float = 1e-3,
     if model_class == "skew_gradient" and name in ("ep", "centered"):
         name = {"ep": "skew_ep", "centered": "skew_centered"}[name]
     if name in NUDGED_RULES:
+        _check_options(name, NUDGED_RULES[name], options)
         return NUDGED_RULES[name](beta=beta, engine=engine, **options)
     if name in ORACLES:
+        _check_options(name, ORACLES[name], options)
         return ORACLES[name](engine=engine, **options)
     raise ConfigError(f"unknown rule {name!r}; known: {', '.join(RULE_NAMES)}")
+
+
+def rule_options(rule: type[GradientEstimator]) -> list[str]:
+    """The keyword options a rule's constructor takes, with those it passes on to its
+    parent class (``**options``)."""
+    names: list[str] = []
+    for cls in rule.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        names += [p.name for p in parameters if p.name != "self" and p.name not in names
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names
+
+
+def _check_options(name: str, rule: type[GradientEstimator], options: dict) -> None:
+    known = rule_options(rule)
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        raise ConfigError(f"rule {name!r} has no option {unknown[0]!r}; its options: "
+                          f"{', '.join(known)}")
 
 
 __all__ = [
@@ -54,5 +81,5 @@ __all__ = [
     "Estimate", "FiniteDifferences", "FiniteNudgeEP", "HolomorphicEP", "PathIntegralEP",
     "SampledEstimate", "GradientEstimator", "ImplicitDifferentiation", "StochasticEP",
     "NUDGED_RULES", "ORACLES", "RULE_NAMES", "SkewGradientEP", "VectorFieldEP", "make_rule",
-    "write_gradients",
+    "rule_options", "write_gradients",
 ]
