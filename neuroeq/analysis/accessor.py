@@ -8,33 +8,66 @@ from typing import TYPE_CHECKING
 import xarray as xr
 
 from neuroeq.analysis import alignment, learning, plasticity, traces
+from neuroeq.errors import ConfigError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure, SubFigure
 
 
+#: what each kind of dataset is, and which file of a result folder holds it
+KINDS = {
+    "gradcheck": "a gradient check (gradcheck.nc of a gradcheck protocol)",
+    "metrics": "a training run's metrics (metrics.nc)",
+    "states": "a training run's relaxation traces (states.nc)",
+    "changes": "a training run's weight changes (weight_changes.nc)",
+}
+
+
 @xr.register_dataset_accessor("neq")
 class NeuroEQAccessor:
     """Analysis methods for neuroeq datasets (which methods apply depends on the dataset:
-    gradient checks, training metrics, relaxation traces or weight changes)."""
+    gradient checks, training metrics, relaxation traces or weight changes). A method
+    called on a dataset of another kind names what it needs and the file that has it."""
 
     def __init__(self, dataset: xr.Dataset):
         self._dataset = dataset
 
+    def _require(self, method: str, kind: str, *names: str) -> None:
+        """Raise a :class:`ConfigError` unless every name is a variable, coordinate or
+        dimension of the dataset."""
+        dataset = self._dataset
+        missing = [n for n in names if n not in dataset.variables and n not in dataset.dims]
+        if missing:
+            present = ", ".join(sorted(map(str, dataset.data_vars))) or "none"
+            raise ConfigError(f"ds.neq.{method}() needs {KINDS[kind]}, with "
+                              f"{', '.join(missing)}; this dataset's variables: {present}")
+
     def alignment(self, over: str = "seed") -> xr.Dataset:
+        if "estimate" in self._dataset:
+            self._require("alignment", "gradcheck", "estimate", "true", "rel_error", over)
+        else:
+            self._require("alignment", "gradcheck", "cosine", "rel_error", over)
         return alignment.alignment_summary(self._dataset, over)
 
     def plot_alignment(self, **kwargs) -> Figure | SubFigure:
+        self._require("plot_alignment", "gradcheck", kwargs.get("variable", "rel_error"),
+                      kwargs.get("x", "beta"), "rule")
         return alignment.plot_alignment(self._dataset, **kwargs)
 
     def plot_learning_curves(self) -> Figure:
+        self._require("plot_learning_curves", "metrics", "epoch", "train_accuracy",
+                      "test_accuracy", "train_loss", "test_loss")
         return learning.plot_learning_curves(self._dataset)
 
     def plot_convergence(self, **kwargs) -> Figure | SubFigure:
+        self._require("plot_convergence", "states", "residual", "phase", "time", "sample")
         return traces.plot_convergence(self._dataset, **kwargs)
 
     def plot_phase_portrait(self, **kwargs) -> Figure | SubFigure:
+        self._require("plot_phase_portrait", "states", "state", "phase", "variable", "layer",
+                      "sample")
         return traces.plot_phase_portrait(self._dataset, **kwargs)
 
     def plot_plasticity_map(self, **kwargs) -> Figure:
+        self._require("plot_plasticity_map", "changes", kwargs.get("name", "W1"))
         return plasticity.plot_plasticity_map(self._dataset, **kwargs)

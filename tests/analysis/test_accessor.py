@@ -1,0 +1,69 @@
+"""The ``.neq`` accessor on datasets of every kind: the methods that apply run, the others
+name the dataset they need and the file that holds it."""
+
+import matplotlib
+import numpy as np
+import pytest
+import xarray as xr
+
+import neuroeq.analysis  # noqa: F401  (registers ds.neq)
+from neuroeq.errors import ConfigError
+
+matplotlib.use("Agg")
+
+EPOCHS = [1, 2]
+
+
+def _metrics() -> xr.Dataset:
+    values = {name: ("epoch", [0.5, 0.7]) for name in
+              ("train_accuracy", "test_accuracy", "train_loss", "test_loss")}
+    return xr.Dataset(values, coords={"epoch": EPOCHS})
+
+
+def _states() -> xr.Dataset:
+    shape = (2, 3, 5, 4)  # phase, sample, time, unit
+    rng = np.random.default_rng(0)
+    return xr.Dataset(
+        {"state": (("phase", "sample", "time", "unit"), rng.random(shape)),
+         "residual": (("phase", "sample", "time"), rng.random(shape[:3]) + 0.1)},
+        coords={"phase": ["free", "nudged+"], "time": np.arange(5.0),
+                "layer": ("unit", ["hidden1"] * 4), "variable": ("unit", ["v", "v", "w", "w"])})
+
+
+def _changes() -> xr.Dataset:
+    return xr.Dataset({"W1": (("post", "pre"), np.ones((3, 4)))})
+
+
+def _gradcheck() -> xr.Dataset:
+    dims = ("seed", "rule", "beta")
+    return xr.Dataset({"cosine": (dims, np.ones((2, 1, 2))),
+                       "rel_error": (dims, np.full((2, 1, 2), 1e-3))},
+                      coords={"rule": ["ep"], "beta": [1e-2, 1e-3]})
+
+
+APPLIES = {  # method: the dataset it applies to, and the file its error names
+    "alignment": (_gradcheck, "gradcheck.nc"),
+    "plot_alignment": (_gradcheck, "gradcheck.nc"),
+    "plot_learning_curves": (_metrics, "metrics.nc"),
+    "plot_convergence": (_states, "states.nc"),
+    "plot_phase_portrait": (_states, "states.nc"),
+    "plot_plasticity_map": (_changes, "weight_changes.nc"),
+}
+
+
+@pytest.mark.parametrize("method", list(APPLIES))
+def test_each_method_runs_on_its_dataset_and_names_it_on_the_others(method):
+    make, file = APPLIES[method]
+    assert getattr(make().neq, method)() is not None
+    for other, _ in set(APPLIES.values()) - {APPLIES[method]}:
+        dataset = other()
+        with pytest.raises(ConfigError, match=rf"ds\.neq\.{method}\(\) needs .*\({file}"
+                                              r".*this dataset's variables: "):
+            getattr(dataset.neq, method)()
+
+
+def test_a_named_variable_that_is_missing_is_named():
+    with pytest.raises(ConfigError, match="with W2;"):
+        _changes().neq.plot_plasticity_map(name="W2")
+    with pytest.raises(ConfigError, match="with alpha;"):
+        _gradcheck().neq.plot_alignment(x="alpha")
