@@ -38,6 +38,7 @@ import xarray as xr
 from neuroeq.brian2_import import import_brian2
 from neuroeq.errors import ConfigError, NeuroEQError
 from neuroeq.io import write_netcdf, write_text
+from neuroeq.neuron_model import load_model
 from neuroeq.protocols.loader import (
     apply_overrides,
     load_protocol,
@@ -45,6 +46,7 @@ from neuroeq.protocols.loader import (
     read_protocol_file,
 )
 from neuroeq.protocols.runner import DONE_MARKER
+from neuroeq.protocols.schema import SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind
 PRIMARY_RESULT = {"train": "metrics.nc", "gradcheck": "gradcheck.nc",
@@ -128,8 +130,35 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     name = table.get("name", path.stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{path}: [sweep].name must be a plain folder name, got {name!r}")
-    load_protocol(data)  # the base itself must be valid; points are checked one by one
+    base = load_protocol(data)  # the base itself must be valid; values are checked per point
+    _check_grid_keys(grid, base.config, path)
     return Sweep(name, str(path), grid, data)
+
+
+def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: Path) -> None:
+    """Every grid key must name a setting that the base protocol reads (for
+    ``model.parameters.NAME``, a parameter of its model): a misspelt key would make every
+    point fail, so it is the sweep file's error, raised before any point runs (a bad value
+    fails its own points only)."""
+    kind = config["protocol"]["kind"]
+    sections = SECTIONS_BY_KIND[kind]
+    for key in grid:
+        parts = key.split(".")
+        section, field = parts[:2]
+        if section == "model" and field == "parameters" and len(parts) == 3 \
+                and "model.name" not in grid:
+            known = load_model(config["model"]["name"]).parameters
+            if parts[2] not in known:
+                raise ConfigError(f"{path}: [sweep.grid].{key}: model "
+                                  f"{config['model']['name']!r} has no parameter "
+                                  f"{parts[2]!r}; its parameters: {', '.join(known)}")
+        if section not in sections:
+            raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol has no "
+                              f"[{section}] section; it reads "
+                              f"{', '.join(f'[{s}]' for s in sections)}")
+        if field not in SCHEMA[section]:
+            raise ConfigError(f"{path}: [sweep.grid].{key}: unknown key [{section}].{field}; "
+                              f"known: {', '.join(SCHEMA[section])}")
 
 
 def _flatten(table: Any, where: str, prefix: str = "") -> dict[str, Any]:

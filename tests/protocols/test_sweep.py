@@ -6,6 +6,7 @@ import pytest
 import xarray as xr
 
 from neuroeq.cli import main
+from neuroeq.errors import ConfigError
 from neuroeq.protocols.sweep import load_sweep, run_sweep
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
@@ -78,3 +79,20 @@ def test_sweep_cli_rejects_bad_grids(tmp_path, capsys):
                     'kind = "gradcheck"\n')
     assert main(["sweep", str(path)]) == 2
     assert "must be section.key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, message", [
+    ("rule.betta", r"unknown key \[rule\]\.betta; known: name, beta"),
+    ("snn.epochs", r"a 'train' protocol has no \[snn\] section; it reads \[protocol\]"),
+    ("model.parameters.a", r"model 'hopfield' has no parameter 'a'; its parameters: tau"),
+])
+def test_a_grid_key_the_protocol_does_not_read_is_refused_before_any_point_runs(
+        tmp_path, key, message):
+    """A misspelt key would fail every point: the file is refused when it is loaded (no
+    cluster starts, no result folder is made); a bad value still fails its points only."""
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP.replace('"network.seed" = [0, 1]', f'"{key}" = [1, 2]'))
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)
+    path.write_text(SWEEP.replace('"network.seed" = [0, 1]', '"model.parameters.tau" = [1]'))
+    assert len(load_sweep(path).points()) == 2  # the known parameter of the model passes
