@@ -24,7 +24,7 @@ from neuroeq.engines.langevin import check_gibbs_model
 from neuroeq.errors import ConfigError
 from neuroeq.io import write_netcdf, write_text
 from neuroeq.protocols import build
-from neuroeq.protocols.loader import Protocol
+from neuroeq.protocols.loader import Protocol, load_protocol
 from neuroeq.protocols.schema import GIBBS_RULES
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from neuroeq.neuron_model import NeuronModel
 
 RESULT_FILES = ("protocol.toml", "log.txt")
+#: settings a resumed run may change (and every key of [outputs])
+RESUMABLE_CHANGES = {("training", "epochs"), ("protocol", "description")}
 DONE_MARKER = "DONE"
 
 
@@ -53,6 +55,8 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
                               "or --resume to continue a training run")
         if force and not resume:
             shutil.rmtree(out)
+        elif resume:
+            _check_resumable(protocol, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / DONE_MARKER).unlink(missing_ok=True)
     write_text(out / "protocol.toml", f"# resolved from {protocol.source}\n"
@@ -74,6 +78,31 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     with open(out / "log.txt", "a") as handle:
         handle.write(f"done in {seconds:.1f} s\n")
     return out
+
+
+def _check_resumable(protocol: Protocol, out: Path) -> None:
+    """``--resume`` continues the run in ``out`` as it was made: the protocol may differ
+    from the folder's ``protocol.toml`` only in ``training.epochs``, ``[outputs]`` and
+    ``[protocol].description``; anything else would leave a folder whose protocol does
+    not describe its results."""
+    saved_path = out / "protocol.toml"
+    if not saved_path.is_file():
+        return
+    saved = load_protocol(saved_path).config
+    changed = []
+    for section in sorted(set(saved) | set(protocol.config)):
+        if section == "outputs":
+            continue
+        before, now = saved.get(section, {}), protocol.config.get(section, {})
+        for key in sorted(set(before) | set(now)):
+            if (section, key) in RESUMABLE_CHANGES or before.get(key) == now.get(key):
+                continue
+            changed.append(f"{section}.{key} ({before.get(key)!r} -> {now.get(key)!r})")
+    if changed:
+        raise ConfigError(f"--resume continues the run in {str(out)!r} as it was made, but "
+                          f"these settings differ from its protocol.toml: "
+                          f"{'; '.join(changed)}. Only training.epochs and [outputs] may "
+                          "change; use --force to start again, or another --out")
 
 
 def _logger(out: Path) -> logging.Logger:

@@ -119,8 +119,14 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
     first_epoch = 1
     if resume and out_dir is not None and (out_dir / CHECKPOINT_NAME).exists():
         saved = load_checkpoint(out_dir / CHECKPOINT_NAME)
-        network.load_state_dict(saved["network"])
-        optimizer.load_state_dict(saved["optimizer"])
+        try:
+            network.load_state_dict(saved["network"])
+            optimizer.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            detail = " ".join(str(exc).split())
+            raise ConfigError(f"the checkpoint in {str(out_dir)!r} was saved from another "
+                              f"network or optimizer than this one ({detail}); resume with "
+                              "the same settings or start again") from None
         if particles is not None and saved.get("particles") is not None:
             particles = saved["particles"].to(network.device, network.dtype)
         rule.set_random_state(saved.get("rule_random_state", {}))

@@ -81,6 +81,43 @@ def test_an_identity_readout_must_have_one_unit_per_class_of_the_data(tmp_path):
     assert (run_protocol(linear, tmp_path / "linear", progress=False) / "DONE").is_file()
 
 
+def test_a_resumed_run_keeps_the_settings_it_was_made_with(tmp_path):
+    """--resume may extend training.epochs and change [outputs]; any other change is
+    refused before anything in the folder is touched (its protocol.toml still describes
+    its results)."""
+    quick = ["training.epochs=1", "outputs.figures=false", "outputs.state_samples=0"]
+    out = run_protocol(load_protocol(TINY_TRAIN, quick), tmp_path / "run", progress=False)
+    files = {name: (out / name).read_bytes() for name in ("protocol.toml", "metrics.nc",
+                                                           "checkpoint.pt")}
+    for change in ("rule.beta=0.9", "network.sizes=[64, 12, 10]", "training.lr=0.1"):
+        changed = load_protocol(TINY_TRAIN, quick + ["training.epochs=2", change])
+        with pytest.raises(ConfigError, match=rf"--resume continues the run .* differ from "
+                                              rf"its protocol.toml: {change.split('=')[0]} "):
+            run_protocol(changed, out, resume=True, progress=False)
+        assert {name: (out / name).read_bytes() for name in files} == files
+    longer = load_protocol(TINY_TRAIN, quick + ["training.epochs=2", "outputs.dpi=30"])
+    run_protocol(longer, out, resume=True, progress=False)
+    assert list(xr.open_dataset(out / "metrics.nc").epoch.values) == [1, 2]
+
+
+def test_a_checkpoint_of_another_network_is_named_not_loaded(tmp_path):
+    from neuroeq import Network
+    from neuroeq.data import load_dataset
+    from neuroeq.rules import make_rule
+    from neuroeq.training import TrainConfig, train
+
+    data = load_dataset("digits", "train")
+    config = TrainConfig(epochs=1, batch_size=64, limit_train=128)
+    rule = make_rule("centered", beta=0.5)
+    train(Network("hopfield", (64, 8, 10)), rule, data, None, config, out_dir=tmp_path,
+          progress=False)
+    longer = TrainConfig(epochs=2, batch_size=64, limit_train=128)
+    with pytest.raises(ConfigError, match="saved from another network or optimizer than "
+                                          "this one .*size mismatch for weights.W1"):
+        train(Network("hopfield", (64, 12, 10)), rule, data, None, longer, out_dir=tmp_path,
+              resume=True, progress=False)
+
+
 def test_gradcheck_protocol_from_the_cli(tmp_path, capsys):
     path = tmp_path / "g.toml"
     path.write_text('[protocol]\nname = "g"\nkind = "gradcheck"\n[gradcheck]\n'
