@@ -25,6 +25,20 @@ class LabeledData:
     n_classes: int
     name: str
 
+    def __post_init__(self) -> None:
+        where = f"data set {self.name!r}"
+        if self.x.dim() != 2 or self.y.dim() != 1 or len(self.x) != len(self.y):
+            raise ConfigError(f"{where}: x {tuple(self.x.shape)} and y {tuple(self.y.shape)} "
+                              "must be (samples, features) and (samples,)")
+        if self.y.is_floating_point() or self.y.is_complex() or self.y.dtype == torch.bool:
+            raise ConfigError(f"{where}: y must hold integer class labels, got {self.y.dtype}")
+        if not (isinstance(self.n_classes, int) and self.n_classes >= 1):
+            raise ConfigError(f"{where}: n_classes {self.n_classes!r} must be a positive "
+                              "integer")
+        if len(self.y) and not (int(self.y.min()) >= 0 and int(self.y.max()) < self.n_classes):
+            raise ConfigError(f"{where}: labels span {int(self.y.min())}..{int(self.y.max())}, "
+                              f"outside [0, {self.n_classes}) for its {self.n_classes} classes")
+
     def __len__(self) -> int:
         return len(self.y)
 

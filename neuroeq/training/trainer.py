@@ -96,9 +96,15 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
     written atomically after every ``checkpoint_every`` epochs; ``resume=True`` continues
     from that checkpoint and ends with exactly the weights of an uninterrupted run.
     """
-    if train_data.n_features != network.sizes[0]:
-        raise ConfigError(f"data set {train_data.name!r} has {train_data.n_features} features, "
-                          f"the network's input layer has {network.sizes[0]}")
+    for data in (train_data, test_data) if test_data is not None else (train_data,):
+        if data.n_features != network.sizes[0]:  # both before any epoch runs
+            raise ConfigError(f"data set {data.name!r} has {data.n_features} features, "
+                              f"the network's input layer has {network.sizes[0]}")
+        if data.n_classes > network.readout.n_classes:
+            raise ConfigError(f"data set {data.name!r} has {data.n_classes} classes, the "
+                              f"network's readout predicts {network.readout.n_classes}: give "
+                              "the output layer one unit per class or a linear readout with "
+                              f"n_classes={data.n_classes}")
     if config.limit_train:
         train_data = dataclasses.replace(train_data, x=train_data.x[:config.limit_train],
                                          y=train_data.y[:config.limit_train])

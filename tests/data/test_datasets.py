@@ -5,8 +5,9 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
-from neuroeq.data import load_dataset, read_idx
+from neuroeq.data import LabeledData, load_dataset, read_idx
 from neuroeq.data.idx import load_idx_split
 from neuroeq.errors import ConfigError
 from tests.conftest import SHARED_DATA
@@ -86,3 +87,16 @@ def test_real_idx_files(name):
     test = load_dataset(name, "test", root=SHARED_DATA)
     assert test.x.shape == (10000, 784) and test.y.shape == (10000,)
     assert set(test.y.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("x, y, classes, message", [
+    (torch.rand(4, 3), torch.zeros(3, dtype=torch.long), 2, r"x \(4, 3\) and y \(3,\) must be"),
+    (torch.rand(4), torch.zeros(4, dtype=torch.long), 2, r"must be \(samples, features\)"),
+    (torch.rand(3, 2), torch.rand(3), 2, "integer class labels, got torch.float32"),
+    (torch.rand(3, 2), torch.tensor([0, 2, 1]), 2, r"labels span 0\.\.2, outside \[0, 2\)"),
+    (torch.rand(3, 2), torch.tensor([0, -1, 1]), 2, r"labels span -1\.\.1"),
+    (torch.rand(3, 2), torch.tensor([0, 1, 1]), 0, "n_classes 0 must be a positive integer"),
+])
+def test_a_data_set_that_contradicts_itself_is_refused(x, y, classes, message):
+    with pytest.raises(ConfigError, match=message):
+        LabeledData(x, y, classes, "made")

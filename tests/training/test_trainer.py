@@ -67,3 +67,23 @@ def test_unknown_learning_rate_key_and_wrong_width(digits):
     small = Network("hopfield", (10, 5, 10))
     with pytest.raises(ConfigError, match="64 features"):
         train(small, rule, *digits, TrainConfig(epochs=1), progress=False)
+
+
+def test_data_that_do_not_fit_the_network_are_named_before_any_epoch(digits, monkeypatch):
+    """The test set is checked with the training set, up front, not after an epoch."""
+    from neuroeq.data import LabeledData
+    from neuroeq.training import trainer
+
+    train_data, _ = digits
+    epochs = []
+    monkeypatch.setattr(trainer, "_train_epoch",
+                        lambda *args, **kwargs: epochs.append(1) or {})
+    rule = CenteredEP(beta=0.5, engine=TorchEngine(tol=0.0, max_steps=5))
+    narrow = LabeledData(torch.rand(10, 32), torch.zeros(10, dtype=torch.long), 10, "narrow")
+    with pytest.raises(ConfigError, match="data set 'narrow' has 32 features"):
+        train(Network("hopfield", (64, 8, 10)), rule, train_data, narrow,
+              TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ConfigError, match="has 10 classes, the network's readout predicts 5"):
+        train(Network("hopfield", (64, 8, 5)), rule, train_data, None, TrainConfig(epochs=1),
+              progress=False)
+    assert epochs == []
