@@ -28,6 +28,7 @@ from neuroeq.compiled_model import CompiledModel
 from neuroeq.errors import ConfigError
 from neuroeq.neuron_model import NeuronModel, load_model
 from neuroeq.readout import Readout
+from neuroeq.seeds import check_seed
 
 COUPLINGS = ("symmetric", "asymmetric", "feedforward")
 Params = Mapping[str, torch.Tensor]
@@ -90,6 +91,7 @@ class Network(nn.Module):
         if dtype not in (torch.float32, torch.float64):
             raise ConfigError(f"dtype {dtype} must be torch.float32 or torch.float64")
         self.sizes, self.coupling, self.alpha = sizes, coupling, float(alpha)
+        seed = check_seed(seed, "network seed")
         self.lateral, self.skip, self.seed, self.gain = bool(lateral), bool(skip), seed, gain
         self.compiled = CompiledModel(self.model)
         self.layer_names = ["input"] + [f"hidden{l}" for l in range(1, len(sizes) - 1)] + ["output"]

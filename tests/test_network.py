@@ -193,3 +193,23 @@ def test_a_rule_names_an_option_it_does_not_take():
                       PathIntegralEP)
     for rule in (*NUDGED_RULES.values(), *ORACLES.values()):  # every listed option is real
         assert "engine" in rule_options(rule)
+
+
+@pytest.mark.parametrize("seed", ["1", 1.5, 2.0, True, None])
+def test_a_seed_that_is_not_a_whole_number_is_named(seed):
+    from neuroeq.engines.brian2_spiking import SpikingEngine
+    from neuroeq.rules import ClassicEP
+
+    for make, where in ((lambda: Network("hopfield", (4, 3, 2), seed=seed), "network seed"),
+                        (lambda: ClassicEP(0.5, random_sign=True, seed=seed), "rule seed"),
+                        (lambda: SpikingEngine(seed=seed), "spiking engine seed")):
+        with pytest.raises(ConfigError, match=f"{where} must be a whole number, got"):
+            make()
+
+
+def test_a_numpy_integer_seed_is_taken_as_an_int():
+    import numpy as np
+
+    network = Network("hopfield", (4, 3, 2), seed=np.int64(3))
+    assert type(network.seed) is int
+    assert torch.equal(network.weights["W1"], Network("hopfield", (4, 3, 2), seed=3).weights["W1"])

@@ -42,6 +42,7 @@ from neuroeq.engines.brian2_common import (
 from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.network import Edge, Network, Params
+from neuroeq.seeds import check_seed
 
 #: ``[spiking] nudge``: the output's teaching current (see :meth:`SpikingEngine.nudge_gradient`)
 NUDGES = ("chain_rule", "rate_error")
@@ -220,6 +221,7 @@ class SpikingEngine:
             raise ConfigError(f"Brian2 target {self.target!r} must be 'cython' or 'numpy'")
         if int(self.replicas) < 1:
             raise ConfigError(f"replicas {self.replicas} must be at least 1")
+        check_seed(self.seed, "spiking engine seed")
         for name in ("burn_in", "window"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < (0 if name == "burn_in"

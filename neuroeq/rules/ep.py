@@ -17,6 +17,7 @@ from neuroeq.rules.phases import (
     nudged_phase,
     readout_gradients,
 )
+from neuroeq.seeds import check_seed
 
 
 def check_beta(beta: float) -> float:
@@ -44,7 +45,7 @@ class ClassicEP(GradientEstimator):
         super().__init__(engine, nudged_steps)
         self.beta = check_beta(beta)
         self.random_sign = random_sign
-        self._generator = torch.Generator().manual_seed(seed)
+        self._generator = torch.Generator().manual_seed(check_seed(seed, "rule seed"))
 
     def random_state(self) -> dict[str, torch.Tensor]:
         return {"sign_generator": self._generator.get_state()}
