@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from neuroeq.errors import ConfigError
+from neuroeq.seeds import check_seed
 
 READOUT_KINDS = ("identity", "linear")
 COSTS = ("mse", "cross_entropy")
@@ -39,7 +40,7 @@ class Readout(nn.Module):
         self.kind, self.cost_name = kind, cost
         self.n_out, self.n_classes = n_out, n_classes
         if kind == "linear":
-            generator = torch.Generator().manual_seed(seed + 7919)
+            generator = torch.Generator().manual_seed(check_seed(seed, "readout seed") + 7919)
             bound = 1.0 / math.sqrt(n_out)
             self.weight = nn.Parameter(
                 (torch.rand(n_classes, n_out, generator=generator, dtype=dtype) * 2 - 1) * bound)

@@ -198,10 +198,12 @@ def test_a_rule_names_an_option_it_does_not_take():
 @pytest.mark.parametrize("seed", ["1", 1.5, 2.0, True, None])
 def test_a_seed_that_is_not_a_whole_number_is_named(seed):
     from neuroeq.engines.brian2_spiking import SpikingEngine
-    from neuroeq.rules import ClassicEP
+    from neuroeq.rules import ClassicEP, FiniteNudgeEP
 
     for make, where in ((lambda: Network("hopfield", (4, 3, 2), seed=seed), "network seed"),
+                        (lambda: Readout(3, 4, kind="linear", seed=seed), "readout seed"),
                         (lambda: ClassicEP(0.5, random_sign=True, seed=seed), "rule seed"),
+                        (lambda: FiniteNudgeEP(0.5, seed=seed), "sampler seed"),
                         (lambda: SpikingEngine(seed=seed), "spiking engine seed")):
         with pytest.raises(ConfigError, match=f"{where} must be a whole number, got"):
             make()

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from neuroeq.data import LabeledData
 from neuroeq.errors import ConfigError
+from neuroeq.seeds import check_seed
 
 
 class SpikingMLP(nn.Module):
@@ -38,7 +39,7 @@ class SpikingMLP(nn.Module):
             raise ConfigError(f"sizes {list(sizes)} needs at least two positive layer sizes")
         if not 0.0 < beta < 1.0:
             raise ConfigError(f"membrane decay beta {beta} must lie in (0, 1)")
-        torch.manual_seed(seed)
+        torch.manual_seed(check_seed(seed, "SNN seed"))
         spike_grad = surrogate.fast_sigmoid(slope=slope)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:],
                                                                     strict=False))

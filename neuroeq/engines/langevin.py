@@ -29,6 +29,7 @@ import torch
 
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
+from neuroeq.seeds import check_seed
 
 
 @dataclass
@@ -79,7 +80,8 @@ class LangevinSampler:
                 raise ConfigError(f"{name} {getattr(self, name)} must be at least 1")
         if int(self.burn_in) < 0:
             raise ConfigError(f"burn_in {self.burn_in} must be non-negative")
-        self._generator = torch.Generator().manual_seed(int(self.seed))
+        self._generator = torch.Generator().manual_seed(check_seed(self.seed,
+                                                                   "sampler seed"))
 
     def random_state(self) -> torch.Tensor:
         return self._generator.get_state()
