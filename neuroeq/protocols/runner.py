@@ -33,8 +33,11 @@ if TYPE_CHECKING:
     from neuroeq.neuron_model import NeuronModel
 
 RESULT_FILES = ("protocol.toml", "log.txt")
-#: settings a resumed run may change (and every key of [outputs])
-RESUMABLE_CHANGES = {("training", "epochs"), ("protocol", "description")}
+#: settings a resumed run may change (and every key of [outputs]): how long it trains, and
+#: what does not change what it learns (where the data files lie, how often it checkpoints)
+RESUMABLE_CHANGES = {("training", "epochs"), ("training", "checkpoint_every"),
+                     ("training", "eval_batch_size"), ("data", "root"),
+                     ("protocol", "description")}
 DONE_MARKER = "DONE"
 
 
@@ -82,9 +85,9 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
 
 def _check_resumable(protocol: Protocol, out: Path) -> None:
     """``--resume`` continues the run in ``out`` as it was made: the protocol may differ
-    from the folder's ``protocol.toml`` only in ``training.epochs``, ``[outputs]`` and
-    ``[protocol].description``; anything else would leave a folder whose protocol does
-    not describe its results."""
+    from the folder's ``protocol.toml`` only in :data:`RESUMABLE_CHANGES` and
+    ``[outputs]``; anything else would leave a folder whose protocol does not describe its
+    results."""
     saved_path = out / "protocol.toml"
     if not saved_path.is_file():
         return
@@ -101,8 +104,9 @@ def _check_resumable(protocol: Protocol, out: Path) -> None:
     if changed:
         raise ConfigError(f"--resume continues the run in {str(out)!r} as it was made, but "
                           f"these settings differ from its protocol.toml: "
-                          f"{'; '.join(changed)}. Only training.epochs and [outputs] may "
-                          "change; use --force to start again, or another --out")
+                          f"{'; '.join(changed)}. Only training.epochs, [outputs] and where "
+                          "the data lie may change; use --force to start again, or another "
+                          "--out")
 
 
 def _logger(out: Path) -> logging.Logger:

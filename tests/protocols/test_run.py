@@ -95,7 +95,8 @@ def test_a_resumed_run_keeps_the_settings_it_was_made_with(tmp_path):
                                               rf"its protocol.toml: {change.split('=')[0]} "):
             run_protocol(changed, out, resume=True, progress=False)
         assert {name: (out / name).read_bytes() for name in files} == files
-    longer = load_protocol(TINY_TRAIN, quick + ["training.epochs=2", "outputs.dpi=30"])
+    longer = load_protocol(TINY_TRAIN, quick + ["training.epochs=2", "outputs.dpi=30",
+                                                "training.checkpoint_every=2"])
     run_protocol(longer, out, resume=True, progress=False)
     assert list(xr.open_dataset(out / "metrics.nc").epoch.values) == [1, 2]
 
