@@ -42,6 +42,9 @@ def free_energy(network: Network, x: torch.Tensor, y: torch.Tensor, beta: float,
     params = network.dynamics_parameters() if params is None else params
     n = network.state_size
     T = float(temperature)
+    if not (math.isfinite(T) and T > 0):
+        raise ConfigError(f"temperature {temperature} must be a positive number (T = 0 is "
+                          "the deterministic network, which has no free energy to check)")
     zero = torch.zeros(n, dtype=network.dtype)
     out = network.output_block
     selector = torch.zeros(n, dtype=network.dtype)
@@ -98,6 +101,13 @@ def gibbs_check(sizes: Sequence[int] = (3, 4, 2), temperatures: Sequence[float] 
     for rule in rules:
         if rule not in GIBBS_RULES:
             raise ConfigError(f"unknown rule {rule!r}; known: {', '.join(GIBBS_RULES)}")
+    for temperature in temperatures:  # before any sampling, not at the first point
+        if not (math.isfinite(float(temperature)) and float(temperature) > 0):
+            raise ConfigError(f"temperature {temperature} must be a positive number")
+    for beta in betas:
+        if not (math.isfinite(float(beta)) and 0 < float(beta) <= 1):
+            raise ConfigError(f"beta {beta} must lie in (0, 1] (the nudge of the Gibbs "
+                              "objective)")
     shape = (len(temperatures), len(betas), len(seeds), len(rules))
     data = {k: np.full(shape, np.nan) for k in
             ("rel_error", "cosine", "rel_stderr", "z_rms", "acceptance")}

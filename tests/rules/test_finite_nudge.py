@@ -110,3 +110,24 @@ def test_bounded_model_samples_stay_in_the_box_and_gradients_land_in_param_grad(
     assert 0 < float(samples.acceptance.min()) <= 1
     torch.testing.assert_close(network.weights["W1"].grad, estimate.grads["weights.W1"])
     assert float(network.weights["W1"].grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"temperatures": (0.0,)}, "temperature 0.0 must be a positive number"),
+    ({"temperatures": (0.1, -1.0)}, "temperature -1.0 must be a positive number"),
+    ({"betas": (1.5,)}, r"beta 1.5 must lie in \(0, 1\]"),
+    ({"betas": (0.0,)}, r"beta 0.0 must lie in \(0, 1\]"),
+])
+def test_the_gibbs_check_refuses_bad_settings_before_sampling(options, message, monkeypatch):
+    from neuroeq import gibbs_check
+
+    monkeypatch.setattr(gibbs_check, "exact_gradient", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(ConfigError, match=message):
+        gibbs_check.gibbs_check(chains=4, **options)
+
+
+def test_the_free_energy_needs_a_positive_temperature():
+    network = Network("linear", (3, 4, 2), coupling="symmetric", seed=0, gain=0.5)
+    x, y = torch.rand(2, 3, dtype=network.dtype), torch.tensor([0, 1])
+    with pytest.raises(ConfigError, match="temperature 0.0 must be a positive number"):
+        free_energy(network, x, y, 0.5, 0.0)
