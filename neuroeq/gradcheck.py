@@ -25,6 +25,15 @@ from neuroeq.readout import Readout
 from neuroeq.rules import ORACLES, RULE_NAMES, make_rule
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: rules whose estimate has another reference than the deterministic gradient checked here
+CHECKED_ELSEWHERE = {
+    "finite_nudge": "it estimates the gradient of a noisy network's Gibbs objective, not of "
+                    "the stationary state's cost; check it with `neuroeq gibbscheck`",
+    "path_integral": "it estimates the gradient of a noisy network's Gibbs objective, not of "
+                     "the stationary state's cost; check it with `neuroeq gibbscheck`",
+    "stoch_ep": "it needs the spiking engine; compare it with mean-field EP in a "
+                "'stochastic' protocol (protocols/stochastic_vs_meanfield.toml)",
+}
 
 
 def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> None:
@@ -42,6 +51,10 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
               progress: Callable[[str], None] | None = None) -> xr.Dataset:
     """Compare rules with the implicit-differentiation gradient; see the module docstring."""
     _check_choices(list(rules), RULE_NAMES, "rule")
+    for rule in rules:
+        if rule in CHECKED_ELSEWHERE:
+            raise ConfigError(f"rule {rule!r} is not checked against the deterministic "
+                              f"gradient: {CHECKED_ELSEWHERE[rule]}")
     _check_choices(list(couplings), COUPLINGS, "coupling")
     if dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} must be one of {', '.join(DTYPES)}")

@@ -8,6 +8,7 @@ import pytest
 import xarray as xr
 
 from neuroeq.cli import main
+from neuroeq.errors import ConfigError
 from neuroeq.gradcheck import convergence_slope, gradcheck
 
 
@@ -56,3 +57,14 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message):
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("rule, pointer", [("finite_nudge", "neuroeq gibbscheck"),
+                                           ("path_integral", "neuroeq gibbscheck"),
+                                           ("stoch_ep", "'stochastic' protocol")])
+def test_rules_with_another_reference_point_to_their_check(rule, pointer):
+    """The Gibbs rules estimate another objective and StochEP needs the spiking engine:
+    a table of them against the deterministic gradient would read as failures."""
+    with pytest.raises(ConfigError, match=f"rule '{rule}' is not checked against the "
+                                          f"deterministic gradient: .*{pointer}"):
+        gradcheck(rules=["ep", rule], sizes=(4, 3, 2))
