@@ -45,7 +45,14 @@ def cache_directory() -> Path:
         else:
             base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neuroeq"
     path = base / "brian2"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Brian2's code cache {str(path)!r} cannot be created ({exc}); "
+                          f"set {CACHE_ENV} to a writable directory") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"Brian2's code cache {str(path)!r} is not writable; set "
+                          f"{CACHE_ENV} to a writable directory")
     return path
 
 

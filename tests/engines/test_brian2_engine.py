@@ -225,3 +225,17 @@ def test_gradcheck_command_refuses_rules_brian2_cannot_run(capsys):
     status = main(["gradcheck", "--engine", "brian2", "--model", "fhn", "--rules", "asym,dyadic"])
     assert status == 2
     assert "cannot run dyadic" in capsys.readouterr().err
+
+
+def test_a_cache_directory_that_cannot_be_made_is_named(tmp_path, monkeypatch):
+    from neuroeq.engines.brian2_common import CACHE_ENV, cache_directory
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(CACHE_ENV, str(blocker))
+    with pytest.raises(ConfigError, match=rf"code cache .*a_file/brian2.* cannot be created "
+                                          rf".*set {CACHE_ENV} to a writable directory"):
+        cache_directory()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "fresh"))
+    assert cache_directory() == tmp_path / "fresh" / "brian2"
+    assert (tmp_path / "fresh" / "brian2").is_dir()
