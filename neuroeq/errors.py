@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
 
 class NeuroEQError(Exception):
     """Base class: every error neuroeq raises on purpose."""
@@ -31,3 +36,15 @@ class RelaxationError(NeuroEQError, RuntimeError):
         self.layer = layer
         self.samples = samples or []
         self.residual = residual
+
+
+def sample_list(mask: torch.Tensor) -> list[int]:
+    """Flat indices of the samples where ``mask`` is true (for the messages above)."""
+    return [int(i) for i in mask.reshape(-1).nonzero().reshape(-1).tolist()]
+
+
+def short(samples: list[int]) -> str:
+    """At most eight sample indices, then a count."""
+    if len(samples) <= 8:
+        return str(samples)
+    return f"{samples[:8]}... ({len(samples)} samples)"

@@ -19,6 +19,7 @@ import xarray as xr
 
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
+from neuroeq.gibbs_check import GIBBS_RULES
 from neuroeq.network import COUPLINGS, Network
 from neuroeq.neuron_model import load_model
 from neuroeq.readout import Readout
@@ -27,10 +28,9 @@ from neuroeq.rules import ORACLES, RULE_NAMES, make_rule
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 #: rules whose estimate has another reference than the deterministic gradient checked here
 CHECKED_ELSEWHERE = {
-    "finite_nudge": "it estimates the gradient of a noisy network's Gibbs objective, not of "
-                    "the stationary state's cost; check it with `neuroeq gibbscheck`",
-    "path_integral": "it estimates the gradient of a noisy network's Gibbs objective, not of "
-                     "the stationary state's cost; check it with `neuroeq gibbscheck`",
+    **dict.fromkeys(GIBBS_RULES, "it estimates the gradient of a noisy network's Gibbs "
+                                 "objective, not of the stationary state's cost; check it "
+                                 "with `neuroeq gibbscheck`"),
     "stoch_ep": "it needs the spiking engine; compare it with mean-field EP in a "
                 "'stochastic' protocol (protocols/stochastic_vs_meanfield.toml)",
 }

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from neuroeq.compiled_model import CompiledModel
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.neuron_model import NeuronModel, load_model
 from neuroeq.readout import Readout
 from neuroeq.seeds import check_seed
@@ -413,11 +413,9 @@ def _check_input(x: torch.Tensor) -> None:
     detached = x.detach()  # real: the network's dtype is float32 or float64
     low, high = torch.aminmax(detached)  # NaN propagates through the min and max
     if not math.isfinite(float(torch.maximum(-low, high))):
-        bad = (~torch.isfinite(detached)).reshape(-1, detached.shape[-1]).any(-1)
-        samples = [int(i) for i in bad.nonzero().reshape(-1).tolist()]
-        shown = samples if len(samples) <= 8 else f"{samples[:8]}... ({len(samples)} samples)"
-        raise ConfigError(f"the input x holds NaN or inf values in samples {shown}: clean or "
-                          "rescale the data")
+        samples = sample_list((~torch.isfinite(detached)).any(-1))
+        raise ConfigError(f"the input x holds NaN or inf values in samples {short(samples)}: "
+                          "clean or rescale the data")
 
 
 def _as_tensor(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.seeds import check_seed
 
 READOUT_KINDS = ("identity", "linear")
@@ -56,22 +56,25 @@ class Readout(nn.Module):
         """One-hot targets from class labels in ``[0, n_classes)`` (or float targets of
         ``n_classes`` columns, passed through)."""
         if y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-            if y.numel():
-                low, high = (int(v) for v in torch.aminmax(y))
-                if low < 0 or high >= self.n_classes:
-                    bad = ((y < 0) | (y >= self.n_classes)).reshape(-1).nonzero().reshape(-1)
-                    samples = [int(i) for i in bad[:8].tolist()]
-                    raise ConfigError(
-                        f"labels must be class indices in [0, {self.n_classes}); got "
-                        f"{low if low < 0 else high} (samples {samples}"
-                        f"{'...' if len(bad) > 8 else ''}): the readout predicts "
-                        f"{self.n_classes} classes")
+            self._check_labels(y)
             return nn.functional.one_hot(y.long(), self.n_classes).to(like.dtype)
         if y.dim() == 0 or y.shape[-1] != self.n_classes:
             raise ConfigError(f"float targets of shape {tuple(y.shape)} must have "
                               f"{self.n_classes} columns, one per class of the readout "
                               "(or pass integer class labels)")
         return y.to(like.dtype)
+
+    def _check_labels(self, y: torch.Tensor) -> None:
+        """Raise a :class:`ConfigError` naming the samples whose labels are not class
+        indices (one reduction when they all are)."""
+        if not y.numel():
+            return
+        low, high = (int(v) for v in torch.aminmax(y))
+        if low < 0 or high >= self.n_classes:
+            samples = sample_list((y < 0) | (y >= self.n_classes))
+            raise ConfigError(f"labels must be class indices in [0, {self.n_classes}); got "
+                              f"{low if low < 0 else high} (samples {short(samples)}): the "
+                              f"readout predicts {self.n_classes} classes")
 
     def cost(self, rates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample cost ``C(r, y)``, shape ``(..., batch)``."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from neuroeq.errors import RelaxationError
+from neuroeq.errors import RelaxationError, sample_list, short
 from neuroeq.network import Network
 
 
@@ -99,18 +99,6 @@ def stagnating(history: list[torch.Tensor]) -> bool:
     recent = float(values[-quarter:].min())
     earlier = float(values[-2 * quarter:-quarter].min())
     return recent > 0.5 * earlier
-
-
-def sample_list(mask: torch.Tensor) -> list[int]:
-    """Flat indices of the samples where ``mask`` is true."""
-    return [int(i) for i in mask.reshape(-1).nonzero().reshape(-1).tolist()]
-
-
-def short(samples: list[int]) -> str:
-    """At most eight sample indices, then a count."""
-    if len(samples) <= 8:
-        return str(samples)
-    return f"{samples[:8]}... ({len(samples)} samples)"
 
 
 def stability_hint(network: Network) -> str:

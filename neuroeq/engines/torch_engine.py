@@ -160,9 +160,12 @@ class TorchEngine(RelaxationSettings):
         x = x.to(device=network.device, dtype=network.dtype)
         if drive is None:
             drive = network.drive(x, params)
-        if init is not None and not init.is_complex():  # a float32 start for a float64 net
-            init = init.to(device=network.device, dtype=network.dtype)
-        state = network.initial_state(x.shape[-2]) if init is None else init.clone()
+        if init is None:
+            state = network.initial_state(x.shape[-2])
+        elif init.is_complex():
+            state = init.clone()
+        else:  # a copy in the network's dtype (a float32 start for a float64 network)
+            state = init.to(device=network.device, dtype=network.dtype, copy=True)
         if state.dim() < 2 or state.shape[-1] != network.state_size \
                 or state.shape[-2] != x.shape[-2]:
             raise ConfigError(f"init has shape {tuple(state.shape)}; the network's state for "

@@ -104,9 +104,9 @@ def _check_resumable(protocol: Protocol, out: Path) -> None:
     if changed:
         raise ConfigError(f"--resume continues the run in {str(out)!r} as it was made, but "
                           f"these settings differ from its protocol.toml: "
-                          f"{'; '.join(changed)}. Only training.epochs, [outputs] and where "
-                          "the data lie may change; use --force to start again, or another "
-                          "--out")
+                          f"{'; '.join(changed)}. Only [outputs] and "
+                          f"{', '.join(f'{a}.{b}' for a, b in sorted(RESUMABLE_CHANGES))} may "
+                          "change; use --force to start again, or another --out")
 
 
 def _logger(out: Path) -> logging.Logger:

@@ -145,13 +145,6 @@ def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: P
     for key in grid:
         parts = key.split(".")
         section, field = parts[:2]
-        if section == "model" and field == "parameters" and len(parts) == 3 \
-                and "model.name" not in grid:
-            known = load_model(config["model"]["name"]).parameters
-            if parts[2] not in known:
-                raise ConfigError(f"{path}: [sweep.grid].{key}: model "
-                                  f"{config['model']['name']!r} has no parameter "
-                                  f"{parts[2]!r}; its parameters: {', '.join(known)}")
         if section not in sections:
             raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol has no "
                               f"[{section}] section; it reads "
@@ -159,6 +152,13 @@ def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: P
         if field not in SCHEMA[section]:
             raise ConfigError(f"{path}: [sweep.grid].{key}: unknown key [{section}].{field}; "
                               f"known: {', '.join(SCHEMA[section])}")
+        if (section, field) == ("model", "parameters") and len(parts) == 3 \
+                and "model.name" not in grid:
+            known = load_model(config["model"]["name"]).parameters
+            if parts[2] not in known:
+                raise ConfigError(f"{path}: [sweep.grid].{key}: model "
+                                  f"{config['model']['name']!r} has no parameter "
+                                  f"{parts[2]!r}; its parameters: {', '.join(known)}")
 
 
 def _flatten(table: Any, where: str, prefix: str = "") -> dict[str, Any]:

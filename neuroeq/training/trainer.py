@@ -96,8 +96,8 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
     written atomically after every ``checkpoint_every`` epochs; ``resume=True`` continues
     from that checkpoint and ends with exactly the weights of an uninterrupted run.
     """
-    for data in (train_data, test_data) if test_data is not None else (train_data,):
-        if data.n_features != network.sizes[0]:  # both before any epoch runs
+    for data in (d for d in (train_data, test_data) if d is not None):  # before any epoch
+        if data.n_features != network.sizes[0]:
             raise ConfigError(f"data set {data.name!r} has {data.n_features} features, "
                               f"the network's input layer has {network.sizes[0]}")
         if data.n_classes > network.readout.n_classes:

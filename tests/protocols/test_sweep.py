@@ -96,3 +96,11 @@ def test_a_grid_key_the_protocol_does_not_read_is_refused_before_any_point_runs(
         load_sweep(path)
     path.write_text(SWEEP.replace('"network.seed" = [0, 1]', '"model.parameters.tau" = [1]'))
     assert len(load_sweep(path).points()) == 2  # the known parameter of the model passes
+
+
+def test_a_model_parameter_in_the_grid_of_a_kind_without_a_model_is_named(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[sweep]\n[sweep.grid]\n"model.parameters.a" = [0.0, 0.1]\n'
+                    '[protocol]\nname = "g"\nkind = "gradcheck"\n')
+    with pytest.raises(ConfigError, match=r"a 'gradcheck' protocol has no \[model\] section"):
+        load_sweep(path)
