@@ -138,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     except NeuroEQError as exc:  # one line, whatever the message (Brian2's span several)
-        print(f"neuroeq: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+        print(f"neuroeq: error: {' '.join(str(exc).split())}{notes}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("neuroeq: interrupted", file=sys.stderr)

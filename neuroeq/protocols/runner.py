@@ -3,6 +3,8 @@
 Every run writes ``protocol.toml`` (the resolved configuration), ``log.txt``, its datasets
 (NetCDF) and figures (PNG) into one folder. An existing folder is refused unless
 ``force`` (start again) or ``resume`` (training continues from its checkpoint) is given.
+``force`` keeps the folder it replaces beside the new one (``NAME.previous``) until the new
+run is done: a run that fails leaves the results it was to replace where they can be found.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ RESUMABLE_CHANGES = {("training", "epochs"), ("training", "checkpoint_every"),
                      ("training", "eval_batch_size"), ("data", "root"),
                      ("protocol", "description")}
 DONE_MARKER = "DONE"
+PREVIOUS_SUFFIX = ".previous"
 
 
 def default_output_dir(protocol: Protocol) -> Path:
@@ -56,10 +59,9 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
         if not (force or resume):
             raise ConfigError(f"result folder {str(out)!r} exists; pass --force to replace it "
                               "or --resume to continue a training run")
-        if force and not resume:
-            shutil.rmtree(out)
-        elif resume:
+        if resume:
             _check_resumable(protocol, out)
+    previous = _set_aside(out) if force and not resume else None
     out.mkdir(parents=True, exist_ok=True)
     (out / DONE_MARKER).unlink(missing_ok=True)
     write_text(out / "protocol.toml", f"# resolved from {protocol.source}\n"
@@ -71,6 +73,10 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
         RUNNERS[protocol.kind](protocol, out, log, resume=resume, progress=progress)
     except Exception as exc:
         log.error("failed: %s: %s", type(exc).__name__, exc)
+        if previous is not None:
+            kept = f"the results this run was to replace are kept in {str(previous)!r}"
+            log.error(kept)
+            exc.add_note(kept)
         raise
     finally:
         for handler in list(log.handlers):
@@ -80,7 +86,30 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     write_text(out / DONE_MARKER, f"{seconds:.1f} s\n")
     with open(out / "log.txt", "a") as handle:
         handle.write(f"done in {seconds:.1f} s\n")
+    if previous is not None:
+        shutil.rmtree(previous)
     return out
+
+
+def _set_aside(out: Path) -> Path | None:
+    """Move what ``out`` holds to ``NAME.previous`` for a ``force`` run, which removes it
+    once the new run is done; ``None`` when there is nothing to keep. A folder without the
+    done marker beside a kept one is a failed attempt at replacing it: it is removed, and
+    the kept results stay (until a run is done)."""
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise ConfigError(f"--force would replace {str(out)!r}, which holds the current "
+                          "directory; give --out a folder of its own")
+    previous = out.with_name(out.name + PREVIOUS_SUFFIX)
+    if not out.exists() or not any(out.iterdir()):
+        return previous if previous.exists() else None
+    if previous.exists() and not (out / DONE_MARKER).exists():
+        shutil.rmtree(out)
+        return previous
+    if previous.exists():
+        shutil.rmtree(previous)
+    out.rename(previous)
+    return previous
 
 
 def _check_resumable(protocol: Protocol, out: Path) -> None:

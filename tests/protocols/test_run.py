@@ -65,6 +65,36 @@ def test_existing_results_are_kept_unless_forced(tmp_path):
     assert list(xr.open_dataset(out / "metrics.nc").epoch.values) == [1, 2]
 
 
+def test_force_keeps_the_results_it_replaces_until_the_new_run_is_done(tmp_path, capsys,
+                                                                    monkeypatch):
+    """A --force run that fails (here when the network is built) leaves the folder it was
+    to replace as NAME.previous and says so; a second failed attempt does not displace
+    it; a run that is done removes it."""
+    quick = ["training.epochs=1", "outputs.figures=false", "outputs.state_samples=0"]
+    out = run_protocol(load_protocol(TINY_TRAIN, quick), tmp_path / "run", progress=False)
+    files = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    previous = tmp_path / "run.previous"
+    failing = load_protocol(TINY_TRAIN, quick + ["network.sizes=[64, 16, 5]"])
+    with pytest.raises(ConfigError, match="5 output units") as error:
+        run_protocol(failing, out, force=True, progress=False)
+    assert f"kept in {str(previous)!r}" in " ".join(error.value.__notes__)
+    assert "kept in" in (out / "log.txt").read_text() and not (out / "DONE").exists()
+    path = tmp_path / "failing.toml"
+    path.write_text(failing.to_toml())
+    assert main(["run", str(path), "--out", str(out), "--force", "--quiet"]) != 0
+    assert f"kept in {str(previous)!r}" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in previous.iterdir() if p.is_file()} == files
+    run_protocol(load_protocol(TINY_TRAIN, quick), out, force=True, progress=False)
+    assert (out / "DONE").is_file() and not previous.exists()
+    with pytest.raises(ConfigError, match="exists; pass --force"):
+        run_protocol(failing, out, progress=False)  # without --force nothing moves
+    assert (out / "DONE").is_file() and not previous.exists()
+    monkeypatch.chdir(out)
+    with pytest.raises(ConfigError, match="holds the current directory"):
+        run_protocol(failing, Path("."), force=True, progress=False)
+    assert (out / "DONE").is_file()
+
+
 def test_an_identity_readout_must_have_one_unit_per_class_of_the_data(tmp_path):
     """Caught when the network is built, before any batch runs (the log says why); a
     linear readout maps 5 units to the 10 classes."""
