@@ -18,9 +18,11 @@ def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None
     run.add_argument("--out", type=Path, help="result folder (default results/<name>)")
     run.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE", help="override a setting, e.g. training.epochs=3")
-    run.add_argument("--force", action="store_true", help="replace an existing result folder")
-    run.add_argument("--resume", action="store_true",
-                     help="continue a training run from its checkpoint")
+    start = run.add_mutually_exclusive_group()
+    start.add_argument("--force", action="store_true", help="replace an existing result "
+                       "folder (kept as NAME.previous until the new run is done)")
+    start.add_argument("--resume", action="store_true",
+                       help="continue a training run from its checkpoint")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(handler=_run)
 

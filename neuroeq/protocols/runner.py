@@ -51,6 +51,8 @@ def default_output_dir(protocol: Protocol) -> Path:
 def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force: bool = False,
                  resume: bool = False, progress: bool = True) -> Path:
     """Run ``protocol`` and return its result folder (see the module docstring)."""
+    if force and resume:
+        raise ConfigError("force (start again) and resume (continue) exclude each other")
     out = Path(out_dir) if out_dir is not None else default_output_dir(protocol)
     if out.exists() and any(out.iterdir()):
         if resume and protocol.kind != "train":
@@ -61,7 +63,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
                               "or --resume to continue a training run")
         if resume:
             _check_resumable(protocol, out)
-    previous = _set_aside(out) if force and not resume else None
+    previous = _set_aside(out) if force else None
     out.mkdir(parents=True, exist_ok=True)
     (out / DONE_MARKER).unlink(missing_ok=True)
     write_text(out / "protocol.toml", f"# resolved from {protocol.source}\n"

@@ -89,6 +89,10 @@ def test_force_keeps_the_results_it_replaces_until_the_new_run_is_done(tmp_path,
     with pytest.raises(ConfigError, match="exists; pass --force"):
         run_protocol(failing, out, progress=False)  # without --force nothing moves
     assert (out / "DONE").is_file() and not previous.exists()
+    with pytest.raises(ConfigError, match="exclude each other"):
+        run_protocol(failing, out, force=True, resume=True, progress=False)
+    assert main(["run", str(path), "--out", str(out), "--force", "--resume"]) != 0
+    assert "not allowed with argument" in capsys.readouterr().err
     monkeypatch.chdir(out)
     with pytest.raises(ConfigError, match="holds the current directory"):
         run_protocol(failing, Path("."), force=True, progress=False)
