@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.engines.langevin import check_temperature
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
 from neuroeq.rules.finite_nudge import FiniteNudgeEP, PathIntegralEP
@@ -41,10 +42,7 @@ def free_energy(network: Network, x: torch.Tensor, y: torch.Tensor, beta: float,
         raise ConfigError("the closed-form free energy needs the identity readout with MSE")
     params = network.dynamics_parameters() if params is None else params
     n = network.state_size
-    T = float(temperature)
-    if not (math.isfinite(T) and T > 0):
-        raise ConfigError(f"temperature {temperature} must be a positive number (T = 0 is "
-                          "the deterministic network, which has no free energy to check)")
+    T = check_temperature(temperature)
     zero = torch.zeros(n, dtype=network.dtype)
     out = network.output_block
     selector = torch.zeros(n, dtype=network.dtype)
@@ -102,8 +100,7 @@ def gibbs_check(sizes: Sequence[int] = (3, 4, 2), temperatures: Sequence[float] 
         if rule not in GIBBS_RULES:
             raise ConfigError(f"unknown rule {rule!r}; known: {', '.join(GIBBS_RULES)}")
     for temperature in temperatures:  # before any sampling, not at the first point
-        if not (math.isfinite(float(temperature)) and float(temperature) > 0):
-            raise ConfigError(f"temperature {temperature} must be a positive number")
+        check_temperature(temperature)
     for beta in betas:
         if not (math.isfinite(float(beta)) and 0 < float(beta) <= 1):
             raise ConfigError(f"beta {beta} must lie in (0, 1] (the nudge of the Gibbs "

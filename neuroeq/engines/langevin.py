@@ -32,6 +32,16 @@ from neuroeq.network import Network
 from neuroeq.seeds import check_seed
 
 
+def check_temperature(temperature: float) -> float:
+    """``temperature`` as a float; a :class:`ConfigError` unless it is positive and finite
+    (``T = 0`` is the deterministic network, for the deterministic engines)."""
+    T = float(temperature)
+    if not (math.isfinite(T) and T > 0):
+        raise ConfigError(f"temperature {temperature} must be a positive number (T = 0 is "
+                          "the deterministic network: use the torch engine)")
+    return T
+
+
 @dataclass
 class GibbsSamples:
     """Samples of ``ρ_β`` for each nudge.
@@ -70,9 +80,7 @@ class LangevinSampler:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ConfigError(f"temperature {self.temperature} must be a positive number "
-                              "(T = 0 is the deterministic engine)")
+        check_temperature(self.temperature)
         if self.dt is not None and not (math.isfinite(self.dt) and self.dt > 0):
             raise ConfigError(f"dt {self.dt} must be a positive number of seconds")
         for name in ("samples", "thin", "chains"):

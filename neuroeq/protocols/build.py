@@ -47,8 +47,8 @@ def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None =
                           f"{n_classes} classes: an identity readout needs one unit per "
                           f"class; make the last size {n_classes} or set "
                           'readout = "linear"')
-    readout = Readout(n_out, (10 if n_classes is None else n_classes)
-                      if section["readout"] == "linear" else None,
+    linear_classes = 10 if n_classes is None else n_classes
+    readout = Readout(n_out, linear_classes if section["readout"] == "linear" else None,
                       kind=section["readout"], cost=section["cost"],
                       seed=section["seed"], dtype=dtype)
     return Network(model, section["sizes"], coupling=section["coupling"],

@@ -105,10 +105,10 @@ def _set_aside(out: Path) -> Path | None:
     previous = out.with_name(out.name + PREVIOUS_SUFFIX)
     if not out.exists() or not any(out.iterdir()):
         return previous if previous.exists() else None
-    if previous.exists() and not (out / DONE_MARKER).exists():
-        shutil.rmtree(out)
-        return previous
     if previous.exists():
+        if not (out / DONE_MARKER).exists():
+            shutil.rmtree(out)
+            return previous
         shutil.rmtree(previous)
     out.rename(previous)
     return previous
