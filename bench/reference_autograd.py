@@ -302,9 +302,10 @@ def stage_times(sizes, free_steps: int, nudged_steps: int, batch: int, device, r
 
     def sketch_step():
         drive, free = timed(floor, "free phase", lambda: sketch.free_phase(x, free_steps))
-        target = functional.one_hot(y, num_classes=sizes[-1]).to(x.dtype)
-        nudged = timed(floor, "nudged phase", lambda: sketch.relax(drive, free, nudged_steps,
-                                                                   beta, target))
+        # the one-hot targets belong to the nudged phase, as in neuroeq's
+        nudged = timed(floor, "nudged phase", lambda: sketch.relax(
+            drive, free, nudged_steps, beta,
+            functional.one_hot(y, num_classes=sizes[-1]).to(x.dtype)))
         timed(floor, "Hebbian update", lambda: sketch.update(x, free, nudged, beta, lr))
 
     for _ in range(10):  # warm-up

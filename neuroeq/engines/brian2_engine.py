@@ -396,10 +396,12 @@ class Brian2Engine(RelaxationSettings):
               beta: float = 0.0, init: torch.Tensor | None = None,
               force: Callable[[torch.Tensor], torch.Tensor] | None = None,
               params: Params | None = None, drive: dict | None = None,
-              max_steps: int | None = None, tol: float | None = None) -> RelaxResult:
+              max_steps: int | None = None, tol: float | None = None,
+              start: RelaxResult | None = None) -> RelaxResult:
         """Relax ``B`` samples ``x`` (B, n_in) from ``init`` (B, N) with nudge ``β``.
 
-        Same contract as :meth:`TorchEngine.relax`; ``force`` may only be AsymEP's
+        Same contract as :meth:`TorchEngine.relax` (``start``: an earlier phase's result,
+        for its state and input currents); ``force`` may only be AsymEP's
         correction (it is realised inside the Brian2 model). No autograd (BPTT needs the
         torch engine).
         """
@@ -407,6 +409,7 @@ class Brian2Engine(RelaxationSettings):
 
         if beta != 0.0 and y is None:
             raise ConfigError("a nudged phase (beta != 0) needs targets y")
+        init, drive = self._warm_start(start, init, drive)
         if force is not None and not isinstance(force, AsymCorrection):
             raise ConfigError("the Brian2 engine realises only AsymEP's correction inside its "
                               "model; other extra forces need TorchEngine")

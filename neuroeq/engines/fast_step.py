@@ -33,6 +33,7 @@ buffer and added: BLAS is slow on products with few outputs per row. Off the bou
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import sympy
@@ -234,6 +235,7 @@ class EulerMap:
             raise ValueError("a layer sweep needs a network without extra synaptic channels "
                              "and no extra force")
         self.sweep = sweep
+        self.default_params = params is None  # the network's own parameters
         params = network.dynamics_parameters() if params is None else params
         if nudge != 0.0 and y is not None:  # one-hot targets once, not at every step
             y = network.targets(y)
@@ -278,9 +280,38 @@ class EulerMap:
         # one bounded variable per layer: the layer view is all the projection needs
         self._layer_bounds = {l: compiled.bounds.get(self.blocks[l][0].variable)
                               for l in self.layers if len(self.blocks[l]) == 1}
-        self.lean = (not self.channels and force is None
-                     and len(self._layer_bounds) == len(self.blocks))
+        self.lean = self._lean()
         self._affine_forms: dict[bool, dict] = {}  # built on first use (a map often needs one)
+
+    def _lean(self) -> bool:
+        """True when the lean affine step may apply: no extra channel, no extra force, one
+        bounded variable per layer."""
+        return (not self.channels and self.force is None
+                and len(self._layer_bounds) == len(self.blocks))
+
+    def with_nudge(self, nudge: float, y: torch.Tensor | None,
+                   force: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EulerMap:
+        """The same map with nudge ``β/τ`` towards ``y`` and the extra force ``force``
+        instead of this map's: it shares the constant parts (base currents ``Σ W x + b``,
+        the matrices, the compiled updates), so a nudged phase of the same batch and
+        weights does not rebuild them. Its own buffers and its own last output."""
+        if self.sweep:
+            raise ValueError("with_nudge is for the plain map, not a layer sweep")
+        other = copy.copy(self)
+        other.nudge, other.force = nudge, force
+        other.y = self.network.targets(y) if nudge != 0.0 and y is not None else y
+        other.lean = other._lean()
+        other._last_output = None
+        other._view_cache = {}
+        other._narrow_products = {}
+        other._affine_forms = dict(self._affine_forms)
+        return other
+
+    def produced(self, state: torch.Tensor) -> bool:
+        """True when ``state`` is this map's last output, unmodified since (or the state
+        given to :meth:`mark_in_bounds`): it lies in the bounds."""
+        last = self._last_output
+        return last is not None and state is last[0] and state._version == last[1]
 
     @property
     def affine(self) -> dict[int, tuple[float, float, torch.Tensor]]:
@@ -352,12 +383,14 @@ class EulerMap:
         return currents
 
     def _narrow_product(self, post: int, pre: int, rates: torch.Tensor,
-                        transposed: torch.Tensor) -> torch.Tensor | None:
+                        transposed: torch.Tensor, offset: torch.Tensor | None = None,
+                        alpha: float = 1.0) -> torch.Tensor | None:
         """``ρ_pre Mᵀ`` as ``(M ρ_preᵀ)ᵀ`` (a view of a kept ``(n_post, batch)`` buffer) when
         the output is narrow and the input wide (the readout layer's ``n_post = 10`` from 500
         hidden units), else ``None``. MKL runs a product with ``n_post`` outputs per row
         1.2-2.4× slower than the same product with ``batch`` outputs (batch 128-1024,
-        float32 and float64; ``bench/RESULTS.md``)."""
+        float32 and float64; ``bench/RESULTS.md``). With ``offset`` (``(batch, n_post)`` or
+        ``(n_post,)``): ``offset + α·ρ_pre Mᵀ`` in the same ``addmm``."""
         n_post = transposed.shape[-1]
         if not ((post, pre) in self._narrow_edges and rates.dim() == 2
                 and rates.dtype == transposed.dtype and rates.shape[0] >= 2 * n_post):
@@ -366,7 +399,10 @@ class EulerMap:
         if buffer is None or buffer.shape[1] != rates.shape[0] or buffer.dtype != rates.dtype:
             buffer = rates.new_empty(n_post, rates.shape[0])
             self._narrow_products[(post, pre)] = buffer
-        return torch.mm(transposed.t(), rates.t(), out=buffer).t()
+        if offset is None:
+            return torch.mm(transposed.t(), rates.t(), out=buffer).t()
+        columns = offset.t() if offset.dim() == 2 else offset.unsqueeze(-1)
+        return torch.addmm(columns, transposed.t(), rates.t(), alpha=alpha, out=buffer).t()
 
     def __call__(self, state: torch.Tensor, out: torch.Tensor | None = None, *,
                  in_bounds: bool = False) -> torch.Tensor:
@@ -380,9 +416,7 @@ class EulerMap:
         compiled = self.compiled
         updates, rho, rho_prime = self.updates, compiled.rho, compiled.rho_prime
         affine = self.affine
-        last = self._last_output
-        own_output = last is not None and state is last[0] and state._version == last[1]
-        if self.projected is not None and (in_bounds or own_output):
+        if self.projected is not None and (in_bounds or self.produced(state)):
             updates, restricted = self.projected
             affine = self.affine_projected
             parameters = self.parameters
@@ -465,9 +499,24 @@ class EulerMap:
                 target.fill_(float(value))
 
     def _affine_update(self, l: int, current: torch.Tensor, target: torch.Tensor,
-                       rates: list, form: tuple[float, float, torch.Tensor]) -> None:
-        """``target = a·v + (b·base + c) + b·Σ ρ_pre Mᵀ`` for an affine layer ``l``."""
+                       rates: list, form: tuple[float, float, torch.Tensor],
+                       defer: bool = False) -> torch.Tensor | None:
+        """``target = a·v + (b·base + c) + b·Σ ρ_pre Mᵀ`` for an affine layer ``l``.
+
+        ``defer``: a layer whose one incoming edge is narrow with ``a = 0`` (the readout
+        layer at ``dt = τ``) returns ``(b·M ρᵀ + offsetᵀ)ᵀ``, one ``addmm`` into the kept
+        buffer, for the caller's next kernel to write into ``target`` (``None`` otherwise:
+        ``target`` holds the update)."""
         a, b, offset = form
+        edges = self.incoming[l]
+        if defer and b != 0.0 and len(edges) == 1 and offset.dim() in (1, 2):
+            pre, transposed = edges[0]
+            fused = self._narrow_product(l, pre, rates[pre], transposed, offset=offset, alpha=b)
+            if fused is not None:
+                if a == 0.0:
+                    return fused
+                torch.add(fused, current, alpha=a, out=target)
+                return None
         if a == 0.0:
             target.copy_(offset)
         else:
@@ -501,11 +550,20 @@ class EulerMap:
         inputs, outputs = self._layer_views(state), self._layer_views(out)
         rates: list = [None] + [rho(inputs[l]) for l in self.layers]
         for l in self.layers:
-            self._affine_update(l, inputs[l], outputs[l], rates, affine[l])
+            # a deferred update lands in the layer's output through the next kernel (the
+            # nudge or the projection) instead of a copy of its own
+            source = self._affine_update(l, inputs[l], outputs[l], rates, affine[l],
+                                         defer=True)
             if l == self.network.n_layers:
-                self._nudge(out, rates, inputs, rho_prime)
-            if self._layer_bounds[l] is not None:
-                outputs[l].clamp_(*self._layer_bounds[l])
+                source = self._nudge(out, rates, inputs, rho_prime, source=source)
+            bounds = self._layer_bounds[l]
+            if source is not None:
+                if bounds is not None:
+                    torch.clamp(source, *bounds, out=outputs[l])
+                else:
+                    outputs[l].copy_(source)
+            elif bounds is not None:
+                outputs[l].clamp_(*bounds)
             if self.sweep:
                 rates[l] = rho(outputs[l])
         if self.compiled.bounds:
@@ -513,18 +571,26 @@ class EulerMap:
         return out
 
     def _nudge(self, out: torch.Tensor, rates: list, coupled: dict, rho_prime: Callable,
-               slopes: dict[int, torch.Tensor] | None = None) -> None:
+               slopes: dict[int, torch.Tensor] | None = None,
+               source: torch.Tensor | None = None) -> torch.Tensor | None:
         """``out_output -= dt·(β/τ)·ρ'·∂C/∂r`` at the old output rates (when nudged);
-        ``slopes``: ``ρ'`` of the old state where already computed."""
+        ``slopes``: ``ρ'`` of the old state where already computed. ``source``: the output
+        layer's update not yet written into ``out``; the nudged value is written there and
+        ``None`` returned (without a nudge ``source`` is returned as it is)."""
         if self.nudge == 0.0:
-            return
+            return source
         n = self.network.n_layers
         block = self.network.output_block
         grad = self.network.readout.cost_gradient(rates[n], self.y)
         slope = slopes[n] if slopes and n in slopes else rho_prime(coupled[n])
         if not (isinstance(slope, float) and slope == 1.0):  # 1 on the bounds (Hopfield)
             grad = grad * slope
-        out[:, block.start:block.stop].sub_(grad, alpha=self.dt * self.nudge)
+        target = out[:, block.start:block.stop]
+        if source is None:
+            target.sub_(grad, alpha=self.dt * self.nudge)
+        else:
+            torch.sub(source, grad, alpha=self.dt * self.nudge, out=target)
+        return None
 
     def _project_layer(self, out: torch.Tensor, l: int) -> None:
         """Clamp layer ``l``'s bounded variables in ``out`` into their box (in place)."""

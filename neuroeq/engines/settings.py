@@ -41,6 +41,17 @@ class RelaxationSettings:
         tol = self.tol if self.tol is not None else model.integration_setting("tol", 1e-6)
         return dt, max_steps, tol
 
+    @staticmethod
+    def _warm_start(start: object | None, init: object | None, drive: object | None
+                    ) -> tuple:
+        """``(init, drive)``, from ``start`` (an earlier phase's result) when given."""
+        if start is None:
+            return init, drive
+        if init is not None or drive is not None:
+            raise ConfigError("relax: start= gives the initial state and the input currents; "
+                              "do not pass init= or drive= with it")
+        return start.state, start.drive
+
     def _report_failure(self, failure: RelaxationError | None, stacklevel: int) -> None:
         """Apply ``on_failure`` to a phase that did not settle: raise, warn or ignore."""
         if failure is None:

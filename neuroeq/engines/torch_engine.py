@@ -68,7 +68,8 @@ class RelaxResult:
     includes those of its stability check); ``failure`` the error when not raised;
     ``trace`` the max residual at each check when recorded; ``drive`` the clamped input's
     currents ``Σ W x`` per layer that the phase used (a later phase of the same batch and
-    weights reuses them instead of recomputing ``W x``).
+    weights reuses them instead of recomputing ``W x``); ``euler_map`` the closed-form
+    map it ran, when it ran one (a later phase shares its constant parts: ``start=``).
     """
 
     state: torch.Tensor
@@ -79,6 +80,7 @@ class RelaxResult:
     failure: RelaxationError | None = None
     trace: list[float] = field(default_factory=list)
     drive: dict[int, torch.Tensor] | None = field(default=None, repr=False)
+    euler_map: fast_step.EulerMap | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -149,14 +151,19 @@ class TorchEngine(RelaxationSettings):
     def relax(self, network: Network, x: torch.Tensor, *, y: torch.Tensor | None = None,
               beta: float = 0.0, init: torch.Tensor | None = None, force: Force | None = None,
               params: Params | None = None, drive: dict | None = None,
-              max_steps: int | None = None, tol: float | None = None) -> RelaxResult:
+              max_steps: int | None = None, tol: float | None = None,
+              start: RelaxResult | None = None) -> RelaxResult:
         """Relax from ``init`` (default: the model's initial state) with nudge ``β``.
 
         ``x`` (batch, n_in) is clamped; ``y`` the targets (needed when ``β ≠ 0``). Runs
-        under autograd when gradients are enabled (BPTT), without it otherwise.
+        under autograd when gradients are enabled (BPTT), without it otherwise. ``start``:
+        an earlier phase of the same batch and weights (the free phase before a nudged
+        one) to start from: its state (copied), its input currents and its map's constant
+        parts; it replaces ``init`` and ``drive``.
         """
         if beta != 0.0 and y is None:
             raise ConfigError("a nudged phase (beta != 0) needs targets y")
+        init, drive = self._warm_start(start, init, drive)
         x = x.to(device=network.device, dtype=network.dtype)
         if drive is None:
             drive = network.drive(x, params)
@@ -179,17 +186,27 @@ class TorchEngine(RelaxationSettings):
                                             max_steps, tol)
                 result.drive = drive
                 return result
-            step = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y, force=force)
+            earlier = start.euler_map if start is not None else None
+            if earlier is not None and earlier.network is network and earlier.dt == dt \
+                    and earlier.drive is drive and earlier.default_params and params is None:
+                step = earlier.with_nudge(nudge, y, force)  # its constant parts, shared
+            else:
+                earlier = None
+                step = fast_step.EulerMap(network, dt, drive, params, nudge=nudge, y=y,
+                                          force=force)
             project = network.project if network.compiled.bounds else None
             # a start inside the bounds (the initial state, a free state) takes the map's
             # on-the-bounds forms from the first step on (~3x cheaper than the general one);
-            # the model's initial state is judged from its numbers, a given one by a reduction
-            if project is not None and (network.initial_within_bounds() if init is None
-                                        else network.within_bounds(state)):
+            # the model's initial state is judged from its numbers, an earlier phase's own
+            # last output is known to be, any other start is checked by a reduction
+            if project is not None and (
+                    network.initial_within_bounds() if init is None
+                    else (earlier is not None and earlier.produced(init))
+                    or network.within_bounds(state)):
                 step.mark_in_bounds(state)
             result = self._iterate(network, step, state, project=project, max_steps=max_steps,
                                    tol=tol, buffered=True)
-            result.drive = drive
+            result.drive, result.euler_map = drive, step
             return result
 
         def velocity(s: torch.Tensor) -> torch.Tensor:

@@ -168,11 +168,11 @@ def nudged_phase(engine: TorchEngine, network: Network, x: torch.Tensor, y: torc
                  max_steps: int | None = None
                  ) -> RelaxResult:
     """Relax with nudge ``β`` from the free phase's state (a warm start), reusing its input
-    currents ``Σ W x``: no autograd. ``max_steps`` overrides the engine's budget (e.g. 20
-    free / 4 nudged steps)."""
+    currents ``Σ W x`` and its map's constant parts: no autograd. ``max_steps`` overrides
+    the engine's budget (e.g. 20 free / 4 nudged steps)."""
     with torch.no_grad():
-        return engine.relax(network, x, y=y, beta=beta, init=free.state, force=force,
-                            max_steps=max_steps, drive=free.drive)
+        return engine.relax(network, x, y=y, beta=beta, start=free, force=force,
+                            max_steps=max_steps)
 
 
 def active_mask(network: Network, state: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:

@@ -197,3 +197,38 @@ def test_rates_and_slopes_together_equal_each_alone():
         rates, slopes = compiled.rho_and_prime(s)
         torch.testing.assert_close(rates, compiled.rho(s), rtol=0, atol=1e-15)
         torch.testing.assert_close(slopes, compiled.rho_prime(s), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("model", ["hopfield", "fhn"])
+def test_a_phase_started_from_an_earlier_result_shares_its_map(model, monkeypatch):
+    """``relax(start=free)``: the free phase's state (copied, not modified), its input
+    currents and its map's constant parts; the same nudged states as ``init=``/``drive=``.
+    The free state, the map's own unmodified output, needs no bounds reduction; once
+    written to, it does."""
+    from neuroeq.errors import ConfigError
+
+    network, (x, y) = make_problem(model, batch=6)
+    engine = TorchEngine(tol=0.0, max_steps=20)
+    checks = []
+    original = type(network).within_bounds
+    monkeypatch.setattr(type(network), "within_bounds",
+                        lambda self, state: checks.append(1) or original(self, state))
+    with torch.no_grad():
+        free = engine.relax(network, x)
+        kept = free.state.clone()
+        shared = engine.relax(network, x, y=y, beta=0.4, start=free, max_steps=5)
+        assert checks == []
+        rebuilt = engine.relax(network, x, y=y, beta=0.4, init=free.state, drive=free.drive,
+                               max_steps=5)
+    assert shared.euler_map.base is free.euler_map.base
+    assert rebuilt.euler_map.base is not free.euler_map.base
+    torch.testing.assert_close(shared.state, rebuilt.state, rtol=0, atol=0)
+    torch.testing.assert_close(free.state, kept, rtol=0, atol=0)
+    assert len(checks) == (1 if network.compiled.bounds else 0)  # init= is checked
+    if network.compiled.bounds:
+        with torch.no_grad():
+            free.state.mul_(1.0)  # written to: no longer known to lie in the bounds
+            engine.relax(network, x, y=y, beta=0.4, start=free, max_steps=5)
+        assert len(checks) == 2
+    with pytest.raises(ConfigError, match="do not pass init= or drive= with it"):
+        engine.relax(network, x, y=y, beta=0.4, start=free, init=free.state)

@@ -28,9 +28,14 @@ def test_closed_form_map_matches_the_autograd_path(model, coupling):
     torch.testing.assert_close(fast, generic, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("model", ["hopfield", "fhn"])
+@pytest.mark.parametrize("model, dt_fraction, beta", [
+    ("hopfield", 0.25, 0.3), ("fhn", 0.25, 0.3),
+    # at dt = τ the readout's update has no a·v term: its addmm result lands in the output
+    # through the nudge's or the projection's kernel
+    ("hopfield", 1.0, 0.3), ("hopfield", 1.0, 0.0), ("hopfield", 0.25, 0.0)])
 @pytest.mark.parametrize("sweep", [False, True])
-def test_narrow_readout_products_follow_the_same_trajectory(model, sweep, monkeypatch):
+def test_narrow_readout_products_follow_the_same_trajectory(model, dt_fraction, beta, sweep,
+                                                            monkeypatch):
     """A readout edge with few outputs and many inputs (80 → 4) is computed as ``(M ρᵀ)ᵀ``
     into a kept buffer, on the lean affine path (Hopfield) and the general one (FHN): the
     trajectory equals the autograd path's and the ``addmm`` form's, and the form is taken."""
@@ -38,13 +43,16 @@ def test_narrow_readout_products_follow_the_same_trajectory(model, sweep, monkey
 
     network, (x, y) = make_problem(model, (10, 80, 4), "asymmetric", batch=16)
     with torch.no_grad():
+        for name, value in network.dynamics_parameters().items():
+            if name.startswith("b"):  # non-zero biases: the readout's joins its product
+                value.uniform_(-0.3, 0.3, generator=torch.Generator().manual_seed(3))
         drive = network.drive(x)
         state = network.initial_state(16)
         maps = {}
         for label, outputs in (("narrow", fast_step.NARROW_OUTPUTS), ("addmm", 0)):
             monkeypatch.setattr(fast_step, "NARROW_OUTPUTS", outputs)
-            euler_map = fast_step.EulerMap(network, network.tau / 4, drive,
-                                           nudge=0.3 / network.tau, y=y,
+            euler_map = fast_step.EulerMap(network, network.tau * dt_fraction, drive,
+                                           nudge=beta / network.tau, y=y,
                                            sweep=sweep)
             s = state
             for _ in range(30):
@@ -53,9 +61,9 @@ def test_narrow_readout_products_follow_the_same_trajectory(model, sweep, monkey
     assert maps["narrow"][0]._narrow_products and not maps["addmm"][0]._narrow_products
     torch.testing.assert_close(maps["narrow"][1], maps["addmm"][1], rtol=0, atol=1e-12)
     if not sweep:
-        engine = TorchEngine(dt=network.tau / 4, tol=0.0, max_steps=30)
+        engine = TorchEngine(dt=network.tau * dt_fraction, tol=0.0, max_steps=30)
         with torch.enable_grad():
-            generic = engine.relax(network, x, y=y, beta=0.3).state.detach()
+            generic = engine.relax(network, x, y=y, beta=beta).state.detach()
         torch.testing.assert_close(maps["narrow"][1], generic, rtol=0, atol=1e-12)
 
 
