@@ -307,6 +307,13 @@ class EulerMap:
         other._affine_forms = dict(self._affine_forms)
         return other
 
+    def release_buffers(self) -> None:
+        """Drop the cached layer views of the step buffers and the narrow products' buffers
+        (a relaxation's dead spare state among them): called once a relaxation is done with
+        the map, which its result keeps for a later phase (:meth:`with_nudge`)."""
+        self._view_cache = {}
+        self._narrow_products = {}
+
     def produced(self, state: torch.Tensor) -> bool:
         """True when ``state`` is this map's last output, unmodified since (or the state
         given to :meth:`mark_in_bounds`): it lies in the bounds."""

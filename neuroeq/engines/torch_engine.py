@@ -206,6 +206,7 @@ class TorchEngine(RelaxationSettings):
                 step.mark_in_bounds(state)
             result = self._iterate(network, step, state, project=project, max_steps=max_steps,
                                    tol=tol, buffered=True)
+            step.release_buffers()  # the result keeps the map, not the dead spare state
             result.drive, result.euler_map = drive, step
             return result
 

@@ -232,3 +232,30 @@ def test_a_phase_started_from_an_earlier_result_shares_its_map(model, monkeypatc
         assert len(checks) == 2
     with pytest.raises(ConfigError, match="do not pass init= or drive= with it"):
         engine.relax(network, x, y=y, beta=0.4, start=free, init=free.state)
+
+
+def _tensors_in(value: object, depth: int = 3) -> list[torch.Tensor]:
+    """The tensors held by ``value`` through dicts, lists and tuples (``depth`` levels)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if depth == 0:
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors_in(item, depth - 1)]
+    return []
+
+
+@pytest.mark.parametrize("model", ["hopfield", "fhn"])
+def test_a_result_keeps_its_map_without_the_dead_spare_state(model):
+    """The map a result keeps (for a later phase) holds no state-sized buffer but the
+    result's own state: the relaxation's spare buffer is released with it."""
+    network, (x, _) = make_problem(model, batch=6)
+    with torch.no_grad():
+        free = TorchEngine(tol=0.0, max_steps=7).relax(network, x)
+    held = [t for t in _tensors_in(vars(free.euler_map)) if t.shape == free.state.shape]
+    if network.compiled.bounds:  # it keeps its last output, to know it lies in the bounds
+        assert held
+    for tensor in held:
+        assert tensor.untyped_storage().data_ptr() == free.state.untyped_storage().data_ptr()
