@@ -237,9 +237,8 @@ class EulerMap:
         self.sweep = sweep
         self.default_params = params is None  # the network's own parameters
         params = network.dynamics_parameters() if params is None else params
-        if nudge != 0.0 and y is not None:  # one-hot targets once, not at every step
-            y = network.targets(y)
-        self.network, self.dt, self.nudge, self.y, self.force = network, dt, nudge, y, force
+        self.network, self.dt, self.nudge, self.force = network, dt, nudge, force
+        self.y = self._targets(y)
         self.drive, self.params = drive, params  # (the stability check linearises at them)
         self.updates = _update_expressions(network, dt)
         compiled = network.compiled
@@ -299,13 +298,16 @@ class EulerMap:
             raise ValueError("with_nudge is for the plain map, not a layer sweep")
         other = copy.copy(self)
         other.nudge, other.force = nudge, force
-        other.y = self.network.targets(y) if nudge != 0.0 and y is not None else y
+        other.y = other._targets(y)
         other.lean = other._lean()
         other._last_output = None
-        other._view_cache = {}
-        other._narrow_products = {}
+        other.release_buffers()
         other._affine_forms = dict(self._affine_forms)
         return other
+
+    def _targets(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        """The nudge's targets, one-hot once here rather than at every step."""
+        return self.network.targets(y) if self.nudge != 0.0 and y is not None else y
 
     def release_buffers(self) -> None:
         """Drop the cached layer views of the step buffers and the narrow products' buffers
@@ -516,7 +518,8 @@ class EulerMap:
         ``target`` holds the update)."""
         a, b, offset = form
         edges = self.incoming[l]
-        if defer and b != 0.0 and len(edges) == 1 and offset.dim() in (1, 2):
+        if defer and b != 0.0 and len(edges) == 1 and (l, edges[0][0]) in self._narrow_edges \
+                and offset.dim() in (1, 2):
             pre, transposed = edges[0]
             fused = self._narrow_product(l, pre, rates[pre], transposed, offset=offset, alpha=b)
             if fused is not None:
