@@ -22,11 +22,15 @@ moves the figure. ``--stages`` times the stages of one 784-500-10 training step 
 steps, neuroeq's (free phase, nudged phase, Hebbian update, readout gradient and cost,
 ``param.grad``, optimizer) beside the hand-written step's (free, nudged, update): medians
 over interleaved rounds, to show where a general engine spends more than the floor.
+``--overhead`` times the three methods on a 784-40-2 network at batch 4, where every kernel
+takes about a microsecond: a training step at 1 / 1 steps is their fixed cost per training
+step (Python, dispatch, checks and set-up), and the difference to 20 / 4 their cost per
+Euler step.
 
 Usage (from the repository root):
 
     python bench/reference_autograd.py [--device cpu|cuda] [--threads 2] [--mnist-epoch]
-        [--stages]
+        [--stages] [--overhead]
 """
 
 from __future__ import annotations
@@ -326,6 +330,22 @@ def stage_times(sizes, free_steps: int, nudged_steps: int, batch: int, device, r
     return rows
 
 
+OVERHEAD_SIZES = [784, 40, 2]
+
+
+def overhead_rows(device, repeats: int, batch: int = 4) -> list[list]:
+    """µs per training step of the three methods on a network so small (784-40-2, batch 4)
+    that every kernel takes about a microsecond: at 1 free / 1 nudged step the time is each
+    method's fixed cost per training step (Python, dispatch, checks, set-up), and the
+    difference to 20 / 4 steps, over the 22 extra steps, its cost per Euler step."""
+    times = {}
+    for free_steps, nudged_steps in ((1, 1), (20, 4)):
+        rates = compare(OVERHEAD_SIZES, free_steps, nudged_steps, batch, device, repeats)[:3]
+        times[free_steps] = [batch / rate * 1e6 for rate in rates]
+    return [[name, f"{times[1][i]:.0f}", f"{(times[20][i] - times[1][i]) / 22:.1f}"]
+            for i, name in enumerate(("reference", "neuroeq", "hand-written"))]
+
+
 def mnist_epoch(device, data_root: str, threads: int) -> tuple[float, float, str]:
     from neuroeq.data import load_dataset
     from neuroeq.training import TrainConfig, train
@@ -356,6 +376,9 @@ def main() -> None:
     p.add_argument("--skip-compare", action="store_true")
     p.add_argument("--stages", action="store_true",
                    help="also time the stages of one 784-500-10 training step at 20 / 4")
+    p.add_argument("--overhead", action="store_true",
+                   help="also time the fixed cost per training step and per Euler step on "
+                        "a tiny network (784-40-2, batch 4)")
     args = p.parse_args()
     device = setup(args)
     if not args.skip_compare:
@@ -389,6 +412,12 @@ def main() -> None:
               f"{rounds} interleaved rounds):")
         print(table(["stage", "neuroeq", "hand-written"],
                     stage_times([784, 500, 10], 20, 4, 128, device, rounds)))
+    if args.overhead:
+        rounds = max(50, 10 * args.repeats)
+        print(f"fixed costs on {'-'.join(map(str, OVERHEAD_SIZES))}, batch 4 (best of {rounds} "
+              "interleaved rounds):")
+        print(table(["method", "µs per training step (1 / 1 steps)", "µs per further step"],
+                    overhead_rows(device, rounds)))
     if args.mnist_epoch:
         seconds, accuracy, note = mnist_epoch(device, args.data_root, args.threads)
         print(f"MNIST epoch, 784-500-10, 20/4 steps, batch 128, float32: {seconds:.1f} s "

@@ -81,7 +81,7 @@ class Readout(nn.Module):
 
     def cost(self, rates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample cost ``C(r, y)``, shape ``(..., batch)``."""
-        prediction = self(rates)
+        prediction = self.forward(rates)  # (not through Module.__call__: ~4 µs per call)
         target = self.targets(y, prediction)
         if self.cost_name == "mse":
             return 0.5 * ((prediction - target) ** 2).sum(-1)
@@ -89,7 +89,7 @@ class Readout(nn.Module):
 
     def cost_gradient(self, rates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``∂C/∂r`` in closed form, shape ``(..., batch, n_out)``."""
-        prediction = self(rates)
+        prediction = self.forward(rates)  # (once per nudged step)
         target = self.targets(y, prediction)
         if self.cost_name == "mse":
             error = prediction - target

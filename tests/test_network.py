@@ -215,3 +215,14 @@ def test_a_numpy_integer_seed_is_taken_as_an_int():
     network = Network("hopfield", (4, 3, 2), seed=np.int64(3))
     assert type(network.seed) is int
     assert torch.equal(network.weights["W1"], Network("hopfield", (4, 3, 2), seed=3).weights["W1"])
+
+
+@pytest.mark.parametrize("model, values", [("hopfield", {"s": 0.0}),
+                                           ("fhn", {"v": -1.0, "w": -0.6})])
+def test_the_initial_state_holds_the_model_values(model, values):
+    """One fill where every variable starts at one value, block by block otherwise."""
+    network = Network(model, (5, 4, 3), seed=0)
+    state = network.initial_state(6, leading=(2,))
+    assert state.shape == (2, 6, network.state_size) and state.dtype == network.dtype
+    for block in network.blocks:
+        assert bool((state[..., block.start:block.stop] == values[block.variable]).all())

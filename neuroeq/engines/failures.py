@@ -51,12 +51,12 @@ def check_finite(network: Network, state: torch.Tensor, step: int, divergence: f
     # one reduction on the fast path (NaN propagates through it and fails the comparison);
     # isfinite(s).all() with abs(s).max() took ten times as long on CPU
     if detached.is_complex():
-        peak = detached.abs().amax()
+        if float(detached.abs().amax()) <= divergence:
+            return
     else:
-        low, high = torch.aminmax(detached)
-        peak = torch.maximum(-low, high)
-    if float(peak) <= divergence:
-        return
+        low, high = torch.aminmax(detached)  # (two scalar reads, no kernel for max(-low, high))
+        if -divergence <= float(low) and float(high) <= divergence:
+            return
     finite = torch.isfinite(detached)
     bad_units = ~finite | (detached.abs() > divergence)
     samples = sample_list(bad_units.any(-1))

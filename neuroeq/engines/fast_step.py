@@ -66,6 +66,23 @@ def _projected_rates(network: Network) -> dict[str, sympy.Expr] | None:
     return {"rho": forms["rho"], "rho_prime": forms["rho_prime"]}
 
 
+def _identity_on_bounds(network: Network) -> bool:
+    """True when ``ρ`` restricted to the bounds is the coupled variable itself (the hard
+    sigmoid: ``clip(s, 0, 1) = s`` on ``[0, 1]``), so that a step on the bounds reads the
+    state as its rates (cached)."""
+    cache = network.__dict__.setdefault("_fast_step_cache", {})
+    key = (id(network.model), "identity on the bounds")
+    if key not in cache:
+        rates = _projected_rates(network)
+        rho = None if rates is None else rates["rho"]
+        cache[key] = isinstance(rho, sympy.Symbol) and rho.name == network.compiled.coupled
+    return cache[key]
+
+
+def _same(value: torch.Tensor) -> torch.Tensor:
+    return value
+
+
 def _affine(update: sympy.Expr, variable: str) -> tuple[float, float, float] | None:
     """``(a, b, c)`` when ``update = a·v + b·I + c`` with numbers ``a, b, c`` (``I`` the
     total input), else ``None``."""
@@ -262,8 +279,9 @@ class EulerMap:
             # ρ @ Mᵀ this way up to 2.7× faster than with a contiguous Mᵀ (narrow outputs)
             matrix = network.matrix(edge, params).detach().contiguous()
             self.incoming[edge.post].append((edge.pre, matrix.transpose(-1, -2)))
-        # (post, pre) edges whose product is computed as (M ρᵀ)ᵀ (decided once, by shape)
-        self._narrow_edges = {(post, pre) for post, edges in self.incoming.items()
+        # (post, pre) edges whose product is computed as (M ρᵀ)ᵀ (decided once, by shape),
+        # with their contiguous (n_post, n_pre) matrix M
+        self._narrow_edges = {(post, pre): transposed.t() for post, edges in self.incoming.items()
                               for pre, transposed in edges
                               if transposed.dim() == 2 and transposed.shape[-1] <= NARROW_OUTPUTS
                               and transposed.shape[-2] >= NARROW_RATIO * transposed.shape[-1]}
@@ -274,6 +292,7 @@ class EulerMap:
         self.needs_rho = "rho" in names
         # on projected states: the updates with the restricted ρ, ρ', and those two
         self.projected = _projected_map(network, dt)
+        self.identity_on_bounds = self.projected is not None and _identity_on_bounds(network)
         self._last_output: tuple[torch.Tensor, int] | None = None
         self._view_cache: dict[int, tuple[torch.Tensor, dict[int, torch.Tensor]]] = {}
         # one bounded variable per layer: the layer view is all the projection needs
@@ -400,18 +419,18 @@ class EulerMap:
         1.2-2.4× slower than the same product with ``batch`` outputs (batch 128-1024,
         float32 and float64; ``bench/RESULTS.md``). With ``offset`` (``(batch, n_post)`` or
         ``(n_post,)``): ``offset + α·ρ_pre Mᵀ`` in the same ``addmm``."""
-        n_post = transposed.shape[-1]
-        if not ((post, pre) in self._narrow_edges and rates.dim() == 2
-                and rates.dtype == transposed.dtype and rates.shape[0] >= 2 * n_post):
+        matrix = self._narrow_edges.get((post, pre))
+        if matrix is None or rates.dim() != 2 or rates.dtype != matrix.dtype \
+                or rates.shape[0] < 2 * matrix.shape[0]:
             return None
         buffer = self._narrow_products.get((post, pre))
         if buffer is None or buffer.shape[1] != rates.shape[0] or buffer.dtype != rates.dtype:
-            buffer = rates.new_empty(n_post, rates.shape[0])
+            buffer = rates.new_empty(matrix.shape[0], rates.shape[0])
             self._narrow_products[(post, pre)] = buffer
         if offset is None:
-            return torch.mm(transposed.t(), rates.t(), out=buffer).t()
+            return torch.mm(matrix, rates.t(), out=buffer).t()
         columns = offset.t() if offset.dim() == 2 else offset.unsqueeze(-1)
-        return torch.addmm(columns, transposed.t(), rates.t(), alpha=alpha, out=buffer).t()
+        return torch.addmm(columns, matrix, rates.t(), alpha=alpha, out=buffer).t()
 
     def __call__(self, state: torch.Tensor, out: torch.Tensor | None = None, *,
                  in_bounds: bool = False) -> torch.Tensor:
@@ -429,9 +448,8 @@ class EulerMap:
             updates, restricted = self.projected
             affine = self.affine_projected
             parameters = self.parameters
-
-            def rho(c: torch.Tensor) -> torch.Tensor | float:
-                return restricted["rho"]({**parameters, compiled.coupled: c})
+            rho = _same if self.identity_on_bounds else (
+                lambda c: restricted["rho"]({**parameters, compiled.coupled: c}))
 
             def rho_prime(c: torch.Tensor) -> torch.Tensor | float:
                 return restricted["rho_prime"]({**parameters, compiled.coupled: c})
@@ -527,17 +545,22 @@ class EulerMap:
                     return fused
                 torch.add(fused, current, alpha=a, out=target)
                 return None
-        if a == 0.0:
+        edges = edges if b != 0.0 else []
+        if a == 0.0 and edges and (l, edges[0][0]) not in self._narrow_edges:
+            # the offset and the first product in one addmm (no copy of its own)
+            pre, transposed = edges[0]
+            torch.addmm(offset, rates[pre], transposed, alpha=b, out=target)
+            edges = edges[1:]
+        elif a == 0.0:
             target.copy_(offset)
         else:
             torch.add(offset, current, alpha=a, out=target)
-        if b != 0.0:
-            for pre, transposed in self.incoming[l]:
-                narrow = self._narrow_product(l, pre, rates[pre], transposed)
-                if narrow is None:
-                    target.addmm_(rates[pre], transposed, alpha=b)
-                else:
-                    target.add_(narrow, alpha=b)
+        for pre, transposed in edges:
+            narrow = self._narrow_product(l, pre, rates[pre], transposed)
+            if narrow is None:
+                target.addmm_(rates[pre], transposed, alpha=b)
+            else:
+                target.add_(narrow, alpha=b)
 
     def _layer_views(self, tensor: torch.Tensor) -> dict[int, torch.Tensor]:
         """``{layer: tensor[:, layer's columns]}``, cached for the few buffers a relaxation

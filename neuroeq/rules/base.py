@@ -70,7 +70,10 @@ class GradientEstimator(ABC):
             raise ConfigError(f"batch shapes x {tuple(x.shape)} and y {tuple(y.shape)} must be "
                               "(batch, features) and (batch,) or (batch, outputs)")
         x = x.to(device=network.device, dtype=network.dtype)
-        y = y.to(network.device)
+        # class labels become the readout's targets here, once per batch: the phases, the
+        # cost and the readout gradient read them as they are (one-hot float targets pass
+        # through), instead of checking and one-hot encoding the labels two to four times
+        y = network.targets(y)
         if free is None:
             with torch.no_grad():
                 free = self.engine.relax(network, x, init=init)
@@ -84,7 +87,8 @@ class GradientEstimator(ABC):
     @abstractmethod
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
-        """The rule itself, given the free phase."""
+        """The rule itself, given the free phase; ``y`` holds the readout's targets
+        (:meth:`Network.targets`: one-hot rows for class labels)."""
 
     def describe(self) -> dict:
         return {"rule": self.name, "class": type(self).__name__}

@@ -78,6 +78,13 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
     rates_a = [rates(state_a) for rates in channels]
     rates_b = [rates(state_b) for rates in channels]
     grads: dict[str, torch.Tensor] = {}
+    differences: dict[int, torch.Tensor] = {}  # ρ_l^a - ρ_l^b: the input edges' and the biases'
+
+    def difference_of(layer: int) -> torch.Tensor:
+        if layer not in differences:
+            differences[layer] = rates_a[0][layer] - rates_b[0][layer]
+        return differences[layer]
+
     with torch.no_grad():
         for edge in network.edges:
             if not edge.primary:
@@ -85,9 +92,9 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
             factor = 0.5 if (edge.kind == "lateral" and network.coupling == "symmetric") else 1.0
             coefficient = -factor * scale / count
             if edge.pre == 0:  # the clamped input feeds the primary channel only
-                # the scale goes on the (batch, n_post) factor, not on the (n_post, n_pre)
-                post = (rates_a[0][edge.post] - rates_b[0][edge.post]).mul_(coefficient)
-                product = post.transpose(-1, -2) @ x
+                post = difference_of(edge.post).transpose(-1, -2)  # (the scale as alpha)
+                product = torch.addmm(post.new_empty(post.shape[0], x.shape[1]), post, x,
+                                      beta=0, alpha=coefficient)
             else:  # Σ_channels (ρ_post^a ρ_pre^aᵀ - ρ_post^b ρ_pre^bᵀ), accumulated in place
                 # (the scale as the matmuls' alpha; stacking the phases for one matmul cost
                 # a copy and a negation of the wide factors: ΔW₂ of 784-500-10 took 1.5x)
@@ -104,8 +111,7 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
             grad = network.matrix_vjp(edge, product, params)
             grads[name] = grad if name not in grads else grads[name] + grad
         for l in range(1, network.n_layers + 1):
-            delta = (rates_a[0][l] - rates_b[0][l]).mean(0)
-            grads[names[f"b{l}"]] = -scale * delta
+            grads[names[f"b{l}"]] = difference_of(l).mean(0).mul_(-scale)
         for short, value in params.items():  # parameters no edge reads (none in layered nets)
             if names[short] not in grads:  # (not setdefault: it would build every zeros_like)
                 grads[names[short]] = torch.zeros_like(value)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from neuroeq import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.rules import CenteredEP, ClassicEP, ImplicitDifferentiation
 from tests.conftest import cosine, make_problem
@@ -82,3 +83,22 @@ def test_written_gradients_are_the_estimates_unless_they_share_memory():
     torch.testing.assert_close(copy, params["weights.W1"].detach())
     params["weights.W1"].data.add_(1.0)  # the copy does not follow the parameter
     assert not torch.equal(copy, params["weights.W1"].detach())
+
+
+@pytest.mark.parametrize("rule_class", [ClassicEP, CenteredEP])
+def test_labels_and_their_one_hot_targets_give_the_same_estimate(rule_class):
+    """``estimate`` turns labels into the readout's targets once per batch: the phases, the
+    cost and the Hebbian update then see the same numbers as with one-hot targets given
+    directly, and labels outside the classes are refused by name."""
+    engine = TorchEngine(tol=0.0, max_steps=30)
+    network, (x, y) = make_problem("hopfield", (12, 8, 3), seed=3, dtype=torch.float32)
+    rule = rule_class(0.5, engine, nudged_steps=10)
+    from_labels = rule.estimate(network, (x, y), write_grad=False)
+    one_hot = torch.nn.functional.one_hot(y, 3).to(torch.float64)  # another dtype: cast
+    from_targets = rule.estimate(network, (x, one_hot), write_grad=False)
+    assert from_labels.loss == from_targets.loss
+    for name, value in from_labels.grads.items():
+        assert torch.equal(value, from_targets.grads[name]), name
+    assert any(float(v.abs().max()) > 0 for v in from_labels.grads.values())
+    with pytest.raises(ConfigError, match=r"class indices in \[0, 3\); got 3 \(samples \[2\]"):
+        rule.estimate(network, (x, torch.tensor([0, 1, 3, 2])))
