@@ -351,9 +351,8 @@ class Network(nn.Module):
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         """The readout's targets for labels (or float targets) ``y``, in the network's dtype
         and device: build them once per batch, not at every step (targets pass through)."""
-        if y.is_floating_point() and y.dtype == self.dtype and y.device == self.device \
-                and y.dim() > 0 and y.shape[-1] == self.readout.n_classes:
-            return y  # targets already (a rule's estimate builds them once per batch)
+        if y.is_floating_point() and y.dtype == self.dtype and y.device == self.device:
+            return self.readout.targets(y, y)  # (targets already: the readout checks them)
         like = torch.empty(0, dtype=self.dtype, device=self.device)
         return self.readout.targets(y.to(self.device), like)
 
