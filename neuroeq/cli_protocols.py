@@ -24,6 +24,8 @@ def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None
     start.add_argument("--resume", action="store_true",
                        help="continue a training run from its checkpoint")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--threads", type=int, help="torch CPU threads for the run (default: "
+                     "torch's; results are reproducible bit for bit at one count)")
     run.set_defaults(handler=_run)
 
     sweep = commands.add_parser("sweep", help="run a grid of protocol points on Dask")
@@ -33,6 +35,9 @@ def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                        "(default: start a LocalCluster)")
     sweep.add_argument("--workers", type=int, default=2,
                        help="LocalCluster worker processes (default 2)")
+    sweep.add_argument("--threads", type=int,
+                       help="torch CPU threads per point (default: the workers' own, 1 in "
+                       "a LocalCluster)")
     sweep.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a base setting")
     sweep.set_defaults(handler=_sweep)
@@ -40,23 +45,28 @@ def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from neuroeq.protocols import load_protocol, run_protocol
+    from neuroeq.protocols.runner import check_threads
 
+    check_threads(args.threads, "--threads")
     protocol = load_protocol(args.protocol, args.overrides)
     out = run_protocol(protocol, args.out, force=args.force, resume=args.resume,
-                       progress=not args.quiet)
+                       progress=not args.quiet, threads=args.threads)
     print(f"results in {out}/ (protocol.toml, log.txt, *.nc, figures/)")
     return 0
 
 
 def _sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from neuroeq.errors import ConfigError
+    from neuroeq.protocols.runner import check_threads
     from neuroeq.protocols.sweep import load_sweep, run_sweep
 
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers} must be at least 1")
+    check_threads(args.threads, "--threads")
     sweep = load_sweep(args.sweep, args.overrides)
     out = args.out if args.out is not None else Path("results") / sweep.name
     dataset = run_sweep(sweep, out, scheduler=args.scheduler, workers=args.workers,
+                        threads=args.threads,
                         progress=lambda text: print(f"sweep: {text}", file=sys.stderr))
     failed = int((dataset.status != "done").sum())
     print(f"{dataset.status.size - failed} of {dataset.status.size} points done; combined "

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import nn
-from tqdm.auto import tqdm
 
 from neuroeq.data import LabeledData
 from neuroeq.errors import ConfigError
+from neuroeq.progress import progress_bar
 from neuroeq.seeds import check_seed
 
 
@@ -105,8 +105,8 @@ def train_snn_bptt(train_data: LabeledData, test_data: LabeledData, sizes: Seque
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(train_data), generator=generator)
         started, seen, correct, total = time.perf_counter(), 0, 0, 0.0
-        bar = tqdm(range(0, len(order), batch_size), desc=f"snn epoch {epoch}/{epochs}",
-                   disable=not progress, leave=False)
+        bar = progress_bar(range(0, len(order), batch_size), f"snn epoch {epoch}/{epochs}",
+                           progress)
         for start in bar:
             index = order[start:start + batch_size]
             x, y = train_data.x[index], train_data.y[index]
@@ -118,7 +118,8 @@ def train_snn_bptt(train_data: LabeledData, test_data: LabeledData, sizes: Seque
             seen += len(y)
             total += float(loss) * len(y)
             correct += int((counts.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{correct / seen:.3f}",
+                            refresh=False)
         seconds = time.perf_counter() - started
         test_loss, test_accuracy = _accuracy(model, test_data, num_steps, 1000, generator)
         row = {"epoch": epoch, "train_loss": total / seen, "train_accuracy": correct / seen,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 import shutil
 import sys
 import time
@@ -49,10 +51,17 @@ def default_output_dir(protocol: Protocol) -> Path:
 
 
 def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force: bool = False,
-                 resume: bool = False, progress: bool = True) -> Path:
-    """Run ``protocol`` and return its result folder (see the module docstring)."""
+                 resume: bool = False, progress: bool = True, threads: int | None = None
+                 ) -> Path:
+    """Run ``protocol`` and return its result folder (see the module docstring).
+
+    ``threads``: torch's intra-op CPU threads for the run (restored afterwards; ``None``
+    keeps the process's setting). The count is logged and written into every dataset
+    (``torch_threads``): results are bit-for-bit reproducible at one count, not across
+    counts (parallel reductions add in another order)."""
     if force and resume:
         raise ConfigError("force (start again) and resume (continue) exclude each other")
+    check_threads(threads)
     out = Path(out_dir) if out_dir is not None else default_output_dir(protocol)
     if out.exists() and any(out.iterdir()):
         if resume and protocol.kind != "train":
@@ -70,8 +79,12 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
                                       + protocol.to_toml())
     log = _logger(out)
     log.info("protocol %s (kind %s) from %s", protocol.name, protocol.kind, protocol.source)
+    threads_before = torch.get_num_threads()
     started = time.perf_counter()
     try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        log.info("%s", _environment())
         RUNNERS[protocol.kind](protocol, out, log, resume=resume, progress=progress)
     except Exception as exc:
         log.error("failed: %s: %s", type(exc).__name__, exc)
@@ -81,6 +94,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
             exc.add_note(kept)
         raise
     finally:
+        torch.set_num_threads(threads_before)
         for handler in list(log.handlers):
             handler.close()
             log.removeHandler(handler)
@@ -91,6 +105,13 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     if previous is not None:
         shutil.rmtree(previous)
     return out
+
+
+def check_threads(threads: int | None, name: str = "threads") -> None:
+    """Refuse a thread count that is not a whole number of at least 1 (``None`` passes)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {threads!r}")
 
 
 def _set_aside(out: Path) -> Path | None:
@@ -150,12 +171,22 @@ def _logger(out: Path) -> logging.Logger:
     return log
 
 
+def _environment() -> str:
+    """One log line: what the numbers of this run depend on beyond its protocol."""
+    from neuroeq import __version__
+
+    return (f"neuroeq {__version__}, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} CPU thread(s), Python {platform.python_version()}, "
+            f"{platform.machine()} ({os.cpu_count()} cores)")
+
+
 def _attrs(protocol: Protocol, **extra: Any) -> dict[str, Any]:
     from neuroeq import __version__
 
     return {"protocol": protocol.name, "kind": protocol.kind,
             "config": json.dumps(protocol.config, default=str),
-            "neuroeq_version": __version__, **extra}
+            "neuroeq_version": __version__, "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(), **extra}
 
 
 def _save_figure(figure: Figure, path: Path, dpi: int) -> None:

@@ -45,7 +45,7 @@ from neuroeq.protocols.loader import (
     parse_override,
     read_protocol_file,
 )
-from neuroeq.protocols.runner import DONE_MARKER
+from neuroeq.protocols.runner import DONE_MARKER, check_threads
 from neuroeq.protocols.schema import SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind
@@ -188,15 +188,17 @@ def _import_brian2_in_worker_thread() -> None:
             signal.signal = original
 
 
-def run_point(config: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    """Run one point (in a Dask worker); never raises: returns status, error, seconds."""
+def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None
+              ) -> dict[str, Any]:
+    """Run one point (in a Dask worker; ``threads``: its torch CPU threads, ``None`` keeps
+    the worker's); never raises: returns status, error, seconds."""
     from neuroeq.protocols.runner import run_protocol
 
     started = time.perf_counter()
     try:
         _import_brian2_in_worker_thread()
         protocol = load_protocol(config, name=f"sweep point {Path(out_dir).name}")
-        run_protocol(protocol, out_dir, force=True, progress=False)
+        run_protocol(protocol, out_dir, force=True, progress=False, threads=threads)
         return {"status": "done", "error": "", "seconds": time.perf_counter() - started}
     except Exception as exc:  # reported per point, the sweep goes on
         kind = "" if isinstance(exc, NeuroEQError) else f"{type(exc).__name__}: "
@@ -217,12 +219,14 @@ def _already_done(point: SweepPoint, folder: Path) -> bool:
 
 
 def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
-              scheduler: str | None = None, workers: int = 2,
+              scheduler: str | None = None, workers: int = 2, threads: int | None = None,
               progress: Callable[[str], None] | None = None) -> xr.Dataset:
     """Run every point of ``sweep`` on Dask and return (and write ``sweep.nc``) the
-    combined dataset; see the module docstring."""
+    combined dataset; see the module docstring. ``threads``: torch CPU threads per point
+    (``None``: the workers' own, one in a LocalCluster)."""
     from dask.distributed import Client, LocalCluster, as_completed
 
+    check_threads(threads)
     out = Path(out_dir) if out_dir is not None else Path("results") / sweep.name
     points_dir = out / "points"
     points_dir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +253,7 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
         try:
             with Client(scheduler or cluster) as client:
                 futures = {client.submit(run_point, point.config,
-                                         str(points_dir / point.name), pure=False,
+                                         str(points_dir / point.name), threads, pure=False,
                                          key=f"neuroeq-{sweep.name}-{point.name}"): point
                            for point in pending}
                 for future in as_completed(futures):

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from neuroeq.data import LabeledData
 from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.io import write_netcdf
 from neuroeq.network import Network
+from neuroeq.progress import progress_bar
 from neuroeq.rules.base import GradientEstimator
 from neuroeq.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from neuroeq.training.config import TrainConfig
@@ -170,8 +170,7 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
     total_loss, correct, seen, skipped, unsettled = 0.0, 0, 0, 0, 0
     started = time.perf_counter()
     batches = range(0, len(order), config.batch_size)
-    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-               disable=not progress, leave=False)
+    bar = progress_bar(batches, f"epoch {epoch}/{config.epochs}", progress)
     for start in bar:
         index = order[start:start + config.batch_size]
         x, y = x_all[index], y_all[index]
@@ -207,7 +206,7 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
         seen += len(y)
         elapsed = time.perf_counter() - started
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
-                        samples_s=f"{seen / elapsed:.0f}")
+                        samples_s=f"{seen / elapsed:.0f}", refresh=False)
     seconds = time.perf_counter() - started
     return {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
             "train_accuracy": correct / max(seen, 1), "samples_per_second": seen / seconds,

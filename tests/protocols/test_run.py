@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 import xarray as xr
 
 from neuroeq.cli import main
@@ -48,6 +49,32 @@ def test_train_protocol_writes_a_complete_result_folder(tmp_path):
     changes = xr.open_dataset(out / "weight_changes.nc")
     assert changes.W1.shape == (16, 64) and float(abs(changes.W1).max()) > 0
     assert "epoch 2" in (out / "log.txt").read_text()
+
+
+def test_a_run_sets_records_and_restores_its_thread_count(tmp_path, capsys):
+    """``threads`` sets torch's CPU threads for the run only; the log and every dataset
+    name the count (results agree bit for bit at one count, not across counts)."""
+    before = torch.get_num_threads()
+    threads = 1 if before > 1 else 2
+    protocol = load_protocol(TINY_TRAIN, ["training.epochs=1", "outputs.figures=false",
+                                          "outputs.state_samples=0"])
+    out = run_protocol(protocol, tmp_path / "run", progress=False, threads=threads)
+    assert torch.get_num_threads() == before
+    for name in ("metrics.nc", "weight_changes.nc"):
+        attrs = xr.open_dataset(out / name).attrs
+        assert attrs["torch_threads"] == threads and attrs["torch_version"] == torch.__version__
+    log = (out / "log.txt").read_text()
+    assert f"torch {torch.__version__} with {threads} CPU thread(s)" in log
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match=f"threads must be a whole number of at least 1, "
+                                              f"got {bad!r}"):
+            run_protocol(protocol, tmp_path / "bad", progress=False, threads=bad)
+    assert not (tmp_path / "bad").exists()
+    path = tmp_path / "tiny.toml"
+    path.write_text((out / "protocol.toml").read_text())
+    assert main(["run", str(path), "--out", str(tmp_path / "cli"), "--threads", "0"]) == 2
+    assert "--threads must be a whole number of at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
 
 
 def test_existing_results_are_kept_unless_forced(tmp_path):

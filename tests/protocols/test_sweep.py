@@ -48,7 +48,14 @@ def test_sweep_on_a_local_cluster(tmp_path):
     sweep = load_sweep(path)
     assert len(sweep.points()) == 4
     messages = []
-    dataset = run_sweep(sweep, tmp_path / "out", workers=2, progress=messages.append)
+    with pytest.raises(ConfigError, match="threads must be a whole number of at least 1"):
+        run_sweep(sweep, tmp_path / "out", workers=2, threads=0)
+    # each point runs with the torch threads asked for (a LocalCluster's workers have one)
+    dataset = run_sweep(sweep, tmp_path / "out", workers=2, threads=2,
+                        progress=messages.append)
+    written = sorted((tmp_path / "out" / "points").glob("*/metrics.nc"))
+    assert len(written) == 2  # the two points with a valid lr
+    assert all(xr.open_dataset(path).attrs["torch_threads"] == 2 for path in written)
     assert dict(dataset.status.sizes) == {"lr": 2, "seed": 2}
     assert set(dataset.test_accuracy.dims) == {"lr", "seed", "epoch"}
     done = dataset.sel(lr=0.3)

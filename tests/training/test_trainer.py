@@ -87,3 +87,14 @@ def test_data_that_do_not_fit_the_network_are_named_before_any_epoch(digits, mon
         train(Network("hopfield", (64, 8, 5)), rule, train_data, None, TrainConfig(epochs=1),
               progress=False)
     assert epochs == []
+
+
+def test_the_progress_bar_redraws_rarely_into_a_log(digits, capsys):
+    """Into a file or a pipe (not a terminal) the bar is drawn when it starts and cleared
+    when it ends, not redrawn at every batch (one line of output per batch in a job log)."""
+    network, rule = _setup()
+    train(network, rule, digits[0], None, TrainConfig(epochs=1, batch_size=20, lr=0.1),
+          progress=True)  # 30 batches
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err
+    assert err.count("\r") <= 4, err
