@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -138,6 +139,7 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
         rule.set_random_state(saved.get("rule_random_state", {}))
         history = list(saved["history"])
         first_epoch = int(saved["epoch"]) + 1
+        _warn_if_threads_changed(saved.get("torch_threads"))
     for epoch in range(first_epoch, config.epochs + 1):
         for group in optimizer.param_groups:  # a function of the epoch: resume-safe
             group["lr"] = group["base_lr"] * config.lr_decay ** (epoch - 1)
@@ -158,8 +160,19 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
             save_checkpoint(out_dir / CHECKPOINT_NAME, {
                 "epoch": epoch, "network": network.state_dict(),
                 "optimizer": optimizer.state_dict(), "particles": particles,
+                "torch_threads": torch.get_num_threads(),
                 "rule_random_state": rule.random_state(), "history": history})
     return _metrics_dataset(history, network, rule, config, train_data.name)
+
+
+def _warn_if_threads_changed(saved: int | None) -> None:
+    """A resumed run matches an uninterrupted one bit for bit at the thread count the run
+    was made with (reductions add in another order with more threads): say so otherwise."""
+    if saved is not None and int(saved) != torch.get_num_threads():
+        warnings.warn(f"resuming with {torch.get_num_threads()} torch CPU thread(s), the run "
+                      f"was made with {int(saved)}: the weights will not match an "
+                      f"uninterrupted run bit for bit (neuroeq run --threads {int(saved)} "
+                      "would)", RuntimeWarning, stacklevel=3)
 
 
 def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.optim.Optimizer,

@@ -98,3 +98,29 @@ def test_the_progress_bar_redraws_rarely_into_a_log(digits, capsys):
     err = capsys.readouterr().err
     assert "epoch 1/1" in err
     assert err.count("\r") <= 4, err
+
+
+def test_resuming_with_another_thread_count_says_so(digits, tmp_path):
+    """Bit-for-bit resumption holds at the thread count the run was made with; a resume at
+    another count warns, naming both."""
+    import warnings
+
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    network, rule = _setup()
+    train(network, rule, digits[0], None, TrainConfig(epochs=1, batch_size=100, lr=0.1),
+          out_dir=tmp_path, progress=False)
+    try:
+        torch.set_num_threads(other)
+        network, rule = _setup()
+        with pytest.warns(RuntimeWarning, match=f"resuming with {other} torch CPU thread.*"
+                                                f"made with {before}"):
+            train(network, rule, digits[0], None, TrainConfig(epochs=2, batch_size=100, lr=0.1),
+                  out_dir=tmp_path, resume=True, progress=False)
+        network, rule = _setup()  # the checkpoint now holds this count: no warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            train(network, rule, digits[0], None, TrainConfig(epochs=3, batch_size=100, lr=0.1),
+                  out_dir=tmp_path, resume=True, progress=False)
+    finally:
+        torch.set_num_threads(before)
