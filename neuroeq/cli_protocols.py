@@ -37,7 +37,7 @@ def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                        help="LocalCluster worker processes (default 2)")
     sweep.add_argument("--threads", type=int,
                        help="torch CPU threads per point (default: the workers' own, 1 in "
-                       "a LocalCluster)")
+                       "a LocalCluster; keep workers x threads within the cores)")
     sweep.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a base setting")
     sweep.set_defaults(handler=_sweep)

@@ -16,6 +16,7 @@ import platform
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,11 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     try:
         if threads is not None:
             torch.set_num_threads(threads)
+            if threads > (os.cpu_count() or threads):
+                message = (f"{threads} torch threads on {os.cpu_count()} cores: threads "
+                           "that wait for each other slow a relaxation's small products down")
+                log.warning(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
         log.info("%s", _environment())
         RUNNERS[protocol.kind](protocol, out, log, resume=resume, progress=progress)
     except Exception as exc:

@@ -1,6 +1,7 @@
 """``neuroeq run``: a protocol in, a result folder out (config copy, log, datasets,
 figures); existing folders are not overwritten without --force; resume continues."""
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -70,6 +71,11 @@ def test_a_run_sets_records_and_restores_its_thread_count(tmp_path, capsys):
                                               f"got {bad!r}"):
             run_protocol(protocol, tmp_path / "bad", progress=False, threads=bad)
     assert not (tmp_path / "bad").exists()
+    many = (os.cpu_count() or 1) + 1  # more threads than cores: allowed, with a warning
+    with pytest.warns(RuntimeWarning, match=f"{many} torch threads on {os.cpu_count()} cores"):
+        run_protocol(protocol, tmp_path / "many", progress=False, threads=many)
+    assert torch.get_num_threads() == before
+    assert "WARNING" in (tmp_path / "many" / "log.txt").read_text()
     path = tmp_path / "tiny.toml"
     path.write_text((out / "protocol.toml").read_text())
     assert main(["run", str(path), "--out", str(tmp_path / "cli"), "--threads", "0"]) == 2
