@@ -259,3 +259,30 @@ def test_a_result_keeps_its_map_without_the_dead_spare_state(model):
         assert held
     for tensor in held:
         assert tensor.untyped_storage().data_ptr() == free.state.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("model, skip", [("hopfield", False), ("hopfield", True),
+                                         ("fhn", False)])
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_the_narrow_readout_product_follows_the_model_equations(model, skip, beta):
+    """A readout of 2 units from 40 takes the transposed product into a kept buffer, with
+    the views of the step buffers, of the rates and of its offset made once: the offset a
+    bias (no input edge) or, with skip connections, the input's current too. 30 steps
+    alternating between two buffers equal the general step, and a nudged map made from
+    this one (its caches dropped) does too."""
+    network, (x, y) = make_problem(model, (20, 40, 2), batch=8, skip=skip)
+    dt = TorchEngine().settings(network)[0]
+    step = EulerMap(network, dt, network.drive(x))
+    assert (2, 1) in step._narrow_edges
+    generator = torch.Generator().manual_seed(5)
+    start = torch.rand(8, network.state_size, generator=generator, dtype=network.dtype)
+    for current in (step, step.with_nudge(beta / network.tau, y)):
+        state, spare, expected = start.clone(), torch.empty_like(start), start.clone()
+        nudge = current.nudge * network.tau
+        with torch.no_grad():
+            for _ in range(30):
+                new = current(state, spare)
+                spare, state = state, new
+                expected = _general_step(network, x, y, nudge, dt, expected)
+        assert float((state - expected).abs().max()) <= 1e-12
+        assert float((state - start).abs().max()) > 1e-3  # it moved
