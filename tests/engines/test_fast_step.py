@@ -34,6 +34,18 @@ def _general_step(network, x, y, beta, dt, state):
         return network.project(state + dt * velocity)
 
 
+def _alternating_steps(step, network, x, y, beta, dt, state, steps=30):
+    """``steps`` map steps writing into two buffers in turn (as the engine does), and the
+    same steps through :func:`_general_step`: ``(map's state, general state)``."""
+    expected, spare = state.clone(), torch.empty_like(state)
+    with torch.no_grad():
+        for _ in range(steps):
+            new = step(state, spare)
+            spare, state = state, new
+            expected = _general_step(network, x, y, beta, dt, expected)
+    return state, expected
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.5])
 def test_projected_map_follows_the_general_dynamics(beta):
     network, (x, y) = make_problem("hopfield", batch=5)
@@ -41,13 +53,7 @@ def test_projected_map_follows_the_general_dynamics(beta):
     step = EulerMap(network, dt, network.drive(x), nudge=beta / network.tau, y=y)
     assert step.projected is not None  # the hard sigmoid simplifies on [0, 1]
     state = torch.rand(5, network.state_size, dtype=network.dtype) * 3 - 1  # outside too
-    expected = state.clone()
-    spare = torch.empty_like(state)
-    with torch.no_grad():
-        for _ in range(30):
-            new = step(state, spare)
-            spare, state = state, new
-            expected = _general_step(network, x, y, beta, dt, expected)
+    state, expected = _alternating_steps(step, network, x, y, beta, dt, state)
     assert float((state - expected).abs().max()) <= 1e-12
 
 
@@ -277,12 +283,7 @@ def test_the_narrow_readout_product_follows_the_model_equations(model, skip, bet
     generator = torch.Generator().manual_seed(5)
     start = torch.rand(8, network.state_size, generator=generator, dtype=network.dtype)
     for current in (step, step.with_nudge(beta / network.tau, y)):
-        state, spare, expected = start.clone(), torch.empty_like(start), start.clone()
-        nudge = current.nudge * network.tau
-        with torch.no_grad():
-            for _ in range(30):
-                new = current(state, spare)
-                spare, state = state, new
-                expected = _general_step(network, x, y, nudge, dt, expected)
+        state, expected = _alternating_steps(current, network, x, y,
+                                             current.nudge * network.tau, dt, start.clone())
         assert float((state - expected).abs().max()) <= 1e-12
         assert float((state - start).abs().max()) > 1e-3  # it moved
