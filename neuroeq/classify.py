@@ -73,7 +73,15 @@ BIASED_RULES: dict[str, str] = {
                      "distribution (gradient dynamics); asymmetric coupling: use asym or dyadic",
     "general": "ep, centered and vf are biased by the non-reciprocal part of J; "
                "finite_nudge/path_integral and holomorphic need an energy",
+    "piecewise_gradient": "ep and centered are exact only because rho' is 0 or 1 (a smooth "
+                          "rate makes them biased); vf is biased; finite_nudge/path_integral "
+                          "and holomorphic need an energy",
 }
+#: Exact rules added for a general model whose symmetriser is ``diag ρ'(u)``, ρ' ∈ {0, 1}.
+PIECEWISE_GRADIENT_RULES = [
+    ("ep", "as beta -> 0: diag rho'(u) J is symmetric, rho' in {0, 1}"),
+    ("centered", "as beta -> 0, error O(beta^2) (as for ep)"),
+]
 _NON_ANALYTIC = {"clip", "int", "int_", "Abs", "sign", "floor", "ceil", "Max", "Min",
                  "Heaviside", "Piecewise"}
 SYMMETRY_TOL = 1e-8
@@ -89,7 +97,12 @@ class Classification:
     ``‖A‖/‖DJ‖`` over sampled states for the best diagonal ``D`` (0 for conservative
     dynamics); ``raw_asymmetry``: the same for ``J`` itself; ``energy_residual``: max
     ``|τF + Q∇E| / max|τF|`` over the sampled states (``None`` without a declared energy);
-    ``problems``: every disagreement between the file and the dynamics (empty: consistent).
+    ``problems``: every disagreement between the file and the dynamics (empty: consistent);
+    ``piecewise_gradient``: a general one-variable model whose state-dependent symmetriser
+    ``diag ρ'(u)`` is a projection (``ρ' ∈ {0, 1}``, a piecewise-linear rate such as
+    ``clip``) and makes ``J`` symmetric at every sampled state: the units off their linear
+    range are slaved to the others, which follow gradient dynamics, so classic and centered
+    EP are exact as ``β → 0``.
     """
 
     model: str
@@ -106,6 +119,7 @@ class Classification:
     exact_rules: list[tuple[str, str]]
     problems: list[str] = field(default_factory=list)
     stability: xr.Dataset | None = None
+    piecewise_gradient: bool = False
 
     @property
     def consistent(self) -> bool:
@@ -129,7 +143,11 @@ class Classification:
         lines.append("  exact rules (symmetric coupling):")
         for rule, condition in self.exact_rules:
             lines.append(f"    {rule:<14} {condition}")
-        lines.append(f"  note: {BIASED_RULES[self.found]}")
+        if self.piecewise_gradient:
+            lines.append("  diag rho'(u) J is symmetric at every sampled state (rho' is 0 or 1):")
+            lines.append("    gradient dynamics on the units inside the rate's linear range")
+        note = "piecewise_gradient" if self.piecewise_gradient else self.found
+        lines.append(f"  note: {BIASED_RULES[note]}")
         if self.stability is not None:
             lines += _stability_lines(self.stability)
         if self.problems:
@@ -205,6 +223,7 @@ def classify(model: NeuronModel | str, *, grid: Mapping[str, Sequence[float]] | 
         problems.append(f"the declared energy does not generate the dynamics: tau F differs "
                         f"from -Q grad E by {energy_residual:.3g} (relative); fix 'energy' "
                         "(per-unit part only: the engine adds -rho^T W rho - bias rho)")
+    piecewise = found == "general" and _projection_symmetrised(network, states, J)
     non_analytic = _non_analytic(model)
     stability = None
     if grid:
@@ -215,9 +234,9 @@ def classify(model: NeuronModel | str, *, grid: Mapping[str, Sequence[float]] | 
         declared_q=declared_q, nonreciprocity=nonreciprocity, raw_asymmetry=raw,
         energy=model.energy_code, energy_residual=energy_residual,
         holomorphic=not non_analytic, non_analytic=non_analytic,
-        exact_rules=[r for r in EXACT_RULES[found]
-                     if r[0] != "holomorphic" or not non_analytic],
-        problems=problems, stability=stability)
+        exact_rules=(PIECEWISE_GRADIENT_RULES if piecewise else []) + [
+            r for r in EXACT_RULES[found] if r[0] != "holomorphic" or not non_analytic],
+        problems=problems, stability=stability, piecewise_gradient=piecewise)
 
 
 def _class_problem(declared: str, found: str, nonreciprocity: float,
@@ -279,6 +298,17 @@ def _symmetrizer(J: torch.Tensor, index_variable: list[str], variables: Sequence
     if np.abs(vector).min() < 1e-10:
         return None, max(nonreciprocity, 1.0)
     return {v: float(vector[position[v]]) for v in variables}, nonreciprocity
+
+
+def _projection_symmetrised(network: Network, states: torch.Tensor, J: torch.Tensor) -> bool:
+    """Whether ``diag ρ'(s) J`` is symmetric at every sampled state with ``ρ' ∈ {0, 1}``
+    (one-variable models: ``ds/dt = -s + Wρ(s) + b`` with a piecewise-linear rate)."""
+    if len(network.compiled.variables) != 1:
+        return False
+    slope = network.compiled.rho_prime(states)
+    if not bool(((slope == 0) | (slope == 1)).all()) or not bool((slope == 1).any()):
+        return False
+    return _relative_asymmetry(slope[:, :, None] * J) < SYMMETRY_TOL
 
 
 def _relative_asymmetry(J: torch.Tensor) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ def gibbs_check(sizes: Sequence[int] = (3, 4, 2), temperatures: Sequence[float] 
                 seeds: Sequence[int] = (0,),
                 rules: Sequence[str] = ("finite_nudge", "path_integral"), batch: int = 2,
                 gain: float = 0.5, progress: Callable[[str], None] | None = None,
-                **sampler_options) -> xr.Dataset:
+                **sampler_options: Any) -> xr.Dataset:
     """Estimators against the exact gradient over temperature × β × seed × rule.
 
     Variables: ``rel_error`` (``‖ĝ - g‖/‖g‖``), ``cosine``, ``rel_stderr``

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -185,7 +186,7 @@ def summary_table(dataset: xr.Dataset) -> str:
     return "\n".join(lines) + "\n"
 
 
-def convergence_slope(dataset: xr.Dataset, rule: str, **selection) -> float:
+def convergence_slope(dataset: xr.Dataset, rule: str, **selection: Any) -> float:
     """Slope of log(rel_error) against log(β) (1 for one-sided EP, 2 for centered)."""
     errors = dataset.rel_error.sel(rule=rule, **selection)
     errors = errors.mean([d for d in errors.dims if d != "beta"])

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from neuroeq.checks import positive_number, real_number, whole_number
 from neuroeq.compiled_model import CompiledModel
 from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.neuron_model import NeuronModel, load_model
@@ -77,7 +78,11 @@ class Network(nn.Module):
                  device: str | torch.device = "cpu"):
         super().__init__()
         self.model = load_model(model) if isinstance(model, str) else model
-        sizes = tuple(int(n) for n in sizes)
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise ConfigError(f"sizes {sizes!r} must be a sequence of layer sizes, such as "
+                              "(784, 500, 10)")
+        sizes = tuple(sizes)
+        sizes = tuple(whole_number(n, f"sizes {sizes}: a layer size") for n in sizes)
         if len(sizes) < 2:
             raise ConfigError(f"sizes {sizes} needs at least an input and an output layer")
         if any(n <= 0 for n in sizes):
@@ -86,8 +91,8 @@ class Network(nn.Module):
             raise ConfigError(f"coupling {coupling!r} must be one of {', '.join(COUPLINGS)}")
         if not 0.0 <= float(alpha) <= 1.0 or not math.isfinite(float(alpha)):
             raise ConfigError(f"alpha {alpha} must lie in [0, 1]")
-        if not math.isfinite(float(gain)) or gain <= 0:
-            raise ConfigError(f"gain {gain} must be a positive number")
+        gain = positive_number(gain, "gain")
+        bias_init = real_number(bias_init, "bias_init")
         if dtype not in (torch.float32, torch.float64):
             raise ConfigError(f"dtype {dtype} must be torch.float32 or torch.float64")
         self.sizes, self.coupling, self.alpha = sizes, coupling, float(alpha)
@@ -133,6 +138,9 @@ class Network(nn.Module):
             self.biases[f"b{l}"] = nn.Parameter(torch.full((sizes[l],), float(bias_init),
                                                            dtype=torch.float64))
         self.readout = readout if readout is not None else Readout(sizes[-1], dtype=dtype)
+        if self.readout.n_out != sizes[-1]:
+            raise ConfigError(f"the readout reads {self.readout.n_out} output units; the "
+                              f"network's output layer has {sizes[-1]} (sizes {sizes})")
         self.blocks: list[Block] = []
         offset = 0
         for l in range(1, len(sizes)):

@@ -29,7 +29,8 @@ from typing import Any
 import sympy
 
 from neuroeq.brian2_import import import_brian2
-from neuroeq.errors import ModelError
+from neuroeq.checks import nonnegative_number, positive_number, whole_number
+from neuroeq.errors import ConfigError, ModelError
 from neuroeq.expressions import (
     MAX_EXPRESSION_CHARS,
     check_expression,
@@ -46,6 +47,7 @@ _KNOWN_KEYS = {
     "integration", "notes", "spiking", "channels",
 }
 MODEL_PATH_ENV = "NEUROEQ_MODEL_PATH"
+INTEGRATION_KEYS = ("dt", "max_steps", "tol")
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
         time_constant=time_constant, rho_code=rho_code, rho_prime_code=rho_prime_code,
         parameters=parameters, parameter_units=units, initial=initial, bounds=bounds,
         Q=q_table, energy_code=energy, channels=channels,
-        integration=_table(data, "integration", where),
+        integration=_integration(_table(data, "integration", where), where),
         spiking=_table(data, "spiking", where), reference=str(data.get("reference", "")),
         notes=str(data.get("notes", "")), source=source,
     )
@@ -333,6 +335,27 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
             raise ModelError(f"{where}: a skew-gradient model needs Q = 1 on the coupled "
                              f"variable {coupled!r} (got {q.get(coupled)})")
     return model
+
+
+def _integration(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``[integration]`` table, checked: ``dt`` a positive time, ``max_steps`` a whole
+    number ≥ 1, ``tol`` a non-negative number (the engines' defaults where a key is absent)."""
+    unknown = set(table) - set(INTEGRATION_KEYS)
+    if unknown:
+        raise ModelError(f"{where}: [integration] has unknown key(s) {sorted(unknown)}; "
+                         f"known: {', '.join(INTEGRATION_KEYS)}")
+    label = f"{where}: [integration]"
+    try:
+        if "dt" in table:
+            positive_number(_parameter_value("dt", table["dt"], label)[0], f"{label} dt",
+                            "seconds")
+        if "max_steps" in table:
+            whole_number(table["max_steps"], f"{label} max_steps", 1)
+        if "tol" in table:
+            nonnegative_number(table["tol"], f"{label} tol")
+    except ConfigError as error:
+        raise ModelError(str(error)) from None
+    return dict(table)
 
 
 def _parse_channels(table: Any, coupled: str, parameters: Mapping[str, float], where: str

@@ -50,7 +50,8 @@ class Readout(nn.Module):
         """Predictions (logits for cross-entropy), shape ``(..., batch, n_classes)``."""
         if self.kind == "identity":
             return rates
-        return rates @ self.weight.transpose(-1, -2) + self.bias
+        # (complex rates: holomorphic EP's nudged phases; .to is free for real ones)
+        return rates @ self.weight.to(rates.dtype).transpose(-1, -2) + self.bias.to(rates.dtype)
 
     def targets(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """One-hot targets from class labels in ``[0, n_classes)`` (or float targets of
@@ -91,14 +92,21 @@ class Readout(nn.Module):
         """``∂C/∂r`` in closed form, shape ``(..., batch, n_out)``."""
         prediction = self.forward(rates)  # (once per nudged step)
         target = self.targets(y, prediction)
-        if self.cost_name == "mse":
-            error = prediction - target
-        else:
-            error = torch.softmax(prediction, dim=-1) - target
+        predicted = prediction if self.cost_name == "mse" else _softmax(prediction)
+        error = predicted - target
         if self.kind == "identity":
             return error
-        return error @ self.weight
+        return error @ self.weight.to(error.dtype)
 
     def predict(self, rates: torch.Tensor) -> torch.Tensor:
         """Predicted class labels."""
         return self(rates).argmax(-1)
+
+
+def _softmax(prediction: torch.Tensor) -> torch.Tensor:
+    """``softmax`` over the last axis; for complex predictions (holomorphic EP) its analytic
+    continuation ``e^{p - m} / Σ e^{p - m}``, ``m`` the largest real part."""
+    if not prediction.is_complex():
+        return torch.softmax(prediction, dim=-1)
+    exponential = (prediction - prediction.real.amax(-1, keepdim=True)).exp()
+    return exponential / exponential.sum(-1, keepdim=True)

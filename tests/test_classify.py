@@ -48,12 +48,24 @@ def test_fhn_is_skew_gradient_with_q_diag_1_minus_eps():
 
 
 def test_general_model_reports_its_non_reciprocal_part():
-    result = classify("spiking_rate")
-    assert result.found == "general"
+    result = classify(model_from_dict({**NOT_GRADIENT, "structural_class": "general"}))
+    assert result.found == "general" and not result.piecewise_gradient
     assert result.Q is None
     assert 0.01 < result.nonreciprocity < 1
     assert [rule for rule, _ in result.exact_rules] == ["asym", "dyadic"]
+    assert "ep, centered and vf are biased" in result.report()
+
+
+def test_a_piecewise_linear_rate_makes_the_general_form_a_gradient_system_where_it_is_linear():
+    # spiking_rate: du/dt = -u + W clip(u, 0, 1) + b, not symmetrisable by a constant diagonal,
+    # but diag rho'(u) (0 or 1) symmetrises J at every state: ep and centered are exact
+    # (tests/rules/test_ep.py checks them against implicit differentiation)
+    result = classify("spiking_rate")
+    assert result.found == "general" and result.piecewise_gradient
+    assert 0.01 < result.nonreciprocity < 1
+    assert [rule for rule, _ in result.exact_rules] == ["ep", "centered", "asym", "dyadic"]
     assert not result.holomorphic and "clip" in result.non_analytic
+    assert "exact only because rho' is 0 or 1" in result.report()
 
 
 def test_a_model_falsely_claiming_gradient_is_flagged():

@@ -47,6 +47,11 @@ def test_seed_makes_weights_reproducible():
     ({"sizes": (5,)}, "at least"), ({"sizes": (5, 0, 3)}, "positive"),
     ({"coupling": "diagonal"}, "coupling"), ({"alpha": 1.5}, "alpha"),
     ({"gain": -1.0}, "gain"), ({"dtype": torch.int64}, "dtype"),
+    ({"sizes": (5.7, 4, 3)}, r"a layer size must be a whole number, got 5.7"),
+    ({"sizes": 5}, "must be a sequence of layer sizes"),
+    ({"bias_init": float("nan")}, "bias_init must be a finite number, got nan"),
+    ({"readout": Readout(5)}, "the readout reads 5 output units; the network's output layer "
+                              "has 3"),
 ])
 def test_bad_network_settings(kwargs, message):
     options = {"sizes": (5, 4, 3), **kwargs}
@@ -130,7 +135,20 @@ def test_a_bad_batch_is_named_by_the_rule_before_any_phase():
     x[2, 3] = float("nan")
     with pytest.raises(ConfigError, match=r"samples \[2\]"):
         rule.estimate(network, (x, torch.tensor([0, 1, 2, 0])))
+    x[2, 3] = 0.5
+    with pytest.raises(ConfigError, match=r"y \(4, 1\) must be .* \(batch,\) for class labels"):
+        rule.estimate(network, (x, torch.tensor([[0], [1], [2], [0]])))
+    targets = torch.eye(3)[[0, 1, 2, 0]]
+    targets[1, 0] = float("inf")
+    with pytest.raises(ConfigError, match=r"targets y hold NaN or inf values in samples \[1\]"):
+        rule.estimate(network, (x, targets))
+    with pytest.raises(ConfigError, match="complex x"):
+        rule.estimate(network, (x.to(torch.complex64), torch.tensor([0, 1, 2, 0])))
+    with pytest.raises(ConfigError, match="batch part y must be a tensor or an array"):
+        rule.estimate(network, (x, ["a", "b", "c", "d"]))
     assert all(p.grad is None for p in network.parameters())  # nothing written
+    rule.estimate(network, (x.numpy(), [0, 1, 2, 0]))  # arrays and lists are converted
+    assert all(p.grad is not None for p in network.parameters())
 
 
 BRIAN2_HOOK_SCRIPT = """

@@ -41,6 +41,14 @@ def test_units_are_converted_to_si():
     ({"rho": "__import__('os')"}, "rho"),
     ({"colour": "blue"}, "unknown key"),
     ({"structural_class": "gradient"}, "energy"),
+    ({"integration": {"dt": {"value": -0.5, "unit": "ms"}}},
+     r"\[integration\] dt must be a positive number of seconds, got -0.0005"),
+    ({"integration": {"max_steps": 0}}, r"\[integration\] max_steps must be a whole number "
+                                        "of at least 1, got 0"),
+    ({"integration": {"max_steps": 2.5}}, "max_steps must be a whole number"),
+    ({"integration": {"tol": -1.0}}, r"\[integration\] tol must be a non-negative number"),
+    ({"integration": {"tol": "small"}}, "tol must be a non-negative number, got 'small'"),
+    ({"integration": {"steps": 10}}, r"\[integration\] has unknown key\(s\) \['steps'\]"),
 ])
 def test_bad_model_files_are_refused_with_a_clear_message(change, message):
     with pytest.raises(ModelError, match=message):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
@@ -49,7 +49,7 @@ class NeuroEQAccessor:
             self._require("alignment", "gradcheck", "cosine", "rel_error", over)
         return alignment.alignment_summary(self._dataset, over)
 
-    def plot_alignment(self, **kwargs) -> Figure | SubFigure:
+    def plot_alignment(self, **kwargs: Any) -> Figure | SubFigure:
         self._require("plot_alignment", "gradcheck", kwargs.get("variable", "rel_error"),
                       kwargs.get("x", "beta"), "rule")
         return alignment.plot_alignment(self._dataset, **kwargs)
@@ -59,15 +59,15 @@ class NeuroEQAccessor:
                       "test_accuracy", "train_loss", "test_loss")
         return learning.plot_learning_curves(self._dataset)
 
-    def plot_convergence(self, **kwargs) -> Figure | SubFigure:
+    def plot_convergence(self, **kwargs: Any) -> Figure | SubFigure:
         self._require("plot_convergence", "states", "residual", "phase", "time", "sample")
         return traces.plot_convergence(self._dataset, **kwargs)
 
-    def plot_phase_portrait(self, **kwargs) -> Figure | SubFigure:
+    def plot_phase_portrait(self, **kwargs: Any) -> Figure | SubFigure:
         self._require("plot_phase_portrait", "states", "state", "phase", "variable", "layer",
                       "sample")
         return traces.plot_phase_portrait(self._dataset, **kwargs)
 
-    def plot_plasticity_map(self, **kwargs) -> Figure:
+    def plot_plasticity_map(self, **kwargs: Any) -> Figure:
         self._require("plot_plasticity_map", "changes", kwargs.get("name", "W1"))
         return plasticity.plot_plasticity_map(self._dataset, **kwargs)

@@ -3,7 +3,7 @@ gradient-check datasets (``neuroeq gradcheck``) or asymmetry sweeps."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -33,7 +33,7 @@ def alignment_summary(dataset: xr.Dataset, over: str = "seed") -> xr.Dataset:
 
 
 def plot_alignment(dataset: xr.Dataset, x: str = "beta", variable: str = "rel_error",
-                   ax: Axes | None = None, **selection) -> Figure | SubFigure:
+                   ax: Axes | None = None, **selection: Any) -> Figure | SubFigure:
     """One line per rule of ``variable`` (``rel_error`` or ``cosine``) against ``x``
     (``beta`` or ``alpha``), mean over seeds with a min-max band; log axes for β."""
     import matplotlib.pyplot as plt

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from neuroeq.checks import whole_number
 from neuroeq.engines.brian2_common import (
     block_diagonal,
     check_dimensionless,
@@ -372,13 +373,13 @@ class Brian2Engine(RelaxationSettings):
     builds: int = field(default=0, init=False, compare=False)
 
     name = "brian2"
+    differentiable = False  # simulates without autograd (no BPTT)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ConfigError(f"Brian2 target {self.target!r} must be one of {', '.join(TARGETS)}")
         self._check_relaxation_settings()
-        if int(self.nudge_every) < 1:
-            raise ConfigError(f"nudge_every {self.nudge_every} must be at least 1")
+        self.nudge_every = whole_number(self.nudge_every, "nudge_every", 1)
 
     def simulation(self, network: Network, batch: int, asym: bool = False) -> _Simulation:
         """The Brian2 objects for ``network`` at this batch size (built on first use)."""
@@ -419,9 +420,7 @@ class Brian2Engine(RelaxationSettings):
     def _relax(self, network: Network, x: torch.Tensor, y: torch.Tensor | None, beta: float,
                init: torch.Tensor | None, force: AsymCorrection | None, params: Params | None,
                drive: dict | None, max_steps: int | None, tol: float | None) -> RelaxResult:
-        dt, default_steps, default_tol = self.settings(network)
-        max_steps = int(max_steps if max_steps is not None else default_steps)
-        tol = float(tol if tol is not None else default_tol)
+        dt, max_steps, tol = self._budget(network, max_steps, tol)
         x = x.to(device=network.device, dtype=network.dtype)
         params = network.dynamics_parameters() if params is None else params
         for name, own in network.dynamics_parameters().items():
@@ -492,7 +491,7 @@ class Brian2Engine(RelaxationSettings):
                            residual=log.residual, n_steps=step, failure=failure,
                            trace=log.trace)
 
-    def integrate(self, *args, **kwargs) -> RelaxResult:
+    def integrate(self, *args: Any, **kwargs: Any) -> RelaxResult:
         """Generic extended-state integration (Dyadic EP's ``(m, d)``) has no Brian2 model."""
         raise ConfigError("the Brian2 engine simulates the model's own state only; Dyadic EP's "
                           "doubled (m, d) state needs TorchEngine")

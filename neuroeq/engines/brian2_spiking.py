@@ -23,7 +23,6 @@ reproducible.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from neuroeq.checks import positive_number, whole_number
 from neuroeq.engines.brian2_common import (
     block_diagonal,
     check_dimensionless,
@@ -215,21 +215,19 @@ class SpikingEngine:
     _simulations: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     name = "brian2_spiking"
+    differentiable = False  # simulates without autograd (no BPTT)
 
     def __post_init__(self) -> None:
         if self.target not in ("cython", "numpy"):
             raise ConfigError(f"Brian2 target {self.target!r} must be 'cython' or 'numpy'")
-        if int(self.replicas) < 1:
-            raise ConfigError(f"replicas {self.replicas} must be at least 1")
+        self.replicas = whole_number(self.replicas, "replicas", 1)
         check_seed(self.seed, "spiking engine seed")
-        for name in ("burn_in", "window"):
-            value = getattr(self, name)
-            if value is not None and (int(value) != value or value < (0 if name == "burn_in"
-                                                                      else 1)):
-                raise ConfigError(f"{name} {value} must be a whole number of steps "
-                                  f"({'≥ 0' if name == 'burn_in' else '≥ 1'})")
-        if self.dt is not None and not (math.isfinite(self.dt) and self.dt > 0):
-            raise ConfigError(f"dt {self.dt} must be a positive number of seconds")
+        if self.burn_in is not None:
+            self.burn_in = whole_number(self.burn_in, "burn_in (steps)", 0)
+        if self.window is not None:
+            self.window = whole_number(self.window, "window (steps)", 1)
+        if self.dt is not None:
+            self.dt = positive_number(self.dt, "dt", "seconds")
 
     def settings(self, network: Network) -> tuple[float, int, int, str, str]:
         """``(dt, burn_in, window, draw, on_pre)`` with the model file's defaults (and the

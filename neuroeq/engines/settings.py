@@ -3,10 +3,10 @@ validation, and the model file's defaults for the ones left as ``None``."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import TYPE_CHECKING
 
+from neuroeq.checks import nonnegative_number, positive_number, whole_number
 from neuroeq.errors import ConfigError, RelaxationError
 
 if TYPE_CHECKING:
@@ -23,14 +23,13 @@ class RelaxationSettings:
         if self.on_failure not in FAILURE_MODES:
             raise ConfigError(f"on_failure {self.on_failure!r} must be one of "
                               f"{', '.join(FAILURE_MODES)}")
-        if self.dt is not None and not (math.isfinite(self.dt) and self.dt > 0):
-            raise ConfigError(f"dt {self.dt} must be a positive number of seconds")
-        if self.max_steps is not None and int(self.max_steps) < 1:
-            raise ConfigError(f"max_steps {self.max_steps} must be at least 1")
-        if self.tol is not None and not (math.isfinite(self.tol) and self.tol >= 0):
-            raise ConfigError(f"tol {self.tol} must be a non-negative number")
-        if int(self.check_every) < 1:
-            raise ConfigError(f"check_every {self.check_every} must be at least 1")
+        if self.dt is not None:
+            self.dt = positive_number(self.dt, "dt", "seconds")
+        if self.max_steps is not None:
+            self.max_steps = whole_number(self.max_steps, "max_steps", 1)
+        if self.tol is not None:
+            self.tol = nonnegative_number(self.tol, "tol")
+        self.check_every = whole_number(self.check_every, "check_every", 1)
 
     def settings(self, network: Network) -> tuple[float, int, float]:
         """``(dt, max_steps, tol)`` with the model's defaults filled in."""
@@ -40,6 +39,17 @@ class RelaxationSettings:
                         else model.integration_setting("max_steps", 5000))
         tol = self.tol if self.tol is not None else model.integration_setting("tol", 1e-6)
         return dt, max_steps, tol
+
+    def _budget(self, network: Network, max_steps: int | None, tol: float | None
+                ) -> tuple[float, int, float]:
+        """``(dt, max_steps, tol)``: a phase's own budget and tolerance (checked), the
+        engine's or the model file's where ``None``."""
+        dt, default_steps, default_tol = self.settings(network)
+        if max_steps is not None:
+            default_steps = whole_number(max_steps, "max_steps", 1)
+        if tol is not None:
+            default_tol = nonnegative_number(tol, "tol")
+        return dt, default_steps, default_tol
 
     @staticmethod
     def _warm_start(start: object | None, init: object | None, drive: object | None

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from neuroeq.checks import nonnegative_number, positive_number, whole_number
 from neuroeq.engines import fast_step
 from neuroeq.engines.failures import (
     ConvergenceLog,
@@ -128,25 +129,19 @@ class TorchEngine(RelaxationSettings):
     stability_iterations: int = 40
 
     name = "torch"
+    differentiable = True  # BPTT runs through it
 
     def __post_init__(self) -> None:
         self._check_relaxation_settings()
         if self.solver not in SOLVERS:
             raise ConfigError(f"solver {self.solver!r} must be one of {', '.join(SOLVERS)}")
-        if int(self.anderson_memory) < 1:
-            raise ConfigError(f"anderson_memory {self.anderson_memory} must be at least 1")
-        if not (math.isfinite(self.anderson_ridge) and self.anderson_ridge >= 0):
-            raise ConfigError(f"anderson_ridge {self.anderson_ridge} must be a non-negative "
-                              "number")
-        if not (math.isfinite(self.anderson_mixing) and self.anderson_mixing > 0):
-            raise ConfigError(f"anderson_mixing {self.anderson_mixing} must be a positive "
-                              "number")
-        if not (math.isfinite(self.over_relaxation) and self.over_relaxation > 0):
-            raise ConfigError(f"over_relaxation {self.over_relaxation} must be a positive "
-                              "number")
-        if int(self.stability_iterations) < 0:
-            raise ConfigError(f"stability_iterations {self.stability_iterations} must be "
-                              "non-negative")
+        self.anderson_memory = whole_number(self.anderson_memory, "anderson_memory", 1)
+        self.anderson_ridge = nonnegative_number(self.anderson_ridge, "anderson_ridge")
+        self.anderson_mixing = positive_number(self.anderson_mixing, "anderson_mixing")
+        self.over_relaxation = positive_number(self.over_relaxation, "over_relaxation")
+        self.stability_iterations = whole_number(self.stability_iterations,
+                                                 "stability_iterations", 0)
+        self.divergence = positive_number(self.divergence, "divergence")
 
     def relax(self, network: Network, x: torch.Tensor, *, y: torch.Tensor | None = None,
               beta: float = 0.0, init: torch.Tensor | None = None, force: Force | None = None,
@@ -245,13 +240,6 @@ class TorchEngine(RelaxationSettings):
 
         return self._iterate(network, step, state, project=project, max_steps=max_steps,
                              tol=tol, describe_index=describe_index, buffered=False)
-
-    def _budget(self, network: Network, max_steps: int | None, tol: float | None
-                ) -> tuple[float, int, float]:
-        """``(dt, max_steps, tol)`` with the model file's values where ``None``."""
-        dt, default_steps, default_tol = self.settings(network)
-        return (dt, int(max_steps if max_steps is not None else default_steps),
-                float(tol if tol is not None else default_tol))
 
     def _iterate(self, network: Network, step: Step, state: torch.Tensor, *,
                  project: Force | None, max_steps: int | None, tol: float | None,

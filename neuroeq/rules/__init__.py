@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from neuroeq.errors import ConfigError
 from neuroeq.rules.asym_ep import AsymEP
@@ -38,7 +38,7 @@ RULE_NAMES = tuple(NUDGED_RULES) + tuple(ORACLES)
 
 def make_rule(name: str, *, beta: float = 1e-3,
               engine: Engine | None = None,
-              model_class: str | None = None, **options) -> GradientEstimator:
+              model_class: str | None = None, **options: Any) -> GradientEstimator:
     """Build a rule from its CLI name. For skew-gradient models ``ep``/``centered`` mean
     skew-gradient EP."""
     if model_class == "skew_gradient" and name in ("ep", "centered"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.network import Network
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -66,9 +66,18 @@ class GradientEstimator(ABC):
         ``init`` warm-starts the free phase (persistent particles).
         """
         x, y = batch
-        if x.dim() != 2 or x.shape[0] != y.shape[0]:
+        x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
+        labels = not (y.is_floating_point() or y.is_complex())
+        if x.dim() != 2 or y.dim() != (1 if labels else 2) or x.shape[0] != y.shape[0]:
             raise ConfigError(f"batch shapes x {tuple(x.shape)} and y {tuple(y.shape)} must be "
-                              "(batch, features) and (batch,) or (batch, outputs)")
+                              "(batch, features) and (batch,) for class labels or (batch, "
+                              "outputs) for float targets")
+        if x.is_complex() or y.is_complex():
+            raise ConfigError("x and y must be real; got complex "
+                              f"{'x' if x.is_complex() else 'y'}")
+        if not labels and not bool(torch.isfinite(y).all()):
+            raise ConfigError(f"the targets y hold NaN or inf values in samples "
+                              f"{short(sample_list(~torch.isfinite(y).all(-1)))}")
         x = x.to(device=network.device, dtype=network.dtype)
         # class labels become the readout's targets here, once per batch: the phases, the
         # cost and the readout gradient read them as they are (one-hot float targets pass
@@ -99,6 +108,17 @@ class GradientEstimator(ABC):
 
     def set_random_state(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027
         """Restore what :meth:`random_state` returned (nothing for deterministic rules)."""
+
+
+def _as_tensor(value: object, name: str) -> torch.Tensor:
+    """A batch part as a tensor (arrays and lists converted; anything else refused)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"batch part {name} must be a tensor or an array of numbers, got "
+                          f"{type(value).__name__} ({error})") from None
 
 
 def write_gradients(network: Network, grads: dict[str, torch.Tensor]) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from neuroeq.checks import real_number
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
@@ -21,9 +20,10 @@ from neuroeq.seeds import check_seed
 
 
 def check_beta(beta: float) -> float:
-    beta = float(beta)
-    if not math.isfinite(beta) or beta == 0.0:
-        raise ConfigError(f"beta {beta} must be a finite, non-zero number")
+    """``beta`` as a finite, non-zero ``float``."""
+    beta = real_number(beta, "beta")
+    if beta == 0.0:
+        raise ConfigError("beta must be a finite, non-zero number, got 0")
     return beta
 
 
@@ -31,9 +31,10 @@ class ClassicEP(GradientEstimator):
     """Classic EP (Scellier & Bengio 2017).
 
     Nudged dynamics ``ds/dt = F(s) - (β/τ) ∂C/∂s`` (for ``F = -(1/τ)∇E``: descent on
-    ``E + βC``); estimate ``ĝ = (1/β)(∂E/∂θ(s_β) - ∂E/∂θ(s*))``, the contrastive Hebbian
-    update ``ΔW_l ∝ -(1/β)(ρ_l^β ρ_{l-1}^βᵀ - ρ_l* ρ_{l-1}*ᵀ)``. Exact as ``β → 0`` for
-    gradient systems, error O(β). ``random_sign`` draws the sign of β per call.
+    ``E + βC``); estimate ``ĝ = (1/β)(∂E/∂θ(s_β) - ∂E/∂θ(s*))``, so the weight change
+    ``ΔW_l = -η ĝ_l ∝ (1/β)(ρ_l^β ρ_{l-1}^βᵀ - ρ_l* ρ_{l-1}*ᵀ)`` is contrastive Hebbian.
+    Exact as ``β → 0`` for gradient systems, error O(β). ``random_sign`` draws the sign of
+    β per call.
     """
 
     name = "ep"

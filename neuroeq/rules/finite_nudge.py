@@ -17,11 +17,12 @@ standard error (``SampledEstimate.stderr``) from independent groups of chains.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from neuroeq.checks import real_number, whole_number
 from neuroeq.engines.langevin import LangevinSampler, check_gibbs_model
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.errors import ConfigError
@@ -60,14 +61,15 @@ class _GibbsRule(GradientEstimator):
                  thin: int = 10, dt: float | None = None, metropolis: bool = True,
                  seed: int = 0):
         super().__init__(engine, nudged_steps)
-        beta = float(beta)
-        if not (math.isfinite(beta) and 0 < beta <= 1):
+        beta = real_number(beta, "beta")
+        if not 0 < beta <= 1:
             raise ConfigError(f"beta {beta} must lie in (0, 1] for {self.name} (the nudge "
                               "strength is the scale of the loss, up to the full loss)")
-        if groups < 2 or chains % groups:
+        groups = whole_number(groups, "groups", 2)
+        if chains % groups:
             raise ConfigError(f"chains {chains} must be a multiple of groups {groups} "
                               "(at least 2 groups, for the standard error)")
-        self.beta, self.groups = beta, int(groups)
+        self.beta, self.groups = beta, groups
         self.sampler = LangevinSampler(temperature, dt=dt, burn_in=burn_in, samples=samples,
                                        thin=thin, chains=chains, metropolis=metropolis,
                                        seed=seed)
@@ -170,11 +172,9 @@ class PathIntegralEP(_GibbsRule):
     name = "path_integral"
 
     def __init__(self, beta: float = 1.0, engine: TorchEngine | None = None,
-                 nudged_steps: int | None = None, *, points: int = 6, **options):
+                 nudged_steps: int | None = None, *, points: int = 6, **options: Any):
         super().__init__(beta, engine, nudged_steps, **options)
-        if int(points) < 1:
-            raise ConfigError(f"points {points} must be at least 1")
-        nodes, weights = np.polynomial.legendre.leggauss(int(points))
+        nodes, weights = np.polynomial.legendre.leggauss(whole_number(points, "points", 1))
         self.nodes = [float(0.5 * self.beta * (n + 1)) for n in nodes]
         self.node_weights = [float(0.5 * self.beta * w) for w in weights]
 

@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from neuroeq.checks import positive_number, whole_number
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.network import Network
@@ -45,13 +46,8 @@ class HolomorphicEP(GradientEstimator):
     def __init__(self, beta: float = 0.5, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None, points: int = 16):
         super().__init__(engine, nudged_steps)
-        r = float(beta)
-        if not (math.isfinite(r) and r > 0):
-            raise ConfigError(f"radius r = {beta} must be a positive number (holomorphic EP "
-                              "takes the nudge radius as beta)")
-        if int(points) < 2:
-            raise ConfigError(f"points {points} must be at least 2 (2 is centered EP)")
-        self.beta, self.points = r, int(points)
+        self.beta = positive_number(beta, "radius r (holomorphic EP takes it as beta)")
+        self.points = whole_number(points, "points (2 is centered EP)", 2)
 
     def describe(self) -> dict:
         return {**super().describe(), "r": self.beta, "points": self.points}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from neuroeq.checks import positive_number, whole_number
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
@@ -74,7 +75,11 @@ class BPTT(GradientEstimator):
 
     def __init__(self, engine: TorchEngine | None = None, steps: int | None = None):
         super().__init__(engine)
-        self.steps = steps
+        if not self.engine.differentiable:
+            raise ConfigError(f"BPTT back-propagates through the relaxation, and the "
+                              f"{self.engine.name} engine runs without autograd: give BPTT a "
+                              "TorchEngine")
+        self.steps = None if steps is None else whole_number(steps, "BPTT steps", 1)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
@@ -102,9 +107,8 @@ class FiniteDifferences(GradientEstimator):
     def __init__(self, engine: TorchEngine | None = None, h: float = 1e-5,
                  chunk: int = 512):
         super().__init__(engine)
-        if not h > 0:
-            raise ConfigError(f"finite-difference step h {h} must be positive")
-        self.h, self.chunk = h, chunk
+        self.h = positive_number(h, "finite-difference step h")
+        self.chunk = whole_number(chunk, "finite-difference chunk", 1)
 
     def _loss_of_stack(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                        free: RelaxResult, name: str, stacked: torch.Tensor) -> torch.Tensor:

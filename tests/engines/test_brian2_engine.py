@@ -9,6 +9,7 @@ from neuroeq.engines.brian2_engine import Brian2Engine
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.neuron_model import load_model
 from neuroeq.rules import (
+    BPTT,
     AsymEP,
     CenteredSkewGradientEP,
     DyadicEP,
@@ -213,6 +214,8 @@ def test_refuses_what_it_cannot_simulate(brian2_engine):
     network, batch = make_problem("fhn", SIZES, "asymmetric", batch=2)
     with pytest.raises(ConfigError, match="Dyadic"):
         DyadicEP(1e-3, brian2_engine).estimate(network, batch, write_grad=False)
+    with pytest.raises(ConfigError, match="BPTT .* brian2 engine runs without autograd"):
+        BPTT(brian2_engine)
     with pytest.raises(ConfigError, match="AsymEP"):
         brian2_engine.relax(network, batch[0], force=lambda s: 0 * s)
     with pytest.raises(ConfigError, match="target"):

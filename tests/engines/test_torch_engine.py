@@ -102,6 +102,34 @@ def test_on_failure_warn_returns_the_state():
     assert result.failure is not None and not bool(result.converged.all())
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"dt": -1e-4}, "dt must be a positive number of seconds, got -0.0001"),
+    ({"dt": "0.1"}, "dt must be a positive number of seconds, got '0.1'"),
+    ({"max_steps": 2.5}, "max_steps must be a whole number of at least 1, got 2.5"),
+    ({"max_steps": "10"}, "max_steps must be a whole number of at least 1, got '10'"),
+    ({"max_steps": True}, "max_steps must be a whole number of at least 1, got True"),
+    ({"tol": float("nan")}, "tol must be a non-negative number, got nan"),
+    ({"check_every": 2.5}, "check_every must be a whole number of at least 1"),
+    ({"divergence": float("nan")}, "divergence must be a positive number, got nan"),
+    ({"divergence": 0}, "divergence must be a positive number, got 0"),
+    ({"stability_iterations": -1}, "stability_iterations must be a whole number of at least 0"),
+])
+def test_bad_engine_settings_are_named(options, message):
+    with pytest.raises(ConfigError, match=message):
+        TorchEngine(**options)
+
+
+def test_a_phase_budget_and_tolerance_are_checked_like_the_engine_settings():
+    network = Network("hopfield_smooth", (3, 4, 2))
+    x = torch.rand(2, 3, dtype=torch.float64)
+    engine = TorchEngine()
+    for options, message in (({"max_steps": 0}, "max_steps must be a whole number of at least 1"),
+                             ({"tol": -1.0}, "tol must be a non-negative number, got -1.0")):
+        with pytest.raises(ConfigError, match=message):
+            engine.relax(network, x, **options)
+    assert TorchEngine(max_steps=10.0).relax(network, x, tol=0.0).n_steps == 10
+
+
 def test_wrong_input_width_is_refused():
     network, _ = make_problem("hopfield_smooth")
     with pytest.raises(ConfigError, match="features"):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from neuroeq.errors import ConfigError
 from neuroeq.rules import BPTT, FiniteDifferences, ImplicitDifferentiation
 from tests.conftest import cosine, make_problem
 
@@ -35,3 +36,13 @@ def test_oracle_writes_param_grad(precise_engine):
     for name, param in network.named_parameters():
         assert param.grad is not None
         torch.testing.assert_close(param.grad, estimate.grads[name])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: BPTT(steps=0), "BPTT steps must be a whole number of at least 1, got 0"),
+    (lambda: FiniteDifferences(h=float("inf")), "finite-difference step h must be a positive"),
+    (lambda: FiniteDifferences(chunk=0), "finite-difference chunk must be a whole number"),
+])
+def test_bad_oracle_settings_are_named(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()

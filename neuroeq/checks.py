@@ -1,0 +1,48 @@
+"""Checks of the numbers a user gives (step counts, step sizes, tolerances, thresholds).
+
+Each returns the value as the type the code uses and raises a :class:`ConfigError` that
+names the setting and the value for anything else: a string (``"10"``), a bool (``True``
+is not a count), a fraction where a count is needed (``2.5`` steps), NaN or infinity.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from neuroeq.errors import ConfigError
+
+
+def whole_number(value: object, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int`` ≥ ``minimum`` (a float with a whole value, ``10.0``, passes)."""
+    bound = "" if minimum is None else f" of at least {minimum}"
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral or (minimum is not None and value < minimum):
+        raise ConfigError(f"{name} must be a whole number{bound}, got {value!r}")
+    return int(value)
+
+
+def real_number(value: object, name: str) -> float:
+    """``value`` as a finite ``float``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def positive_number(value: object, name: str, unit: str = "") -> float:
+    """``value`` as a finite ``float`` > 0 (``unit`` is named in the message: ``"seconds"``)."""
+    what = f"a positive number of {unit}" if unit else "a positive number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def nonnegative_number(value: object, name: str) -> float:
+    """``value`` as a finite ``float`` ≥ 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
