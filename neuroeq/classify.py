@@ -38,6 +38,7 @@ import xarray as xr
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.expressions import parse_expression
+from neuroeq.io import software_attrs
 from neuroeq.network import Network
 from neuroeq.neuron_model import NeuronModel, load_model
 from neuroeq.rules.oracles import jacobian
@@ -417,7 +418,6 @@ def stability_scan(model: NeuronModel | str, grid: Mapping[str, Sequence[float]]
         settled, eig = _settle(engine, net, x)
         net_settled[index], net_eig[index] = float(settled.double().mean()), float(eig.max())
     coords = {n: list(grid[n]) for n in names}
-    from neuroeq import __version__
 
     return xr.Dataset(
         {"unit_settled": (names, unit_settled), "unit_max_real_eig": (names, unit_eig),
@@ -426,7 +426,7 @@ def stability_scan(model: NeuronModel | str, grid: Mapping[str, Sequence[float]]
         attrs={"title": "neuroeq fixed-point stability scan", "model": model.name,
                "sizes": str(list(sizes)), "batch": batch, "seed": seed,
                "eigenvalues": "max Re(lambda) * tau of J at the fixed point",
-               "neuroeq_version": __version__})
+               **software_attrs()})
 
 
 def _settle(engine: TorchEngine, network: Network, x: torch.Tensor

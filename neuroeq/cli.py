@@ -45,7 +45,8 @@ def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser.add_argument("--model", type=_list(str, "--model"), default=["hopfield_smooth"],
                         help="model name(s), comma-separated (default hopfield_smooth)")
     parser.add_argument("--engine", choices=["torch", "brian2"], default="torch",
-                        help="relaxation engine (brian2: Cython; rules ep,centered,vf,asym)")
+                        help="relaxation engine (brian2: Cython; rules ep, centered, vf, "
+                        "asym, skew_ep, skew_centered and the implicit oracle)")
     parser.add_argument("--sizes", type=_list(int, "--sizes"), default=[20, 16, 5],
                         help="layer sizes, input first (default 20,16,5)")
     parser.add_argument("--coupling", type=_list(str, "--coupling"), default=["symmetric"],
@@ -54,8 +55,11 @@ def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
                         help="asymmetry(ies) of asymmetric nets (default 1)")
     parser.add_argument("--rules", type=_list(str, "--rules"),
                         default=["ep", "centered", "vf", "asym", "dyadic"],
-                        help="rules and oracles: ep,centered,vf,asym,dyadic,implicit,bptt,fd")
-    parser.add_argument("--beta", type=_list(float, "--beta"), default=[1e-3])
+                        help="rules and oracles: ep, centered, vf, asym, dyadic, skew_ep, "
+                        "skew_centered, holomorphic, implicit, bptt, fd")
+    parser.add_argument("--beta", type=_list(float, "--beta"), default=[1e-3],
+                        help="nudge(s) β, comma-separated, non-zero (negative nudges too; "
+                        "holomorphic EP takes the radius r > 0)")
     parser.add_argument("--seed", type=_list(int, "--seed"), default=[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")

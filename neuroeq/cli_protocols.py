@@ -39,7 +39,9 @@ def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                        help="torch CPU threads per point (default: the workers' own, 1 in "
                        "a LocalCluster; keep workers x threads within the cores)")
     sweep.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="KEY=VALUE", help="override a base setting")
+                       metavar="KEY=VALUE", help="override a base setting (not a grid key)")
+    sweep.add_argument("--force", action="store_true", help="replace finished points made "
+                       "with other settings (a re-run of the same sweep skips them)")
     sweep.set_defaults(handler=_sweep)
 
 
@@ -66,7 +68,7 @@ def _sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     sweep = load_sweep(args.sweep, args.overrides)
     out = args.out if args.out is not None else Path("results") / sweep.name
     dataset = run_sweep(sweep, out, scheduler=args.scheduler, workers=args.workers,
-                        threads=args.threads,
+                        threads=args.threads, force=args.force,
                         progress=lambda text: print(f"sweep: {text}", file=sys.stderr))
     failed = int((dataset.status != "done").sum())
     print(f"{dataset.status.size - failed} of {dataset.status.size} points done; combined "

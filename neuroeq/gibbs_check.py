@@ -24,6 +24,7 @@ import xarray as xr
 
 from neuroeq.engines.langevin import check_temperature
 from neuroeq.errors import ConfigError
+from neuroeq.io import software_attrs
 from neuroeq.network import Network
 from neuroeq.rules.finite_nudge import FiniteNudgeEP, PathIntegralEP
 from neuroeq.rules.phases import full_names
@@ -136,7 +137,6 @@ def gibbs_check(sizes: Sequence[int] = (3, 4, 2), temperatures: Sequence[float] 
                     data["z_rms"][i, j, s, r] = float(((error / stderr) ** 2).mean().sqrt())
                     data["acceptance"][i, j, s, r] = float(found.acceptance.mean())
     dims = ("temperature", "beta", "seed", "rule")
-    from neuroeq import __version__
 
     config = {"sizes": list(sizes), "temperatures": list(temperatures), "betas": list(betas),
               "chains": chains, "seeds": list(seeds), "batch": batch, "gain": gain,
@@ -146,7 +146,7 @@ def gibbs_check(sizes: Sequence[int] = (3, 4, 2), temperatures: Sequence[float] 
                               "seed": list(seeds), "rule": list(rules)},
                       attrs={"title": "neuroeq Gibbs gradient check",
                              "reference": "closed-form free energy of the Gaussian network",
-                             "config": json.dumps(config), "neuroeq_version": __version__})
+                             "config": json.dumps(config), **software_attrs()})
 
 
 def gibbs_table(dataset: xr.Dataset) -> str:

@@ -21,6 +21,7 @@ import xarray as xr
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.gibbs_check import GIBBS_RULES
+from neuroeq.io import software_attrs
 from neuroeq.network import COUPLINGS, Network
 from neuroeq.neuron_model import load_model
 from neuroeq.readout import Readout
@@ -140,7 +141,6 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
               "seeds": list(seeds), "batch": batch, "dtype": dtype, "readout": readout,
               "cost": cost, "gain": gain, "engine": engine.name,
               "tol": engine.settings(Network(loaded[models[0]], sizes))[2]}
-    from neuroeq import __version__
 
     return xr.Dataset(
         {"cosine": (dims, cosine), "rel_error": (dims, rel_error),
@@ -149,7 +149,7 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
         coords=coords,
         attrs={"title": "neuroeq gradient check", "reference": "implicit differentiation",
                "model": ",".join(models), "config": json.dumps(config),
-               "neuroeq_version": __version__},
+               **software_attrs()},
     )
 
 

@@ -12,6 +12,17 @@ import xarray as xr
 from neuroeq.errors import ConfigError
 
 
+def software_attrs() -> dict[str, str | int]:
+    """What every dataset records about the software that made it: neuroeq's and torch's
+    versions and torch's CPU thread count (results are bit-for-bit reproducible at one)."""
+    import torch
+
+    from neuroeq import __version__
+
+    return {"neuroeq_version": __version__, "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
 def refuse_overwrite(path: str | os.PathLike, force: bool) -> None:
     """Raise if ``path`` exists and ``force`` is not set."""
     if Path(path).exists() and not force:

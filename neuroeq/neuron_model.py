@@ -297,7 +297,12 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
     if energy is not None:
         if not isinstance(energy, str):
             raise ModelError(f"{where}: energy must be an expression string")
-        parse_expression(energy, f"{where}: energy")
+        unknown_symbols = (free_symbols(parse_expression(energy, f"{where}: energy"))
+                           - (set(variables) | set(parameters)))
+        if unknown_symbols:
+            raise ModelError(f"{where}: energy may depend only on the state variables "
+                             f"{variables} and parameters, found {sorted(unknown_symbols)}; "
+                             "define them under [parameters] or remove them")
     if structural_class != "general" and energy is None:
         raise ModelError(f"{where}: a {structural_class} model must declare its 'energy'")
     q_table = {k: str(v) for k, v in _table(data, "Q", where).items()}

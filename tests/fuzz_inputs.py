@@ -291,6 +291,7 @@ def check_protocol_file(content: bytes, workdir: Path) -> str:
     existing = workdir / "existing_result"
     existing.mkdir(exist_ok=True)
     (existing / "log.txt").touch()
+    (existing / "DONE").write_text("1.0 s\n")  # a finished run: refused without --force
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
         status = main(["run", str(path), "--out", str(existing), "--quiet"])

@@ -25,6 +25,18 @@ def test_zoo_loads_with_expected_classes():
     assert load_model("spiking_rate").structural_class == "general"
 
 
+@pytest.mark.parametrize("name", available_models())
+def test_every_shipped_model_loads(name):
+    assert load_model(name).name == name
+
+
+def test_energy_may_use_state_variables_and_parameters():
+    data = {**GOOD, "equations": "du/dt = (-u + w + I_syn + bias)/tau : 1\n"
+                                 "dw/dt = -w/tau : 1",
+            "energy": "u**2/2 + u*w/tau"}
+    assert model_from_dict(data).energy_code == "u**2/2 + u*w/tau"
+
+
 def test_units_are_converted_to_si():
     model = model_from_dict(GOOD)
     assert math.isclose(model.tau, 2e-3)
@@ -41,6 +53,9 @@ def test_units_are_converted_to_si():
     ({"rho": "__import__('os')"}, "rho"),
     ({"colour": "blue"}, "unknown key"),
     ({"structural_class": "gradient"}, "energy"),
+    ({"energy": "u**2/2 + foo"}, r"energy may depend only on the state variables \['u'\] "
+                                  r"and parameters, found \['foo'\]"),
+    ({"energy": "u**2/2 + I_syn*u"}, r"energy .* found \['I_syn'\]"),
     ({"integration": {"dt": {"value": -0.5, "unit": "ms"}}},
      r"\[integration\] dt must be a positive number of seconds, got -0.0005"),
     ({"integration": {"max_steps": 0}}, r"\[integration\] max_steps must be a whole number "

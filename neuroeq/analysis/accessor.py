@@ -69,5 +69,22 @@ class NeuroEQAccessor:
         return traces.plot_phase_portrait(self._dataset, **kwargs)
 
     def plot_plasticity_map(self, **kwargs: Any) -> Figure:
-        self._require("plot_plasticity_map", "changes", kwargs.get("name", "W1"))
+        name = kwargs.get("name", "W1")
+        weights = _weight_names(self._dataset)
+        if weights and name not in self._dataset.data_vars:
+            raise ConfigError(f"ds.neq.plot_plasticity_map(): this weight-changes dataset has "
+                              f"no weight {name!r}; its weights: {', '.join(weights)} "
+                              "(pass name= one of them)")
+        self._require("plot_plasticity_map", "changes", name)
         return plasticity.plot_plasticity_map(self._dataset, **kwargs)
+
+
+def _weight_names(dataset: xr.Dataset) -> list[str]:
+    """The ΔW names of a weight-changes dataset (every variable a ``(…post, …pre)``
+    matrix, as :func:`~neuroeq.analysis.plasticity.weight_changes` writes), else ``[]``."""
+    matrices = {str(key): value.dims for key, value in dataset.data_vars.items()}
+    if not matrices or not all(len(dims) == 2 and str(dims[0]).endswith("post")
+                               and str(dims[1]).endswith("pre") for dims in matrices.values()):
+        return []
+    return sorted(key for key in matrices
+                  if not (key.endswith("_final") and key[:-len("_final")] in matrices))

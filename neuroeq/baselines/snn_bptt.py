@@ -21,6 +21,7 @@ from torch import nn
 
 from neuroeq.data import LabeledData
 from neuroeq.errors import ConfigError
+from neuroeq.io import software_attrs
 from neuroeq.progress import progress_bar
 from neuroeq.seeds import check_seed
 
@@ -129,8 +130,6 @@ def train_snn_bptt(train_data: LabeledData, test_data: LabeledData, sizes: Seque
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-    from neuroeq import __version__
-
     return xr.Dataset(
         {k: ("epoch", np.array([row[k] for row in history])) for k in history[0]
          if k != "epoch"},
@@ -138,4 +137,4 @@ def train_snn_bptt(train_data: LabeledData, test_data: LabeledData, sizes: Seque
         attrs={"title": "snntorch BPTT baseline", "rule": "bptt_surrogate",
                "model": "snntorch.Leaky", "sizes": list(sizes), "num_steps": num_steps,
                "membrane_beta": beta, "lr": lr, "dataset": train_data.name,
-               "neuroeq_version": __version__})
+               **software_attrs()})

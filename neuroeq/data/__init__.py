@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from neuroeq.checks import whole_number
 from neuroeq.data.builtin import load_digits_split
 from neuroeq.data.idx import DATA_DIR_ENV, load_idx_split, read_idx
 from neuroeq.errors import ConfigError
@@ -50,13 +51,14 @@ class LabeledData:
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None,
                  limit: int | None = None) -> LabeledData:
     """Load ``digits`` (built in), ``mnist`` or ``fashion_mnist`` (IDX files under ``root``
-    or ``$NEUROEQ_DATA_DIR``); ``limit`` keeps the first ``limit`` samples."""
+    or ``$NEUROEQ_DATA_DIR``, ``~`` expanded); ``limit`` (a whole number ≥ 1, or ``None``)
+    keeps the first ``limit`` samples."""
     if name not in DATASETS:
         raise ConfigError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise ConfigError(f"split {split!r} must be 'train' or 'test'")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"limit {limit!r} must be a positive integer")
+    if limit is not None:
+        limit = whole_number(limit, "limit", minimum=1)
     if name == "digits":
         x, y = load_digits_split(split)
     else:

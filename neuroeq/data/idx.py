@@ -74,21 +74,23 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def resolve_root(root: str | os.PathLike | None, name: str) -> Path:
-    """The directory holding ``name``'s files: ``root``, else ``$NEUROEQ_DATA_DIR``."""
+def resolve_root(root: str | os.PathLike | None, name: str, split: str = "train") -> Path:
+    """The directory holding ``name``'s ``split`` files: ``root``, else
+    ``$NEUROEQ_DATA_DIR`` (a leading ``~`` is expanded), or one of its sub-folders."""
     base = root if root is not None else os.environ.get(DATA_DIR_ENV)
     if not base:
         raise ConfigError(f"data set {name!r} needs its IDX files: pass root=DIR (protocol key "
                           f"data.root) or set {DATA_DIR_ENV}; the built-in task 'digits' "
                           "needs no download")
-    base = Path(base)
+    base = Path(base).expanduser()
+    labels = FILES[name][f"{split}_labels"][0]
     for sub in SUBFOLDERS[name]:
         folder = base / sub if sub else base
-        if (folder / FILES[name]["train_labels"][0]).is_file():
+        if (folder / labels).is_file():
             return folder
     tried = ", ".join(sub or "." for sub in SUBFOLDERS[name])
-    raise ConfigError(f"data set {name!r}: no {FILES[name]['train_labels'][0]} under "
-                      f"{str(base)!r} (tried sub-folders {tried})")
+    raise ConfigError(f"data set {name!r}: no {labels} under {str(base)!r} "
+                      f"(tried sub-folders {tried})")
 
 
 def load_idx_split(name: str, split: str, root: str | os.PathLike | None = None,
@@ -96,7 +98,7 @@ def load_idx_split(name: str, split: str, root: str | os.PathLike | None = None,
     """Images ``(N, 28, 28)`` and labels ``(N,)`` of one split, MD5- and shape-checked."""
     if name not in FILES:
         raise ConfigError(f"unknown IDX data set {name!r}; known: {', '.join(FILES)}")
-    folder = resolve_root(root, name)
+    folder = resolve_root(root, name, split)
     arrays = []
     for kind in ("images", "labels"):
         filename, expected_md5 = FILES[name][f"{split}_{kind}"]

@@ -115,6 +115,8 @@ def build_rule(config: dict[str, dict[str, Any]], model: NeuronModel,
             options["centered"] = section["centered"]
     elif name not in ("implicit", "bptt", "fd"):
         options["nudged_steps"] = config["engine"]["nudged_steps"]
+    if name == "holomorphic" and section.get("points") is not None:
+        options["points"] = section["points"]
     if name in GIBBS_RULES:
         options["seed"] = seed
         for key in GIBBS_OPTIONS + (("points",) if name == "path_integral" else ()):

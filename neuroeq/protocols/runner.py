@@ -27,7 +27,7 @@ import xarray as xr
 
 from neuroeq.engines.langevin import check_gibbs_model
 from neuroeq.errors import ConfigError
-from neuroeq.io import write_netcdf, write_text
+from neuroeq.io import software_attrs, write_netcdf, write_text
 from neuroeq.protocols import build
 from neuroeq.protocols.loader import Protocol, load_protocol
 from neuroeq.protocols.schema import GIBBS_RULES
@@ -64,10 +64,13 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
         raise ConfigError("force (start again) and resume (continue) exclude each other")
     check_threads(threads)
     out = Path(out_dir) if out_dir is not None else default_output_dir(protocol)
-    if out.exists() and any(out.iterdir()):
-        if resume and protocol.kind != "train":
-            raise ConfigError(f"--resume applies to training protocols; {out} exists (use "
-                              "--force to run again)")
+    if resume and protocol.kind != "train":
+        raise ConfigError(f"--resume applies to training protocols, not kind "
+                          f"{protocol.kind!r} (use --force to run again)")
+    if resume and not _holds_results(out):
+        raise ConfigError(f"nothing to resume in {str(out)!r}: it holds no training run; run "
+                          "without --resume to start one")
+    if _holds_results(out):
         if not (force or resume):
             raise ConfigError(f"result folder {str(out)!r} exists; pass --force to replace it "
                               "or --resume to continue a training run")
@@ -120,6 +123,12 @@ def check_threads(threads: int | None, name: str = "threads") -> None:
         raise ConfigError(f"{name} must be a whole number of at least 1, got {threads!r}")
 
 
+def _holds_results(out: Path) -> bool:
+    """Whether ``out`` holds anything but a run's own log and protocol (a run that failed
+    before writing a result leaves only those, and a new run may take the folder)."""
+    return out.is_dir() and any(entry.name not in RESULT_FILES for entry in out.iterdir())
+
+
 def _set_aside(out: Path) -> Path | None:
     """Move what ``out`` holds to ``NAME.previous`` for a ``force`` run, which removes it
     once the new run is done; ``None`` when there is nothing to keep. A folder without the
@@ -149,22 +158,29 @@ def _check_resumable(protocol: Protocol, out: Path) -> None:
     saved_path = out / "protocol.toml"
     if not saved_path.is_file():
         return
-    saved = load_protocol(saved_path).config
-    changed = []
-    for section in sorted(set(saved) | set(protocol.config)):
-        if section == "outputs":
-            continue
-        before, now = saved.get(section, {}), protocol.config.get(section, {})
-        for key in sorted(set(before) | set(now)):
-            if (section, key) in RESUMABLE_CHANGES or before.get(key) == now.get(key):
-                continue
-            changed.append(f"{section}.{key} ({before.get(key)!r} -> {now.get(key)!r})")
+    changed = changed_settings(load_protocol(saved_path).config, protocol.config,
+                               ignore=RESUMABLE_CHANGES | {("outputs", None)})
     if changed:
         raise ConfigError(f"--resume continues the run in {str(out)!r} as it was made, but "
                           f"these settings differ from its protocol.toml: "
                           f"{'; '.join(changed)}. Only [outputs] and "
                           f"{', '.join(f'{a}.{b}' for a, b in sorted(RESUMABLE_CHANGES))} may "
                           "change; use --force to start again, or another --out")
+
+
+def changed_settings(before: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]],
+                     ignore: set[tuple[str, str | None]] = frozenset()) -> list[str]:
+    """``section.key (old -> new)`` for every setting that differs between two resolved
+    protocols; ``ignore`` holds ``(section, key)`` pairs, ``(section, None)`` a whole one."""
+    changed = []
+    for section in sorted(set(before) | set(now)):
+        if (section, None) in ignore:
+            continue
+        old, new = before.get(section, {}), now.get(section, {})
+        for key in sorted(set(old) | set(new)):
+            if (section, key) not in ignore and old.get(key) != new.get(key):
+                changed.append(f"{section}.{key} ({old.get(key)!r} -> {new.get(key)!r})")
+    return changed
 
 
 def _logger(out: Path) -> logging.Logger:
@@ -187,12 +203,8 @@ def _environment() -> str:
 
 
 def _attrs(protocol: Protocol, **extra: Any) -> dict[str, Any]:
-    from neuroeq import __version__
-
     return {"protocol": protocol.name, "kind": protocol.kind,
-            "config": json.dumps(protocol.config, default=str),
-            "neuroeq_version": __version__, "torch_version": torch.__version__,
-            "torch_threads": torch.get_num_threads(), **extra}
+            "config": json.dumps(protocol.config, default=str), **software_attrs(), **extra}
 
 
 def _save_figure(figure: Figure, path: Path, dpi: int) -> None:

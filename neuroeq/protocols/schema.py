@@ -6,12 +6,14 @@ would be right. Protocol files are data: nothing in them is ever executed.
 from __future__ import annotations
 
 import math
+import re
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, ModelError
+from neuroeq.neuron_model import find_model_file
 
 REQUIRED = object()
 KINDS = ("train", "gradcheck", "asymmetry", "stochastic", "snn_bptt")
@@ -38,7 +40,7 @@ class Field:
 
 
 RULE_CHOICES = ("ep", "centered", "vf", "asym", "dyadic", "skew_ep", "skew_centered",
-                "implicit", "bptt", "fd", "stoch_ep")
+                "holomorphic", "implicit", "bptt", "fd", "stoch_ep")
 #: noisy-network rules (Langevin sampling of the Gibbs distribution, 0 < beta <= 1)
 GIBBS_RULES = ("finite_nudge", "path_integral")
 TRAIN_RULE_CHOICES = RULE_CHOICES + GIBBS_RULES
@@ -46,6 +48,7 @@ TRAIN_RULE_CHOICES = RULE_CHOICES + GIBBS_RULES
 ENGINES = ("torch", "brian2", "spiking")
 SPIKING_RULES = ("stoch_ep",)
 MAX_STEPS = 10_000_000
+PROTOCOL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def _rule_option(kind: str, rules: tuple[str, ...], default: str, doc: str,
@@ -59,7 +62,8 @@ def _rule_option(kind: str, rules: tuple[str, ...], default: str, doc: str,
 RULE_OPTIONS: dict[str, tuple[str, ...]] = {
     "temperature": GIBBS_RULES, "chains": GIBBS_RULES, "groups": GIBBS_RULES,
     "burn_in": GIBBS_RULES, "samples": GIBBS_RULES, "thin": GIBBS_RULES, "dt_ms": GIBBS_RULES,
-    "metropolis": GIBBS_RULES, "points": ("path_integral",), "centered": SPIKING_RULES,
+    "metropolis": GIBBS_RULES, "points": ("path_integral", "holomorphic"),
+    "centered": SPIKING_RULES,
 }
 #: ``[engine]`` keys that only some engines read
 ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -156,15 +160,18 @@ SCHEMA: dict[str, dict[str, Field]] = {
                               positive=True),
         "metropolis": _rule_option("optional_bool", GIBBS_RULES, "true",
                                    "MALA (exact Gibbs law) instead of Euler-Maruyama"),
-        "points": _rule_option("optional_int", ("path_integral",), "6",
-                               "Gauss-Legendre points of the integral over the nudge",
-                               positive=True, maximum=1000),
+        "points": _rule_option("optional_int", ("path_integral", "holomorphic"),
+                               "6 (path_integral), 16 (holomorphic)",
+                               "Gauss-Legendre points of the integral over the nudge, or "
+                               "complex nudges on the circle |β| = r", positive=True,
+                               maximum=1000),
         "centered": _rule_option("optional_bool", SPIKING_RULES, "true",
                                  "phases ±β (else 0 and +β)"),
     },
     "data": {
         "name": Field("str", "digits", choices=("digits", "mnist", "fashion_mnist")),
-        "root": Field("optional_str", None, doc="IDX directory (else $NEUROEQ_DATA_DIR)"),
+        "root": Field("optional_str", None, doc="IDX directory (else $NEUROEQ_DATA_DIR)",
+                      default_doc="$NEUROEQ_DATA_DIR"),
     },
     "training": {
         "epochs": Field("int", 10, positive=True),
@@ -181,8 +188,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field("int", 0, minimum=0),
         "checkpoint_every": Field("int", 1, positive=True),
         "on_nonconvergence": Field("str", "continue", choices=("stop", "skip", "continue")),
-        "limit_train": Field("optional_int", None, positive=True),
-        "limit_test": Field("optional_int", None, positive=True),
+        "limit_train": Field("optional_int", None, positive=True, doc="use the first N "
+                             "training samples", default_doc="all samples"),
+        "limit_test": Field("optional_int", None, positive=True, doc="use the first N test "
+                            "samples", default_doc="all samples"),
     },
     "gradcheck": {
         "models": Field("list[str]", ["hopfield_smooth"]),
@@ -294,9 +303,25 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
                 raise ConfigError(f"{where} is required")
             else:
                 resolved[section][key] = _copy(spec.default)
+    _check_protocol_name(resolved["protocol"]["name"], source)
+    if "model" in resolved:
+        try:
+            find_model_file(resolved["model"]["name"])
+        except ModelError as error:
+            raise ConfigError(f"{source}: [model].name: {error}") from None
     _check_network_size(resolved, source)
     _check_engine_and_rule(resolved, kind, source)
     return resolved
+
+
+def _check_protocol_name(name: str, source: str) -> None:
+    """``[protocol].name`` names the default result folder ``results/NAME``: one plain folder
+    name (letters, digits, ``.``, ``_``, ``-``), so that no name reaches outside ``results/``
+    or makes ``--force`` replace ``results/`` itself."""
+    if not PROTOCOL_NAME.fullmatch(name) or set(name) == {"."}:
+        raise ConfigError(f"{source}: [protocol].name {_show(name)} must be a plain folder "
+                          "name (letters, digits, '.', '_', '-'; not starting with '.' or "
+                          "'-'): it names the result folder results/NAME")
 
 
 def _copy(value: Any) -> Any:

@@ -37,7 +37,7 @@ import xarray as xr
 
 from neuroeq.brian2_import import import_brian2
 from neuroeq.errors import ConfigError, NeuroEQError
-from neuroeq.io import write_netcdf, write_text
+from neuroeq.io import software_attrs, write_netcdf, write_text
 from neuroeq.neuron_model import load_model
 from neuroeq.protocols.loader import (
     apply_overrides,
@@ -45,7 +45,7 @@ from neuroeq.protocols.loader import (
     parse_override,
     read_protocol_file,
 )
-from neuroeq.protocols.runner import DONE_MARKER, check_threads
+from neuroeq.protocols.runner import DONE_MARKER, changed_settings, check_threads
 from neuroeq.protocols.schema import SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind
@@ -125,8 +125,14 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     if n_points > MAX_POINTS:
         raise ConfigError(f"{path}: the grid has {n_points:,} points, more than {MAX_POINTS:,}")
     fixed = _flatten(table.get("set", {}), f"{path}: [sweep.set]")
+    parsed = [parse_override(o) for o in overrides]
+    for key in list(fixed) + [".".join(keys) for keys, _ in parsed]:
+        if key in grid:
+            raise ConfigError(f"{path}: {key} is a grid key ([sweep.grid].{key}): every point "
+                              "sets its own value, so a fixed value would be ignored; change "
+                              "the grid instead")
     data = apply_overrides(data, [(k.split("."), v) for k, v in fixed.items()])
-    data = apply_overrides(data, [parse_override(o) for o in overrides])
+    data = apply_overrides(data, parsed)
     name = table.get("name", path.stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{path}: [sweep].name must be a plain folder name, got {name!r}")
@@ -218,20 +224,34 @@ def _already_done(point: SweepPoint, folder: Path) -> bool:
     return stored.read_text().split("\n", 1)[-1] == expected
 
 
+def _made_otherwise(point: SweepPoint, folder: Path) -> str | None:
+    """For a point folder holding a finished run of other settings: what differs (the
+    first settings, for the message); ``None`` when there is no finished run there."""
+    marker, stored = folder / DONE_MARKER, folder / "protocol.toml"
+    if not (marker.is_file() and stored.is_file()):
+        return None
+    try:
+        changed = changed_settings(load_protocol(stored).config,
+                                   load_protocol(point.config).config)
+    except NeuroEQError:
+        changed = []
+    return "; ".join(changed[:3]) or "its protocol.toml differs"
+
+
 def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
               scheduler: str | None = None, workers: int = 2, threads: int | None = None,
-              progress: Callable[[str], None] | None = None) -> xr.Dataset:
+              force: bool = False, progress: Callable[[str], None] | None = None
+              ) -> xr.Dataset:
     """Run every point of ``sweep`` on Dask and return (and write ``sweep.nc``) the
     combined dataset; see the module docstring. ``threads``: torch CPU threads per point
-    (``None``: the workers' own, one in a LocalCluster)."""
+    (``None``: the workers' own, one in a LocalCluster). A point folder that holds a
+    finished run of other settings (the sweep file or its ``--set`` changed) is replaced
+    only with ``force``; without it the sweep is refused before any point runs."""
     from dask.distributed import Client, LocalCluster, as_completed
 
     check_threads(threads)
     out = Path(out_dir) if out_dir is not None else Path("results") / sweep.name
     points_dir = out / "points"
-    points_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out / "sweep.json", json.dumps({"source": sweep.source, "grid": sweep.grid,
-                                               "base": sweep.base}, indent=2, default=str))
     points = sweep.points()
     outcome: dict[str, dict[str, Any]] = {}
     pending = []
@@ -242,6 +262,17 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
                                    "skipped": True}
         else:
             pending.append(point)
+    if not force:
+        replaced = [(point.name, why) for point in pending
+                    if (why := _made_otherwise(point, points_dir / point.name)) is not None]
+        if replaced:
+            name, why = replaced[0]
+            raise ConfigError(f"{str(out)!r} holds {len(replaced)} finished point(s) made with "
+                              f"other settings ({name}: {why}); pass --force to replace "
+                              "them, or give another --out")
+    points_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out / "sweep.json", json.dumps({"source": sweep.source, "grid": sweep.grid,
+                                               "base": sweep.base}, indent=2, default=str))
     say = progress or (lambda text: None)
     say(f"{len(points)} points: {len(points) - len(pending)} already done, "
         f"{len(pending)} to run")
@@ -284,11 +315,13 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
     dims = sweep.dims
     kind = sweep.base.get("protocol", {}).get("kind", "train")
     parts = []
+    threads = set()  # the points' torch thread counts
     for point in points:
         path = points_dir / point.name / PRIMARY_RESULT.get(kind, "metrics.nc")
         if outcome[point.name]["status"] == "done" and path.is_file():
             with xr.open_dataset(path) as opened:
                 part = opened.load()
+            threads.add(int(part.attrs.get("torch_threads", 0)))
             part.attrs = {}
             for variable in part.variables.values():  # NaN-padded ints become floats
                 variable.encoding = {}
@@ -307,10 +340,11 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
                               "error": (tuple(coords), error.astype(str)),
                               "seconds": (tuple(coords), seconds)}, coords=coords)
     combined = xr.combine_by_coords(parts, combine_attrs="drop") if parts else xr.Dataset()
-    from neuroeq import __version__
-
     result = xr.merge([bookkeeping, combined], join="left", combine_attrs="drop")
     result.attrs = {"title": f"neuroeq sweep {sweep.name}", "source": sweep.source,
                     "grid": json.dumps(sweep.grid, default=str), "kind": kind,
-                    "neuroeq_version": __version__}
+                    **software_attrs()}
+    # the points ran in workers: their thread counts, not this process's
+    result.attrs["torch_threads"] = (threads.pop() if len(threads) == 1
+                                     else ",".join(map(str, sorted(threads))) or "none ran")
     return result

@@ -16,7 +16,7 @@ import xarray as xr
 from neuroeq.data import LabeledData
 from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.errors import ConfigError, RelaxationError
-from neuroeq.io import write_netcdf
+from neuroeq.io import software_attrs, write_netcdf
 from neuroeq.network import Network
 from neuroeq.progress import progress_bar
 from neuroeq.rules.base import GradientEstimator
@@ -73,8 +73,6 @@ def evaluate(network: Network, rule: GradientEstimator, data: LabeledData,
 
 def _metrics_dataset(history: list[dict], network: Network, rule: GradientEstimator,
                      config: TrainConfig, data_name: str) -> xr.Dataset:
-    from neuroeq import __version__
-
     epochs = [row["epoch"] for row in history]
     names = [k for k in (history[0] if history else {}) if k != "epoch"]
     return xr.Dataset(
@@ -83,8 +81,7 @@ def _metrics_dataset(history: list[dict], network: Network, rule: GradientEstima
         attrs={"title": "neuroeq training metrics", "model": network.model.name,
                "rule": rule.name, "dataset": data_name,
                "network": json.dumps(network.describe()),
-               "config": json.dumps(config.as_dict(), default=str),
-               "neuroeq_version": __version__})
+               "config": json.dumps(config.as_dict(), default=str), **software_attrs()})
 
 
 def train(network: Network, rule: GradientEstimator, train_data: LabeledData,

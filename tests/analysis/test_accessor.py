@@ -4,9 +4,11 @@ name the dataset they need and the file that holds it."""
 import matplotlib
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 import neuroeq.analysis  # noqa: F401  (registers ds.neq)
+from neuroeq.analysis import weight_changes
 from neuroeq.errors import ConfigError
 
 matplotlib.use("Agg")
@@ -63,7 +65,21 @@ def test_each_method_runs_on_its_dataset_and_names_it_on_the_others(method):
 
 
 def test_a_named_variable_that_is_missing_is_named():
-    with pytest.raises(ConfigError, match="with W2;"):
+    with pytest.raises(ConfigError, match="no weight 'W2'; its weights: W1 "):
         _changes().neq.plot_plasticity_map(name="W2")
     with pytest.raises(ConfigError, match="with alpha;"):
         _gradcheck().neq.plot_alignment(x="alpha")
+
+
+def test_a_weight_missing_from_a_weight_changes_file_lists_the_weights_it_has():
+    """The dataset is the right file (as weight_changes() writes it); only the name is wrong."""
+    before = {"W1": torch.zeros(3, 4), "W2": torch.zeros(2, 3), "b1": torch.zeros(3)}
+    after = {key: value + 1 for key, value in before.items()}
+    changes = weight_changes(before, after)
+    with pytest.raises(ConfigError) as caught:
+        changes.neq.plot_plasticity_map(name="W9")
+    message = str(caught.value)
+    assert "no weight 'W9'; its weights: W1, W2 " in message
+    assert "needs" not in message
+    assert changes.neq.plot_plasticity_map(name="W2") is not None
+    assert changes.neq.plot_plasticity_map(name="W2_final") is not None

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from neuroeq.data import LabeledData, load_dataset, read_idx
-from neuroeq.data.idx import load_idx_split
+from neuroeq.data import LabeledData, idx, load_dataset, read_idx
+from neuroeq.data.idx import load_idx_split, md5sum
 from neuroeq.errors import ConfigError
 from tests.conftest import SHARED_DATA
 
@@ -55,6 +55,48 @@ def test_missing_directory_is_named(tmp_path, monkeypatch):
         load_dataset("mnist")
     with pytest.raises(ConfigError, match="no train-labels"):
         load_dataset("mnist", root=tmp_path)
+
+
+def _tiny_split(folder, monkeypatch, split="test", count=3):
+    """Write a ``count``-sample MNIST ``split`` under ``folder`` (and no other files) and
+    make the loader accept its MD5 sums and size."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {f"{split}_images": rng.integers(0, 256, (count, 28, 28)),
+              f"{split}_labels": np.arange(count) % 10}
+    for key, array in arrays.items():
+        filename = idx.FILES["mnist"][key][0]
+        _write_idx(folder / filename, array)
+        monkeypatch.setitem(idx.FILES["mnist"], key, (filename, md5sum(folder / filename)))
+    monkeypatch.setitem(idx.EXPECTED_COUNT, split, count)
+
+
+def test_test_split_loads_from_a_folder_without_train_files(tmp_path, monkeypatch):
+    _tiny_split(tmp_path / "mnist", monkeypatch)
+    test = load_dataset("mnist", "test", root=tmp_path)
+    assert test.x.shape == (3, 784) and test.y.tolist() == [0, 1, 2]
+    with pytest.raises(ConfigError, match="no train-labels-idx1-ubyte.gz"):
+        load_dataset("mnist", "train", root=tmp_path)
+
+
+def test_missing_test_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="no t10k-labels-idx1-ubyte.gz"):
+        load_dataset("mnist", "test", root=tmp_path)
+
+
+def test_a_root_starting_with_tilde_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _tiny_split(tmp_path / "data" / "mnist", monkeypatch, "train")
+    assert len(load_dataset("mnist", root="~/data")) == 3
+    monkeypatch.setenv("NEUROEQ_DATA_DIR", "~/data")
+    assert len(load_dataset("mnist")) == 3
+
+
+@pytest.mark.parametrize("limit", [True, False, 0, -1, 2.5, "10"])
+def test_limit_must_be_a_whole_number_of_at_least_one(limit):
+    with pytest.raises(ConfigError, match=f"limit must be a whole number of at least 1, "
+                                          f"got {limit!r}"):
+        load_dataset("digits", limit=limit)
 
 
 def test_md5_mismatch_is_refused(tmp_path):

@@ -245,3 +245,21 @@ def test_training_in_the_brian2_engine_matches_the_torch_engine(tmp_path):
         assert torch.allclose(value, runs["brian2"][name], atol=1e-6), name
     initial = build_network(load_protocol(demo, settings).config).weights["W1"]
     assert not torch.allclose(runs["torch"]["weights.W1"], initial.detach())  # it learned
+
+
+def test_a_run_that_failed_before_writing_results_leaves_its_folder_free(tmp_path):
+    """A folder holding only a failed attempt's log and protocol is not a result: fixing
+    the protocol and running again needs no --force (the log keeps the failed attempt)."""
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="5 output units"):
+        run_protocol(load_protocol(TINY_TRAIN, ["network.sizes=[64, 16, 5]"]), out,
+                     progress=False)
+    assert sorted(path.name for path in out.iterdir()) == ["log.txt", "protocol.toml"]
+    quick = load_protocol(TINY_TRAIN, ["training.epochs=1", "outputs.figures=false",
+                                       "outputs.state_samples=0"])
+    assert (run_protocol(quick, out, progress=False) / "DONE").is_file()
+    assert "5 output units" in (out / "log.txt").read_text()
+    with pytest.raises(ConfigError, match="nothing to resume in .*never_made.* run without "
+                                          "--resume"):
+        run_protocol(quick, tmp_path / "never_made", resume=True, progress=False)
+    assert not (tmp_path / "never_made").exists()

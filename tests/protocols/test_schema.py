@@ -4,7 +4,7 @@ import pytest
 
 from neuroeq.cli import main
 from neuroeq.errors import ConfigError
-from neuroeq.protocols import load_protocol, parse_override
+from neuroeq.protocols import build, load_protocol, parse_override
 
 BASE = {"protocol": {"name": "t", "kind": "train"}, "model": {"name": "hopfield"},
         "rule": {"name": "centered"}}
@@ -63,7 +63,8 @@ GIBBS = {**BASE, "rule": {"name": "finite_nudge", "beta": 1.0}}
     ("samples", 0, "[rule].samples must be positive"),
     ("metropolis", "yes", "[rule].metropolis must be true or false"),
     ("dt_ms", -0.1, "[rule].dt_ms must be positive"),
-    ("points", 4, "[rule].points applies to rule path_integral, not 'finite_nudge'"),
+    ("points", 4, "[rule].points applies to rule path_integral or holomorphic, not "
+                  "'finite_nudge'"),
     ("beta", 1.5, "[rule].beta must be at most 1 for rule 'finite_nudge'"),
 ])
 def test_noisy_network_rule_keys_are_checked(key, value, message):
@@ -171,3 +172,31 @@ def test_protocol_docs_list_every_key():
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "protocols.md"
     assert schema_markdown() in docs.read_text(), "regenerate docs/protocols.md"
+
+
+@pytest.mark.parametrize("name", [".", "..", "", "../elsewhere", "/tmp/absolute", "a/b",
+                                  ".hidden", "-flag", "two words"])
+def test_a_protocol_name_must_be_one_plain_folder_name(name):
+    # it names results/NAME: "." would make --force replace results/ itself, "../x" or an
+    # absolute path would write outside it
+    data = {"protocol": {"name": name, "kind": "gradcheck"}}
+    with pytest.raises(ConfigError, match=r"\[protocol\]\.name .* must be a plain folder name"):
+        load_protocol(data)
+    data["protocol"]["name"] = "beta_sweep-2.v1"
+    assert load_protocol(data).name == "beta_sweep-2.v1"
+
+
+def test_an_unknown_model_is_named_with_its_key_when_the_protocol_loads():
+    data = {"protocol": {"name": "x", "kind": "train"}, "model": {"name": "hopfeld"},
+            "rule": {"name": "centered"}}
+    with pytest.raises(ConfigError, match=r"\[model\]\.name: unknown model 'hopfeld'; "
+                                          "available: .*hopfield"):
+        load_protocol(data)
+
+
+def test_holomorphic_ep_is_a_protocol_rule_with_its_points():
+    data = {"protocol": {"name": "x", "kind": "train"}, "model": {"name": "hopfield_smooth"},
+            "rule": {"name": "holomorphic", "beta": 0.1, "points": 8}}
+    protocol = load_protocol(data)
+    rule = build.build_rule(protocol.config, build.build_model(protocol.config))
+    assert (rule.name, rule.beta, rule.points) == ("holomorphic", 0.1, 8)

@@ -7,6 +7,7 @@ import xarray as xr
 
 from neuroeq.cli import main
 from neuroeq.errors import ConfigError
+from neuroeq.protocols import load_protocol
 from neuroeq.protocols.sweep import load_sweep, run_sweep
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
@@ -111,3 +112,34 @@ def test_a_model_parameter_in_the_grid_of_a_kind_without_a_model_is_named(tmp_pa
                     '[protocol]\nname = "g"\nkind = "gradcheck"\n')
     with pytest.raises(ConfigError, match=r"a 'gradcheck' protocol has no \[model\] section"):
         load_sweep(path)
+
+
+def test_a_fixed_value_for_a_grid_key_is_refused(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP)
+    with pytest.raises(ConfigError, match=r"training\.lr is a grid key .* would be ignored"):
+        load_sweep(path, ["training.lr=0.1"])
+    path.write_text(SWEEP.replace('[sweep.grid]', '[sweep.set]\n"network.seed" = 3\n'
+                                                  '[sweep.grid]'))
+    with pytest.raises(ConfigError, match=r"network\.seed is a grid key"):
+        load_sweep(path)
+
+
+def test_finished_points_of_other_settings_are_not_replaced_without_force(tmp_path):
+    """The sweep file changed since its points ran (here the epochs, as a --set would):
+    the sweep is refused before a cluster starts and the finished point is untouched."""
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP)
+    sweep = load_sweep(path)
+    point = sweep.points()[0]
+    folder = tmp_path / "out" / "points" / point.name
+    folder.mkdir(parents=True)
+    earlier = load_protocol(point.config, ["training.epochs=3"]).to_toml()
+    (folder / "protocol.toml").write_text("# resolved from an earlier sweep\n" + earlier)
+    (folder / "DONE").write_text("1.0 s\n")
+    with pytest.raises(ConfigError, match=rf"holds 1 finished point\(s\) made with other "
+                                          rf"settings \({point.name}: training\.epochs \(3 -> "
+                                          r"2\)\); pass --force"):
+        run_sweep(sweep, tmp_path / "out")
+    assert (folder / "protocol.toml").read_text().endswith(earlier)
+    assert not (tmp_path / "out" / "sweep.json").exists()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from neuroeq import Readout
+from neuroeq import Readout, TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.rules import HolomorphicEP, ImplicitDifferentiation, make_rule
 from tests.conftest import make_problem
@@ -92,3 +92,17 @@ def test_holomorphic_ep_is_exact_through_every_readout_and_cost(kind, cost, prec
     found = HolomorphicEP(0.5, precise_engine, points=16).estimate(
         network, (x, y), free=free, write_grad=False).flat(names)
     assert float((found - true).norm() / true.norm()) < 1e-8
+
+
+def test_a_fixed_budget_runs_the_complex_phases_without_a_tolerance(precise_engine):
+    # tol = 0 (training protocols' fixed budgets) runs the nudged steps and estimates (it
+    # used to raise "did not settle"): the same estimate as phases relaxed to tol 1e-12
+    network, batch = make_problem("hopfield_smooth", (6, 5, 3))
+    with torch.no_grad():
+        free = precise_engine.relax(network, batch[0])
+    fixed = HolomorphicEP(0.1, TorchEngine(tol=0.0, max_steps=3000), points=8).estimate(
+        network, batch, free=free, write_grad=False)
+    precise = HolomorphicEP(0.1, precise_engine, points=8).estimate(network, batch, free=free,
+                                                                    write_grad=False)
+    for name, value in precise.grads.items():
+        torch.testing.assert_close(fixed.grads[name], value, rtol=1e-9, atol=1e-12)
