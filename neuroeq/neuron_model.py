@@ -165,8 +165,12 @@ def available_models() -> list[str]:
 def find_model_file(name_or_path: str | os.PathLike) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or candidate.exists():
+        if candidate.is_dir():
+            raise ModelError(f"model file {str(candidate)!r} is a directory; give a model "
+                             "name or the path of its .toml file")
         if not candidate.is_file():
-            raise ModelError(f"model file {str(candidate)!r} does not exist")
+            raise ModelError(f"model file {str(candidate)!r} does not exist (a relative path "
+                             "is read from the current directory)")
         return candidate
     for directory in model_search_path():
         path = directory / f"{name_or_path}.toml"

@@ -21,6 +21,8 @@ def read_toml(path: str | os.PathLike, what: str, error: type[NeuroEQError]) -> 
     ``error`` with a one-line message naming the file."""
     path = Path(path)
     name = f"{what} file {str(path)!r}"
+    if path.is_dir():
+        raise error(f"{name} is a directory; give the {what} file itself (a .toml file)")
     if not path.is_file():
         raise error(f"{name} does not exist")
     if path.stat().st_size > MAX_FILE_BYTES:

@@ -81,7 +81,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "description": Field("str", ""),
     },
     "model": {
-        "name": Field("str", doc="a model in models/ (or a path to a model file)"),
+        "name": Field("str", doc="a model in models/ (or a path to a model file, relative "
+                      "to the current directory)"),
         "parameters": Field("table", {}, doc="parameter overrides, e.g. {a = 0.0}"),
     },
     "network": {

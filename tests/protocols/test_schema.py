@@ -162,6 +162,8 @@ def test_cli_reports_bad_protocol_files_in_one_line(tmp_path, capsys):
     assert "not valid TOML" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["run", str(tmp_path)]) == 2
+    assert "is a directory; give the protocol file itself" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
