@@ -136,7 +136,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     name = table.get("name", path.stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"{path}: [sweep].name must be a plain folder name, got {name!r}")
-    base = load_protocol(data)  # the base itself must be valid; values are checked per point
+    # the base itself must be valid (values are checked per point)
+    base = load_protocol(data, name=f"{path} (its base protocol with [sweep.set] and --set)")
     _check_grid_keys(grid, base.config, path)
     return Sweep(name, str(path), grid, data)
 

@@ -123,6 +123,11 @@ def test_a_fixed_value_for_a_grid_key_is_refused(tmp_path):
                                                   '[sweep.grid]'))
     with pytest.raises(ConfigError, match=r"network\.seed is a grid key"):
         load_sweep(path)
+    path.write_text(SWEEP.replace('[sweep.grid]', '[sweep.set]\n"training.epochs" = -3\n'
+                                                  '[sweep.grid]'))
+    with pytest.raises(ConfigError, match=r"s\.toml \(its base protocol with \[sweep\.set\] "
+                                          r"and --set\): \[training\]\.epochs must be positive"):
+        load_sweep(path)
 
 
 def test_finished_points_of_other_settings_are_not_replaced_without_force(tmp_path):
