@@ -4,6 +4,7 @@ a directory the user names)."""
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +61,9 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     if limit is not None:
         limit = whole_number(limit, "limit", minimum=1)
     if name == "digits":
+        if root is not None:
+            warnings.warn(f"data set 'digits' is built in; root {str(root)!r} is not read "
+                          "(it is for mnist and fashion_mnist)", RuntimeWarning, stacklevel=2)
         x, y = load_digits_split(split)
     else:
         images, labels = load_idx_split(name, split, root)

@@ -47,7 +47,10 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
         elif "default" in rates:
             rate = rates["default"]
         else:
-            raise ConfigError(f"training.lr has no rate for parameter {name!r}; add 'default'")
+            label = name if name.startswith("readout.") else short
+            raise ConfigError(f"training.lr has no rate for parameter {label!r}; give it one "
+                              f"or add 'default' (keys: {', '.join(sorted(known_short))}, "
+                              "readout, default)")
         groups.setdefault(float(rate), []).append(param)
     param_groups = [{"params": params, "lr": rate, "base_lr": rate}
                     for rate, params in groups.items()]

@@ -142,3 +142,9 @@ def test_real_idx_files(name):
 def test_a_data_set_that_contradicts_itself_is_refused(x, y, classes, message):
     with pytest.raises(ConfigError, match=message):
         LabeledData(x, y, classes, "made")
+
+
+def test_a_root_given_for_the_builtin_task_is_said_to_be_unread(tmp_path):
+    with pytest.warns(RuntimeWarning, match="'digits' is built in; root .* is not read"):
+        data = load_dataset("digits", "test", root=tmp_path, limit=5)
+    assert len(data.y) == 5

@@ -64,6 +64,9 @@ def test_unknown_learning_rate_key_and_wrong_width(digits):
     network, rule = _setup()
     with pytest.raises(ConfigError, match="unknown parameter 'W9'"):
         train(network, rule, *digits, TrainConfig(epochs=1, lr={"W9": 0.1}), progress=False)
+    with pytest.raises(ConfigError, match=r"no rate for parameter 'W2'; give it one or add "
+                                          r"'default' \(keys: W1, W2, b1, b2, readout, default\)"):
+        train(network, rule, *digits, TrainConfig(epochs=1, lr={"W1": 0.1}), progress=False)
     small = Network("hopfield", (10, 5, 10))
     with pytest.raises(ConfigError, match="64 features"):
         train(small, rule, *digits, TrainConfig(epochs=1), progress=False)
