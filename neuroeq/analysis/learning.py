@@ -13,9 +13,15 @@ if TYPE_CHECKING:
 def plot_learning_curves(metrics: xr.Dataset) -> Figure:
     """Accuracy (train and test) and loss against epoch, side by side."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
     epochs = metrics.epoch.values
+    for axis in (left, right):  # whole epochs on the axis, also for a run of one or two
+        if len(epochs) <= 12:
+            axis.set_xticks(epochs)
+        else:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.plot(epochs, 100 * metrics.train_accuracy, "o-", label="train (during epoch)")
     test = metrics.test_accuracy.dropna("epoch")
     left.plot(test.epoch.values, 100 * test, "s-", label="test")

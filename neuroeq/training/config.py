@@ -21,8 +21,10 @@ class TrainConfig:
     ``"readout"`` or full names such as ``"weights.W1"``) to rates, with ``"default"``
     for the rest; epoch ``e`` uses ``lr · lr_decay^(e-1)``. ``persistent_particles``
     warm-starts each sample's free phase from its last free state.
-    ``on_nonconvergence``: ``stop`` (raise after saving), ``skip`` the batch, or
-    ``continue`` with the unsettled state; counts are recorded per epoch.
+    ``on_nonconvergence``: ``stop`` (raise; with an ``out_dir`` the metrics of the epochs
+    done are written first, and the checkpoint keeps the last epoch it was written at),
+    ``skip`` the batch, or ``continue`` with the unsettled state; counts are recorded per
+    epoch (an epoch whose batches were all skipped has NaN train loss and accuracy).
     """
 
     epochs: int = 10
@@ -70,8 +72,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"training.{name} must be a non-negative number, got {value!r}")
+        if self.optimizer == "adam" and self.momentum:
+            raise ConfigError(f"training.momentum {self.momentum!r} is an SGD setting; Adam "
+                              "keeps its own moment estimates (leave momentum at 0)")
         if not isinstance(self.seed, int):
             raise ConfigError(f"training.seed must be an integer, got {self.seed!r}")
+        if isinstance(self.lr, Mapping):  # a plain dict (checkpoints and datasets keep it)
+            self.lr = {str(key): float(rate) for key, rate in self.lr.items()}
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

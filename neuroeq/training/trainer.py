@@ -114,9 +114,22 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                                         y=test_data.y[:config.limit_test])
     out_dir = Path(out_dir) if out_dir is not None else None
     torch.manual_seed(config.seed)
-    if config.on_nonconvergence != "stop" and isinstance(rule.engine, RelaxationSettings):
-        # engines that relax to a tolerance; the spiking engine runs fixed windows
-        rule.engine = dataclasses.replace(rule.engine, on_failure="ignore")
+    engine = rule.engine
+    if config.on_nonconvergence != "stop" and isinstance(engine, RelaxationSettings):
+        # engines that relax to a tolerance (the spiking engine runs fixed windows): their
+        # failures are counted per epoch instead of raised, for this training run only
+        rule.engine = dataclasses.replace(engine, on_failure="ignore")
+    try:
+        return _train(network, rule, train_data, test_data, config, out_dir, resume,
+                      progress, on_epoch)
+    finally:
+        rule.engine = engine
+
+
+def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
+           test_data: LabeledData | None, config: TrainConfig, out_dir: Path | None,
+           resume: bool, progress: bool, on_epoch: Callable[[dict], None] | None
+           ) -> xr.Dataset:
     optimizer = make_optimizer(network, config)
     x_all = train_data.x.to(network.device, network.dtype)
     y_all = train_data.y.to(network.device)
@@ -124,8 +137,14 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                  else None)
     history: list[dict] = []
     first_epoch = 1
-    if resume and out_dir is not None and (out_dir / CHECKPOINT_NAME).exists():
-        saved = load_checkpoint(out_dir / CHECKPOINT_NAME)
+    checkpoint = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+    if resume and (checkpoint is None or not checkpoint.exists()):
+        warnings.warn(f"resume=True but there is no checkpoint "
+                      f"{'(no out_dir)' if checkpoint is None else f'in {str(out_dir)!r}'}: "
+                      "training starts at epoch 1", RuntimeWarning, stacklevel=3)
+    elif resume:
+        saved = load_checkpoint(checkpoint)
+        _check_resumable_config(saved.get("config"), config, int(saved["epoch"]), out_dir)
         try:
             network.load_state_dict(saved["network"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -143,8 +162,17 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
     for epoch in range(first_epoch, config.epochs + 1):
         for group in optimizer.param_groups:  # a function of the epoch: resume-safe
             group["lr"] = group["base_lr"] * config.lr_decay ** (epoch - 1)
-        row = _train_epoch(network, rule, optimizer, x_all, y_all, particles, config, epoch,
-                           progress)
+        try:
+            row = _train_epoch(network, rule, optimizer, x_all, y_all, particles, config,
+                               epoch, progress)
+        except RelaxationError as error:  # on_nonconvergence = "stop"
+            if out_dir is not None and history:
+                write_netcdf(_metrics_dataset(history, network, rule, config,
+                                              train_data.name), out_dir / METRICS_NAME)
+                error.add_note(f"training stopped in epoch {epoch}; the metrics of epochs "
+                               f"1-{epoch - 1} are in {str(out_dir / METRICS_NAME)!r}, the "
+                               "checkpoint holds the last epoch it was written at")
+            raise
         if test_data is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             row["test_loss"], row["test_accuracy"] = evaluate(network, rule, test_data,
                                                               config.eval_batch_size)
@@ -157,12 +185,37 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                                     or epoch == config.epochs):
             write_netcdf(_metrics_dataset(history, network, rule, config, train_data.name),
                          out_dir / METRICS_NAME)
-            save_checkpoint(out_dir / CHECKPOINT_NAME, {
+            save_checkpoint(checkpoint, {
                 "epoch": epoch, "network": network.state_dict(),
                 "optimizer": optimizer.state_dict(), "particles": particles,
-                "torch_threads": torch.get_num_threads(),
+                "torch_threads": torch.get_num_threads(), "config": config.as_dict(),
                 "rule_random_state": rule.random_state(), "history": history})
     return _metrics_dataset(history, network, rule, config, train_data.name)
+
+
+#: settings a resumed training run may change: how long it trains, how often it writes
+#: checkpoints and metrics, and the evaluation batch size (none changes what it learns)
+RESUMABLE_TRAINING = ("epochs", "checkpoint_every", "eval_every", "eval_batch_size")
+
+
+def _check_resumable_config(saved: dict | None, config: TrainConfig, done: int,
+                            out_dir: Path | None) -> None:
+    """A resumed run continues the run in the checkpoint as it was made: refuse other
+    settings (the optimizer would restore the saved learning rates and the metrics record
+    the new ones) and a run that already holds more epochs than asked for."""
+    if config.epochs < done:
+        raise ConfigError(f"the checkpoint in {str(out_dir)!r} holds {done} epochs; "
+                          f"epochs={config.epochs} asks for fewer (give epochs >= {done})")
+    if saved is None:  # a checkpoint from before the settings were kept in it
+        return
+    now = config.as_dict()
+    changed = [f"{key} ({saved[key]!r} -> {now.get(key)!r})" for key in saved
+               if key not in RESUMABLE_TRAINING and saved[key] != now.get(key)]
+    if changed:
+        raise ConfigError(f"resume continues the run in {str(out_dir)!r} as it was made, but "
+                          f"these training settings differ from its checkpoint: "
+                          f"{'; '.join(changed)}; only {', '.join(RESUMABLE_TRAINING)} may "
+                          "change (start again without resume, or in another out_dir)")
 
 
 def _warn_if_threads_changed(saved: int | None) -> None:
@@ -221,7 +274,13 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
                         samples_s=f"{seen / elapsed:.0f}", refresh=False)
     seconds = time.perf_counter() - started
-    return {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1), "samples_per_second": seen / seconds,
+    if not seen:  # every batch skipped: no loss or accuracy was measured
+        warnings.warn(f"epoch {epoch}: all {skipped} batches were skipped (the phases did not "
+                      "settle); its train loss and accuracy are NaN", RuntimeWarning,
+                      stacklevel=4)
+    nan = float("nan")
+    return {"epoch": epoch, "train_loss": total_loss / seen if seen else nan,
+            "train_accuracy": correct / seen if seen else nan,
+            "samples_per_second": seen / seconds,
             "epoch_seconds": seconds, "skipped_batches": skipped,
             "unsettled_batches": unsettled}

@@ -83,3 +83,11 @@ def test_a_weight_missing_from_a_weight_changes_file_lists_the_weights_it_has():
     assert "needs" not in message
     assert changes.neq.plot_plasticity_map(name="W2") is not None
     assert changes.neq.plot_plasticity_map(name="W2_final") is not None
+
+
+def test_learning_curves_of_a_short_run_have_whole_epochs_on_the_axis():
+    one = _metrics().isel(epoch=[0])
+    figure = one.neq.plot_learning_curves()
+    for axis in figure.axes:
+        ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

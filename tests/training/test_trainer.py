@@ -6,7 +6,7 @@ import xarray as xr
 
 from neuroeq import Network, TorchEngine
 from neuroeq.data import load_dataset
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.rules import CenteredEP, ClassicEP
 from neuroeq.training import TrainConfig, train
 
@@ -58,6 +58,15 @@ def test_resume_gives_exactly_the_uninterrupted_weights(digits, tmp_path):
 def test_bad_settings_name_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**{field: value})
+    with pytest.raises(ConfigError, match="momentum 0.9 is an SGD setting"):
+        TrainConfig(optimizer="adam", momentum=0.9)
+
+
+def test_any_mapping_of_rates_is_a_rate_table():
+    from types import MappingProxyType
+
+    config = TrainConfig(lr=MappingProxyType({"W1": 0.1, "default": 0.05}))
+    assert config.lr == {"W1": 0.1, "default": 0.05} and type(config.lr) is dict
 
 
 def test_unknown_learning_rate_key_and_wrong_width(digits):
@@ -127,3 +136,48 @@ def test_resuming_with_another_thread_count_says_so(digits, tmp_path):
                   out_dir=tmp_path, resume=True, progress=False)
     finally:
         torch.set_num_threads(before)
+
+
+def test_unsettled_training_keeps_the_rule_and_says_what_it_measured(digits, tmp_path):
+    """An engine that never settles (3 steps to tol 1e-8): "skip" skips every batch (the
+    epoch's train loss and accuracy are NaN, with a warning, not 0); the rule keeps the
+    engine it was given; "stop" raises after writing the metrics of the epochs done."""
+    train_data, test_data = load_dataset("digits", limit=40), load_dataset("digits", "test",
+                                                                            limit=20)
+    engine = TorchEngine(max_steps=3, tol=1e-8)
+    rule = CenteredEP(0.5, engine)
+    network = Network("hopfield", (64, 16, 10), dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="epoch 1: all 3 batches were skipped"):
+        metrics = train(network, rule, train_data, test_data, TrainConfig(
+            epochs=1, batch_size=16, on_nonconvergence="skip"), progress=False)
+    assert int(metrics.skipped_batches[0]) == 3
+    assert metrics.train_loss.isnull().all() and metrics.train_accuracy.isnull().all()
+    assert rule.engine is engine and engine.on_failure == "raise"
+    settling = CenteredEP(0.5, TorchEngine(max_steps=20, tol=0.0))
+    out = tmp_path / "stopped"
+    train(network, settling, train_data, test_data, TrainConfig(
+        epochs=1, batch_size=16, on_nonconvergence="stop"), out_dir=out, progress=False)
+    with pytest.raises(RelaxationError) as error:
+        train(network, rule, train_data, test_data, TrainConfig(
+            epochs=2, batch_size=16, on_nonconvergence="stop"), out_dir=out, resume=True,
+            progress=False)
+    assert "training stopped in epoch 2; the metrics of epochs 1-1" in " ".join(
+        error.value.__notes__)
+    assert list(xr.open_dataset(out / "metrics.nc").epoch.values) == [1]
+
+
+def test_a_resume_from_python_keeps_the_settings_of_its_checkpoint(digits, tmp_path):
+    network, rule = _setup()
+    config = TrainConfig(epochs=2, batch_size=64, lr=0.05, limit_train=128, limit_test=64)
+    train(network, rule, *digits, config, out_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"training settings differ from its checkpoint: "
+                                          r"lr \(0.05 -> 100.0\)"):
+        train(network, rule, *digits, TrainConfig(**{**config.as_dict(), "lr": 100.0,
+                                                     "epochs": 3}),
+              out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="holds 2 epochs; epochs=1 asks for fewer"):
+        train(network, rule, *digits, TrainConfig(**{**config.as_dict(), "epochs": 1}),
+              out_dir=tmp_path, resume=True, progress=False)
+    with pytest.warns(RuntimeWarning, match="no checkpoint in .*: training starts at epoch 1"):
+        train(network, rule, *digits, TrainConfig(**{**config.as_dict(), "epochs": 1}),
+              out_dir=tmp_path / "empty", resume=True, progress=False)
