@@ -49,7 +49,7 @@ from neuroeq.engines.brian2_common import (
 from neuroeq.engines.failures import ConvergenceLog, check_finite, not_settled
 from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.engines.torch_engine import RelaxResult
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.linearization import elementwise_partials
 from neuroeq.network import Edge, Network, Params
 
@@ -66,6 +66,8 @@ TARGETS = ("cython", "numpy")
 # 2.8 ns -> 0.6 ns per synapse for the forward sum; groups of 4 and 16 were as fast, 32 and
 # the whole batch slower (strided accesses spread over too many cache lines and pages).
 INTERLEAVE = 8
+#: about where the residual of float32 states read back from Brian2 stops falling
+FLOAT32_FLOOR = 1e-6
 
 
 @dataclass
@@ -323,6 +325,18 @@ class _Simulation:
         run_steps(self.net, steps, self.dt)
 
 
+def _euler_change(network: Network, state: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """``|Π(s + step) - s|``: the step itself where the projection leaves it, not the
+    difference of the rounded sum (in float32 that difference of numbers near 1 is
+    quantised to 6e-8, a residual floor of 6e-8·τ/dt above the engine's tolerance)."""
+    if not network.compiled.bounds:
+        return step.abs()
+    free = state + step
+    moved = free.clone()
+    network.project(moved)
+    return torch.where(moved == free, step.abs(), (moved - state).abs())
+
+
 class _EulerThen:
     """Brian2's Euler integrator followed by ``refresh`` (abstract code) in the same code
     object: the derived variables are recomputed from the new state in the update's loop."""
@@ -475,10 +489,7 @@ class Brian2Engine(RelaxationSettings):
             state = simulation.read_state()
             check_finite(network, state, step, self.divergence, network.layer_of_index,
                          BRIAN2)
-            moved = state + dt * velocity(state)
-            if network.compiled.bounds:
-                network.project(moved)
-            delta = (moved - state).abs()
+            delta = _euler_change(network, state, dt * velocity(state))
             residual = (delta.amax(-1) * (network.tau / dt)).to(torch.float64).cpu()
             if log.record(residual, step, tol):
                 break
@@ -486,6 +497,12 @@ class Brian2Engine(RelaxationSettings):
         if tol > 0 and not bool(log.converged.all()):
             failure = not_settled(network, delta, log.residual, log.converged, log.history,
                                   step, tol, network.layer_of_index, BRIAN2)
+            if network.dtype == torch.float32 and float(log.residual.max()) < FLOAT32_FLOOR:
+                failure = RelaxationError(
+                    f"{failure} (float32 network: the states Brian2 simulates in float64 are "
+                    f"rounded to float32 and the residual computed there stays near 1e-7..1e-6;"
+                    f" use a float64 network or tol >= {FLOAT32_FLOOR:g})", kind=failure.kind,
+                    layer=failure.layer, samples=failure.samples, residual=failure.residual)
             self._report_failure(failure, stacklevel=3)
         return RelaxResult(state=state, steps=log.steps, converged=log.converged,
                            residual=log.residual, n_steps=step, failure=failure,

@@ -4,7 +4,7 @@ rules on Brian2 states match the oracle; failures are detected; weights change i
 import pytest
 import torch
 
-from neuroeq import TorchEngine
+from neuroeq import Network, TorchEngine
 from neuroeq.engines.brian2_engine import Brian2Engine
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.neuron_model import load_model
@@ -242,3 +242,19 @@ def test_a_cache_directory_that_cannot_be_made_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "fresh"))
     assert cache_directory() == tmp_path / "fresh" / "brian2"
     assert (tmp_path / "fresh" / "brian2").is_dir()
+
+
+def test_a_float32_network_below_its_residual_floor_is_told_why():
+    """Brian2 simulates in float64; read back into a float32 network the residual stays
+    near 1e-7..1e-6, so a tighter tolerance fails with the reason and the remedy (the
+    residual is the Euler step itself, not the difference of rounded states: 3.6e-7
+    against 6.0e-7 here)."""
+    network = Network("fhn", (12, 6, 3), dtype=torch.float32)
+    x = torch.rand(4, 12, generator=torch.Generator().manual_seed(0))
+    settled = Brian2Engine(target="numpy", tol=1e-6, max_steps=1000, check_every=100).relax(
+        network, x)
+    assert bool(settled.converged.all()) and float(settled.residual.max()) < 5e-7
+    with pytest.raises(RelaxationError, match="float32 network: .* use a float64 network or "
+                                              "tol >= 1e-06"):
+        Brian2Engine(target="numpy", tol=1e-8, max_steps=1000, check_every=100).relax(
+            network, x)
