@@ -62,16 +62,20 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
 
 @torch.no_grad()
 def evaluate(network: Network, rule: GradientEstimator, data: LabeledData,
-             batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cost and accuracy at the free stationary states."""
-    total_cost, correct = 0.0, 0
+             batch_size: int = 1000) -> tuple[float, float, int]:
+    """Mean cost and accuracy at the free stationary states, and how many samples' free
+    phases did not settle (counted when the engine does not raise)."""
+    total_cost, correct, unsettled = 0.0, 0, 0
     for start in range(0, len(data), batch_size):
         x = data.x[start:start + batch_size].to(network.device, network.dtype)
         y = data.y[start:start + batch_size].to(network.device)
-        state = rule.engine.relax(network, x).state
+        phase = rule.engine.relax(network, x)
+        state = phase.state
+        if phase.failure is not None:
+            unsettled += int((~phase.converged).sum())
         total_cost += float(network.cost(state, y).sum())
         correct += int((network.readout.predict(network.output_rates(state)) == y).sum())
-    return total_cost / len(data), correct / len(data)
+    return total_cost / len(data), correct / len(data), unsettled
 
 
 def _metrics_dataset(history: list[dict], network: Network, rule: GradientEstimator,
@@ -174,10 +178,11 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                                "checkpoint holds the last epoch it was written at")
             raise
         if test_data is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            row["test_loss"], row["test_accuracy"] = evaluate(network, rule, test_data,
-                                                              config.eval_batch_size)
+            row["test_loss"], row["test_accuracy"], row["test_unsettled_samples"] = evaluate(
+                network, rule, test_data, config.eval_batch_size)
         else:
             row["test_loss"], row["test_accuracy"] = float("nan"), float("nan")
+            row["test_unsettled_samples"] = float("nan")
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)

@@ -151,6 +151,7 @@ def test_unsettled_training_keeps_the_rule_and_says_what_it_measured(digits, tmp
         metrics = train(network, rule, train_data, test_data, TrainConfig(
             epochs=1, batch_size=16, on_nonconvergence="skip"), progress=False)
     assert int(metrics.skipped_batches[0]) == 3
+    assert int(metrics.test_unsettled_samples[0]) == 20  # the test phases are counted too
     assert metrics.train_loss.isnull().all() and metrics.train_accuracy.isnull().all()
     assert rule.engine is engine and engine.on_failure == "raise"
     settling = CenteredEP(0.5, TorchEngine(max_steps=20, tol=0.0))
