@@ -86,14 +86,23 @@ def stochastic() -> dict:
     return dataset
 
 
+def brian2_version() -> str:
+    from importlib.metadata import version
+
+    return version("brian2")
+
+
 def markdown(rows: list[dict], dataset, command: str) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     by = {(r["engine"], r["batch"]): r["samples_per_s"] for r in rows}
     lines = [HEADING, "",
-             f"Measured {when} on {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
-             f"load average {load:.2f} at the end of the run (other jobs shared the machine; "
-             "figures are the best of 3 repeats after a warm-up, so contention lowers them).",
+             f"Measured {when} on {os.cpu_count()} CPU cores "
+             f"({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+             f"Brian2 {brian2_version()}, load average {load:.2f} at the end of the run "
+             + ("(other jobs shared the machine; " if load > 1.0 else "(")
+             + "figures are the best of 3 repeats after a warm-up"
+             + (", so contention lowers them)." if load > 1.0 else ")."),
              "", "Command:", "", "```", command, "```", "",
              f"FitzHugh-Nagumo {'-'.join(map(str, SIZES))}, {STEPS} Euler steps of 0.1 ms, "
              "float64, free phase only; torch on one thread (as Brian2's Cython runtime). "
@@ -131,17 +140,18 @@ def markdown(rows: list[dict], dataset, command: str) -> str:
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Brian2 engine`` section of RESULTS.md (and nothing else)."""
+    """Add this run's text at the top of the ``## Brian2 engine`` section of RESULTS.md,
+    under its heading; the earlier runs and the hand-written notes below stay as they are."""
     content = path.read_text()
-    start = content.index(HEADING)
-    end = content.find("\n## ", start + len(HEADING))
-    end = len(content) if end < 0 else end + 1
-    path.write_text(content[:start] + text + ("\n" if end < len(content) else "") + content[end:])
+    start = content.index(HEADING) + len(HEADING)
+    body = text.split(HEADING, 1)[-1].strip("\n")
+    path.write_text(content[:start] + "\n\n" + body + content[start:])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help="add this run at the top of "
+                        "bench/RESULTS.md's Brian2 engine section (earlier runs are kept)")
     parser.add_argument("--skip-stochastic", action="store_true")
     args = parser.parse_args(argv)
     # Brian2's Cython runtime is single-threaded; torch gets one thread too. On the shared

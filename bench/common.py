@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 
@@ -55,10 +56,18 @@ def machine_note(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"CPU ({os.cpu_count()} cores, {threads} torch threads)"
+        name = (f"CPU ({os.cpu_count()} cores, {threads} torch "
+                f"thread{'' if threads == 1 else 's'})")
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"device: {name}; torch {torch.__version__}; Python {platform.python_version()}; "
-            f"load average (1, 5, 15 min) at the end: {load}")
+    brian2 = f"; Brian2 {_version('brian2')}" if "brian2" in sys.modules else ""
+    return (f"device: {name}; torch {torch.__version__}{brian2}; Python "
+            f"{platform.python_version()}; load average (1, 5, 15 min) at the end: {load}")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:

@@ -74,7 +74,7 @@ def dense_input_rows(device, tol: float, memories: list[int], repeats: int) -> l
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--memories", type=int, nargs="+", default=[3, 5, 10],

@@ -25,7 +25,7 @@ from neuroeq.training.checkpoint import load_checkpoint
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("result", type=Path, help="a result folder with protocol.toml and "
                                                   "checkpoint.pt")
     parser.add_argument("--limit", type=int, default=None, help="first N test samples only")

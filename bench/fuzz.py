@@ -56,7 +56,7 @@ def fuzz(kind: str, examples: int, seed: int, workdir: Path) -> tuple[Counter, d
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocols", type=int, default=6000)
     parser.add_argument("--models", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)

@@ -255,7 +255,7 @@ def sweep_certificate_rows(sizes, batch, dtype, repeats, data_root: str) -> list
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--checks-only", action="store_true",
                    help="only the stability-check comparisons (items 4 and 5)")

@@ -371,7 +371,7 @@ def mnist_epoch(device, data_root: str, threads: int) -> tuple[float, float, str
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--mnist-epoch", action="store_true", help="also time one MNIST epoch")
     p.add_argument("--data-root", default="../shared/data", help="directory of the IDX files")
     p.add_argument("--skip-compare", action="store_true")
@@ -402,7 +402,8 @@ def main() -> None:
                       file=sys.stderr, flush=True)
         print(table(["network", "free / nudged steps", "reference samples/s",
                      "neuroeq samples/s", "speed-up", "hand-written samples/s",
-                     "hand-written speed-up", "matmul MFLOP per step (reference / neuroeq)",
+                     "hand-written speed-up",
+                     "matmul MFLOP per training step (reference / neuroeq)",
                      "FLOP ratio (ceiling)", "max state diff (20 steps)"], rows))
         print(f"speed-up within each of the {args.repeats} rounds (same round, same machine "
               "state): " + "; ".join(spread))

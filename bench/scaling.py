@@ -47,7 +47,7 @@ def measure(sizes: tuple[int, ...], batch: int, device, repeats: int) -> dict:
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--plot", default="bench/scaling.png")
     args = p.parse_args()
     device = setup(args)

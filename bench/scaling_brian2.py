@@ -81,11 +81,13 @@ def plot(results: dict, path: str) -> None:
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.split("\n\n")[0])
     p.set_defaults(threads=1, repeats=2)
     p.add_argument("--plot", default="bench/scaling_brian2.png")
     args = p.parse_args()
-    setup(args)
+    if setup(args).type != "cpu":  # Brian2 runs on the CPU, and torch beside it here
+        raise SystemExit("scaling_brian2.py compares the engines on the CPU; --device cuda "
+                         "applies to the torch benchmarks (bench/scaling.py)")
     results: dict[str, list] = {}
     rows = []
     for sweep, points in SWEEPS.items():
