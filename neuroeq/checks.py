@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 from neuroeq.errors import ConfigError
+
+#: one plain folder name: no path separators, not ``.`` or ``..``, no leading ``.`` or ``-``
+FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def whole_number(value: object, name: str, minimum: int | None = None) -> int:
@@ -46,3 +50,13 @@ def nonnegative_number(value: object, name: str) -> float:
             or not (math.isfinite(value) and value >= 0):
         raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
     return float(value)
+
+
+def folder_name(value: object, name: str) -> str:
+    """``value`` as one plain folder name (letters, digits, ``.``, ``_``, ``-``; not starting
+    with ``.`` or ``-``), so that a name can neither leave the folder it is made in nor
+    name that folder itself (``.``, ``..``, ``""``, ``a/b``, an absolute path)."""
+    if not isinstance(value, str) or not FOLDER_NAME.fullmatch(value):
+        raise ConfigError(f"{name} {value!r} must be a plain folder name (letters, digits, "
+                          "'.', '_', '-'; not starting with '.' or '-')")
+    return value

@@ -46,10 +46,11 @@ def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from neuroeq.checks import whole_number
     from neuroeq.protocols import load_protocol, run_protocol
-    from neuroeq.protocols.runner import check_threads
 
-    check_threads(args.threads, "--threads")
+    if args.threads is not None:
+        whole_number(args.threads, "--threads", 1)
     protocol = load_protocol(args.protocol, args.overrides)
     out = run_protocol(protocol, args.out, force=args.force, resume=args.resume,
                        progress=not args.quiet, threads=args.threads)
@@ -58,13 +59,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from neuroeq.errors import ConfigError
-    from neuroeq.protocols.runner import check_threads
+    from neuroeq.checks import whole_number
     from neuroeq.protocols.sweep import load_sweep, run_sweep
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers} must be at least 1")
-    check_threads(args.threads, "--threads")
+    whole_number(args.workers, "--workers", 1)
+    if args.threads is not None:
+        whole_number(args.threads, "--threads", 1)
     sweep = load_sweep(args.sweep, args.overrides)
     out = args.out if args.out is not None else Path("results") / sweep.name
     dataset = run_sweep(sweep, out, scheduler=args.scheduler, workers=args.workers,

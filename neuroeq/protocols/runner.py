@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.checks import whole_number
 from neuroeq.engines.langevin import check_gibbs_model
 from neuroeq.errors import ConfigError
 from neuroeq.io import software_attrs, write_netcdf, write_text
@@ -62,7 +63,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     counts (parallel reductions add in another order)."""
     if force and resume:
         raise ConfigError("force (start again) and resume (continue) exclude each other")
-    check_threads(threads)
+    threads = None if threads is None else whole_number(threads, "threads", 1)
     out = Path(out_dir) if out_dir is not None else default_output_dir(protocol)
     if resume and protocol.kind != "train":
         raise ConfigError(f"--resume applies to training protocols, not kind "
@@ -114,13 +115,6 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     if previous is not None:
         shutil.rmtree(previous)
     return out
-
-
-def check_threads(threads: int | None, name: str = "threads") -> None:
-    """Refuse a thread count that is not a whole number of at least 1 (``None`` passes)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise ConfigError(f"{name} must be a whole number of at least 1, got {threads!r}")
 
 
 def _holds_results(out: Path) -> bool:

@@ -6,12 +6,12 @@ would be right. Protocol files are data: nothing in them is ever executed.
 from __future__ import annotations
 
 import math
-import re
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from neuroeq.checks import folder_name
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.neuron_model import find_model_file
 
@@ -48,7 +48,6 @@ TRAIN_RULE_CHOICES = RULE_CHOICES + GIBBS_RULES
 ENGINES = ("torch", "brian2", "spiking")
 SPIKING_RULES = ("stoch_ep",)
 MAX_STEPS = 10_000_000
-PROTOCOL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def _rule_option(kind: str, rules: tuple[str, ...], default: str, doc: str,
@@ -304,7 +303,8 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
                 raise ConfigError(f"{where} is required")
             else:
                 resolved[section][key] = _copy(spec.default)
-    _check_protocol_name(resolved["protocol"]["name"], source)
+    # it names the result folder results/NAME: "." would let --force replace results/
+    folder_name(resolved["protocol"]["name"], f"{source}: [protocol].name")
     if "model" in resolved:
         try:
             find_model_file(resolved["model"]["name"])
@@ -313,16 +313,6 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
     _check_network_size(resolved, source)
     _check_engine_and_rule(resolved, kind, source)
     return resolved
-
-
-def _check_protocol_name(name: str, source: str) -> None:
-    """``[protocol].name`` names the default result folder ``results/NAME``: one plain folder
-    name (letters, digits, ``.``, ``_``, ``-``), so that no name reaches outside ``results/``
-    or makes ``--force`` replace ``results/`` itself."""
-    if not PROTOCOL_NAME.fullmatch(name) or set(name) == {"."}:
-        raise ConfigError(f"{source}: [protocol].name {_show(name)} must be a plain folder "
-                          "name (letters, digits, '.', '_', '-'; not starting with '.' or "
-                          "'-'): it names the result folder results/NAME")
 
 
 def _copy(value: Any) -> Any:

@@ -36,6 +36,7 @@ import numpy as np
 import xarray as xr
 
 from neuroeq.brian2_import import import_brian2
+from neuroeq.checks import folder_name, whole_number
 from neuroeq.errors import ConfigError, NeuroEQError
 from neuroeq.io import software_attrs, write_netcdf, write_text
 from neuroeq.neuron_model import load_model
@@ -45,7 +46,7 @@ from neuroeq.protocols.loader import (
     parse_override,
     read_protocol_file,
 )
-from neuroeq.protocols.runner import DONE_MARKER, changed_settings, check_threads
+from neuroeq.protocols.runner import DONE_MARKER, changed_settings
 from neuroeq.protocols.schema import SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind
@@ -133,9 +134,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
                               "the grid instead")
     data = apply_overrides(data, [(k.split("."), v) for k, v in fixed.items()])
     data = apply_overrides(data, parsed)
-    name = table.get("name", path.stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError(f"{path}: [sweep].name must be a plain folder name, got {name!r}")
+    name = folder_name(table.get("name", path.stem), f"{path}: [sweep].name")
     # the base itself must be valid (values are checked per point)
     base = load_protocol(data, name=f"{path} (its base protocol with [sweep.set] and --set)")
     _check_grid_keys(grid, base.config, path)
@@ -250,7 +249,7 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
     only with ``force``; without it the sweep is refused before any point runs."""
     from dask.distributed import Client, LocalCluster, as_completed
 
-    check_threads(threads)
+    threads = None if threads is None else whole_number(threads, "threads", 1)
     out = Path(out_dir) if out_dir is not None else Path("results") / sweep.name
     points_dir = out / "points"
     points = sweep.points()

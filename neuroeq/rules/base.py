@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from neuroeq.checks import whole_number
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.network import Network
@@ -53,9 +54,8 @@ class GradientEstimator(ABC):
 
     def __init__(self, engine: TorchEngine | None = None, nudged_steps: int | None = None):
         self.engine = engine if engine is not None else TorchEngine()
-        if nudged_steps is not None and (not isinstance(nudged_steps, int) or nudged_steps < 1):
-            raise ConfigError(f"nudged_steps {nudged_steps!r} must be a positive integer")
-        self.nudged_steps = nudged_steps
+        self.nudged_steps = (None if nudged_steps is None
+                             else whole_number(nudged_steps, "nudged_steps", 1))
 
     def estimate(self, network: Network, batch: Batch, *, free: RelaxResult | None = None,
                  init: torch.Tensor | None = None, write_grad: bool = True) -> Estimate:

@@ -148,3 +148,12 @@ def test_finished_points_of_other_settings_are_not_replaced_without_force(tmp_pa
         run_sweep(sweep, tmp_path / "out")
     assert (folder / "protocol.toml").read_text().endswith(earlier)
     assert not (tmp_path / "out" / "sweep.json").exists()
+
+
+@pytest.mark.parametrize("name", [".", "..", "../elsewhere", ""])
+def test_a_sweep_name_must_be_one_plain_folder_name(tmp_path, name):
+    # it names results/NAME, like a protocol's name: ".." would put the points in the parent
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP.replace('name = "tiny_sweep"', f'name = "{name}"'))
+    with pytest.raises(ConfigError, match=r"\[sweep\]\.name .* must be a plain folder name"):
+        load_sweep(path)
