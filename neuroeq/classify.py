@@ -57,6 +57,8 @@ EXACT_RULES: dict[str, list[tuple[str, str]]] = {
     "skew_gradient": [
         ("skew_ep", "nudging the coupled variable (Q = 1 there), as beta -> 0"),
         ("skew_centered", "as beta -> 0, error O(beta^2)"),
+        ("vf", "as beta -> 0, for the same reason: the weights and the nudge act on the "
+               "coupled variable, where Q = 1, so J^-1 c and J^-T c agree on it"),
         ("holomorphic", "for finite r (needs analytic dynamics)"),
         ("asym", "as beta -> 0"),
         ("dyadic", "for any beta"),
@@ -70,8 +72,8 @@ EXACT_RULES: dict[str, list[tuple[str, str]]] = {
 BIASED_RULES: dict[str, str] = {
     "gradient": "vf is exact here too (J symmetric); with asymmetric or feedforward coupling "
                 "every model becomes non-conservative: use asym or dyadic",
-    "skew_gradient": "vf is biased unless Q = 1; finite_nudge/path_integral need a Gibbs "
-                     "distribution (gradient dynamics); asymmetric coupling: use asym or dyadic",
+    "skew_gradient": "finite_nudge/path_integral need a Gibbs distribution (gradient "
+                     "dynamics); asymmetric coupling: use asym or dyadic",
     "general": "ep, centered and vf are biased by the non-reciprocal part of J; "
                "finite_nudge/path_integral and holomorphic need an energy",
     "piecewise_gradient": "ep and centered are exact only because rho' is 0 or 1 (a smooth "

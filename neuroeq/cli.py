@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 
 
+#: ``neuroeq gradcheck``'s rules when ``--rules`` is not given
+DEFAULT_RULES = ("ep", "centered", "vf", "asym", "dyadic")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         raise _UsageError(f"{self.prog}: error: {message}")
@@ -53,10 +57,11 @@ def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
                         help="symmetric, asymmetric, feedforward (comma-separated)")
     parser.add_argument("--alpha", type=_list(float, "--alpha"), default=[1.0],
                         help="asymmetry(ies) of asymmetric nets (default 1)")
-    parser.add_argument("--rules", type=_list(str, "--rules"),
-                        default=["ep", "centered", "vf", "asym", "dyadic"],
+    parser.add_argument("--rules", type=_list(str, "--rules"), default=None,
                         help="rules and oracles: ep, centered, vf, asym, dyadic, skew_ep, "
-                        "skew_centered, holomorphic, implicit, bptt, fd")
+                        "skew_centered, holomorphic, implicit, bptt, fd (default "
+                        f"{','.join(DEFAULT_RULES)}; with --engine brian2, those of them "
+                        "it runs)")
     parser.add_argument("--beta", type=_list(float, "--beta"), default=[1e-3],
                         help="nudge(s) β, comma-separated, non-zero (negative nudges too; "
                         "holomorphic EP takes the radius r > 0)")
@@ -80,7 +85,9 @@ def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
             refuse_overwrite(path, args.force)
     engine = None
     if args.engine == "brian2":
-        engine = _brian2_engine(args, argv)
+        engine = _brian2_engine(args)
+    elif args.rules is None:
+        args.rules = list(DEFAULT_RULES)
     dataset = gradcheck(models=args.model, sizes=args.sizes, couplings=args.coupling,
                         alphas=args.alpha, rules=args.rules, betas=args.beta, seeds=args.seed,
                         batch=args.batch, dtype=args.dtype, readout=args.readout,
@@ -98,15 +105,15 @@ def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _brian2_engine(args: argparse.Namespace, argv: Sequence[str]) -> Brian2Engine:
+def _brian2_engine(args: argparse.Namespace) -> Brian2Engine:
     """The Brian2 engine for ``gradcheck --engine brian2`` (rules that need autograd through
     the relaxation, batched parameters or Dyadic EP's doubled state stay on torch)."""
     from neuroeq.engines.brian2_engine import Brian2Engine
     from neuroeq.errors import ConfigError
 
     supported = ("ep", "centered", "vf", "asym", "skew_ep", "skew_centered", "implicit")
-    if not any(a == "--rules" or a.startswith("--rules=") for a in argv):
-        args.rules = [rule for rule in args.rules if rule in supported]
+    if args.rules is None:  # the default rules it can run
+        args.rules = [rule for rule in DEFAULT_RULES if rule in supported]
     unsupported = [rule for rule in args.rules if rule not in supported]
     if unsupported:
         raise ConfigError(f"--engine brian2 cannot run {', '.join(unsupported)}; choose from "

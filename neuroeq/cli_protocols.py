@@ -54,8 +54,20 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     protocol = load_protocol(args.protocol, args.overrides)
     out = run_protocol(protocol, args.out, force=args.force, resume=args.resume,
                        progress=not args.quiet, threads=args.threads)
-    print(f"results in {out}/ (protocol.toml, log.txt, *.nc, figures/)")
+    print(f"results in {out}/: {_contents(out)}")
     return 0
+
+
+def _contents(out: Path) -> str:
+    """What a result folder holds, e.g. ``protocol.toml, log.txt, metrics.nc, figures/ (4)``
+    (``DONE`` left out)."""
+    names = []
+    for entry in sorted(out.iterdir(), key=lambda p: (p.is_dir(), p.name)):
+        if entry.is_dir():
+            names.append(f"{entry.name}/ ({sum(1 for _ in entry.iterdir())})")
+        elif entry.name != "DONE":
+            names.append(entry.name)
+    return ", ".join(names)
 
 
 def _sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -16,14 +16,17 @@ from neuroeq.seeds import check_seed
 
 READOUT_KINDS = ("identity", "linear")
 COSTS = ("mse", "cross_entropy")
+#: dtypes read as class labels (others as float targets)
+LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 class Readout(nn.Module):
     """Maps output rates ``r`` (batch, n_out) to predictions (batch, n_classes).
 
     ``identity``: prediction ``r`` itself (``n_out == n_classes``); ``linear``:
-    ``W r + b``. Costs: ``mse`` ``C = ½‖p - onehot(y)‖²`` and ``cross_entropy``
-    ``C = -log softmax(p)_y``.
+    ``W r + b``. Costs: ``mse`` ``C = ½‖p - t‖²`` and ``cross_entropy``
+    ``C = -Σ_k t_k log softmax(p)_k``, with ``t = onehot(y)`` for class labels (then
+    ``C = -log softmax(p)_y``) or the float targets given.
     """
 
     def __init__(self, n_out: int, n_classes: int | None = None, kind: str = "identity",
@@ -56,7 +59,7 @@ class Readout(nn.Module):
     def targets(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """One-hot targets from class labels in ``[0, n_classes)`` (or float targets of
         ``n_classes`` columns, passed through)."""
-        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        if y.dtype in LABEL_DTYPES:
             self._check_labels(y)
             # one-hot written in the target dtype (functional.one_hot builds int64, then a
             # cast: 8 against 5 µs at batch 128)
@@ -89,11 +92,17 @@ class Readout(nn.Module):
         return -(target * torch.log_softmax(prediction, dim=-1)).sum(-1)
 
     def cost_gradient(self, rates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``∂C/∂r`` in closed form, shape ``(..., batch, n_out)``."""
+        """``∂C/∂r`` in closed form, shape ``(..., batch, n_out)``: ``∂C/∂p = p - t``
+        (mse) or ``softmax(p) Σ_k t_k - t`` (cross-entropy; ``softmax(p) - t`` when each
+        target row sums to 1, as one-hot targets do), times ``∂p/∂r``."""
         prediction = self.forward(rates)  # (once per nudged step)
         target = self.targets(y, prediction)
-        predicted = prediction if self.cost_name == "mse" else _softmax(prediction)
-        error = predicted - target
+        if self.cost_name == "mse":
+            error = prediction - target
+        elif y.dtype in LABEL_DTYPES:  # one-hot rows
+            error = _softmax(prediction) - target
+        else:  # float targets: rows need not sum to 1
+            error = _softmax(prediction) * target.sum(-1, keepdim=True) - target
         if self.kind == "identity":
             return error
         return error @ self.weight.to(error.dtype)

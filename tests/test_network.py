@@ -65,9 +65,13 @@ def test_bad_network_settings(kwargs, message):
 def test_readout_cost_gradient_is_the_autograd_gradient(kind, cost):
     readout = Readout(5, 5 if kind == "identity" else 3, kind=kind, cost=cost)
     rates = torch.rand(4, 5, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([0, 1, 2, 1])
-    (expected,) = torch.autograd.grad(readout.cost(rates, y).sum(), rates)
-    torch.testing.assert_close(readout.cost_gradient(rates.detach(), y), expected)
+    labels = torch.tensor([0, 1, 2, 1])
+    # float targets whose rows do not sum to 1 (soft or multi-label targets), in float32
+    soft = torch.tensor([[0.2, 0.3, 0.1], [0.9, 0.4, 0.0], [0.1, 0.1, 0.1], [0.0, 0.0, 2.0]])
+    soft = torch.cat([soft, soft[:, :2]], 1) if readout.n_classes == 5 else soft
+    for y in (labels, soft):
+        (expected,) = torch.autograd.grad(readout.cost(rates, y).sum(), rates)
+        torch.testing.assert_close(readout.cost_gradient(rates.detach(), y), expected)
 
 
 @pytest.mark.parametrize("model", ["hopfield_smooth", "oscillator"])
@@ -153,6 +157,7 @@ def test_a_bad_batch_is_named_by_the_rule_before_any_phase():
 
 BRIAN2_HOOK_SCRIPT = """
 import sys
+import warnings
 {first}
 hook = sys.excepthook
 from neuroeq import Network
@@ -161,6 +166,7 @@ from neuroeq.engines.brian2_common import configure_brian2
 configure_brian2("numpy")
 print("kept" if sys.excepthook is hook else "replaced")
 print("brian2's" if sys.excepthook.__module__.startswith("brian2") else "not brian2's")
+warnings.warn("a plain warning")
 Network("hopfield", (4, 3, 2), sizes_typo=1)
 """
 
@@ -170,7 +176,8 @@ Network("hopfield", (4, 3, 2), sizes_typo=1)
 def test_an_error_in_a_script_is_not_reported_as_a_brian2_bug(first, hook):
     """neuroeq imports Brian2 by itself; Brian2's process-wide exception hook (which calls
     any uncaught error an unexpected Brian 2 error to report to its developers) is put
-    back as it was, unless the script imported Brian2 itself."""
+    back as it was, unless the script imported Brian2 itself; so is Python's warning
+    display (Brian2 routes warnings into its log, printed as ``WARNING ... [py.warnings]``)."""
     import subprocess
     import sys
 
@@ -180,6 +187,8 @@ def test_an_error_in_a_script_is_not_reported_as_a_brian2_bug(first, hook):
     assert done.stdout.split("\n")[:2] == ["kept", hook]
     assert "sizes_typo" in done.stderr
     assert ("Brian 2 encountered an unexpected error" in done.stderr) == (hook == "brian2's")
+    assert "UserWarning: a plain warning" in done.stderr
+    assert ("[py.warnings]" in done.stderr) == (hook == "brian2's"), done.stderr
 
 
 def test_a_relaxation_names_a_start_or_an_input_of_the_wrong_shape():
@@ -189,12 +198,37 @@ def test_a_relaxation_names_a_start_or_an_input_of_the_wrong_shape():
     engine = TorchEngine(max_steps=3, tol=0.0)
     x = torch.rand(4, 8, dtype=torch.float64)
     for init in (torch.zeros(4, 5), torch.zeros(3, 18), torch.zeros(18)):
-        with pytest.raises(ConfigError, match=r"init has shape .* for 4 samples is \(4, 18\)"):
+        with pytest.raises(ConfigError, match=r"init has shape .* needs \(4, 18\) .* for 4 "
+                                              "samples"):
             engine.relax(network, x, init=init)
-    # a start of another float dtype is taken in the network's
-    assert engine.relax(network, x, init=torch.zeros(4, 18)).state.dtype == torch.float64
+    with pytest.raises(ConfigError, match=r"init must be a state tensor of shape \(4, 18\) "
+                                          r".* or a phase's result \(RelaxResult\), got list"):
+        engine.relax(network, x, init=[0.0] * 18)
+    # a start of another float dtype is taken in the network's; a phase's result is its state
+    free = engine.relax(network, x, init=torch.zeros(4, 18))
+    assert free.state.dtype == torch.float64
+    torch.testing.assert_close(engine.relax(network, x, init=free).state,
+                               engine.relax(network, x, init=free.state).state)
     with pytest.raises(ConfigError, match=r"must be \(batch, 8\): a single sample is x\[None\]"):
         engine.relax(network, x[0])
+
+
+def test_the_gibbs_sampler_names_a_start_of_the_wrong_shape_and_takes_a_phase_result():
+    from neuroeq import TorchEngine
+    from neuroeq.engines.langevin import LangevinSampler
+
+    network = Network("linear", (4, 3, 2), seed=0)
+    x = torch.rand(2, 4, dtype=torch.float64)
+    free = TorchEngine().relax(network, x)
+
+    def sampler():
+        return LangevinSampler(temperature=0.05, burn_in=5, samples=3, thin=2, chains=2, seed=0)
+
+    with pytest.raises(ConfigError, match=r"init has shape \(3, 5\); the sampler needs "
+                                          r"\(2, 5\)"):
+        sampler().sample(network, x, init=torch.zeros(3, 5))
+    torch.testing.assert_close(sampler().sample(network, x, init=free).states,
+                               sampler().sample(network, x, init=free.state).states)
 
 
 def test_a_rule_names_an_option_it_does_not_take():

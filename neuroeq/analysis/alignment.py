@@ -38,14 +38,22 @@ def plot_alignment(dataset: xr.Dataset, x: str = "beta", variable: str = "rel_er
     (``beta`` or ``alpha``), mean over seeds with a min-max band; log axes for β."""
     import matplotlib.pyplot as plt
 
+    from neuroeq.errors import ConfigError
+
+    data = dataset[variable].sel(**selection)
+    if "rule" not in data.dims:  # one rule selected (rule="ep"): a line of its own
+        data = data.expand_dims("rule") if "rule" in data.coords else data.expand_dims(
+            rule=[variable])
+    if x not in data.dims:
+        others = [d for d in data.dims if d != "rule"]
+        raise ConfigError(f"plot_alignment: {variable} has no dimension {x!r} to plot against "
+                          f"(after the selection it has {', '.join(others) or 'none'}); give "
+                          f"x= one of them, or select less")
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
-    data = dataset[variable].sel(**selection)
     extra = [d for d in data.dims if d not in (x, "rule")]
     for rule in data.rule.values:
         line = data.sel(rule=rule)
-        if x not in line.dims:
-            continue
         mean = line.mean(extra) if extra else line
         low = line.min(extra) if extra else line
         high = line.max(extra) if extra else line

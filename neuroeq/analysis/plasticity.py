@@ -33,16 +33,21 @@ def weight_changes(before: Mapping[str, torch.Tensor], after: Mapping[str, torch
 def plot_plasticity_map(changes: xr.Dataset, name: str = "W1", units: int = 16,
                         image_shape: tuple[int, int] | None = None) -> Figure:
     """ΔW of ``name``: the rows of the first ``units`` postsynaptic neurons as images when
-    the presynaptic layer is an image (``image_shape``, guessed for square inputs), else the
-    whole matrix as a heat map. Colours are symmetric around zero."""
+    the presynaptic layer is an image (``image_shape``; guessed for ``W1``, the input's
+    weights, when the input is square), else the whole matrix as a heat map. Colours are
+    symmetric around zero (NaN entries left blank)."""
     import matplotlib.pyplot as plt
 
+    from neuroeq.checks import whole_number
+
+    units = whole_number(units, "units", 1)
     delta = changes[name].values
     n_pre = delta.shape[1]
-    if image_shape is None:
+    if image_shape is None and name == "W1":
         side = int(round(math.sqrt(n_pre)))
         image_shape = (side, side) if side * side == n_pre and side > 2 else None
-    limit = float(np.abs(delta).max()) or 1.0
+    finite = np.abs(delta[np.isfinite(delta)])
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     if image_shape is None:
         figure, ax = plt.subplots(figsize=(5, 4))
         shown = ax.imshow(delta, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")

@@ -24,12 +24,14 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
                       free_steps: int | None = None, nudged_steps: int | None = None
                       ) -> xr.Dataset:
     """Record the free phase (``s*``) and, when ``y`` and ``β`` are given, the nudged phases
-    ``±β`` started from ``s*``, every ``chunk`` Euler steps.
+    ``±β`` started from ``s*``, every ``chunk`` Euler steps and after a phase's last step.
 
     Returns variables ``state`` (phase, time, sample, unit) and ``residual``
     (phase, time, sample) ``= max_units |ds/dt|·τ`` (units pinned at a bound count as
     settled); the ``unit`` coordinate carries the
-    ``layer``, ``variable`` and ``index`` of each flat state element; ``time`` is in ms.
+    ``layer``, ``variable`` and ``index`` of each flat state element; ``time`` (ms, from
+    the start of each phase) holds every phase's recording times, NaN where a phase has no
+    record (a budget of 8 steps in chunks of 10 is recorded at 0 and 8 steps).
     """
     dt, budget, _ = engine.settings(network)
     x = x.to(network.device, network.dtype)
@@ -38,35 +40,38 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
     if y is not None and beta:
         phases += [("nudged+", beta, "free", nudged_steps or budget),
                    ("nudged-", -beta, "free", nudged_steps or budget)]
-    recorded: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    recorded: dict[str, tuple[list[int], list[np.ndarray], list[np.ndarray]]] = {}
     finals: dict[str, torch.Tensor] = {}
     for name, phase_beta, start_from, steps in phases:
         state = network.initial_state(x.shape[0]) if start_from is None else finals[start_from]
         states, residuals = [state.cpu().numpy()], [_residual(network, state, drive, y,
                                                               phase_beta)]
-        done = 0
+        done, at = 0, [0]
         while done < steps:
             n = min(chunk, steps - done)
             state = engine.relax(network, x, y=y, beta=phase_beta, init=state, drive=drive,
                                  max_steps=n, tol=0.0).state
             done += n
+            at.append(done)
             states.append(state.cpu().numpy())
             residuals.append(_residual(network, state, drive, y, phase_beta))
         finals[name] = state
-        recorded[name] = (states, residuals)
-    length = max(len(states) for states, _ in recorded.values())
-    shape = (len(phases), length, x.shape[0], network.state_size)
+        recorded[name] = (at, states, residuals)
+    steps_recorded = sorted({n for at, _, _ in recorded.values() for n in at})
+    row = {n: i for i, n in enumerate(steps_recorded)}
+    shape = (len(phases), len(steps_recorded), x.shape[0], network.state_size)
     state_array = np.full(shape, np.nan)
     residual_array = np.full(shape[:3], np.nan)
     for p, (name, *_rest) in enumerate(phases):
-        states, residuals = recorded[name]
-        state_array[p, :len(states)] = np.stack(states)
-        residual_array[p, :len(residuals)] = np.stack(residuals)
+        at, states, residuals = recorded[name]
+        rows = [row[n] for n in at]
+        state_array[p, rows] = np.stack(states)
+        residual_array[p, rows] = np.stack(residuals)
     layer, variable, index = _unit_coordinates(network)
     return xr.Dataset(
         {"state": (("phase", "time", "sample", "unit"), state_array),
          "residual": (("phase", "time", "sample"), residual_array)},
-        coords={"phase": [p[0] for p in phases], "time": np.arange(length) * chunk * dt * 1e3,
+        coords={"phase": [p[0] for p in phases], "time": np.asarray(steps_recorded) * dt * 1e3,
                 "layer": ("unit", layer), "variable": ("unit", variable),
                 "index": ("unit", index)},
         attrs={"model": network.model.name, "beta": float(beta), "dt_ms": dt * 1e3,
@@ -105,6 +110,8 @@ def plot_convergence(traces: xr.Dataset, ax: Axes | None = None) -> Figure | Sub
     offset = 0.0
     for phase in traces.phase.values:
         residual = traces.residual.sel(phase=phase).dropna("time", how="all")
+        if residual.sizes["time"] == 0:  # not recorded (or NaN throughout): nothing to draw
+            continue
         time = residual.time.values + offset
         ax.semilogy(time, residual.median("sample"), label=str(phase))
         ax.fill_between(time, residual.min("sample"), residual.max("sample"), alpha=0.2)
@@ -117,24 +124,36 @@ def plot_convergence(traces: xr.Dataset, ax: Axes | None = None) -> Figure | Sub
     return ax.figure
 
 
-def plot_phase_portrait(traces: xr.Dataset, layer: str = "hidden1", units: int = 6,
+def plot_phase_portrait(traces: xr.Dataset, layer: str | None = None, units: int = 6,
                         sample: int = 0, parameters: dict | None = None,
                         ax: Axes | None = None) -> Figure | SubFigure:
-    """Trajectories of a few units of ``layer`` in the ``(v, w)`` plane during the free
+    """Trajectories of a few units of ``layer`` (default: ``hidden1``, or the first layer
+    recorded when the network has no hidden layer) in the plane of its first two state
+    variables (``(v, w)`` for FHN; ``v`` first wherever a model has one) during the free
     phase, ending at their stationary states (dots). With FHN ``parameters`` (``a``, ``b``)
     the inhibitor nullcline ``w = (v + a)/b`` and the uncoupled activator nullcline
     ``w = v - v³/3`` are drawn."""
     import matplotlib.pyplot as plt
 
+    from neuroeq.errors import ConfigError
+
+    layers = [str(name) for name in dict.fromkeys(traces.layer.values)]
+    if layer is None:
+        layer = "hidden1" if "hidden1" in layers else layers[0]
+    if layer not in layers:
+        raise ConfigError(f"plot_phase_portrait: no layer {layer!r} in these traces; they "
+                          f"hold {', '.join(layers)}")
+    in_layer = traces.layer.values == layer
+    variables = [str(v) for v in dict.fromkeys(traces.variable.values[in_layer])]
+    if len(variables) < 2:
+        raise ConfigError(f"a phase portrait needs two state variables; layer {layer!r} has "
+                          f"{', '.join(variables)}")
+    if "v" in variables:
+        variables.insert(0, variables.pop(variables.index("v")))
+    first, second = variables[:2]
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 4))
-    variables = [str(v) for v in np.unique(traces.variable.values)]
-    if len(variables) < 2:
-        raise ValueError(f"a phase portrait needs two state variables; this model has "
-                         f"{variables}")
-    first, second = variables[:2] if "v" not in variables else ("v", "w")
     free = traces.state.sel(phase="free", sample=sample).dropna("time", how="all")
-    in_layer = traces.layer.values == layer
     v_units = np.where(in_layer & (traces.variable.values == first))[0][:units]
     w_units = np.where(in_layer & (traces.variable.values == second))[0][:units]
     for vi, wi in zip(v_units, w_units, strict=True):

@@ -47,7 +47,7 @@ from neuroeq.engines.brian2_common import (
     run_steps,
 )
 from neuroeq.engines.failures import ConvergenceLog, check_finite, not_settled
-from neuroeq.engines.settings import RelaxationSettings
+from neuroeq.engines.settings import RelaxationSettings, start_state
 from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.linearization import elementwise_partials
@@ -445,10 +445,8 @@ class Brian2Engine(RelaxationSettings):
         if drive is None:
             drive = network.drive(x, params)
         batch = x.shape[-2]
-        state = network.initial_state(batch) if init is None else init.detach().clone()
-        if state.shape != (batch, network.state_size):
-            raise ConfigError(f"init has shape {tuple(state.shape)}; the Brian2 engine expects "
-                              f"(batch, N) = ({batch}, {network.state_size})")
+        state = network.initial_state(batch) if init is None else start_state(
+            init, network, batch, leading=False, engine="the Brian2 engine").detach().clone()
         simulation = self.simulation(network, batch, asym=force is not None)
         simulation.net.restore("built")
         simulation.write_parameters(params, drive)

@@ -39,6 +39,7 @@ from neuroeq.engines.brian2_common import (
     quantity_setting,
     run_steps,
 )
+from neuroeq.engines.settings import start_state
 from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.network import Edge, Network, Params
@@ -311,10 +312,8 @@ class SpikingEngine:
         params = network.dynamics_parameters() if params is None else params
         drive = network.drive(x, params)
         batch, replicas = x.shape[0], int(self.replicas)
-        start = network.initial_state(batch) if init is None else init.detach().clone()
-        if start.shape != (batch, network.state_size):
-            raise ConfigError(f"init has shape {tuple(start.shape)}; expected (batch, N) = "
-                              f"({batch}, {network.state_size})")
+        start = network.initial_state(batch) if init is None else start_state(
+            init, network, batch, leading=False, engine="the spiking engine").detach().clone()
         nudge = None
         if beta != 0.0:
             nudge = -(beta / network.tau) * self.nudge_gradient(network,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from neuroeq.engines.settings import start_state
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
 from neuroeq.seeds import check_seed
@@ -102,7 +103,8 @@ class LangevinSampler:
                ) -> GibbsSamples:
         """Sample ``ρ_β`` for every ``β`` in ``betas``; ``x`` (batch, n_in) clamped.
 
-        ``init`` (batch, N), e.g. the deterministic free state, starts every chain.
+        ``init`` (batch, N), e.g. the deterministic free state (a tensor or the free
+        phase's result), starts every chain.
         """
         check_gibbs_model(network)
         if any(b != 0 for b in betas) and y is None:
@@ -122,6 +124,7 @@ class LangevinSampler:
         if init is None:
             state = network.initial_state(rows)
         else:
+            init = start_state(init, network, batch, leading=False, engine="the sampler")
             state = init.detach().to(network.dtype).expand(n_beta * chains, batch, n)
             state = state.reshape(rows, n).clone()
         drive = {k: v.repeat(n_beta * chains, 1) for k, v in network.drive(x).items()}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING
 
+import torch
+
 from neuroeq.checks import nonnegative_number, positive_number, whole_number
 from neuroeq.errors import ConfigError, RelaxationError
 
@@ -13,6 +15,23 @@ if TYPE_CHECKING:
     from neuroeq.network import Network
 
 FAILURE_MODES = ("raise", "warn", "ignore")
+
+
+def start_state(init: object, network: Network, batch: int, *, leading: bool = True,
+                engine: str = "the network") -> torch.Tensor:
+    """``init`` as a start state: a tensor ``(..., batch, N)`` (``leading=False``: exactly
+    ``(batch, N)``), or an earlier phase's result, whose ``state`` it takes; anything else
+    is a :class:`ConfigError` naming the shape needed."""
+    state = init if isinstance(init, torch.Tensor) else getattr(init, "state", None)
+    needed = f"({batch}, {network.state_size}) (samples, layers' units × variables)"
+    if not isinstance(state, torch.Tensor):
+        raise ConfigError(f"init must be a state tensor of shape {needed} or a phase's result "
+                          f"(RelaxResult), got {type(init).__name__}")
+    if state.dim() < 2 or state.shape[-2:] != (batch, network.state_size) \
+            or (not leading and state.dim() != 2):
+        raise ConfigError(f"init has shape {tuple(state.shape)}; {engine} needs {needed} for "
+                          f"{batch} samples")
+    return state
 
 
 class RelaxationSettings:

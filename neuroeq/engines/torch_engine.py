@@ -46,7 +46,7 @@ from neuroeq.engines.failures import (
     short,
     stability_hint,
 )
-from neuroeq.engines.settings import RelaxationSettings
+from neuroeq.engines.settings import RelaxationSettings, start_state
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.linearization import EulerJacobian, Linearization
 from neuroeq.network import Network, Params
@@ -164,15 +164,10 @@ class TorchEngine(RelaxationSettings):
             drive = network.drive(x, params)
         if init is None:
             state = network.initial_state(x.shape[-2])
-        elif init.is_complex():
+        elif (init := start_state(init, network, x.shape[-2])).is_complex():
             state = init.clone()
         else:  # a copy in the network's dtype (a float32 start for a float64 network)
             state = init.to(device=network.device, dtype=network.dtype, copy=True)
-        if state.dim() < 2 or state.shape[-1] != network.state_size \
-                or state.shape[-2] != x.shape[-2]:
-            raise ConfigError(f"init has shape {tuple(state.shape)}; the network's state for "
-                              f"{x.shape[-2]} samples is ({x.shape[-2]}, "
-                              f"{network.state_size}) (layers' units × variables)")
         nudge = beta / network.tau
         if not torch.is_grad_enabled() and fast_step.supports(network, state, params):
             dt, _, _ = self.settings(network)
@@ -703,13 +698,18 @@ class _AndersonHistory:
     def extrapolation(self, ridge: float, real: torch.dtype, out: torch.Tensor | None = None
                       ) -> torch.Tensor:
         """``ΔG γ`` with ``γ = (Γ + λI)⁻¹ r``, ``λ = ridge·tr(Γ)/m`` (+ tiny), per sample
-        (written into ``out``, ``(samples, D)``, when given)."""
+        (written into ``out``, ``(samples, D)``, when given). A sample whose system is
+        singular to working precision (a history of differences at rounding level: the
+        sample is at rest) gets ``γ = 0``, the plain mixed step."""
         c = self.count
         gram = self.gram[:, :c, :c]
         shift = ridge * gram.diagonal(dim1=-2, dim2=-1).real.sum(-1) / c + torch.finfo(real).tiny
         system = gram.clone()
         system.diagonal(dim1=-2, dim2=-1).add_(shift[:, None])
-        gamma = torch.linalg.solve(system, self.rhs[:, :c, None])
+        gamma, info = torch.linalg.solve_ex(system, self.rhs[:, :c, None])
+        singular = info != 0
+        if bool(singular.any()):
+            gamma = torch.where(singular[:, None, None], 0.0, gamma)
         weights = gamma.transpose(-1, -2)
         if out is None:
             return (weights @ self.delta_g[:, :c]).squeeze(-2)

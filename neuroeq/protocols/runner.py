@@ -125,7 +125,8 @@ def _holds_results(out: Path) -> bool:
 
 def _set_aside(out: Path) -> Path | None:
     """Move what ``out`` holds to ``NAME.previous`` for a ``force`` run, which removes it
-    once the new run is done; ``None`` when there is nothing to keep. A folder without the
+    once the new run is done; ``None`` when there is nothing to keep (a folder with only a
+    failed attempt's log and protocol is removed). A folder without the
     done marker beside a kept one is a failed attempt at replacing it: it is removed, and
     the kept results stay (until a run is done)."""
     here = Path.cwd().resolve()
@@ -133,7 +134,9 @@ def _set_aside(out: Path) -> Path | None:
         raise ConfigError(f"--force would replace {str(out)!r}, which holds the current "
                           "directory; give --out a folder of its own")
     previous = out.with_name(out.name + PREVIOUS_SUFFIX)
-    if not out.exists() or not any(out.iterdir()):
+    if not _holds_results(out):  # nothing, or a failed attempt's log and protocol only
+        if out.is_dir():
+            shutil.rmtree(out)
         return previous if previous.exists() else None
     if previous.exists():
         if not (out / DONE_MARKER).exists():
@@ -148,7 +151,8 @@ def _check_resumable(protocol: Protocol, out: Path) -> None:
     """``--resume`` continues the run in ``out`` as it was made: the protocol may differ
     from the folder's ``protocol.toml`` only in :data:`RESUMABLE_CHANGES` and
     ``[outputs]``; anything else would leave a folder whose protocol does not describe its
-    results."""
+    results. The checkpoint's own checks (:func:`neuroeq.training.check_resumable`) run
+    here too, before the folder is touched."""
     saved_path = out / "protocol.toml"
     if not saved_path.is_file():
         return
@@ -160,6 +164,12 @@ def _check_resumable(protocol: Protocol, out: Path) -> None:
                           f"{'; '.join(changed)}. Only [outputs] and "
                           f"{', '.join(f'{a}.{b}' for a, b in sorted(RESUMABLE_CHANGES))} may "
                           "change; use --force to start again, or another --out")
+    from neuroeq.training import CHECKPOINT_NAME, check_resumable, load_checkpoint
+
+    checkpoint = out / CHECKPOINT_NAME
+    if checkpoint.is_file():  # e.g. fewer epochs than it holds: refused before any write
+        check_resumable(load_checkpoint(checkpoint), build.build_train_config(protocol.config),
+                        out)
 
 
 def changed_settings(before: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]],
@@ -296,8 +306,10 @@ def _overview(metrics: xr.Dataset, changes: xr.Dataset, traces: xr.Dataset | Non
     import matplotlib.pyplot as plt
 
     from neuroeq.analysis import plot_convergence, plot_phase_portrait
+    from neuroeq.analysis.learning import whole_epoch_ticks
 
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    whole_epoch_ticks(axes[0], metrics.epoch.values)
     test = metrics.test_accuracy.dropna("epoch")
     axes[0].plot(metrics.epoch, 100 * metrics.train_accuracy, "o-", label="train")
     axes[0].plot(test.epoch, 100 * test, "s-", label="test")

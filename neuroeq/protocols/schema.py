@@ -72,6 +72,9 @@ ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
     "anderson_memory": ("torch",), "anderson_mixing": ("torch",),
     "over_relaxation": ("torch",),
 }
+#: ``[engine]`` keys that only one solver of the torch engine reads
+SOLVER_OPTIONS: dict[str, str] = {"anderson_memory": "anderson", "anderson_mixing": "anderson",
+                                  "over_relaxation": "gauss_seidel"}
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "protocol": {
@@ -177,7 +180,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "epochs": Field("int", 10, positive=True),
         "batch_size": Field("int", 64, positive=True),
         "optimizer": Field("str", "sgd", choices=("sgd", "adam")),
-        "lr": Field("lr", 0.05),
+        "lr": Field("lr", 0.05, doc="one rate, or a table per parameter: "
+                                    "{W1 = 0.1, readout = 0.01, default = 0.05}"),
         "lr_decay": Field("float", 1.0, positive=True, maximum=1.0,
                           doc="learning rates shrink by this factor every epoch"),
         "momentum": Field("float", 0.0, minimum=0.0),
@@ -240,7 +244,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "figures": Field("bool", True),
         "state_samples": Field("int", 6, minimum=0, maximum=1000,
                                doc="test samples whose free/nudged trajectories are saved"),
-        "trace_chunk": Field("int", 10, positive=True, doc="steps between saved trace points"),
+        "trace_chunk": Field("int", 10, positive=True,
+                             doc="steps between saved trace points (and each phase's last step)"),
         "dpi": Field("int", 110, positive=True, maximum=600),
     },
 }
@@ -268,10 +273,16 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
     """Check ``data`` against :data:`SCHEMA` and return it with every default filled in."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: a protocol is a table of sections")
+    if "sweep" in data:
+        raise ConfigError(f"{source} is a sweep file (it has a [sweep] table); run it with "
+                          "neuroeq sweep")
     header = data.get("protocol")
     if not isinstance(header, Mapping):
         raise ConfigError(f"{source}: missing [protocol] section (with name and kind)")
     kind = header.get("kind")
+    if kind is None:
+        raise ConfigError(f"{source}: [protocol].kind is missing; give one of "
+                          f"{', '.join(KINDS)}")
     if kind not in KINDS:
         raise ConfigError(f"{source}: [protocol].kind must be one of {', '.join(KINDS)}, "
                           f"got {_show(kind)}")
@@ -421,6 +432,14 @@ def _check_engine_and_rule(resolved: dict[str, dict[str, Any]], kind: str, sourc
             if engine[key] is not None and name not in engines:
                 raise ConfigError(f"{source}: [engine].{key} applies to engine "
                                   f"{' or '.join(engines)}, not {name!r}")
+        for key, solver in SOLVER_OPTIONS.items():
+            if engine[key] is not None and name == "torch" and engine["solver"] != solver:
+                raise ConfigError(f"{source}: [engine].{key} applies to solver {solver!r}, "
+                                  f"not {engine['solver']!r} (set [engine].solver = "
+                                  f'"{solver}" or leave {key} out)')
+        if name == "torch" and engine["target"] != "cython":
+            raise ConfigError(f"{source}: [engine].target applies to the Brian2 engines "
+                              "(name brian2 or spiking), not 'torch'")
         if name == "spiking" and engine["solver"] != "euler":
             raise ConfigError(f"{source}: [engine].solver applies to engine torch, not "
                               "'spiking' (leave it at 'euler')")

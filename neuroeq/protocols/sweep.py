@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import math
 import os
 import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,8 @@ PRIMARY_RESULT = {"train": "metrics.nc", "gradcheck": "gradcheck.nc",
                   "asymmetry": "asymmetry.nc", "stochastic": "stochastic.nc"}
 SWEEP_KEYS = ("name", "protocol", "grid", "set")
 MAX_POINTS = 10_000
+#: the per-point variables of the combined dataset
+BOOKKEEPING = ("status", "error", "seconds")
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -75,9 +79,17 @@ class Sweep:
 
     @property
     def dims(self) -> dict[str, str]:
-        """Dataset dimension name for each grid key (last component, unless ambiguous)."""
+        """Dimension name for each grid key (its last component, unless ambiguous)."""
+        return self.dimension_names()
+
+    def dimension_names(self, taken: Collection[str] = ()) -> dict[str, str]:
+        """Dimension name for each grid key: its last component (``rule.beta`` → ``beta``),
+        unless two keys share it or it names a dimension or variable the points' datasets
+        hold (``taken``; ``epoch`` and the bookkeeping variables always): then the whole
+        key with ``_`` (``training.seed`` → ``training_seed`` beside a ``seed`` dim)."""
         last = [key.split(".")[-1] for key in self.grid]
-        return {key: (short if last.count(short) == 1 and short != "epoch"
+        reserved = {"epoch", *BOOKKEEPING, *taken}
+        return {key: (short if last.count(short) == 1 and short not in reserved
                       else key.replace(".", "_"))
                 for key, short in zip(self.grid, last, strict=True)}
 
@@ -94,6 +106,14 @@ class Sweep:
 
 def _label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "", str(value)) or "x"
+
+
+def coordinate(value: Any) -> Any:
+    """A grid value as a coordinate label: numbers, strings and booleans as they are; a list
+    or a table (``network.sizes = [[64, 8, 10], ...]``) as its compact JSON text."""
+    if isinstance(value, list | Mapping):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    return value
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
@@ -122,7 +142,14 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
             raise ConfigError(f"{path}: [sweep.grid].{key} must be a non-empty list of values")
         if len(key.split(".")) < 2:
             raise ConfigError(f"{path}: [sweep.grid].{key} must be section.key, e.g. rule.beta")
-    n_points = int(np.prod([len(v) for v in grid.values()]))
+        seen: set[Any] = set()
+        for value in values:  # two points of one setting: one folder, one coordinate
+            label = coordinate(value)
+            if label in seen:
+                raise ConfigError(f"{path}: [sweep.grid].{key} lists {value!r} more than "
+                                  "once; give each value once")
+            seen.add(label)
+    n_points = math.prod(len(v) for v in grid.values())  # (numpy's product can overflow)
     if n_points > MAX_POINTS:
         raise ConfigError(f"{path}: the grid has {n_points:,} points, more than {MAX_POINTS:,}")
     fixed = _flatten(table.get("set", {}), f"{path}: [sweep.set]")
@@ -224,6 +251,14 @@ def _already_done(point: SweepPoint, folder: Path) -> bool:
     return stored.read_text().split("\n", 1)[-1] == expected
 
 
+def _seconds_taken(folder: Path) -> float:
+    """How long a finished point ran, from its done marker (``"12.3 s"``); NaN if unknown."""
+    try:
+        return float((folder / DONE_MARKER).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _made_otherwise(point: SweepPoint, folder: Path) -> str | None:
     """For a point folder holding a finished run of other settings: what differs (the
     first settings, for the message); ``None`` when there is no finished run there."""
@@ -238,6 +273,23 @@ def _made_otherwise(point: SweepPoint, folder: Path) -> str | None:
     return "; ".join(changed[:3]) or "its protocol.toml differs"
 
 
+def _local_cluster(workers: int) -> Any:
+    """A ``LocalCluster`` of ``workers`` one-thread processes that ignore Ctrl+C: the
+    interrupt reaches this process, which stops the sweep and closes the cluster (the
+    workers started with Python's own handler printed a traceback each, and their logs'
+    warnings about the cancelled tasks; errors are still logged)."""
+    from dask.distributed import LocalCluster
+
+    in_main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    try:  # an ignored SIGINT is inherited by the processes started now
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, silence_logs=logging.ERROR)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, handler)
+
+
 def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
               scheduler: str | None = None, workers: int = 2, threads: int | None = None,
               force: bool = False, progress: Callable[[str], None] | None = None
@@ -247,7 +299,7 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
     (``None``: the workers' own, one in a LocalCluster). A point folder that holds a
     finished run of other settings (the sweep file or its ``--set`` changed) is replaced
     only with ``force``; without it the sweep is refused before any point runs."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     threads = None if threads is None else whole_number(threads, "threads", 1)
     out = Path(out_dir) if out_dir is not None else Path("results") / sweep.name
@@ -258,8 +310,8 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
     for point in points:
         folder = points_dir / point.name
         if _already_done(point, folder):
-            outcome[point.name] = {"status": "done", "error": "", "seconds": float("nan"),
-                                   "skipped": True}
+            outcome[point.name] = {"status": "done", "error": "",
+                                   "seconds": _seconds_taken(folder), "skipped": True}
         else:
             pending.append(point)
     if not force:
@@ -279,8 +331,7 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
     if pending:
         cluster = None
         if scheduler is None:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+            cluster = _local_cluster(workers)
         try:
             with Client(scheduler or cluster) as client:
                 futures = {client.submit(run_point, point.config,
@@ -301,6 +352,8 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
             if cluster is not None:
                 cluster.close()
     dataset = combine_points(sweep, points, points_dir, outcome)
+    if "not_combined" in dataset.attrs:
+        say(f"sweep.nc holds the points' status only: {dataset.attrs['not_combined']}")
     write_netcdf(dataset, out / "sweep.nc")
     failed = [p.name for p in points if outcome[p.name]["status"] != "done"]
     write_text(out / "failures.txt", "".join(f"{name}: {outcome[name]['error']}\n"
@@ -311,10 +364,11 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
 def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
                    outcome: Mapping[str, Mapping[str, Any]]) -> xr.Dataset:
     """Stack each finished point's primary dataset along the sweep dimensions; ``status``,
-    ``error`` and ``seconds`` cover every point (failed ones have NaN results)."""
-    dims = sweep.dims
+    ``error`` and ``seconds`` cover every point (failed ones have NaN results). A grid key
+    whose short name the points' datasets already use gets its whole name
+    (:meth:`Sweep.dimension_names`); list values become their JSON text (:func:`coordinate`)."""
     kind = sweep.base.get("protocol", {}).get("kind", "train")
-    parts = []
+    finished = []
     threads = set()  # the points' torch thread counts
     for point in points:
         path = points_dir / point.name / PRIMARY_RESULT.get(kind, "metrics.nc")
@@ -325,8 +379,12 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
             part.attrs = {}
             for variable in part.variables.values():  # NaN-padded ints become floats
                 variable.encoding = {}
-            parts.append(part.expand_dims({dims[k]: [v] for k, v in point.values.items()}))
-    coords = {dims[key]: values for key, values in sweep.grid.items()}
+            finished.append((point, part))
+    dims = sweep.dimension_names({str(name) for _, part in finished
+                                  for name in (*part.variables, *part.dims)})
+    parts = [part.expand_dims({dims[k]: [coordinate(v)] for k, v in point.values.items()})
+             for point, part in finished]
+    coords = {dims[key]: [coordinate(v) for v in values] for key, values in sweep.grid.items()}
     shape = tuple(len(v) for v in sweep.grid.values())
     status = np.empty(shape, dtype=object)
     error = np.empty(shape, dtype=object)
@@ -339,11 +397,21 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
     bookkeeping = xr.Dataset({"status": (tuple(coords), status.astype(str)),
                               "error": (tuple(coords), error.astype(str)),
                               "seconds": (tuple(coords), seconds)}, coords=coords)
-    combined = xr.combine_by_coords(parts, combine_attrs="drop") if parts else xr.Dataset()
+    unmerged = ""
+    try:
+        combined = (xr.combine_by_coords(parts, join="outer", combine_attrs="drop") if parts
+                    else xr.Dataset())
+    except (ValueError, TypeError, KeyError) as exc:  # e.g. the points' shapes differ
+        combined = xr.Dataset()
+        unmerged = (f"the points' {PRIMARY_RESULT.get(kind, 'metrics.nc')} datasets do not "
+                    f"combine ({' '.join(str(exc).split())[:300]}); each point's is in "
+                    f"{points_dir}/<point>/")
     result = xr.merge([bookkeeping, combined], join="left", combine_attrs="drop")
     result.attrs = {"title": f"neuroeq sweep {sweep.name}", "source": sweep.source,
                     "grid": json.dumps(sweep.grid, default=str), "kind": kind,
                     **software_attrs()}
+    if unmerged:
+        result.attrs["not_combined"] = unmerged
     # the points ran in workers: their thread counts, not this process's
     result.attrs["torch_threads"] = (threads.pop() if len(threads) == 1
                                      else ",".join(map(str, sorted(threads))) or "none ran")

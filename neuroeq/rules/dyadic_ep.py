@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
@@ -9,7 +11,13 @@ from neuroeq.linearization import Linearization
 from neuroeq.network import Network
 from neuroeq.rules.base import Estimate, GradientEstimator
 from neuroeq.rules.ep import check_beta
-from neuroeq.rules.phases import combine, mean_cost, readout_gradients, velocity_vjp
+from neuroeq.rules.phases import (
+    active_mask,
+    combine,
+    mean_cost,
+    readout_gradients,
+    velocity_vjp,
+)
 
 
 class DyadicEP(GradientEstimator):
@@ -20,7 +28,16 @@ class DyadicEP(GradientEstimator):
 
     the saddle flow of ``ℰ(m, d) = βC(m) - τ dᵀF(m)``. At rest ``d* = (β/τ) J⁻ᵀ c`` exactly
     (linear in β: no finite-nudge bias), ``λ = τ d*/β`` and ``ĝ = ∂C/∂θ - λᵀ ∂F/∂θ(m*)``.
-    The physical copies are ``s± = m ± d/2``. Exact for any β and any coupling.
+    The physical copies are ``s± = m ± d/2``. Exact for any β and any coupling. The flow
+    of ``d`` is linear in ``d``, so it is integrated as ``e = d/β`` (``de/dt = J(m)ᵀe -
+    c(m)/τ``, the same flow divided by β): the engine's tolerance then bounds the adjoint
+    ``λ = τe`` itself, and the accuracy does not fall as β shrinks. The result's ``nudged``
+    entry holds ``(m, d)``.
+
+    Projected dynamics (a unit held at a bound of ``[bounds]`` with ``F`` pushing out):
+    ``m`` is projected like the state, and a pinned unit's row of ``J`` is ``-1/τ`` with
+    no ``∂F/∂θ`` (as in the implicit-differentiation oracle): ``dd/dt = Jᵀ(μ d) - (1 - μ)
+    d/τ - (β/τ) c``, ``μ`` the free units' mask at ``s*``, and the adjoint ``μλ``.
     """
 
     name = "dyadic"
@@ -35,26 +52,39 @@ class DyadicEP(GradientEstimator):
                 free: RelaxResult) -> Estimate:
         n = network.state_size
         drive = free.drive if free.drive is not None else network.drive(x)
-        nudge = self.beta / network.tau
+        bounded = bool(network.compiled.bounds)
+        if bounded:  # μ: 1 for units free to move at s*, 0 for units pinned at a bound
+            with torch.no_grad():
+                mask = active_mask(network, free.state, network.velocity(free.state, drive))
+            pinned_rate = (1 - mask) / network.tau
 
         def coupled_velocity(z: torch.Tensor) -> torch.Tensor:
-            m, d = z[..., :n], z[..., n:]
+            m, d = z[..., :n], z[..., n:]  # (d here is e = d/β)
             linear = Linearization(network, m, drive)  # F(m) and d ↦ J(m)ᵀd, closed form
+            response = (linear.vjp(mask * d) - pinned_rate * d if bounded
+                        else linear.vjp(d))
             return torch.cat([linear.velocity,
-                              linear.vjp(d) - nudge * network.cost_gradient(m, y)], dim=-1)
+                              response - network.cost_gradient(m, y) / network.tau], dim=-1)
+
+        def project(z: torch.Tensor) -> torch.Tensor:  # m into the bounds, d as it is
+            return torch.cat([network.project(z[..., :n]), z[..., n:]], dim=-1)
 
         def describe(index: int) -> str:
             if index < n:
                 return f"midpoint m of {network.layer_of_index(index)}"
-            return f"difference d of {network.layer_of_index(index - n)}"
+            return f"difference d (as d/β) of {network.layer_of_index(index - n)}"
 
         start = torch.cat([free.state, torch.zeros_like(free.state)], dim=-1)
         with torch.no_grad():
             joint = self.engine.integrate(network, coupled_velocity, start,
+                                          project=project if bounded else None,
                                           describe_index=describe,
                                           max_steps=self.nudged_steps)
-        m, d = joint.state[..., :n], joint.state[..., n:]
-        adjoint = d * (network.tau / self.beta)
+        m, scaled = joint.state[..., :n], joint.state[..., n:]
+        adjoint = scaled * network.tau
+        if bounded:
+            adjoint = adjoint * mask
+        joint = dataclasses.replace(joint, state=torch.cat([m, scaled * self.beta], dim=-1))
         grads = combine(velocity_vjp(network, m, x, adjoint, drive),
                         readout_gradients(network, m, y))
         return Estimate(grads, mean_cost(network, free.state, y), free, {"dyadic": joint})

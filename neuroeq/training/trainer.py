@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import xarray as xr
@@ -148,7 +149,7 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                       "training starts at epoch 1", RuntimeWarning, stacklevel=3)
     elif resume:
         saved = load_checkpoint(checkpoint)
-        _check_resumable_config(saved.get("config"), config, int(saved["epoch"]), out_dir)
+        check_resumable(saved, config, out_dir)
         try:
             network.load_state_dict(saved["network"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -203,11 +204,13 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
 RESUMABLE_TRAINING = ("epochs", "checkpoint_every", "eval_every", "eval_batch_size")
 
 
-def _check_resumable_config(saved: dict | None, config: TrainConfig, done: int,
-                            out_dir: Path | None) -> None:
-    """A resumed run continues the run in the checkpoint as it was made: refuse other
-    settings (the optimizer would restore the saved learning rates and the metrics record
-    the new ones) and a run that already holds more epochs than asked for."""
+def check_resumable(checkpoint: dict[str, Any], config: TrainConfig, out_dir: Path | None
+                    ) -> None:
+    """A resumed run continues the run in the checkpoint (a loaded checkpoint's payload)
+    as it was made: refuse other settings (the optimizer would restore the saved learning
+    rates and the metrics record the new ones) and a run that already holds more epochs
+    than asked for. The protocol runner calls it before it touches the result folder."""
+    saved, done = checkpoint.get("config"), int(checkpoint["epoch"])
     if config.epochs < done:
         raise ConfigError(f"the checkpoint in {str(out_dir)!r} holds {done} epochs; "
                           f"epochs={config.epochs} asks for fewer (give epochs >= {done})")

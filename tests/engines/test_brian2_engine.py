@@ -225,9 +225,11 @@ def test_refuses_what_it_cannot_simulate(brian2_engine):
 def test_gradcheck_command_refuses_rules_brian2_cannot_run(capsys):
     from neuroeq.cli import main
 
-    status = main(["gradcheck", "--engine", "brian2", "--model", "fhn", "--rules", "asym,dyadic"])
-    assert status == 2
-    assert "cannot run dyadic" in capsys.readouterr().err
+    for rules in (["--rules", "asym,dyadic"], ["--rul", "dyadic"], ["--rules=dyadic"]):
+        # (an abbreviated option is the same option: it was read as no --rules at all)
+        status = main(["gradcheck", "--engine", "brian2", "--model", "fhn", *rules])
+        assert status == 2
+        assert "cannot run dyadic" in capsys.readouterr().err
 
 
 def test_a_cache_directory_that_cannot_be_made_is_named(tmp_path, monkeypatch):

@@ -387,3 +387,22 @@ def test_anderson_history_keeps_the_gram_matrix_and_right_hand_side(dtype):
     torch.testing.assert_close(history.rhs, expected_rhs, rtol=1e-12, atol=1e-12)
     newest = (history.slot - 1) % memory
     torch.testing.assert_close(delta_f[:, newest], residuals[6] - residuals[5])
+
+
+def test_a_singular_anderson_system_gives_the_plain_step_for_that_sample_only():
+    """A sample at rest leaves differences at rounding level, whose system can be singular
+    to working precision (it stopped a demo run with Anderson while recording its traces):
+    that sample gets no extrapolation; the others keep theirs."""
+    from neuroeq.engines.torch_engine import _AndersonHistory
+
+    history = _AndersonHistory(2, 3, 4, torch.zeros(1, dtype=torch.float64))
+    generator = torch.Generator().manual_seed(3)
+    f = [torch.randn(2, 4, generator=generator, dtype=torch.float64) for _ in range(3)]
+    g = [torch.randn(2, 4, generator=generator, dtype=torch.float64) for _ in range(3)]
+    for k in (1, 2):
+        history.add(f[k], f[k - 1], g[k], g[k - 1])
+    history.gram[1] = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    history.rhs[1] = torch.tensor([1.0, 1.0, 0.0])  # exactly singular: ridge·tr/m is lost
+    extrapolation = history.extrapolation(0.0, torch.float64)
+    assert torch.isfinite(extrapolation).all()
+    assert (extrapolation[1] == 0).all() and (extrapolation[0] != 0).any()

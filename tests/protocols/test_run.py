@@ -96,6 +96,12 @@ def test_existing_results_are_kept_unless_forced(tmp_path):
                                         "outputs.state_samples=0"])
     run_protocol(longer, out, resume=True, progress=False)
     assert list(xr.open_dataset(out / "metrics.nc").epoch.values) == [1, 2]
+    # fewer epochs than the checkpoint holds: refused before DONE or protocol.toml change
+    files = {name: (out / name).read_bytes() for name in ("protocol.toml", "metrics.nc",
+                                                           "checkpoint.pt", "DONE")}
+    with pytest.raises(ConfigError, match="holds 2 epochs; epochs=1 asks for fewer"):
+        run_protocol(protocol, out, resume=True, progress=False)
+    assert {name: (out / name).read_bytes() for name in files} == files
 
 
 def test_force_keeps_the_results_it_replaces_until_the_new_run_is_done(tmp_path, capsys,
@@ -130,6 +136,17 @@ def test_force_keeps_the_results_it_replaces_until_the_new_run_is_done(tmp_path,
     with pytest.raises(ConfigError, match="holds the current directory"):
         run_protocol(failing, Path("."), force=True, progress=False)
     assert (out / "DONE").is_file()
+    # a folder holding only a failed attempt's log and protocol has nothing to keep: a
+    # --force run that fails too does not claim to keep "results" in NAME.previous
+    monkeypatch.chdir(tmp_path)
+    stub = tmp_path / "stub"
+    with pytest.raises(ConfigError, match="5 output units"):
+        run_protocol(failing, stub, progress=False)
+    assert sorted(p.name for p in stub.iterdir()) == ["log.txt", "protocol.toml"]
+    with pytest.raises(ConfigError, match="5 output units") as error:
+        run_protocol(failing, stub, force=True, progress=False)
+    assert not getattr(error.value, "__notes__", None)
+    assert not (tmp_path / "stub.previous").exists()
 
 
 def test_an_identity_readout_must_have_one_unit_per_class_of_the_data(tmp_path):
@@ -192,6 +209,9 @@ def test_gradcheck_protocol_from_the_cli(tmp_path, capsys):
                     'sizes = [6, 5, 3]\nrules = ["centered", "asym", "implicit"]\n'
                     'betas = [1e-2, 1e-3]\nbatch = 2\n[outputs]\ndpi = 40\n')
     assert main(["run", str(path), "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    # the folder's contents as they are
+    assert capsys.readouterr().out.strip().endswith(
+        "g/: gradcheck.nc, log.txt, protocol.toml, table.md, figures/ (1)")
     dataset = xr.open_dataset(tmp_path / "g" / "gradcheck.nc")
     assert float(dataset.cosine.sel(rule="asym", beta=1e-3).min()) > 0.9999
     assert (tmp_path / "g" / "table.md").read_text().startswith("| model")
@@ -237,8 +257,8 @@ def test_training_in_the_brian2_engine_matches_the_torch_engine(tmp_path):
     demo = Path(__file__).resolve().parents[2] / "protocols" / "demo.toml"
     runs = {}
     for engine in ("torch", "brian2"):
-        protocol = load_protocol(demo, [*settings, f"engine.name=\"{engine}\"",
-                                        "engine.target=\"numpy\""])
+        target = ['engine.target="numpy"'] if engine == "brian2" else []
+        protocol = load_protocol(demo, [*settings, f"engine.name=\"{engine}\"", *target])
         out = run_protocol(protocol, tmp_path / engine, progress=False)
         runs[engine] = torch.load(out / "checkpoint.pt", weights_only=True)["network"]
     for name, value in runs["torch"].items():

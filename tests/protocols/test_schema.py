@@ -43,6 +43,11 @@ def test_defaults_are_filled_in():
                                  "path_integral, not 'centered'"),
     ("rule", "centered", False, "[rule].centered applies to rule stoch_ep"),
     ("engine", "window", 100, "[engine].window applies to engine spiking, not 'torch'"),
+    ("engine", "anderson_memory", 5, "[engine].anderson_memory applies to solver 'anderson', "
+                                     "not 'euler'"),
+    ("engine", "over_relaxation", 1.5, "[engine].over_relaxation applies to solver "
+                                       "'gauss_seidel'"),
+    ("engine", "target", "numpy", "[engine].target applies to the Brian2 engines"),
     ("engine", "name", "spiking", "[engine].name 'spiking' runs rule stoch_ep only"),
 ])
 def test_bad_values_name_the_key(section, key, value, message):
@@ -202,3 +207,11 @@ def test_holomorphic_ep_is_a_protocol_rule_with_its_points():
     protocol = load_protocol(data)
     rule = build.build_rule(protocol.config, build.build_model(protocol.config))
     assert (rule.name, rule.beta, rule.points) == ("holomorphic", 0.1, 8)
+
+
+def test_a_sweep_file_or_a_protocol_without_a_kind_is_named_for_what_it_is(tmp_path):
+    with pytest.raises(ConfigError, match=r"s\.toml is a sweep file .* run it with neuroeq "
+                                          "sweep"):
+        load_protocol({**BASE, "sweep": {"grid": {"rule.beta": [0.1]}}}, name="s.toml")
+    with pytest.raises(ConfigError, match=r"\[protocol\]\.kind is missing; give one of train, "):
+        load_protocol({**BASE, "protocol": {"name": "t"}})

@@ -8,7 +8,7 @@ import xarray as xr
 from neuroeq.cli import main
 from neuroeq.errors import ConfigError
 from neuroeq.protocols import load_protocol
-from neuroeq.protocols.sweep import load_sweep, run_sweep
+from neuroeq.protocols.sweep import combine_points, load_sweep, run_sweep
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
@@ -79,6 +79,8 @@ def test_sweep_on_a_local_cluster(tmp_path):
     again = run_sweep(sweep, tmp_path / "out", workers=2, progress=messages.append)
     assert "2 already done, 2 to run" in messages[0]
     xr.testing.assert_equal(again.test_accuracy, dataset.test_accuracy)
+    # the skipped points keep the time they took (read back from their done markers)
+    assert (again.seconds.sel(lr=0.3) > 0).all()
 
 
 def test_sweep_cli_rejects_bad_grids(tmp_path, capsys):
@@ -157,3 +159,45 @@ def test_a_sweep_name_must_be_one_plain_folder_name(tmp_path, name):
     path.write_text(SWEEP.replace('name = "tiny_sweep"', f'name = "{name}"'))
     with pytest.raises(ConfigError, match=r"\[sweep\]\.name .* must be a plain folder name"):
         load_sweep(path)
+
+
+def test_repeated_values_and_grids_too_large_to_count_are_refused_at_load(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP.replace("[0.3, -1.0]", "[0.3, 0.3]"))
+    with pytest.raises(ConfigError, match=r"\[sweep.grid\]\.training\.lr lists 0\.3 more "
+                                          "than once"):
+        load_sweep(path)
+    # 7,132^5 points: more than int64 holds (a numpy product wrapped around to a small count)
+    values = "[" + ", ".join(map(str, range(7132))) + "]"
+    keys = ("training.lr", "network.seed", "training.seed", "rule.beta", "engine.tol")
+    path.write_text(SWEEP.split("[sweep.grid]")[0] + "[sweep.grid]\n"
+                    + "".join(f'"{key}" = {values}\n' for key in keys)
+                    + SWEEP.split('"network.seed" = [0, 1]')[1])
+    with pytest.raises(ConfigError, match=r"the grid has 18,\d{3},.* points, more than 10,000"):
+        load_sweep(path)
+
+
+def test_list_values_and_names_the_points_use_become_dimensions(tmp_path):
+    """``network.sizes`` lists are labelled by their JSON text; ``training.seed`` keeps its
+    whole name beside a ``seed`` dimension of the points' datasets; points whose datasets
+    do not combine leave a status-only dataset that says why."""
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP.replace('"training.lr" = [0.3, -1.0]\n"network.seed" = [0, 1]',
+                                  '"network.sizes" = [[64, 8, 10], [64, 6, 10]]\n'
+                                  '"training.seed" = [0, 1]'))
+    sweep = load_sweep(path)
+    points = sweep.points()
+    outcome = {point.name: {"status": "done", "error": "", "seconds": 1.0} for point in points}
+    for i, point in enumerate(points):
+        (tmp_path / "points" / point.name).mkdir(parents=True)
+        xr.Dataset({"loss": ("seed", [float(i)])}, coords={"seed": [7]}).to_netcdf(
+            tmp_path / "points" / point.name / "metrics.nc")
+    combined = combine_points(sweep, points, tmp_path / "points", outcome)
+    assert dict(combined.loss.sizes) == {"sizes": 2, "training_seed": 2, "seed": 1}
+    assert list(combined["sizes"].values) == ["[64,8,10]", "[64,6,10]"]
+    assert float(combined.loss.sel(sizes="[64,6,10]", training_seed=1, seed=7)) == 3.0
+    xr.Dataset({"loss": ("seed", [0.0, 1.0])}).to_netcdf(  # no coordinate: other shape
+        tmp_path / "points" / points[0].name / "metrics.nc")
+    combined = combine_points(sweep, points, tmp_path / "points", outcome)
+    assert "loss" not in combined and (combined.status == "done").all()
+    assert "do not combine" in combined.attrs["not_combined"]

@@ -35,6 +35,46 @@ def test_dyadic_is_exact_for_large_beta(precise_engine):
     assert found["dyadic"] >= 0.999999
 
 
+def test_dyadic_accuracy_does_not_fall_as_beta_shrinks():
+    """``d`` is O(β) while the engine's stopping test is absolute: integrating ``d/β`` keeps
+    the adjoint's accuracy at the default tolerance for every β (it was 1.5e-2 at 1e-4)."""
+    from neuroeq import TorchEngine
+
+    network, batch = make_problem("hopfield_smooth", (4, 5, 3), "asymmetric", alpha=1.0)
+    names = [n for n, _ in network.named_parameters()]
+    tight = TorchEngine(tol=1e-12, max_steps=20000)
+    true = ImplicitDifferentiation(tight).estimate(network, batch, write_grad=False).flat(names)
+    for beta in (1e-4, 1.0):
+        found = DyadicEP(beta, TorchEngine()).estimate(network, batch,
+                                                       write_grad=False).flat(names)
+        assert float((found - true).norm() / true.norm()) < 1e-5, beta
+
+
+@pytest.mark.parametrize("coupling, bias", [("symmetric", 0.1), ("asymmetric", 0.5)])
+def test_dyadic_is_exact_with_units_pinned_at_either_bound(coupling, bias):
+    """Hopfield's projected dynamics: some units' free states are 0, others sit at 1 with F
+    pushing out. The midpoint is projected and
+    pinned units follow the oracle's convention (row -1/τ of J, no ∂F/∂θ); before, the
+    midpoint left the bounds and chattered."""
+    from neuroeq import Network, TorchEngine
+
+    network = Network("hopfield", (4, 5, 3), coupling=coupling, alpha=0.5, seed=1,
+                      bias_init=bias)
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.tensor([1, 0, 2])
+    engine = TorchEngine(tol=1e-11, max_steps=5000)
+    with torch.no_grad():
+        free = engine.relax(network, x)
+    assert float(free.state.max()) == 1.0 and float(free.state.min()) == 0.0
+    names = [n for n, _ in network.named_parameters()]
+    true = ImplicitDifferentiation(engine).estimate(network, (x, y), free=free,
+                                                    write_grad=False).flat(names)
+    for beta in (1e-3, 1.0):
+        found = DyadicEP(beta, engine).estimate(network, (x, y), free=free,
+                                                write_grad=False).flat(names)
+        assert float((found - true).norm() / true.norm()) < 1e-6
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_vector_field_ep_is_measurably_worse_when_fully_asymmetric(seed, precise_engine):
     network, batch = make_problem("hopfield_smooth", coupling="asymmetric", alpha=1.0, seed=seed)

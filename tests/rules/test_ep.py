@@ -116,3 +116,14 @@ def test_ep_is_exact_on_the_piecewise_linear_general_form(seed, precise_engine):
                          precise_engine)[1] for beta in (1e-2, 1e-3)]
     assert classic[1] < 2e-3 and classic[0] > 5 * classic[1], classic
     assert centered[1] < 1e-5 and centered[0] > 30 * centered[1], centered
+
+
+def test_vector_field_ep_is_exact_on_symmetric_fhn(precise_engine):
+    """What classify reports: FHN's weights and nudge act on v, where Q = 1, so J⁻¹c and
+    J⁻ᵀc give the same weight gradient; the error falls as β² (3.7e-4, 3.7e-6, 3.5e-8 at
+    β = 0.1, 0.01, 0.001)."""
+    from neuroeq.rules import VectorFieldEP
+
+    errors = [_compare(VectorFieldEP(beta, precise_engine), "fhn", (20, 16, 5), 0,
+                       precise_engine)[1] for beta in (1e-2, 1e-3)]
+    assert errors[1] < 1e-6 and errors[1] < 0.02 * errors[0], errors
