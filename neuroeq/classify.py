@@ -36,7 +36,7 @@ import torch
 import xarray as xr
 
 from neuroeq.engines.torch_engine import TorchEngine
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, ModelError
 from neuroeq.expressions import parse_expression
 from neuroeq.io import software_attrs
 from neuroeq.network import Network
@@ -70,8 +70,9 @@ EXACT_RULES: dict[str, list[tuple[str, str]]] = {
 }
 #: Rules that are biased for each class (and why), for the report.
 BIASED_RULES: dict[str, str] = {
-    "gradient": "vf is exact here too (J symmetric); with asymmetric or feedforward coupling "
-                "every model becomes non-conservative: use asym or dyadic",
+    "gradient": "vf is exact here too (J = -QH with H symmetric); finite_nudge/path_integral "
+                "need Q = 1 (the Gibbs law the sampler draws); with asymmetric or feedforward "
+                "coupling every model becomes non-conservative: use asym or dyadic",
     "skew_gradient": "finite_nudge/path_integral need a Gibbs distribution (gradient "
                      "dynamics); asymmetric coupling: use asym or dyadic",
     "general": "ep, centered and vf are biased by the non-reciprocal part of J; "
@@ -196,6 +197,10 @@ def classify(model: NeuronModel | str, *, grid: Mapping[str, Sequence[float]] | 
     network = Network(model, sizes, coupling="symmetric", seed=seed)
     states, x = _sample_states(network, n_states, seed)
     J = jacobian(network, states, x).detach() * network.tau  # (K, N, N), units of 1/τ
+    if not bool(torch.isfinite(J).all()):
+        raise ModelError(f"model {model.name!r}: its dynamics are not finite at ordinary "
+                         "states (the Jacobian holds inf or NaN: a parameter or a power "
+                         "that overflows?)")
     variables = network.compiled.variables
     index_variable = [next(b.variable for b in network.blocks if b.start <= i < b.stop)
                       for i in range(network.state_size)]
@@ -226,7 +231,8 @@ def classify(model: NeuronModel | str, *, grid: Mapping[str, Sequence[float]] | 
         problems.append(f"the declared energy does not generate the dynamics: tau F differs "
                         f"from -Q grad E by {energy_residual:.3g} (relative); fix 'energy' "
                         "(per-unit part only: the engine adds -rho^T W rho - bias rho)")
-    piecewise = found == "general" and _projection_symmetrised(network, states, J)
+    piecewise = (found == "general" and _projection_symmetrised(network, states, J)
+                 and _coupled_with_unit_gain(network, states, x))
     non_analytic = _non_analytic(model)
     stability = None
     if grid:
@@ -238,7 +244,8 @@ def classify(model: NeuronModel | str, *, grid: Mapping[str, Sequence[float]] | 
         energy=model.energy_code, energy_residual=energy_residual,
         holomorphic=not non_analytic, non_analytic=non_analytic,
         exact_rules=(PIECEWISE_GRADIENT_RULES if piecewise else []) + [
-            r for r in EXACT_RULES[found] if r[0] != "holomorphic" or not non_analytic],
+            r for r in EXACT_RULES[found] if (r[0] != "holomorphic" or not non_analytic)
+            and (r[0] not in GIBBS_SAMPLED or _unit_q(Q))],
         problems=problems, stability=stability, piecewise_gradient=piecewise)
 
 
@@ -312,6 +319,40 @@ def _projection_symmetrised(network: Network, states: torch.Tensor, J: torch.Ten
     if not bool(((slope == 0) | (slope == 1)).all()) or not bool((slope == 1).any()):
         return False
     return _relative_asymmetry(slope[:, :, None] * J) < SYMMETRY_TOL
+
+
+#: the rules that sample the Gibbs distribution, which the sampler draws for Q = 1 only
+GIBBS_SAMPLED = ("finite_nudge", "path_integral")
+
+
+def _unit_q(Q: Mapping[str, float] | None) -> bool:
+    return Q is not None and all(math.isclose(q, 1.0, rel_tol=1e-9) for q in Q.values())
+
+
+def _coupled_with_unit_gain(network: Network, states: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether ``τ ∂F/∂I_syn = τ ∂F/∂bias = 1`` on every unit with ``ρ' = 1``, as in the
+    energy EP contrasts (``-ρᵀWρ - bρ`` beside ``½s²``): a symmetric ``diag ρ' J`` with
+    another gain (``ds/dt = -s + ½I_syn + b``) still biases ``ep`` and ``centered``."""
+    params = network.dynamics_parameters()
+    drive = network.drive(x)
+    with torch.no_grad():
+        base = network.velocity(states, drive) * network.tau
+        active = network.compiled.rho_prime(states) == 1
+        for layer in range(1, network.n_layers + 1):
+            block = next(b for b in network.blocks if b.layer == layer)
+            units = slice(block.start, block.stop)
+            bias = {**params, f"b{layer}": params[f"b{layer}"] + 1e-3}
+            changes = [network.velocity(states, drive, bias)]
+            if layer in drive:  # the layers the input feeds: their I_syn, pushed
+                changes.append(network.velocity(states, {**drive, layer: drive[layer] + 1e-3},
+                                                params))
+            for changed in changes:
+                gain = (changed * network.tau - base)[..., units] / 1e-3
+                mask = active[..., units]
+                if bool(mask.any()) and not torch.allclose(gain[mask], torch.ones_like(
+                        gain[mask]), rtol=1e-4, atol=1e-6):
+                    return False
+    return True
 
 
 def _relative_asymmetry(J: torch.Tensor) -> float:

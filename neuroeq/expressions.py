@@ -203,8 +203,13 @@ def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
     if isinstance(expr, sympy.Symbol):
         name = expr.name
         return lambda env: env[name]
-    if isinstance(expr, (sympy.Integer, sympy.Rational, sympy.Float)) or expr.is_Number:
-        value = float(expr)
+    if isinstance(expr, (sympy.Integer, sympy.Rational, sympy.Float)) or expr.is_Number or (
+            expr.is_number and expr.is_real):
+        # a constant subtree (exp(-1), tanh(1), pi) as one Python float: it then takes the
+        # state's dtype (a torch scalar would be float32, and round float64 models)
+        value = float(expr.evalf(30))
+        if not math.isfinite(value):
+            raise ModelError(f"{where}: the constant {expr} is not a finite number")
         return lambda env: value
     if expr in (sympy.true, sympy.false):
         value = 1.0 if expr == sympy.true else 0.0
@@ -222,8 +227,8 @@ def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
             return lambda env: 1.0 / base(env)
         if expr.args[1].is_Integer and abs(int(expr.args[1])) <= 1_000_000:
             power = int(expr.args[1])
-            return lambda env: base(env) ** power
-        return lambda env: base(env) ** exponent(env)
+            return lambda env: _power(base(env), power)
+        return lambda env: _power(base(env), exponent(env))
     if type(expr) in _COMPARISONS:
         compare = _COMPARISONS[type(expr)]
         left, right = args
@@ -241,10 +246,17 @@ def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
         raise ModelError(f"{where}: {name}() takes {arity} argument(s), got {len(args)}")
     if name in ("int_", "int"):
         (inner,) = args
+        symbols = sorted(free_symbols(expr.args[0]))
 
         def to_float(env: Env) -> torch.Tensor:
             value = _tensor(inner(env))
-            return value.to(torch.int8) if value.dtype == torch.bool else value.trunc()
+            if value.dtype != torch.bool:
+                return value.trunc()
+            for symbol in symbols:  # a condition on the state: 1.0 / 0.0 in its dtype
+                reference = env.get(symbol)
+                if isinstance(reference, torch.Tensor) and reference.is_floating_point():
+                    return value.to(reference.dtype)
+            return value.to(torch.get_default_dtype())
 
         return to_float
     if name == "clip":
@@ -336,6 +348,15 @@ def restrict_to_interval(expr: sympy.Expr, name: str, low: float, high: float) -
         return node
 
     return rewrite(expr)
+
+
+def _power(base: torch.Tensor | float, exponent: torch.Tensor | float) -> torch.Tensor | float:
+    """``base ** exponent``; a power of two parameters that overflows a float is ``inf``
+    (as a tensor's would be) rather than an ``OverflowError``."""
+    try:
+        return base ** exponent
+    except OverflowError:
+        return math.inf
 
 
 def _tensor(value: torch.Tensor | float) -> torch.Tensor:

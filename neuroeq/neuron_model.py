@@ -34,6 +34,7 @@ from neuroeq.errors import ConfigError, ModelError
 from neuroeq.expressions import (
     MAX_EXPRESSION_CHARS,
     check_expression,
+    compile_expression,
     free_symbols,
     parse_expression,
 )
@@ -41,6 +42,10 @@ from neuroeq.toml_data import read_toml
 
 STRUCTURAL_CLASSES = ("gradient", "skew_gradient", "general")
 ENGINE_SYMBOLS = ("I_syn", "bias", "rho", "rho_prime")
+#: names a parameter may not take: the engines' symbols and Brian2's (time, step, noise,
+#: index, size)
+RESERVED_NAMES = frozenset({*ENGINE_SYMBOLS, "t", "dt", "xi", "i", "N"})
+PARAMETER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _KNOWN_KEYS = {
     "name", "title", "reference", "structural_class", "coupled_variable", "time_constant",
     "equations", "rho", "rho_prime", "energy", "Q", "parameters", "initial", "bounds",
@@ -121,7 +126,15 @@ class NeuronModel:
         if unknown:
             raise ModelError(f"model {self.name!r}: unknown parameter(s) {sorted(unknown)}; "
                              f"known: {sorted(self.parameters)}")
-        params = {**self.parameters, **{k: float(v) for k, v in overrides.items()}}
+        for key, value in overrides.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ModelError(f"model {self.name!r}: parameter {key!r} must be a number in "
+                                 f"SI units (the file gives it in {self.parameter_units[key]!r}"
+                                 f"), got {value!r}")
+        try:
+            params = {**self.parameters, **{k: float(v) for k, v in overrides.items()}}
+        except OverflowError:
+            params = {**self.parameters, **{k: math.inf for k in overrides}}
         bad = sorted(k for k, v in params.items() if not math.isfinite(v))
         if bad:
             raise ModelError(f"model {self.name!r}: parameter(s) {bad} must be finite")
@@ -209,7 +222,7 @@ def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
 def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
     """``{value = 1.0, unit = "ms"}`` or a bare number -> (SI float, unit name)."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        value, unit = float(spec), "1"
+        value, unit = (float(spec) if abs(spec) < 1e308 else math.inf), "1"
     elif isinstance(spec, Mapping):
         unknown = set(spec) - {"value", "unit", "doc"}
         if unknown:
@@ -220,7 +233,7 @@ def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
         unit = spec.get("unit", "1")
         if not isinstance(unit, str):
             raise ModelError(f"{where}: parameter {name!r} has a unit that is not a string")
-        value = float(raw)
+        value = float(raw) if abs(raw) < 1e308 else math.inf
     else:
         raise ModelError(f"{where}: parameter {name!r} must be a number or "
                          f"{{value = ..., unit = ...}}, got {type(spec).__name__}")
@@ -266,6 +279,12 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
 
     parameters, units = {}, {}
     for key, spec in _table(data, "parameters", where).items():
+        if not PARAMETER_NAME.fullmatch(key) or key in RESERVED_NAMES \
+                or key.startswith("I_syn_"):
+            raise ModelError(f"{where}: parameter name {key!r} must be a plain identifier "
+                             "(a letter, then letters, digits or _) and none of "
+                             f"{', '.join(sorted(RESERVED_NAMES))} or I_syn_NAME, which the "
+                             "engines define")
         parameters[key], units[key] = _parameter_value(key, spec, where)
     if time_constant not in parameters:
         raise ModelError(f"{where}: time_constant {time_constant!r} is not a parameter")
@@ -297,6 +316,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
         if symbols - ({coupled} | set(parameters)):
             raise ModelError(f"{where}: {label} may depend only on {coupled!r} and parameters, "
                              f"found {sorted(symbols - ({coupled} | set(parameters)))}")
+    check_rate_derivative(rho_code, rho_prime_code, coupled, parameters, where)
     energy = data.get("energy")
     if energy is not None:
         if not isinstance(energy, str):
@@ -387,7 +407,39 @@ def _parse_channels(table: Any, coupled: str, parameters: Mapping[str, float], w
                                  f"{coupled!r} and parameters, found "
                                  f"{sorted(symbols - ({coupled} | set(parameters)))}")
         channels[str(name)] = (str(spec["rho"]), str(spec["rho_prime"]))
+        check_rate_derivative(*channels[str(name)], coupled, parameters,
+                              f"{where}: channels.{name}")
     return channels
+
+
+def check_rate_derivative(rho_code: str, prime_code: str, coupled: str,
+                          parameters: Mapping[str, float], where: str) -> None:
+    """``rho_prime`` must be ``dρ/du``: compared with central differences of ``rho`` (float64,
+    ``h = 1e-6``) at 600 points of ``u ∈ [-3, 3]``, leaving out kinks (points where the
+    difference quotients at ``h`` and ``10h`` disagree: the hard sigmoid's 0 and 1). A
+    wrong ``rho_prime`` would make the nudge and every rule's gradient wrong together."""
+    import torch
+
+    rho = compile_expression(parse_expression(rho_code, f"{where}.rho"), f"{where}.rho")
+    prime = compile_expression(parse_expression(prime_code, f"{where}.rho_prime"),
+                               f"{where}.rho_prime")
+    u = torch.linspace(-3.0, 3.0, 600, dtype=torch.float64) + 0.00123  # off round numbers
+    with torch.no_grad():
+        def rate(v: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(rho({**parameters, coupled: v}), dtype=torch.float64)
+
+        slope = (rate(u + 1e-6) - rate(u - 1e-6)) / 2e-6
+        wide = (rate(u + 1e-5) - rate(u - 1e-5)) / 2e-5
+        given = torch.as_tensor(prime({**parameters, coupled: u}), dtype=torch.float64)
+        given = given.expand_as(u)
+    smooth = torch.isfinite(slope) & torch.isfinite(given) & (
+        (slope - wide).abs() <= 1e-6 * (1 + slope.abs()))
+    wrong = smooth & ((given - slope).abs() > 1e-5 * (1 + slope.abs()))
+    if bool(wrong.any()):
+        i = int(wrong.nonzero()[0])
+        raise ModelError(f"{where}: rho_prime is not the derivative of rho: at {coupled} = "
+                         f"{float(u[i]):.4g}, d rho/d{coupled} = {float(slope[i]):.6g} but "
+                         f"rho_prime = {float(given[i]):.6g}")
 
 
 def _parse_equations(code: str, where: str) -> list[StateEquation]:

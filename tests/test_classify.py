@@ -139,3 +139,26 @@ def test_cli_classify_exit_codes(tmp_path, capsys):
     assert main(["classify", "fhn", "--grid", "eps"]) == 2
     assert "NAME=LOW:HIGH:COUNT" in capsys.readouterr().err
     assert main(["classify", "nope"]) == 2
+
+
+def test_a_piecewise_linear_rate_with_another_coupling_gain_is_not_called_a_gradient_system():
+    """diag rho' J is symmetric for ds/dt = -u + ½I_syn + b too, but the EP energy's
+    coupling has gain 1: ep and centered are biased there (gradcheck: 0.29 relative)."""
+    data = {**_load("spiking_rate"), "name": "half_gain",
+            "equations": _load("spiking_rate")["equations"].replace("I_syn", "0.5*I_syn")}
+    result = classify(model_from_dict(data))
+    assert result.found == "general" and not result.piecewise_gradient
+    assert [rule for rule, _ in result.exact_rules] == ["asym", "dyadic"]
+
+
+def test_the_noisy_rules_are_listed_only_where_every_q_is_one():
+    """The Langevin sampler draws exp(-E/T), the stationary law for Q = 1 only."""
+    assert "finite_nudge" in [rule for rule, _ in classify("hopfield_smooth").exact_rules]
+    data = {"name": "two_speeds", "structural_class": "gradient", "coupled_variable": "u",
+            "time_constant": "tau", "parameters": {"tau": {"value": 1.0, "unit": "ms"}},
+            "equations": "du/dt = (-u + w + I_syn + bias)/tau : 1\n"
+                         "dw/dt = 2*(u - 2*w)/tau : 1",
+            "rho": "u", "rho_prime": "1", "energy": "u**2/2 - u*w + w**2", "Q": {"w": "2"}}
+    result = classify(model_from_dict(data))
+    assert result.found == "gradient" and result.consistent, result.report()
+    assert not {"finite_nudge", "path_integral"} & {rule for rule, _ in result.exact_rules}

@@ -50,3 +50,24 @@ def test_expressions_compiled_together_share_their_terms_and_agree(monkeypatch):
     monkeypatch.setitem(expressions._UNARY, "tanh", counting)  # read when compiling
     compile_expressions(exprs, "test")(env)
     assert len(calls) == 1  # one tanh for both rho and slope
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("0.1*int(s > 0)", lambda s: 0.1 * (s > 0).double()),
+    ("exp(-1)*s", lambda s: s * 0.36787944117144233),
+    ("tanh(s)/tanh(1)", lambda s: torch.tanh(s) / 0.7615941559557649),
+    ("pi*s", lambda s: s * 3.141592653589793),
+])
+def test_constants_and_conditions_keep_the_states_float64(code, expected):
+    """A constant subtree was a float32 torch scalar and int() of a condition an int8 that a
+    float constant turned float32: a float64 model rounded to float32 (1e-8)."""
+    s = torch.tensor([0.5, -0.3, 2.0], dtype=torch.float64)
+    value = compile_expression(parse_expression(code, "x"), "x")({"s": s})
+    assert value.dtype == torch.float64
+    torch.testing.assert_close(value, expected(s), rtol=1e-15, atol=0)
+
+
+def test_a_power_of_parameters_that_overflows_is_inf_not_an_error():
+    value = compile_expression(parse_expression("s*k**2", "x"), "x")(
+        {"s": torch.ones(2, dtype=torch.float64), "k": 1e200})
+    assert torch.isinf(value).all()

@@ -247,7 +247,7 @@ def test_a_rule_names_an_option_it_does_not_take():
         assert "engine" in rule_options(rule)
 
 
-@pytest.mark.parametrize("seed", ["1", 1.5, 2.0, True, None])
+@pytest.mark.parametrize("seed", ["1", 1.5, 2.0, True, None, -1, 2**32])
 def test_a_seed_that_is_not_a_whole_number_is_named(seed):
     from neuroeq.engines.brian2_spiking import SpikingEngine
     from neuroeq.rules import ClassicEP, FiniteNudgeEP
@@ -257,7 +257,8 @@ def test_a_seed_that_is_not_a_whole_number_is_named(seed):
                         (lambda: ClassicEP(0.5, random_sign=True, seed=seed), "rule seed"),
                         (lambda: FiniteNudgeEP(0.5, seed=seed), "sampler seed"),
                         (lambda: SpikingEngine(seed=seed), "spiking engine seed")):
-        with pytest.raises(ConfigError, match=f"{where} must be a whole number, got"):
+        with pytest.raises(ConfigError, match=rf"{where} must be (a whole number( of at least "
+                                              r"0)?, got|at most 4,294,967,295)"):
             make()
 
 

@@ -44,6 +44,14 @@ def test_units_are_converted_to_si():
 
 @pytest.mark.parametrize("change, message", [
     ({"structural_class": "chaotic"}, "structural_class"),
+    ({"rho_prime": "1"}, r"rho_prime is not the derivative of rho: at u = -2\.999, d rho/du "
+                         "= 0 but rho_prime = 1"),
+    ({"rho": "tanh(u)", "rho_prime": "2*(1 - tanh(u)**2)"}, "rho_prime is not the derivative"),
+    ({"parameters": {"tau": 1.0, "bias": 0.5}}, "parameter name 'bias' must be a plain"),
+    ({"parameters": {"tau": 1.0, "t": 0.5}}, "parameter name 't' must be"),
+    ({"parameters": {"tau": 1.0, "I_syn_x": 0.5}}, "parameter name 'I_syn_x' must be"),
+    ({"parameters": {"tau": 1.0, "α": 0.5}}, "parameter name 'α' must be a plain identifier"),
+    ({"parameters": {"tau": 10 ** 400}}, "must be finite"),
     ({"equations": "du/dt = (-u + nope)/tau : 1"}, "undefined name"),
     ({"equations": "du/dt = (-u + : 1"}, "invalid Brian2 equations"),
     ({"coupled_variable": "x"}, "coupled_variable"),
@@ -86,3 +94,13 @@ def test_parameter_override():
     assert load_model("fhn", eps=3.0).parameters["eps"] == 3.0
     with pytest.raises(ModelError, match="unknown parameter"):
         load_model("fhn", epsilon=3.0)
+
+
+def test_parameter_overrides_are_si_numbers():
+    fhn = load_model("fhn")
+    assert load_model("fhn", eps=3).parameters["eps"] == 3.0
+    for value in ("3", True, {"value": 2, "unit": "ms"}):
+        with pytest.raises(ModelError, match="must be a number in SI units"):
+            fhn.with_parameters(eps=value)
+    with pytest.raises(ModelError, match=r"parameter\(s\) \['eps'\] must be finite"):
+        fhn.with_parameters(eps=10 ** 400)

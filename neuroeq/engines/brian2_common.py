@@ -37,7 +37,7 @@ def cache_directory() -> Path:
     """Where Brian2's compiled code is cached (created if missing)."""
     root = os.environ.get(CACHE_ENV)
     if root:
-        base = Path(root)
+        base = Path(root).expanduser()
     else:
         checkout = Path(__file__).resolve().parents[2]
         if (checkout / "pyproject.toml").is_file() and os.access(checkout, os.W_OK):

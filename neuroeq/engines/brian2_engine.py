@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from neuroeq.checks import whole_number
+from neuroeq.checks import positive_number, whole_number
 from neuroeq.engines.brian2_common import (
     block_diagonal,
     check_dimensionless,
@@ -394,6 +394,7 @@ class Brian2Engine(RelaxationSettings):
             raise ConfigError(f"Brian2 target {self.target!r} must be one of {', '.join(TARGETS)}")
         self._check_relaxation_settings()
         self.nudge_every = whole_number(self.nudge_every, "nudge_every", 1)
+        self.divergence = positive_number(self.divergence, "divergence")
 
     def simulation(self, network: Network, batch: int, asym: bool = False) -> _Simulation:
         """The Brian2 objects for ``network`` at this batch size (built on first use)."""

@@ -24,7 +24,7 @@ reproducible.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -201,7 +201,8 @@ class SpikingEngine:
         replicas: independent copies of each sample (population size).
         snapshots: window lengths (≤ ``window``) at which the statistics are also read,
             e.g. ``(250, 500, 1000)``, for error-versus-window curves from one run.
-        seed: base seed; phase ``k`` of this engine uses ``seed + k`` unless given one.
+        seed: base seed; phase ``k`` of this engine uses ``phase_seed(seed, k)`` unless
+            given one.
     """
 
     target: str = "cython"
@@ -241,10 +242,18 @@ class SpikingEngine:
                              "needs one (see models/spiking_rate.toml)")
         dt = self.dt if self.dt is not None else quantity_setting(table, "dt", 0.1 * model.tau,
                                                                   where)
-        burn_in = int(self.burn_in if self.burn_in is not None
-                      else quantity_setting(table, "burn_in", 200, where))
-        window = int(self.window if self.window is not None
-                     else quantity_setting(table, "window", 2000, where))
+        # step counts: whole numbers, without units (a unit would scale them to seconds)
+        for key in ("burn_in", "window"):
+            if isinstance(table.get(key), Mapping):
+                raise ModelError(f"{where}: {key} is a number of steps, not a quantity with "
+                                 "a unit")
+        try:  # (the model file's error)
+            burn_in = (self.burn_in if self.burn_in is not None
+                       else whole_number(table.get("burn_in", 200), f"{where} burn_in", 0))
+            window = (self.window if self.window is not None
+                      else whole_number(table.get("window", 2000), f"{where} window", 1))
+        except ConfigError as error:
+            raise ModelError(str(error)) from None
         draw, on_pre = str(table.get("draw", "rand() < rho")), table.get("on_pre")
         if not on_pre:
             raise ModelError(f"{where}: 'on_pre' (what a presynaptic spike does) is missing")
@@ -318,23 +327,29 @@ class SpikingEngine:
         if beta != 0.0:
             nudge = -(beta / network.tau) * self.nudge_gradient(network,
                                                                 nudge_at.to(network.dtype), y)
-        if seed is None:
-            seed = self.seed + self.calls
+        if seed is None:  # phase k of engine seed s: its own stream, not seed s + k's
+            seed = phase_seed(self.seed, self.calls)
             self.calls += 1
+        else:
+            seed = check_seed(seed, "relax seed")
         simulation = self.simulation(network, batch)
         simulation.net.restore("built")
         simulation.write(params, drive, start.repeat(replicas, 1).to(torch.float64), nudge)
-        brian2.seed(int(seed))
-        simulation.start_statistics(burn_in)
         rates, membranes, coincidences = {}, {}, {}
-        done = -burn_in
-        for window in windows:
-            simulation.run(window - done)
-            done = window
-            r, m, c = simulation.read_statistics(replicas, batch, window)
-            for store, part in ((rates, r), (membranes, m), (coincidences, c)):
-                for key, value in part.items():
-                    store.setdefault(key, []).append(value)
+        caller_state = np.random.get_state()  # brian2.seed seeds numpy's global generator
+        try:
+            brian2.seed(int(seed))
+            simulation.start_statistics(burn_in)
+            done = -burn_in
+            for window in windows:
+                simulation.run(window - done)
+                done = window
+                r, m, c = simulation.read_statistics(replicas, batch, window)
+                for store, part in ((rates, r), (membranes, m), (coincidences, c)):
+                    for key, value in part.items():
+                        store.setdefault(key, []).append(value)
+        finally:
+            np.random.set_state(caller_state)
         rates = {k: torch.stack(v) for k, v in rates.items()}
         membranes = {k: torch.stack(v) for k, v in membranes.items()}
         coincidences = {k: torch.stack(v) for k, v in coincidences.items()}
@@ -353,6 +368,12 @@ class SpikingEngine:
             converged=torch.ones(batch, dtype=torch.bool), residual=residual,
             n_steps=burn_in + windows[-1], windows=windows, rates=rates, membranes=membranes,
             coincidences=coincidences, start=start, seed=int(seed), beta=float(beta))
+
+
+def phase_seed(seed: int, phase: int) -> int:
+    """The seed of an engine's ``phase``-th phase: a hash of both (``numpy.SeedSequence``),
+    so that engine seed 1's first phase is not engine seed 0's second, in ``[0, 2^32)``."""
+    return int(np.random.SeedSequence([int(seed), int(phase)]).generate_state(1)[0])
 
 
 def _swap_pre_post(code: str) -> str:

@@ -3,6 +3,7 @@ model, the network, the relaxation engine, the rule and the data sets."""
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -135,7 +136,9 @@ def build_data(config: dict[str, dict[str, Any]]) -> tuple[LabeledData, LabeledD
     """The ``[data]`` section: train and test sets (limits from ``[training]``)."""
     section, training = config["data"], config["training"]
     train = load_dataset(section["name"], "train", section["root"], training["limit_train"])
-    test = load_dataset(section["name"], "test", section["root"], training["limit_test"])
+    with warnings.catch_warnings():  # the unread root is said once, for the training split
+        warnings.filterwarnings("ignore", "data set .* is built in", RuntimeWarning)
+        test = load_dataset(section["name"], "test", section["root"], training["limit_test"])
     return train, test
 
 

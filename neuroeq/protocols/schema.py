@@ -14,6 +14,7 @@ from typing import Any
 from neuroeq.checks import folder_name
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.neuron_model import find_model_file
+from neuroeq.seeds import MAX_SEED
 
 REQUIRED = object()
 KINDS = ("train", "gradcheck", "asymmetry", "stochastic", "snn_bptt")
@@ -98,7 +99,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "readout": Field("str", "identity", choices=("identity", "linear")),
         "cost": Field("str", "mse", choices=("mse", "cross_entropy")),
         "dtype": Field("str", "float32", choices=("float32", "float64")),
-        "seed": Field("int", 0, minimum=0),
+        "seed": Field("int", 0, minimum=0, maximum=MAX_SEED),
     },
     "engine": {
         "name": Field("str", "torch", choices=ENGINES,
@@ -189,7 +190,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "persistent_particles": Field("bool", False),
         "eval_every": Field("int", 1, positive=True),
         "eval_batch_size": Field("int", 1000, positive=True),
-        "seed": Field("int", 0, minimum=0),
+        "seed": Field("int", 0, minimum=0, maximum=MAX_SEED),
         "checkpoint_every": Field("int", 1, positive=True),
         "on_nonconvergence": Field("str", "continue", choices=("stop", "skip", "continue")),
         "limit_train": Field("optional_int", None, positive=True, doc="use the first N "
@@ -206,7 +207,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "rules": Field("list[str]", ["ep", "centered", "vf", "asym", "dyadic"],
                        choices=RULE_CHOICES),
         "betas": Field("list[float]", [1e-3], positive=True),
-        "seeds": Field("list[int]", [0], minimum=0),
+        "seeds": Field("list[int]", [0], minimum=0, maximum=MAX_SEED),
         "batch": Field("int", 4, positive=True),
         "dtype": Field("str", "float64", choices=("float32", "float64")),
         "readout": Field("str", "identity", choices=("identity", "linear")),
@@ -217,7 +218,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "rules": Field("list[str]", ["ep", "vf", "asym", "dyadic"], choices=RULE_CHOICES),
         "gradcheck_sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
         "gradcheck_beta": Field("float", 1e-3, positive=True),
-        "seeds": Field("list[int]", [0], minimum=0),
+        "seeds": Field("list[int]", [0], minimum=0, maximum=MAX_SEED),
         "train": Field("bool", True, doc="also train each (alpha, rule) on the data set"),
     },
     "stochastic": {
@@ -231,7 +232,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "centered": Field("bool", True),
         "repeats": Field("int", 4, positive=True, maximum=1000,
                          doc="independent seeds per point"),
-        "seed": Field("int", 0, minimum=0),
+        "seed": Field("int", 0, minimum=0, maximum=MAX_SEED),
         "target": Field("str", "cython", choices=("cython", "numpy")),
     },
     "snn": {

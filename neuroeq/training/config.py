@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from neuroeq.errors import ConfigError
+from neuroeq.seeds import check_seed
 
 OPTIMIZERS = ("sgd", "adam")
 NONCONVERGENCE_POLICIES = ("stop", "skip", "continue")
@@ -52,7 +53,8 @@ class TrainConfig:
                 raise ConfigError(f"training.{name} must be a positive integer, got {value!r}")
         for name in ("limit_train", "limit_test"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
                 raise ConfigError(f"training.{name} must be a positive integer, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"training.optimizer {self.optimizer!r} must be one of "
@@ -62,7 +64,8 @@ class TrainConfig:
                               f"one of {', '.join(NONCONVERGENCE_POLICIES)}")
         rates = self.lr.values() if isinstance(self.lr, Mapping) else [self.lr]
         for rate in rates:
-            if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 0:
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) \
+                    or not math.isfinite(rate) or rate < 0:
                 raise ConfigError(f"training.lr must be non-negative finite number(s), got "
                                   f"{self.lr!r}")
         if (not isinstance(self.lr_decay, (int, float)) or not math.isfinite(self.lr_decay)
@@ -70,13 +73,16 @@ class TrainConfig:
             raise ConfigError(f"training.lr_decay must lie in (0, 1], got {self.lr_decay!r}")
         for name in ("momentum", "weight_decay"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                    or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"training.{name} must be a non-negative number, got {value!r}")
         if self.optimizer == "adam" and self.momentum:
             raise ConfigError(f"training.momentum {self.momentum!r} is an SGD setting; Adam "
                               "keeps its own moment estimates (leave momentum at 0)")
-        if not isinstance(self.seed, int):
-            raise ConfigError(f"training.seed must be an integer, got {self.seed!r}")
+        self.seed = check_seed(self.seed, "training.seed")
+        if not isinstance(self.persistent_particles, bool):
+            raise ConfigError(f"training.persistent_particles must be true or false, got "
+                              f"{self.persistent_particles!r}")
         if isinstance(self.lr, Mapping):  # a plain dict (checkpoints and datasets keep it)
             self.lr = {str(key): float(rate) for key, rate in self.lr.items()}
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import xarray as xr
 
@@ -30,12 +32,17 @@ METRICS_NAME = "metrics.nc"
 def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimizer:
     """One parameter group per learning rate; ``config.lr`` may name parameters."""
     rates = config.lr if isinstance(config.lr, dict) else {"default": config.lr}
-    known_short = {name.split(".", 1)[-1] for name, _ in network.named_parameters()}
+    full_names = {name for name, _ in network.named_parameters()}
+    # short names (W1, b1) are the dynamics' parameters; the readout's go by "readout"
+    # or by their full names (readout.weight)
+    known_short = {name.split(".", 1)[-1] for name in full_names
+                   if not name.startswith("readout.")}
+    groups_known = ["readout"] if any(n.startswith("readout.") for n in full_names) else []
     for key in rates:
-        full_names = {name for name, _ in network.named_parameters()}
-        if key not in ("default", "readout") and key not in known_short | full_names:
+        if key not in ("default", *groups_known) and key not in known_short | full_names:
             raise ConfigError(f"training.lr names unknown parameter {key!r}; known: "
-                              f"{', '.join(sorted(known_short))}, readout, default")
+                              f"{', '.join([*sorted(known_short), *groups_known, 'default'])}"
+                              + ("" if groups_known else " (the readout has no parameters)"))
     groups: dict[float, list[torch.nn.Parameter]] = {}
     for name, param in network.named_parameters():
         short = name.split(".", 1)[-1]
@@ -50,8 +57,8 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
         else:
             label = name if name.startswith("readout.") else short
             raise ConfigError(f"training.lr has no rate for parameter {label!r}; give it one "
-                              f"or add 'default' (keys: {', '.join(sorted(known_short))}, "
-                              "readout, default)")
+                              "or add 'default' (keys: "
+                              f"{', '.join([*sorted(known_short), *groups_known, 'default'])})")
         groups.setdefault(float(rate), []).append(param)
     param_groups = [{"params": params, "lr": rate, "base_lr": rate}
                     for rate, params in groups.items()]
@@ -79,12 +86,27 @@ def evaluate(network: Network, rule: GradientEstimator, data: LabeledData,
     return total_cost / len(data), correct / len(data), unsettled
 
 
+def _evaluate_into(row: dict, network: Network, rule: GradientEstimator, data: LabeledData,
+                   batch_size: int) -> None:
+    """An epoch's test metrics, written into its row. The rule's random streams are put
+    back afterwards: a spiking engine seeds each phase from a running count, so without
+    this how often and in what batches the test set is evaluated would change what the run
+    learns (and a resume that changes ``eval_batch_size`` would not be exact)."""
+    streams = rule.random_state()
+    row["test_loss"], row["test_accuracy"], row["test_unsettled_samples"] = evaluate(
+        network, rule, data, batch_size)
+    rule.set_random_state(streams)
+
+
 def _metrics_dataset(history: list[dict], network: Network, rule: GradientEstimator,
                      config: TrainConfig, data_name: str) -> xr.Dataset:
     epochs = [row["epoch"] for row in history]
     names = [k for k in (history[0] if history else {}) if k != "epoch"]
+    # test metrics are NaN on the epochs not evaluated: floats throughout, whichever were
     return xr.Dataset(
-        {name: ("epoch", [row[name] for row in history]) for name in names},
+        {name: ("epoch", np.asarray([row[name] for row in history],
+                                    dtype=float if name.startswith("test_") else None))
+         for name in names},
         coords={"epoch": epochs},
         attrs={"title": "neuroeq training metrics", "model": network.model.name,
                "rule": rule.name, "dataset": data_name,
@@ -117,16 +139,24 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
     if test_data is not None and config.limit_test:
         test_data = dataclasses.replace(test_data, x=test_data.x[:config.limit_test],
                                         y=test_data.y[:config.limit_test])
+    if len(train_data) == 0:
+        raise ConfigError(f"training set {train_data.name!r} is empty")
+    if test_data is not None and len(test_data) == 0:
+        raise ConfigError(f"test set {test_data.name!r} is empty (pass None to train "
+                          "without one)")
     out_dir = Path(out_dir) if out_dir is not None else None
-    torch.manual_seed(config.seed)
     engine = rule.engine
     if config.on_nonconvergence != "stop" and isinstance(engine, RelaxationSettings):
         # engines that relax to a tolerance (the spiking engine runs fixed windows): their
         # failures are counted per epoch instead of raised, for this training run only
         rule.engine = dataclasses.replace(engine, on_failure="ignore")
+    # the run seeds torch's global generator, and gives the caller's state back afterwards
+    cuda = [network.device] if network.device.type == "cuda" else []
     try:
-        return _train(network, rule, train_data, test_data, config, out_dir, resume,
-                      progress, on_epoch)
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(config.seed)
+            return _train(network, rule, train_data, test_data, config, out_dir, resume,
+                          progress, on_epoch)
     finally:
         rule.engine = engine
 
@@ -164,6 +194,11 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
         history = list(saved["history"])
         first_epoch = int(saved["epoch"]) + 1
         _warn_if_threads_changed(saved.get("torch_threads"))
+    if history and test_data is not None and first_epoch > config.epochs \
+            and math.isnan(history[-1]["test_accuracy"]):
+        # resumed with as many epochs as the checkpoint holds, whose last one was not
+        # evaluated (the run stopped before its final epoch): the final epoch always is
+        _evaluate_into(history[-1], network, rule, test_data, config.eval_batch_size)
     for epoch in range(first_epoch, config.epochs + 1):
         for group in optimizer.param_groups:  # a function of the epoch: resume-safe
             group["lr"] = group["base_lr"] * config.lr_decay ** (epoch - 1)
@@ -179,8 +214,7 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                                "checkpoint holds the last epoch it was written at")
             raise
         if test_data is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            row["test_loss"], row["test_accuracy"], row["test_unsettled_samples"] = evaluate(
-                network, rule, test_data, config.eval_batch_size)
+            _evaluate_into(row, network, rule, test_data, config.eval_batch_size)
         else:
             row["test_loss"], row["test_accuracy"] = float("nan"), float("nan")
             row["test_unsettled_samples"] = float("nan")
@@ -204,12 +238,35 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
 RESUMABLE_TRAINING = ("epochs", "checkpoint_every", "eval_every", "eval_batch_size")
 
 
+#: what a training checkpoint holds, with the types it must have
+CHECKPOINT_LAYOUT = {"epoch": int, "network": dict, "optimizer": dict, "history": list}
+
+
+def _check_checkpoint_layout(checkpoint: object, out_dir: Path | None) -> None:
+    """A :class:`ConfigError` for a checkpoint that is not a training checkpoint (another
+    program's file, or one damaged or edited): it names the first entry that is wrong."""
+    where = f"the checkpoint in {str(out_dir)!r}"
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"{where} is not a training checkpoint (it holds a "
+                          f"{type(checkpoint).__name__}, not a table); start again")
+    for key, kind in CHECKPOINT_LAYOUT.items():
+        value = checkpoint.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            found = "nothing" if key not in checkpoint else type(value).__name__
+            raise ConfigError(f"{where} is not a training checkpoint: its {key!r} should be "
+                              f"a {kind.__name__}, it holds {found}; start again")
+    if checkpoint["epoch"] < 1 or len(checkpoint["history"]) != checkpoint["epoch"]:
+        raise ConfigError(f"{where} is damaged: it says epoch {checkpoint['epoch']} but holds "
+                          f"{len(checkpoint['history'])} epochs of history; start again")
+
+
 def check_resumable(checkpoint: dict[str, Any], config: TrainConfig, out_dir: Path | None
                     ) -> None:
     """A resumed run continues the run in the checkpoint (a loaded checkpoint's payload)
     as it was made: refuse other settings (the optimizer would restore the saved learning
     rates and the metrics record the new ones) and a run that already holds more epochs
     than asked for. The protocol runner calls it before it touches the result folder."""
+    _check_checkpoint_layout(checkpoint, out_dir)
     saved, done = checkpoint.get("config"), int(checkpoint["epoch"])
     if config.epochs < done:
         raise ConfigError(f"the checkpoint in {str(out_dir)!r} holds {done} epochs; "

@@ -244,6 +244,15 @@ def test_a_cache_directory_that_cannot_be_made_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "fresh"))
     assert cache_directory() == tmp_path / "fresh" / "brian2"
     assert (tmp_path / "fresh" / "brian2").is_dir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # ~ is the home folder, not "./~"
+    monkeypatch.setenv(CACHE_ENV, "~/cache")
+    assert cache_directory() == tmp_path / "home" / "cache" / "brian2"
+
+
+@pytest.mark.parametrize("divergence", [float("nan"), 0.0, -1.0, "big"])
+def test_a_divergence_bound_that_is_not_positive_is_refused(divergence):
+    with pytest.raises(ConfigError, match="divergence must be a positive number"):
+        Brian2Engine(target="numpy", divergence=divergence)
 
 
 def test_a_float32_network_below_its_residual_floor_is_told_why():

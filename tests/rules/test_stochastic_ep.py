@@ -161,3 +161,54 @@ def test_later_phases_generate_no_code(monkeypatch):
     engine.relax(network, x)
     engine.relax(network, x)
     assert generated == []
+
+
+def test_phases_have_streams_of_their_own_and_leave_numpys_global_state_alone():
+    """Phase k of engine seed s was seeded s + k: seed 1's first phase was seed 0's second
+    (two training runs shared shifted noise). brian2.seed also reseeded numpy's global
+    generator for the caller."""
+    import numpy as np
+
+    network, x, _ = _problem()
+
+    def engine(seed):
+        return SpikingEngine(target="numpy", window=30, burn_in=5, seed=seed)
+
+    zero = engine(0)
+    zero.relax(network, x)
+    second_of_zero = zero.relax(network, x).state
+    first_of_one = engine(1).relax(network, x).state
+    assert not torch.equal(second_of_zero, first_of_one)
+    torch.testing.assert_close(engine(1).relax(network, x).state, first_of_one, rtol=0, atol=0)
+    draws = []
+    for k in range(2):
+        np.random.seed(1000 + k)
+        engine(7).relax(network, x)
+        draws.append(np.random.rand(3))
+    assert not np.array_equal(*draws)
+    np.random.seed(5)
+    expected = np.random.rand(3)
+    np.random.seed(5)
+    engine(7).relax(network, x)
+    assert np.array_equal(np.random.rand(3), expected)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("burn_in = -50", r"burn_in must be a whole number of at least 0, got -50"),
+    ("burn_in = 10.7", r"burn_in must be a whole number"),
+    ('window = {value = 100, unit = "ms"}', "window is a number of steps, not a quantity"),
+])
+def test_step_counts_in_a_model_files_spiking_table_are_checked(tmp_path, entry, message):
+    import re
+
+    from neuroeq.neuron_model import find_model_file, load_model
+
+    text = find_model_file("spiking_rate").read_text()
+    key = entry.split(" = ")[0]
+    text = re.sub(rf"^{key} = .*$", entry, text, flags=re.M)
+    assert entry in text
+    path = tmp_path / "spiking.toml"
+    path.write_text(text)
+    network = Network(load_model(path), (6, 8, 3), seed=0, gain=0.5, bias_init=0.5)
+    with pytest.raises(ModelError, match=message):
+        SpikingEngine(target="numpy").relax(network, torch.rand(2, 6, dtype=torch.float64))

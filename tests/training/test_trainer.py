@@ -54,6 +54,11 @@ def test_resume_gives_exactly_the_uninterrupted_weights(digits, tmp_path):
 @pytest.mark.parametrize("field, value, message", [
     ("epochs", 0, "training.epochs"), ("optimizer", "rmsprop", "training.optimizer"),
     ("lr", -1.0, "training.lr"), ("on_nonconvergence", "panic", "on_nonconvergence"),
+    ("lr", True, "training.lr"), ("momentum", True, "training.momentum"),
+    ("limit_train", True, "training.limit_train"), ("seed", True, "training.seed"),
+    ("seed", -1, "training.seed must be a whole number of at least 0"),
+    ("seed", 2**40, "training.seed must be at most 4,294,967,295"),
+    ("persistent_particles", "yes", "persistent_particles must be true or false"),
 ])
 def test_bad_settings_name_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -74,8 +79,21 @@ def test_unknown_learning_rate_key_and_wrong_width(digits):
     with pytest.raises(ConfigError, match="unknown parameter 'W9'"):
         train(network, rule, *digits, TrainConfig(epochs=1, lr={"W9": 0.1}), progress=False)
     with pytest.raises(ConfigError, match=r"no rate for parameter 'W2'; give it one or add "
-                                          r"'default' \(keys: W1, W2, b1, b2, readout, default\)"):
+                                          r"'default' \(keys: W1, W2, b1, b2, default\)"):
         train(network, rule, *digits, TrainConfig(epochs=1, lr={"W1": 0.1}), progress=False)
+    # the readout's parameters go by "readout" or their full names, not by short ones that
+    # would have been taken and ignored; an identity readout has none
+    with pytest.raises(ConfigError, match=r"unknown parameter 'readout'; .* \(the readout has "
+                                          r"no parameters\)"):
+        train(network, rule, *digits, TrainConfig(epochs=1, lr={"readout": 0.1}),
+              progress=False)
+    from neuroeq import Readout
+
+    linear = Network("hopfield", (64, 16, 12), readout=Readout(12, 10, kind="linear"))
+    with pytest.raises(ConfigError, match=r"unknown parameter 'weight'; known: W1, W2, b1, "
+                                          "b2, readout, default"):
+        train(linear, rule, *digits, TrainConfig(epochs=1, lr={"weight": 0.9, "default": 0.1}),
+              progress=False)
     small = Network("hopfield", (10, 5, 10))
     with pytest.raises(ConfigError, match="64 features"):
         train(small, rule, *digits, TrainConfig(epochs=1), progress=False)
@@ -182,3 +200,84 @@ def test_a_resume_from_python_keeps_the_settings_of_its_checkpoint(digits, tmp_p
     with pytest.warns(RuntimeWarning, match="no checkpoint in .*: training starts at epoch 1"):
         train(network, rule, *digits, TrainConfig(**{**config.as_dict(), "epochs": 1}),
               out_dir=tmp_path / "empty", resume=True, progress=False)
+
+
+def test_empty_data_sets_are_named():
+    from neuroeq.data import LabeledData
+
+    network, rule = _setup()
+    empty = LabeledData(torch.zeros(0, 64), torch.zeros(0, dtype=torch.long), 10, "empty")
+    some = LabeledData(torch.rand(4, 64), torch.zeros(4, dtype=torch.long), 10, "some")
+    with pytest.raises(ConfigError, match="training set 'empty' is empty"):
+        train(network, rule, empty, None, TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ConfigError, match="test set 'empty' is empty"):
+        train(network, rule, some, empty, TrainConfig(epochs=1), progress=False)
+
+
+def test_training_leaves_the_callers_global_random_state_alone(digits):
+    network, rule = _setup()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(network, rule, digits[0], None, TrainConfig(epochs=1, limit_train=64, seed=0),
+          progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ([1, 2], "holds a list, not a table"),
+    ({"epoch": 1, "network": {}, "optimizer": {}}, "its 'history' should be a list, it holds "
+                                                   "nothing"),
+    ({"epoch": "x", "network": {}, "optimizer": {}, "history": []}, "its 'epoch' should be"),
+    ({"epoch": 3, "network": {}, "optimizer": {}, "history": [{}]}, "says epoch 3 but holds 1"),
+])
+def test_a_checkpoint_that_is_not_a_training_checkpoint_is_named(digits, tmp_path, layout,
+                                                                 message):
+    from neuroeq.training import save_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoint.pt", layout)
+    network, rule = _setup()
+    with pytest.raises(ConfigError, match=message):
+        train(network, rule, *digits, TrainConfig(epochs=4), out_dir=tmp_path, resume=True,
+              progress=False)
+
+
+def test_evaluation_does_not_change_what_a_spiking_run_learns():
+    """The spiking engine seeds each phase from a running count: the test set's phases
+    must not move it, or eval_batch_size (a setting a resume may change) would change the
+    weights."""
+    from neuroeq.engines.brian2_spiking import SpikingEngine
+    from neuroeq.rules.stochastic_ep import StochasticEP
+
+    data = load_dataset("digits", limit=24), load_dataset("digits", "test", limit=12)
+    weights = []
+    for eval_batch_size in (12, 4):
+        network = Network("spiking_rate", (64, 6, 10), seed=0, gain=0.5, bias_init=0.5)
+        rule = StochasticEP(0.5, SpikingEngine(target="numpy", window=20, burn_in=5, seed=1))
+        train(network, rule, *data, TrainConfig(epochs=2, batch_size=12, lr=0.1,
+                                                eval_batch_size=eval_batch_size),
+              progress=False)
+        weights.append(network.weights["W1"].detach().clone())
+    assert torch.equal(*weights)
+
+
+def test_resuming_at_the_epoch_a_run_stopped_evaluates_that_final_epoch(digits, tmp_path):
+    """A run of 3 epochs (eval_every 5) stopped after epoch 2; resumed with epochs = 2, the
+    final epoch is evaluated as every run's final epoch is (it had NaN test metrics and the
+    result folder's figures failed on them)."""
+    def stop_in_epoch_3(row):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    config = TrainConfig(epochs=3, eval_every=5, limit_train=64, limit_test=32)
+    network, rule = _setup()
+    with pytest.raises(KeyboardInterrupt):
+        train(network, rule, *digits, config, out_dir=tmp_path, progress=False,
+              on_epoch=stop_in_epoch_3)
+    network, rule = _setup()
+    metrics = train(network, rule, *digits,
+                    TrainConfig(epochs=2, eval_every=5, limit_train=64, limit_test=32),
+                    out_dir=tmp_path, resume=True, progress=False)
+    assert list(metrics.epoch.values) == [1, 2]
+    assert metrics.test_accuracy.isnull().values.tolist() == [True, False]
+    assert metrics.test_unsettled_samples.dtype == float
