@@ -484,7 +484,8 @@ def schema_markdown() -> str:
             if spec.minimum is not None:
                 bounds.append(f">= {spec.minimum:g}")
             if spec.maximum is not None:
-                bounds.append(f"<= {spec.maximum:g}")
+                bounds.append(f"<= {spec.maximum:,}" if isinstance(spec.maximum, int)
+                              else f"<= {spec.maximum:g}")
             notes = "; ".join(part for part in (notes, " and ".join(bounds), spec.doc) if part)
             lines.append(f"| `{key}` | {spec.kind} | {default} | {notes} |")
         lines.append("")
