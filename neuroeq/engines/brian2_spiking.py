@@ -218,6 +218,7 @@ class SpikingEngine:
 
     name = "brian2_spiking"
     differentiable = False  # simulates without autograd (no BPTT)
+    samples_statistics = True  # spike statistics over windows, not a relaxation to rest
 
     def __post_init__(self) -> None:
         if self.target not in ("cython", "numpy"):
@@ -228,6 +229,7 @@ class SpikingEngine:
             self.burn_in = whole_number(self.burn_in, "burn_in (steps)", 0)
         if self.window is not None:
             self.window = whole_number(self.window, "window (steps)", 1)
+        self.snapshots = tuple(whole_number(w, "snapshots (steps)", 1) for w in self.snapshots)
         if self.dt is not None:
             self.dt = positive_number(self.dt, "dt", "seconds")
 

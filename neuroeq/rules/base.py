@@ -51,9 +51,17 @@ class GradientEstimator(ABC):
 
     name: str = ""
     exact_for: str = ""
+    #: whether the rule estimates from spike statistics (an engine that samples them)
+    uses_spike_statistics: bool = False
 
     def __init__(self, engine: TorchEngine | None = None, nudged_steps: int | None = None):
         self.engine = engine if engine is not None else TorchEngine()
+        if getattr(self.engine, "samples_statistics", False) != self.uses_spike_statistics:
+            raise ConfigError(
+                f"rule {self.name!r} needs an engine that relaxes to rest (TorchEngine, "
+                "Brian2Engine); the spiking engine samples spike statistics for rule stoch_ep"
+                if not self.uses_spike_statistics else
+                f"rule {self.name!r} estimates from spike statistics: give it a SpikingEngine")
         self.nudged_steps = (None if nudged_steps is None
                              else whole_number(nudged_steps, "nudged_steps", 1))
 

@@ -75,6 +75,7 @@ class StochasticEP(GradientEstimator):
 
     name = "stoch_ep"
     exact_for = "mean-field EP on the rate network, as window x replicas -> infinity"
+    uses_spike_statistics = True
 
     def __init__(self, beta: float = 0.2, engine: SpikingEngine | None = None,
                  centered: bool = True):

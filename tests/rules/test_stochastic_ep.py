@@ -212,3 +212,12 @@ def test_step_counts_in_a_model_files_spiking_table_are_checked(tmp_path, entry,
     network = Network(load_model(path), (6, 8, 3), seed=0, gain=0.5, bias_init=0.5)
     with pytest.raises(ModelError, match=message):
         SpikingEngine(target="numpy").relax(network, torch.rand(2, 6, dtype=torch.float64))
+
+
+def test_a_rule_and_an_engine_of_the_other_kind_are_refused_together():
+    with pytest.raises(ConfigError, match="rule 'centered' needs an engine that relaxes to rest"):
+        CenteredEP(0.1, SpikingEngine(target="numpy"))
+    with pytest.raises(ConfigError, match="rule 'stoch_ep' estimates from spike statistics"):
+        StochasticEP(0.1, TorchEngine())
+    with pytest.raises(ConfigError, match=r"snapshots \(steps\) must be a whole number"):
+        SpikingEngine(target="numpy", snapshots=(150.7,))
