@@ -80,8 +80,13 @@ def not_settled(network: Network, last_delta: torch.Tensor, residual: torch.Tens
     kind = "oscillating" if oscillating else "not_converged"
     per_unit = last_delta.reshape(-1, last_delta.shape[-1]).amax(0)
     layer = describe_index(int(per_unit.argmax()))
-    what = ("oscillating: the residual stopped falling, a limit cycle or chatter"
-            if oscillating else "still converging: raise max_steps or use a larger dt")
+    if oscillating:
+        what = "oscillating: the residual stopped falling, a limit cycle or chatter"
+    elif len(history) < MIN_CHECKS_FOR_TREND:  # too few checks to tell a trend
+        what = (f"only {len(history)} convergence checks, too few to tell a slow approach "
+                "from a limit cycle: raise max_steps or lower check_every")
+    else:
+        what = "still converging: raise max_steps or use a larger dt"
     worst = float(residual.max())
     return RelaxationError(
         f"layer {layer!r}: {network.model.name} state{engine} did not settle after {step} "
@@ -90,9 +95,13 @@ def not_settled(network: Network, last_delta: torch.Tensor, residual: torch.Tens
         kind=kind, layer=layer, samples=samples, residual=worst)
 
 
+#: checks of the residual needed before its trend says "limit cycle" or "still converging"
+MIN_CHECKS_FOR_TREND = 8
+
+
 def stagnating(history: list[torch.Tensor]) -> bool:
     """True when the max residual over the last quarter of checks is not falling."""
-    if len(history) < 8:
+    if len(history) < MIN_CHECKS_FOR_TREND:
         return False
     values = torch.stack([h.max() for h in history]).double()
     quarter = len(values) // 4

@@ -86,7 +86,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "model": {
         "name": Field("str", doc="a model in models/ (or a path to a model file, relative "
                       "to the current directory)"),
-        "parameters": Field("table", {}, doc="parameter overrides, e.g. {a = 0.0}"),
+        "parameters": Field("table", {}, doc="parameter overrides in SI units (seconds, "
+                                              "not the file's ms), e.g. {a = 0.0}"),
     },
     "network": {
         "sizes": Field("list[int]", [64, 32, 10], positive=True, maximum=MAX_UNITS),

@@ -55,7 +55,13 @@ def test_budget_exhausted_is_reported_as_not_converged():
     with pytest.raises(RelaxationError) as info, torch.no_grad():
         TorchEngine(tol=1e-12, max_steps=40).relax(network, x)
     assert info.value.kind == "not_converged"
-    assert "raise max_steps" in str(info.value)
+    # 40 steps checked every 10: too few checks to tell a slow approach from a limit cycle
+    assert "only 4 convergence checks, too few to tell" in str(info.value)
+    assert "raise max_steps or lower check_every" in str(info.value)
+    with pytest.raises(RelaxationError) as info, torch.no_grad():
+        TorchEngine(tol=1e-12, max_steps=200, check_every=5).relax(network, x)
+    assert info.value.kind == "not_converged"
+    assert "still converging: raise max_steps" in str(info.value)
 
 
 def test_divergence_names_the_layer():
