@@ -259,6 +259,18 @@ def _unit_scale(unit: str, name: str, where: str) -> float:
     return float(found)
 
 
+def _require_time(unit: str, what: str) -> None:
+    """A :class:`ModelError` unless ``unit`` is a time (``ms``, ``second``) or none (a bare
+    number, read as seconds)."""
+    if unit in ("1", ""):
+        return
+    import brian2.units as units
+
+    if getattr(units, unit).dim != units.second.dim:
+        raise ModelError(f"{what} has unit {unit!r}, which is not a time; give it in ms, "
+                         "second, ... (or as a bare number of seconds)")
+
+
 def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronModel:
     """Build a :class:`NeuronModel` from parsed TOML data, checking every key."""
     where = f"model file {source!r}"
@@ -290,6 +302,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
         raise ModelError(f"{where}: time_constant {time_constant!r} is not a parameter")
     if parameters[time_constant] <= 0:
         raise ModelError(f"{where}: time constant {time_constant!r} must be positive")
+    _require_time(units[time_constant], f"{where}: time constant {time_constant!r}")
 
     state = _parse_equations(equations_code, where)
     variables = [eq.variable for eq in state]
@@ -376,8 +389,9 @@ def _integration(table: Mapping[str, Any], where: str) -> dict[str, Any]:
     label = f"{where}: [integration]"
     try:
         if "dt" in table:
-            positive_number(_parameter_value("dt", table["dt"], label)[0], f"{label} dt",
-                            "seconds")
+            value, unit = _parameter_value("dt", table["dt"], label)
+            positive_number(value, f"{label} dt", "seconds")
+            _require_time(unit, f"{label} dt")
         if "max_steps" in table:
             whole_number(table["max_steps"], f"{label} max_steps", 1)
         if "tol" in table:
