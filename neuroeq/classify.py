@@ -339,7 +339,7 @@ def _coupled_with_unit_gain(network: Network, states: torch.Tensor, x: torch.Ten
         base = network.velocity(states, drive) * network.tau
         active = network.compiled.rho_prime(states) == 1
         for layer in range(1, network.n_layers + 1):
-            block = next(b for b in network.blocks if b.layer == layer)
+            block = network.block(layer)
             units = slice(block.start, block.stop)
             bias = {**params, f"b{layer}": params[f"b{layer}"] + 1e-3}
             changes = [network.velocity(states, drive, bias)]

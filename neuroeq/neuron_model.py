@@ -131,10 +131,7 @@ class NeuronModel:
                 raise ModelError(f"model {self.name!r}: parameter {key!r} must be a number in "
                                  f"SI units (the file gives it in {self.parameter_units[key]!r}"
                                  f"), got {value!r}")
-        try:
-            params = {**self.parameters, **{k: float(v) for k, v in overrides.items()}}
-        except OverflowError:
-            params = {**self.parameters, **{k: math.inf for k in overrides}}
+        params = {**self.parameters, **{k: _as_float(v) for k, v in overrides.items()}}
         bad = sorted(k for k, v in params.items() if not math.isfinite(v))
         if bad:
             raise ModelError(f"model {self.name!r}: parameter(s) {bad} must be finite")
@@ -222,7 +219,7 @@ def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
 def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
     """``{value = 1.0, unit = "ms"}`` or a bare number -> (SI float, unit name)."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        value, unit = (float(spec) if abs(spec) < 1e308 else math.inf), "1"
+        value, unit = _as_float(spec), "1"
     elif isinstance(spec, Mapping):
         unknown = set(spec) - {"value", "unit", "doc"}
         if unknown:
@@ -233,7 +230,7 @@ def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
         unit = spec.get("unit", "1")
         if not isinstance(unit, str):
             raise ModelError(f"{where}: parameter {name!r} has a unit that is not a string")
-        value = float(raw) if abs(raw) < 1e308 else math.inf
+        value = _as_float(raw)
     else:
         raise ModelError(f"{where}: parameter {name!r} must be a number or "
                          f"{{value = ..., unit = ...}}, got {type(spec).__name__}")
@@ -245,9 +242,17 @@ def _parameter_value(name: str, spec: Any, where: str) -> tuple[float, str]:
     return scaled, unit
 
 
-def _unit_scale(unit: str, name: str, where: str) -> float:
-    if unit in ("1", ""):
-        return 1.0
+def _as_float(value: float) -> float:
+    """``float(value)``, ``inf`` for an integer too large for a float (``10**400``), so that
+    the finiteness checks name it."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _brian2_unit(unit: str, name: str, where: str) -> Any:
+    """The Brian2 unit called ``unit`` (``ms``, ``mV``); a :class:`ModelError` otherwise."""
     import_brian2()
     import brian2.units as units
     from brian2.units.fundamentalunits import Unit
@@ -256,19 +261,23 @@ def _unit_scale(unit: str, name: str, where: str) -> float:
     if not isinstance(found, Unit):
         raise ModelError(f"{where}: parameter {name!r} has unknown unit {unit!r} "
                          "(use a Brian2 unit name such as 'ms', 'mV', 'Hz')")
-    return float(found)
+    return found
 
 
-def _require_time(unit: str, what: str) -> None:
+def _unit_scale(unit: str, name: str, where: str) -> float:
+    return 1.0 if unit in ("1", "") else float(_brian2_unit(unit, name, where))
+
+
+def _require_time(unit: str, name: str, where: str) -> None:
     """A :class:`ModelError` unless ``unit`` is a time (``ms``, ``second``) or none (a bare
     number, read as seconds)."""
     if unit in ("1", ""):
         return
-    import brian2.units as units
+    from brian2.units import second
 
-    if getattr(units, unit).dim != units.second.dim:
-        raise ModelError(f"{what} has unit {unit!r}, which is not a time; give it in ms, "
-                         "second, ... (or as a bare number of seconds)")
+    if _brian2_unit(unit, name, where).dim != second.dim:
+        raise ModelError(f"{where}: {name} has unit {unit!r}, which is not a time; give it in "
+                         "ms, second, ... (or as a bare number of seconds)")
 
 
 def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronModel:
@@ -302,7 +311,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
         raise ModelError(f"{where}: time_constant {time_constant!r} is not a parameter")
     if parameters[time_constant] <= 0:
         raise ModelError(f"{where}: time constant {time_constant!r} must be positive")
-    _require_time(units[time_constant], f"{where}: time constant {time_constant!r}")
+    _require_time(units[time_constant], f"time constant {time_constant!r}", where)
 
     state = _parse_equations(equations_code, where)
     variables = [eq.variable for eq in state]
@@ -391,7 +400,7 @@ def _integration(table: Mapping[str, Any], where: str) -> dict[str, Any]:
         if "dt" in table:
             value, unit = _parameter_value("dt", table["dt"], label)
             positive_number(value, f"{label} dt", "seconds")
-            _require_time(unit, f"{label} dt")
+            _require_time(unit, "[integration] dt", where)
         if "max_steps" in table:
             whole_number(table["max_steps"], f"{label} max_steps", 1)
         if "tol" in table:

@@ -707,9 +707,8 @@ class _AndersonHistory:
         system = gram.clone()
         system.diagonal(dim1=-2, dim2=-1).add_(shift[:, None])
         gamma, info = torch.linalg.solve_ex(system, self.rhs[:, :c, None])
-        singular = info != 0
-        if bool(singular.any()):
-            gamma = torch.where(singular[:, None, None], 0.0, gamma)
+        # (no check on the host first: that would wait for the device at every iteration)
+        gamma = torch.where((info != 0)[:, None, None], 0.0, gamma)
         weights = gamma.transpose(-1, -2)
         if out is None:
             return (weights @ self.delta_g[:, :c]).squeeze(-2)

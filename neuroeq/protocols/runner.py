@@ -117,6 +117,14 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     return out
 
 
+def seconds_taken(out: Path) -> float:
+    """How long the finished run in ``out`` took, from its done marker; NaN if unknown."""
+    try:
+        return float((out / DONE_MARKER).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _holds_results(out: Path) -> bool:
     """Whether ``out`` holds anything but a run's own log and protocol (a run that failed
     before writing a result leaves only those, and a new run may take the folder)."""

@@ -48,7 +48,7 @@ from neuroeq.protocols.loader import (
     parse_override,
     read_protocol_file,
 )
-from neuroeq.protocols.runner import DONE_MARKER, changed_settings
+from neuroeq.protocols.runner import DONE_MARKER, changed_settings, seconds_taken
 from neuroeq.protocols.schema import SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind
@@ -251,14 +251,6 @@ def _already_done(point: SweepPoint, folder: Path) -> bool:
     return stored.read_text().split("\n", 1)[-1] == expected
 
 
-def _seconds_taken(folder: Path) -> float:
-    """How long a finished point ran, from its done marker (``"12.3 s"``); NaN if unknown."""
-    try:
-        return float((folder / DONE_MARKER).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def _made_otherwise(point: SweepPoint, folder: Path) -> str | None:
     """For a point folder holding a finished run of other settings: what differs (the
     first settings, for the message); ``None`` when there is no finished run there."""
@@ -311,7 +303,7 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
         folder = points_dir / point.name
         if _already_done(point, folder):
             outcome[point.name] = {"status": "done", "error": "",
-                                   "seconds": _seconds_taken(folder), "skipped": True}
+                                   "seconds": seconds_taken(folder), "skipped": True}
         else:
             pending.append(point)
     if not force:

@@ -59,14 +59,14 @@ class DyadicEP(GradientEstimator):
             pinned_rate = (1 - mask) / network.tau
 
         def coupled_velocity(z: torch.Tensor) -> torch.Tensor:
-            m, d = z[..., :n], z[..., n:]  # (d here is e = d/β)
-            linear = Linearization(network, m, drive)  # F(m) and d ↦ J(m)ᵀd, closed form
-            response = (linear.vjp(mask * d) - pinned_rate * d if bounded
-                        else linear.vjp(d))
+            m, e = z[..., :n], z[..., n:]  # e = d/β
+            linear = Linearization(network, m, drive)  # F(m) and e ↦ J(m)ᵀe, closed form
+            response = (linear.vjp(mask * e) - pinned_rate * e if bounded
+                        else linear.vjp(e))
             return torch.cat([linear.velocity,
                               response - network.cost_gradient(m, y) / network.tau], dim=-1)
 
-        def project(z: torch.Tensor) -> torch.Tensor:  # m into the bounds, d as it is
+        def project(z: torch.Tensor) -> torch.Tensor:  # m into the bounds, e as it is
             return torch.cat([network.project(z[..., :n]), z[..., n:]], dim=-1)
 
         def describe(index: int) -> str:
@@ -80,11 +80,11 @@ class DyadicEP(GradientEstimator):
                                           project=project if bounded else None,
                                           describe_index=describe,
                                           max_steps=self.nudged_steps)
-        m, scaled = joint.state[..., :n], joint.state[..., n:]
-        adjoint = scaled * network.tau
+        m, e = joint.state[..., :n], joint.state[..., n:]
+        adjoint = e * network.tau
         if bounded:
             adjoint = adjoint * mask
-        joint = dataclasses.replace(joint, state=torch.cat([m, scaled * self.beta], dim=-1))
+        joint = dataclasses.replace(joint, state=torch.cat([m, e * self.beta], dim=-1))
         grads = combine(velocity_vjp(network, m, x, adjoint, drive),
                         readout_gradients(network, m, y))
         return Estimate(grads, mean_cost(network, free.state, y), free, {"dyadic": joint})

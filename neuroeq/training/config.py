@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from neuroeq.checks import nonnegative_number, whole_number
 from neuroeq.errors import ConfigError
 from neuroeq.seeds import check_seed
 
@@ -48,34 +49,26 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size",
                      "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"training.{name} must be a positive integer, got {value!r}")
+            setattr(self, name, whole_number(getattr(self, name), f"training.{name}", 1))
         for name in ("limit_train", "limit_test"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or value < 1):
-                raise ConfigError(f"training.{name} must be a positive integer, got {value!r}")
+            if getattr(self, name) is not None:
+                setattr(self, name, whole_number(getattr(self, name), f"training.{name}", 1))
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"training.optimizer {self.optimizer!r} must be one of "
                               f"{', '.join(OPTIMIZERS)}")
         if self.on_nonconvergence not in NONCONVERGENCE_POLICIES:
             raise ConfigError(f"training.on_nonconvergence {self.on_nonconvergence!r} must be "
                               f"one of {', '.join(NONCONVERGENCE_POLICIES)}")
-        rates = self.lr.values() if isinstance(self.lr, Mapping) else [self.lr]
-        for rate in rates:
-            if not isinstance(rate, (int, float)) or isinstance(rate, bool) \
-                    or not math.isfinite(rate) or rate < 0:
-                raise ConfigError(f"training.lr must be non-negative finite number(s), got "
-                                  f"{self.lr!r}")
+        if isinstance(self.lr, Mapping):  # a plain dict (checkpoints and datasets keep it)
+            self.lr = {str(key): nonnegative_number(rate, f"training.lr.{key}")
+                       for key, rate in self.lr.items()}
+        else:
+            self.lr = nonnegative_number(self.lr, "training.lr")
         if (not isinstance(self.lr_decay, (int, float)) or not math.isfinite(self.lr_decay)
                 or not 0 < self.lr_decay <= 1):
             raise ConfigError(f"training.lr_decay must lie in (0, 1], got {self.lr_decay!r}")
         for name in ("momentum", "weight_decay"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) \
-                    or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"training.{name} must be a non-negative number, got {value!r}")
+            setattr(self, name, nonnegative_number(getattr(self, name), f"training.{name}"))
         if self.optimizer == "adam" and self.momentum:
             raise ConfigError(f"training.momentum {self.momentum!r} is an SGD setting; Adam "
                               "keeps its own moment estimates (leave momentum at 0)")
@@ -83,8 +76,6 @@ class TrainConfig:
         if not isinstance(self.persistent_particles, bool):
             raise ConfigError(f"training.persistent_particles must be true or false, got "
                               f"{self.persistent_particles!r}")
-        if isinstance(self.lr, Mapping):  # a plain dict (checkpoints and datasets keep it)
-            self.lr = {str(key): float(rate) for key, rate in self.lr.items()}
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
