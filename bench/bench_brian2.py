@@ -95,7 +95,6 @@ def brian2_version() -> str:
 def markdown(rows: list[dict], dataset, command: str) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    by = {(r["engine"], r["batch"]): r["samples_per_s"] for r in rows}
     lines = [HEADING, "",
              f"Measured {when} on {os.cpu_count()} CPU cores "
              f"({platform.processor() or platform.machine()}), torch {torch.__version__}, "
@@ -103,8 +102,17 @@ def markdown(rows: list[dict], dataset, command: str) -> str:
              + ("(other jobs shared the machine; " if load > 1.0 else "(")
              + "figures are the best of 3 repeats after a warm-up"
              + (", so contention lowers them)." if load > 1.0 else ")."),
-             "", "Command:", "", "```", command, "```", "",
-             f"FitzHugh-Nagumo {'-'.join(map(str, SIZES))}, {STEPS} Euler steps of 0.1 ms, "
+             "", "Command:", "", "```", command, "```"]
+    if rows:
+        lines += _throughput_lines(rows)
+    if dataset is not None:
+        lines += _stochastic_lines(dataset)
+    return "\n".join(lines) + "\n"
+
+
+def _throughput_lines(rows: list[dict]) -> list[str]:
+    by = {(r["engine"], r["batch"]): r["samples_per_s"] for r in rows}
+    lines = ["", f"FitzHugh-Nagumo {'-'.join(map(str, SIZES))}, {STEPS} Euler steps of 0.1 ms, "
              "float64, free phase only; torch on one thread (as Brian2's Cython runtime). "
              "Brian2 batch 1 reuses its objects (one run() per sample); the naive loop builds "
              "a Brian2 network per sample (code cached, not recompiled) and runs it once.", "",
@@ -119,24 +127,29 @@ def markdown(rows: list[dict], dataset, command: str) -> str:
               f"{batched / naive:.0f}× (goal ≥ 20×); / Brian2 at batch 1 with reused objects: "
               f"{batched / single:.0f}×; torch / batched Brian2 at batch {biggest}: "
               f"{by[('torch', biggest)] / batched:.1f}× (goal ≤ 10×)."]
-    if dataset is not None:
-        attrs = dataset.attrs
-        lines += ["", "Stochastic EP versus mean-field centered EP (spiking_rate 6-8-3, batch 4, "
-                  f"beta {attrs['beta']}, dt {attrs['dt_ms']} ms, tau/dt = "
-                  f"{attrs['tau_over_dt']:.0f}, {dataset.sizes['seed']} seeds):", "",
-                  "| window (steps) | replicas | cosine (mean over seeds) | relative RMS error "
-                  "| relative bias |", "|---:|---:|---:|---:|---:|"]
-        for window in dataset.window.values:
-            for replicas in dataset.replicas.values:
-                point = dataset.sel(window=window, replicas=replicas)
-                lines.append(f"| {window} | {replicas} | {float(point.cosine.mean()):.4f} | "
-                             f"{float(point.rmse):.4f} | {float(point.bias):.4f} |")
-        lines += ["", f"Slope of log(RMS error) versus log(window), 1 replica: "
-                  f"{attrs['slope_window_1']:.2f}; {int(dataset.replicas.max())} replicas: "
-                  f"{attrs['slope_window_max']:.2f} (1/√window predicts -0.5). Mean-field "
-                  f"centered EP versus the implicit-differentiation gradient: cosine "
-                  f"{attrs['mean_field_vs_true_cosine']:.5f}."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _stochastic_lines(dataset) -> list[str]:
+    attrs = dataset.attrs
+    lines = ["", "Stochastic EP versus its mean-field limit (the same centered contrast on the "
+             "rate network under the same constant nudge, `mean_field_limit`; spiking_rate "
+             f"6-8-3, batch 4, beta {attrs['beta']}, dt {attrs['dt_ms']} ms, tau/dt = "
+             f"{attrs['tau_over_dt']:.0f}, {dataset.sizes['seed']} seeds):", "",
+             "| window (steps) | replicas | cosine (mean over seeds) | relative RMS error "
+             "| relative bias |", "|---:|---:|---:|---:|---:|"]
+    for window in dataset.window.values:
+        for replicas in dataset.replicas.values:
+            point = dataset.sel(window=window, replicas=replicas)
+            lines.append(f"| {window} | {replicas} | {float(point.cosine.mean()):.4f} | "
+                         f"{float(point.rmse):.4f} | {float(point.bias):.4f} |")
+    lines += ["", f"Slope of log(RMS error) versus log(window), 1 replica: "
+              f"{attrs['slope_window_1']:.2f}; {int(dataset.replicas.max())} replicas: "
+              f"{attrs['slope_window_max']:.2f} (1/√window predicts -0.5). The mean-field "
+              f"limit versus the implicit-differentiation gradient: cosine "
+              f"{attrs['mean_field_vs_true_cosine']:.5f}, relative error "
+              f"{attrs['mean_field_vs_true_rel_error']:.1e}."]
+    return lines
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
@@ -153,11 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="add this run at the top of "
                         "bench/RESULTS.md's Brian2 engine section (earlier runs are kept)")
     parser.add_argument("--skip-stochastic", action="store_true")
+    parser.add_argument("--stochastic-only", action="store_true",
+                        help="only the stochastic-EP table (no throughput rows)")
     args = parser.parse_args(argv)
     # Brian2's Cython runtime is single-threaded; torch gets one thread too. On the shared
     # 2-core machine two torch threads ran 7x slower than one (OpenMP spin-waiting).
     torch.set_num_threads(1)
-    rows = throughput()
+    rows = [] if args.stochastic_only else throughput()
     dataset = None if args.skip_stochastic else stochastic()
     command = "python bench/bench_brian2.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     text = markdown(rows, dataset, command)

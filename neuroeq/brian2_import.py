@@ -9,21 +9,45 @@ log of it in the temporary directory; and it routes every Python warning into it
 Brian2 by itself (model files are parsed with Brian2's grammar), so it puts back the hook
 and the warning display that were there before. A script that imported Brian2 first keeps
 Brian2's.
+
+Brian2 also installs a Ctrl+C (SIGINT) handler that turns an interrupt during a
+simulation into a request to stop it after the current step: a neuroeq phase interrupted
+so would end early and its statistics would be used as if it had run. neuroeq puts the
+previous handler back, so Ctrl+C stops the run (and a process started with SIGINT ignored,
+a background job, keeps ignoring it: Brian2's handler called the ignored handler and
+raised TypeError). Only the main thread may install handlers; in another thread (a Dask
+worker's task) the import skips that call.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import warnings
+
+_IMPORT_LOCK = threading.Lock()
 
 
 def import_brian2() -> None:
-    """``import brian2`` (once), leaving ``sys.excepthook`` and ``warnings.showwarning``
-    as they were before."""
+    """``import brian2`` (once), leaving ``sys.excepthook``, ``warnings.showwarning`` and
+    the SIGINT handler as they were before."""
     if "brian2" in sys.modules:
         return
-    hook, show = sys.excepthook, warnings.showwarning
-    import brian2  # noqa: F401
-
-    sys.excepthook = hook
-    warnings.showwarning = show
+    with _IMPORT_LOCK:
+        if "brian2" in sys.modules:
+            return
+        hook, show = sys.excepthook, warnings.showwarning
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGINT) if in_main else None
+        install = signal.signal
+        if not in_main:
+            signal.signal = lambda *args, **kwargs: None
+        try:
+            import brian2  # noqa: F401
+        finally:
+            signal.signal = install
+            sys.excepthook = hook
+            warnings.showwarning = show
+            if in_main and previous is not None:
+                signal.signal(signal.SIGINT, previous)

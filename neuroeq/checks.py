@@ -7,9 +7,11 @@ is not a count), a fraction where a count is needed (``2.5`` steps), NaN or infi
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import re
+from collections.abc import Iterable
 
 from neuroeq.errors import ConfigError
 
@@ -60,3 +62,10 @@ def folder_name(value: object, name: str) -> str:
         raise ConfigError(f"{name} {value!r} must be a plain folder name (letters, digits, "
                           "'.', '_', '-'; not starting with '.' or '-')")
     return value
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'centered'?)"`` for the known name closest to a misspelt ``name``,
+    or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -90,6 +90,8 @@ _NON_ANALYTIC = {"clip", "int", "int_", "Abs", "sign", "floor", "ceil", "Max", "
                  "Heaviside", "Piecewise"}
 SYMMETRY_TOL = 1e-8
 ENERGY_TOL = 1e-8
+#: points a stability scan may ask for (each relaxes a small network)
+MAX_GRID_POINTS = 10_000
 
 
 @dataclass
@@ -233,7 +235,7 @@ def classify(model: NeuronModel | str, *, grid: Mapping[str, Sequence[float]] | 
                         "(per-unit part only: the engine adds -rho^T W rho - bias rho)")
     piecewise = (found == "general" and _projection_symmetrised(network, states, J)
                  and _coupled_with_unit_gain(network, states, x))
-    non_analytic = _non_analytic(model)
+    non_analytic = non_analytic_functions(model)
     stability = None
     if grid:
         stability = stability_scan(model, grid, sizes=stability_sizes, batch=stability_batch,
@@ -376,7 +378,7 @@ def _energy_residual(network: Network, states: torch.Tensor, x: torch.Tensor,
     return float((velocity + q * grad).abs().max()) / scale
 
 
-def _non_analytic(model: NeuronModel) -> list[str]:
+def non_analytic_functions(model: NeuronModel) -> list[str]:
     """Names of non-analytic functions in the model's expressions (empty: holomorphic)."""
     codes = [eq.code for eq in model.state] + [model.rho_code, model.rho_prime_code]
     codes += [code for pair in model.channels.values() for code in pair]
@@ -405,12 +407,15 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[float]]:
         try:
             if ":" in values:
                 low, high, count = values.split(":")
-                if int(count) < 1:
-                    raise ValueError
+                if not 1 <= int(count) <= MAX_GRID_POINTS:
+                    raise ConfigError(f"grid {spec!r}: COUNT must lie in [1, "
+                                      f"{MAX_GRID_POINTS:,}]")
                 grid[name] = [float(v) for v in np.linspace(float(low), float(high),
                                                             int(count))]
             else:
                 grid[name] = [float(v) for v in values.split(",") if v.strip()]
+        except ConfigError:
+            raise
         except ValueError:
             raise ConfigError(f"grid {spec!r}: expected NAME=LOW:HIGH:COUNT or "
                               "NAME=V1,V2,... (e.g. eps=0.5:8:5)") from None
@@ -435,7 +440,11 @@ def stability_scan(model: NeuronModel | str, grid: Mapping[str, Sequence[float]]
     """
     model = load_model(model) if not isinstance(model, NeuronModel) else model
     if not 1 <= len(grid) <= 2:
-        raise ConfigError(f"grid {dict(grid)}: give one or two parameters to scan")
+        raise ConfigError(f"grid over {', '.join(map(str, grid)) or 'no parameter'}: give "
+                          "one or two parameters to scan")
+    if math.prod(len(values) for values in grid.values()) > MAX_GRID_POINTS:
+        raise ConfigError(f"grid over {', '.join(map(str, grid))}: at most "
+                          f"{MAX_GRID_POINTS:,} points (each relaxes a network)")
     names = list(grid)
     unknown = set(names) - set(model.parameters)
     if unknown:

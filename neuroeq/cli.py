@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from neuroeq.engines.brian2_engine import Brian2Engine
 
 EXIT_USAGE = 2
+OUT_OF_MEMORY = "out of memory; use smaller networks, batches, chains or grids"
 
 
 #: ``neuroeq gradcheck``'s rules when ``--rules`` is not given
@@ -64,12 +66,16 @@ def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
                         "it runs)")
     parser.add_argument("--beta", type=_list(float, "--beta"), default=[1e-3],
                         help="nudge(s) β, comma-separated, non-zero (negative nudges too; "
-                        "holomorphic EP takes the radius r > 0)")
-    parser.add_argument("--seed", type=_list(int, "--seed"), default=[0])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    parser.add_argument("--readout", choices=["identity", "linear"], default="identity")
-    parser.add_argument("--cost", choices=["mse", "cross_entropy"], default="mse")
+                        "holomorphic EP takes the radius r > 0; default 1e-3)")
+    parser.add_argument("--seed", type=_list(int, "--seed"), default=[0],
+                        help="network seed(s), comma-separated (default 0)")
+    parser.add_argument("--batch", type=int, default=4, help="samples (default 4)")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                        help="default float64")
+    parser.add_argument("--readout", choices=["identity", "linear"], default="identity",
+                        help="default identity")
+    parser.add_argument("--cost", choices=["mse", "cross_entropy"], default="mse",
+                        help="default mse")
     parser.add_argument("--out", type=Path, help="write the dataset as NetCDF")
     parser.add_argument("--markdown", type=Path, help="write the summary table (Markdown)")
     parser.add_argument("--force", action="store_true", help="overwrite --out / --markdown")
@@ -109,6 +115,7 @@ def _brian2_engine(args: argparse.Namespace) -> Brian2Engine:
     """The Brian2 engine for ``gradcheck --engine brian2`` (rules that need autograd through
     the relaxation, batched parameters or Dyadic EP's doubled state stay on torch)."""
     from neuroeq.engines.brian2_engine import Brian2Engine
+    from neuroeq.engines.settings import gradient_check_tolerance
     from neuroeq.errors import ConfigError
 
     supported = ("ep", "centered", "vf", "asym", "skew_ep", "skew_centered", "implicit")
@@ -118,7 +125,7 @@ def _brian2_engine(args: argparse.Namespace) -> Brian2Engine:
     if unsupported:
         raise ConfigError(f"--engine brian2 cannot run {', '.join(unsupported)}; choose from "
                           f"{', '.join(supported)} (or use --engine torch)")
-    return Brian2Engine(target="cython", tol=1e-12 if args.dtype == "float64" else 1e-5,
+    return Brian2Engine(target="cython", tol=gradient_check_tolerance(args.dtype),
                         max_steps=100_000, check_every=400)
 
 
@@ -151,6 +158,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeuroEQError as exc:  # one line, whatever the message (Brian2's span several)
         notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
         print(f"neuroeq: error: {' '.join(str(exc).split())}{notes}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # the output piped into a reader that stopped (| head)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 1
+    except OSError as exc:  # a folder that is a file, no permission, a full disk, ...
+        where = f": {exc.filename!r}" if exc.filename else ""
+        print(f"neuroeq: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print(f"neuroeq: error: {OUT_OF_MEMORY}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as exc:  # torch's allocator: "DefaultCPUAllocator: can't allocate"
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        print(f"neuroeq: error: {OUT_OF_MEMORY} ({' '.join(str(exc).split())[:200]})",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("neuroeq: interrupted", file=sys.stderr)

@@ -30,7 +30,7 @@ def add_classify_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                              "NAME=V1,V2,... also works")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="relaxation budget per stability point (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="network seed (default 0)")
     parser.add_argument("--out", type=Path, help="write the stability scan as NetCDF")
     parser.add_argument("--force", action="store_true", help="overwrite --out")
     parser.set_defaults(handler=_classify)
@@ -40,10 +40,12 @@ def add_classify_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                            "gradient of a Gaussian (linear) network")
     check.add_argument("--sizes", default="3,4,2", help="layer sizes (default 3,4,2)")
     check.add_argument("--temperature", default="0.05,0.2",
-                       help="temperature(s) T, comma-separated")
-    check.add_argument("--beta", default="0.1,1.0", help="nudge(s) beta <= 1, comma-separated")
-    check.add_argument("--chains", type=int, default=2000, help="independent Langevin chains")
-    check.add_argument("--seed", default="0", help="seed(s), comma-separated")
+                       help="temperature(s) T, comma-separated (default 0.05,0.2)")
+    check.add_argument("--beta", default="0.1,1.0",
+                       help="nudge(s) beta <= 1, comma-separated (default 0.1,1.0)")
+    check.add_argument("--chains", type=int, default=2000,
+                       help="independent Langevin chains (default 2000)")
+    check.add_argument("--seed", default="0", help="seed(s), comma-separated (default 0)")
     check.add_argument("--markdown", type=Path, help="write the table (Markdown)")
     check.add_argument("--force", action="store_true", help="overwrite --markdown")
     check.set_defaults(handler=_gibbscheck)

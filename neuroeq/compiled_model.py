@@ -57,10 +57,6 @@ class CompiledModel:
         """``ρ_NAME(s)`` of an extra coupling channel (``[channels.NAME]``), elementwise."""
         return _like(self.channels[name][0]({**self.parameters, self.coupled: coupled}), coupled)
 
-    def channel_rho_prime(self, name: str, coupled: torch.Tensor) -> torch.Tensor:
-        """``ρ_NAME'(s)`` of an extra coupling channel, elementwise."""
-        return _like(self.channels[name][1]({**self.parameters, self.coupled: coupled}), coupled)
-
     def velocity(self, variables: dict[str, torch.Tensor], I_syn: torch.Tensor,
                  bias: torch.Tensor, rho: torch.Tensor, rho_prime: torch.Tensor,
                  channel_inputs: dict[str, torch.Tensor] | None = None

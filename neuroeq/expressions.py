@@ -359,8 +359,14 @@ def _power(base: torch.Tensor | float, exponent: torch.Tensor | float) -> torch.
         return math.inf
 
 
-def _tensor(value: torch.Tensor | float) -> torch.Tensor:
-    return value if isinstance(value, torch.Tensor) else torch.tensor(value)
+def _tensor(value: torch.Tensor | float | bool) -> torch.Tensor:
+    """``value`` as a tensor; a number as a float64 0-dim tensor, which keeps its digits
+    and, being 0-dim, does not change the dtype of the state it meets (``s >= 0.1`` holds
+    at a float64 ``s = 0.1``, against 0.1 rounded to float32 by ``torch.tensor(0.1)``)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.tensor(value) if isinstance(value, bool) else torch.tensor(value,
+                                                                             dtype=torch.float64)
 
 
 def free_symbols(expr: sympy.Expr) -> set[str]:

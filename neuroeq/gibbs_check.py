@@ -45,9 +45,9 @@ def free_energy(network: Network, x: torch.Tensor, y: torch.Tensor, beta: float,
     params = network.dynamics_parameters() if params is None else params
     n = network.state_size
     T = check_temperature(temperature)
-    zero = torch.zeros(n, dtype=network.dtype)
+    zero = torch.zeros(n, dtype=network.dtype, device=network.device)
     out = network.output_block
-    selector = torch.zeros(n, dtype=network.dtype)
+    selector = torch.zeros(n, dtype=network.dtype, device=network.device)
     selector[out.start:out.stop] = 1.0
     total = 0.0
     for b in range(x.shape[0]):
@@ -58,7 +58,7 @@ def free_energy(network: Network, x: torch.Tensor, y: torch.Tensor, beta: float,
 
         P = torch.func.hessian(energy)(zero)
         g = -torch.func.grad(energy)(zero)
-        target = torch.zeros(n, dtype=network.dtype)
+        target = torch.zeros(n, dtype=network.dtype, device=network.device)
         target[out.start:out.stop] = network.readout.targets(y[b:b + 1], x)[0]
         P_beta = P + beta * torch.diag(selector)
         g_beta = g + beta * selector * target
@@ -85,6 +85,12 @@ def exact_gradient(network: Network, x: torch.Tensor, y: torch.Tensor, beta: flo
     return {names[k]: g for k, g in zip(params, grads, strict=True)}
 
 
+#: limits of a check: Langevin chains (each a copy of the batch's state), and the units
+#: beyond the input (a dense Hessian per sample)
+MAX_CHAINS = 1_000_000
+MAX_UNITS = 2_000
+
+
 def gibbs_check(sizes: Sequence[int] = (3, 4, 2), temperatures: Sequence[float] = (0.05, 0.2),
                 betas: Sequence[float] = (0.1, 1.0), chains: int = 2000,
                 seeds: Sequence[int] = (0,),
@@ -101,6 +107,12 @@ def gibbs_check(sizes: Sequence[int] = (3, 4, 2), temperatures: Sequence[float] 
     for rule in rules:
         if rule not in GIBBS_RULES:
             raise ConfigError(f"unknown rule {rule!r}; known: {', '.join(GIBBS_RULES)}")
+    if not 1 <= int(chains) <= MAX_CHAINS:
+        raise ConfigError(f"chains {chains} must lie in [1, {MAX_CHAINS:,}]")
+    if len(sizes) < 2 or sum(sizes[1:]) > MAX_UNITS:
+        raise ConfigError(f"sizes {list(sizes)}: the exact free energy needs an input and an "
+                          f"output layer and at most {MAX_UNITS:,} units beyond the input "
+                          "(it inverts their dense Hessian)")
     for temperature in temperatures:  # before any sampling, not at the first point
         check_temperature(temperature)
     for beta in betas:

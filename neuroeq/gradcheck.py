@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.engines.settings import DTYPES, gradient_check_tolerance
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.gibbs_check import GIBBS_RULES
@@ -27,7 +28,10 @@ from neuroeq.neuron_model import load_model
 from neuroeq.readout import Readout
 from neuroeq.rules import ORACLES, RULE_NAMES, make_rule
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: limits of a gradient check (implicit differentiation builds a (units × units) Jacobian
+#: per sample): the samples of a batch, and the units beyond the input
+MAX_BATCH = 10_000
+MAX_UNITS = 4_096
 #: rules whose estimate has another reference than the deterministic gradient checked here
 CHECKED_ELSEWHERE = {
     **dict.fromkeys(GIBBS_RULES, "it estimates the gradient of a noisy network's Gibbs "
@@ -66,10 +70,14 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
     for alpha in alphas:
         if not 0 <= alpha <= 1:
             raise ConfigError(f"alpha {alpha} must lie in [0, 1]")
-    if batch < 1:
-        raise ConfigError(f"batch {batch} must be at least 1")
+    if not 1 <= batch <= MAX_BATCH:
+        raise ConfigError(f"batch {batch} must lie in [1, {MAX_BATCH:,}]")
+    if len(sizes) < 2 or sum(sizes[1:]) > MAX_UNITS:
+        raise ConfigError(f"sizes {list(sizes)}: a gradient check needs an input and an output "
+                          f"layer and at most {MAX_UNITS:,} units beyond the input (the oracle "
+                          "solves with the dense Jacobian of the state)")
     loaded = {name: load_model(name) for name in models}
-    engine = engine or TorchEngine(tol=1e-12 if dtype == "float64" else 1e-5, max_steps=100000)
+    engine = engine or TorchEngine(tol=gradient_check_tolerance(dtype), max_steps=100000)
     torch_dtype = DTYPES[dtype]
     shape = (len(models), len(couplings), len(alphas), len(seeds), len(rules), len(betas))
     cosine = np.full(shape, np.nan)
@@ -124,7 +132,8 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
                             cosine[i, j, k, s, r, b] = _cosine(found, reference)
                             rel_error[i, j, k, s, r, b] = float(
                                 (found - reference).norm() / reference.norm())
-                            vectors[(i, j, k, s, r, b)] = (found.numpy(), reference.numpy())
+                            vectors[(i, j, k, s, r, b)] = (found.cpu().numpy(),
+                                                           reference.cpu().numpy())
     n_elements = max((len(v[0]) for v in vectors.values()), default=0)
     estimate = np.full((*shape, n_elements), np.nan)
     true_grad = np.full((*shape, n_elements), np.nan)

@@ -24,9 +24,17 @@ def software_attrs() -> dict[str, str | int]:
 
 
 def refuse_overwrite(path: str | os.PathLike, force: bool) -> None:
-    """Raise if ``path`` exists and ``force`` is not set."""
-    if Path(path).exists() and not force:
+    """Raise, before anything is computed, if the file ``path`` could not be written: it
+    exists and ``force`` is not set, it is a folder, or a parent of it is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{str(path)!r} is a folder; give the name of a file to write")
+    if path.exists() and not force:
         raise ConfigError(f"{str(path)!r} exists; pass --force to overwrite it")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"cannot write {str(path)!r}: {str(parent)!r} is a file, not a "
+                          "folder")
 
 
 def _temporary_sibling(path: Path) -> Path:

@@ -298,16 +298,24 @@ class Network(nn.Module):
                                           grad_outputs=cotangent)
         return grad
 
-    def drive(self, x: torch.Tensor, params: Params | None = None) -> dict[int, torch.Tensor]:
-        """Input currents from the clamped layer, ``Σ W x`` per receiving layer (constant)."""
-        params = self.dynamics_parameters() if params is None else params
-        if x.dim() < 2:
+    def clamped_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the clamped layer's rates ``(batch, n_in)``, in the network's dtype and
+        on its device; a :class:`ConfigError` for another shape or a complex ``x``."""
+        if x.dim() != 2:
+            single = ": a single sample is x[None]" if x.dim() < 2 else ""
             raise ConfigError(f"the input x of shape {tuple(x.shape)} must be (batch, "
-                              f"{self.sizes[0]}): a single sample is x[None]")
+                              f"{self.sizes[0]}){single}")
         if x.shape[-1] != self.sizes[0]:
             raise ConfigError(f"input has {x.shape[-1]} features, the network expects "
                               f"{self.sizes[0]} (sizes {self.sizes})")
-        x = x.to(self.dtype)
+        if x.is_complex():
+            raise ConfigError(f"the input x is complex ({x.dtype}): inputs are real rates")
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def drive(self, x: torch.Tensor, params: Params | None = None) -> dict[int, torch.Tensor]:
+        """Input currents from the clamped layer, ``Σ W x`` per receiving layer (constant)."""
+        params = self.dynamics_parameters() if params is None else params
+        x = self.clamped_input(x)
         _check_input(x)
         currents: dict[int, torch.Tensor] = {}
         for edge in self.edges:

@@ -29,7 +29,7 @@ from typing import Any
 import sympy
 
 from neuroeq.brian2_import import import_brian2
-from neuroeq.checks import nonnegative_number, positive_number, whole_number
+from neuroeq.checks import did_you_mean, nonnegative_number, positive_number, whole_number
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.expressions import (
     MAX_EXPRESSION_CHARS,
@@ -53,6 +53,11 @@ _KNOWN_KEYS = {
 }
 MODEL_PATH_ENV = "NEUROEQ_MODEL_PATH"
 INTEGRATION_KEYS = ("dt", "max_steps", "tol")
+SPIKING_KEYS = ("dt", "draw", "on_pre", "nudge", "burn_in", "window")
+#: ``[spiking] nudge``: the output's teaching current (``SpikingEngine.nudge_gradient``)
+SPIKING_NUDGES = ("chain_rule", "rate_error")
+#: one statement of a Brian2 ``on_pre`` pathway: ``target op expression``
+_STATEMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*(\+=|-=|\*=|/=|=)\s*(\S.*?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -186,8 +191,10 @@ def find_model_file(name_or_path: str | os.PathLike) -> Path:
         path = directory / f"{name_or_path}.toml"
         if path.is_file():
             return path
-    raise ModelError(f"unknown model {str(name_or_path)!r}; available: "
-                     f"{', '.join(available_models()) or '(none found)'}")
+    available = available_models()
+    raise ModelError(f"unknown model {str(name_or_path)!r}"
+                     f"{did_you_mean(name_or_path, available)}; available: "
+                     f"{', '.join(available) or '(none found)'}")
 
 
 def load_model(name_or_path: str | os.PathLike, **parameter_overrides: float) -> NeuronModel:
@@ -369,6 +376,9 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
                 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                            and not math.isnan(b) for b in value) or value[0] >= value[1]):
             raise ModelError(f"{where}: bounds.{key} must be [low, high] for a state variable")
+        if not all(math.isfinite(b) for b in value):
+            raise ModelError(f"{where}: bounds.{key} = {value} must be finite numbers; leave "
+                             f"{key!r} out of [bounds] to leave it unbounded")
         bounds[key] = (float(value[0]), float(value[1]))
     model = NeuronModel(
         name=name, title=str(data.get("title", name)), structural_class=structural_class,
@@ -377,7 +387,8 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
         parameters=parameters, parameter_units=units, initial=initial, bounds=bounds,
         Q=q_table, energy_code=energy, channels=channels,
         integration=_integration(_table(data, "integration", where), where),
-        spiking=_table(data, "spiking", where), reference=str(data.get("reference", "")),
+        spiking=check_spiking_table(_table(data, "spiking", where), where),
+        reference=str(data.get("reference", "")),
         notes=str(data.get("notes", "")), source=source,
     )
     if structural_class == "skew_gradient":
@@ -408,6 +419,52 @@ def _integration(table: Mapping[str, Any], where: str) -> dict[str, Any]:
     except ConfigError as error:
         raise ModelError(str(error)) from None
     return dict(table)
+
+
+def check_spiking_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``[spiking]`` table (how the Brian2 spiking engine realises the neuron), checked:
+    known keys; ``dt`` a positive time (returned in seconds); ``burn_in`` and ``window``
+    whole numbers of steps; ``nudge`` one of :data:`SPIKING_NUDGES`; ``draw`` an expression
+    and ``on_pre`` lines of ``target op expression``, whose expressions pass
+    :func:`check_expression` (Brian2 hands them to sympy, which evaluates strings)."""
+    unknown = set(table) - set(SPIKING_KEYS)
+    label = f"{where} [spiking]"
+    if unknown:
+        raise ModelError(f"{label}: unknown key(s) {sorted(unknown)}; known: "
+                         f"{', '.join(SPIKING_KEYS)}")
+    checked = dict(table)
+    try:
+        if "dt" in table:
+            value, unit = _parameter_value("dt", table["dt"], label)
+            checked["dt"] = positive_number(value, f"{label} dt", "seconds")
+            _require_time(unit, "[spiking] dt", where)
+        for key, low in (("burn_in", 0), ("window", 1)):  # step counts, without units
+            if isinstance(table.get(key), Mapping):
+                raise ModelError(f"{label}: {key} is a number of steps, not a quantity with "
+                                 "a unit")
+            if key in table:
+                checked[key] = whole_number(table[key], f"{label} {key}", low)
+    except ConfigError as error:
+        raise ModelError(str(error)) from None
+    if table.get("nudge", SPIKING_NUDGES[0]) not in SPIKING_NUDGES:
+        raise ModelError(f"{label}: nudge {table['nudge']!r} must be one of "
+                         f"{', '.join(SPIKING_NUDGES)}")
+    for key in ("draw", "on_pre"):
+        if key in table and not isinstance(table[key], str):
+            raise ModelError(f"{label}: {key} must be a string of Brian2 code, got "
+                             f"{type(table[key]).__name__}")
+    if "draw" in table:
+        check_expression(table["draw"], f"{label} draw")
+    for line in str(table.get("on_pre", "")).splitlines():
+        code = line.split("#", 1)[0]
+        if not code.strip():
+            continue
+        statement = _STATEMENT.match(code)
+        if statement is None:
+            raise ModelError(f"{label}: on_pre line {line.strip()!r} must be a statement "
+                             "'target = expression' (or +=, -=, *=, /=)")
+        check_expression(statement.group(3), f"{label} on_pre")
+    return checked
 
 
 def _parse_channels(table: Any, coupled: str, parameters: Mapping[str, float], where: str

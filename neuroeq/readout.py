@@ -65,6 +65,9 @@ class Readout(nn.Module):
             # cast: 8 against 5 µs at batch 128)
             targets = torch.zeros(*y.shape, self.n_classes, dtype=like.dtype, device=like.device)
             return targets.scatter_(-1, y.long().unsqueeze(-1), 1.0)
+        if not y.is_floating_point() and not y.is_complex():
+            raise ConfigError(f"targets of dtype {y.dtype} are neither class labels (an "
+                              "integer tensor, e.g. y.long()) nor float targets")
         if y.dim() == 0 or y.shape[-1] != self.n_classes:
             raise ConfigError(f"float targets of shape {tuple(y.shape)} must have "
                               f"{self.n_classes} columns, one per class of the readout "

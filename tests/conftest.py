@@ -14,6 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_streams():
+    """Every test starts from the same global torch and numpy streams, so a test that
+    draws from them gives the same numbers whatever ran before it."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 def pytest_configure(config):
     # Brian2's code-generation cache lives inside the project, not in the home directory.
     os.environ.setdefault("NEUROEQ_CACHE_DIR", str(REPO / ".cache"))

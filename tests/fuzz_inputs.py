@@ -290,6 +290,7 @@ def check_protocol_file(content: bytes, workdir: Path) -> str:
     path.write_bytes(content)
     existing = workdir / "existing_result"
     existing.mkdir(exist_ok=True)
+    (existing / "protocol.toml").write_text("# resolved from an earlier run\n")
     (existing / "log.txt").touch()
     (existing / "DONE").write_text("1.0 s\n")  # a finished run: refused without --force
     stderr = io.StringIO()

@@ -123,6 +123,11 @@ def test_parse_grid():
         parse_grid(["eps"])
     with pytest.raises(ConfigError, match="unknown parameter"):
         stability_scan("fhn", {"epsilon": [1.0]})
+    # sizes that would allocate terabytes are refused, with a short message
+    with pytest.raises(ConfigError, match=r"COUNT must lie in \[1, 10,000\]"):
+        parse_grid(["a=0:1:1000000000000"])
+    with pytest.raises(ConfigError, match=r"^grid over a, b: at most 10,000 points"):
+        stability_scan("fhn", parse_grid(["a=0:1:1000", "b=0:1:1000"]))
 
 
 def test_cli_classify_exit_codes(tmp_path, capsys):

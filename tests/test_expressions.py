@@ -67,6 +67,26 @@ def test_constants_and_conditions_keep_the_states_float64(code, expected):
     torch.testing.assert_close(value, expected(s), rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize("code, expected", [
+    ("int(s >= 0.1)", [1.0, 1.0, 1.0]),  # at s = 0.1 itself: 0.1 rounded to float32 is above
+    ("int(s > 0.1)", [0.0, 1.0, 1.0]),
+    ("int(0.1 <= s and s < 0.1000000005)", [1.0, 1.0, 0.0]),
+])
+def test_comparisons_with_constants_keep_the_constants_digits(code, expected):
+    s = torch.tensor([0.1, 0.1000000001, 0.10000000149], dtype=torch.float64)
+    value = compile_expression(parse_expression(code, "x"), "x")({"s": s})
+    assert value.tolist() == expected
+
+
+def test_a_function_of_parameters_alone_keeps_their_float64_digits():
+    import math
+
+    f = compile_expression(parse_expression("tanh(a)*s", "x"), "x")
+    value = f({"a": 0.3, "s": torch.ones(1, dtype=torch.float64)})
+    assert value.dtype == torch.float64 and float(value) == math.tanh(0.3)
+    assert f({"a": 0.3, "s": torch.ones(1)}).dtype == torch.float32  # and float32 stays so
+
+
 def test_a_power_of_parameters_that_overflows_is_inf_not_an_error():
     value = compile_expression(parse_expression("s*k**2", "x"), "x")(
         {"s": torch.ones(2, dtype=torch.float64), "k": 1e200})

@@ -191,6 +191,36 @@ def test_an_error_in_a_script_is_not_reported_as_a_brian2_bug(first, hook):
     assert ("[py.warnings]" in done.stderr) == (hook == "brian2's"), done.stderr
 
 
+SIGINT_SCRIPT = """
+import signal, threading
+{setup}
+from neuroeq.brian2_import import import_brian2
+{call}
+import brian2
+print(signal.getsignal(signal.SIGINT) is {expected})
+"""
+
+
+@pytest.mark.parametrize("setup, call, expected", [
+    # Ctrl+C raises KeyboardInterrupt, not Brian2's "stop the simulation after this step"
+    ("", "import_brian2()", "signal.default_int_handler"),
+    # a background job started with SIGINT ignored keeps ignoring it
+    ("signal.signal(signal.SIGINT, signal.SIG_IGN)", "import_brian2()", "signal.SIG_IGN"),
+    # a worker thread may not install handlers: the import skips Brian2's
+    ("", "t = threading.Thread(target=import_brian2); t.start(); t.join()",
+     "signal.default_int_handler"),
+])
+def test_brian2_leaves_the_ctrl_c_handler_as_it_was(setup, call, expected):
+    import subprocess
+    import sys
+
+    script = SIGINT_SCRIPT.format(setup=setup, call=call, expected=expected)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+
+
 def test_a_relaxation_names_a_start_or_an_input_of_the_wrong_shape():
     from neuroeq import TorchEngine
 
@@ -241,6 +271,7 @@ def test_a_rule_names_an_option_it_does_not_take():
         make_rule("fd", beta_=1)
     # options passed on to a parent class (**options) count as the rule's own
     assert {"points", "chains", "temperature"} <= set(rule_options(NUDGED_RULES["path_integral"]))
+    assert rule_options("path_integral") == rule_options(NUDGED_RULES["path_integral"])
     assert isinstance(make_rule("path_integral", beta=0.5, points=3, chains=32),
                       PathIntegralEP)
     for rule in (*NUDGED_RULES.values(), *ORACLES.values()):  # every listed option is real

@@ -76,6 +76,8 @@ def test_units_are_converted_to_si():
     ({"integration": {"tol": -1.0}}, r"\[integration\] tol must be a non-negative number"),
     ({"integration": {"tol": "small"}}, "tol must be a non-negative number, got 'small'"),
     ({"integration": {"steps": 10}}, r"\[integration\] has unknown key\(s\) \['steps'\]"),
+    ({"bounds": {"u": [float("-inf"), float("inf")]}}, r"bounds.u = \[-inf, inf\] must be "
+                                                       "finite numbers; leave 'u' out"),
 ])
 def test_bad_model_files_are_refused_with_a_clear_message(change, message):
     with pytest.raises(ModelError, match=message):

@@ -68,7 +68,7 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
         state_array[p, rows] = np.stack(states)
         residual_array[p, rows] = np.stack(residuals)
     layer, variable, index = _unit_coordinates(network)
-    return xr.Dataset(
+    dataset = xr.Dataset(
         {"state": (("phase", "time", "sample", "unit"), state_array),
          "residual": (("phase", "time", "sample"), residual_array)},
         coords={"phase": [p[0] for p in phases], "time": np.asarray(steps_recorded) * dt * 1e3,
@@ -78,6 +78,9 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
                "title": "relaxation trajectories",
                "model_parameters": str(dict(network.model.parameters))},
     )
+    dataset.time.attrs.update(units="ms", long_name="time from the start of each phase")
+    dataset.residual.attrs.update(units="1", long_name="max |ds/dt|·τ over the units")
+    return dataset
 
 
 def _residual(network: Network, state: torch.Tensor, drive: dict, y: torch.Tensor | None,

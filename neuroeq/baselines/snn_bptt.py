@@ -40,10 +40,12 @@ class SpikingMLP(nn.Module):
             raise ConfigError(f"sizes {list(sizes)} needs at least two positive layer sizes")
         if not 0.0 < beta < 1.0:
             raise ConfigError(f"membrane decay beta {beta} must lie in (0, 1)")
-        torch.manual_seed(check_seed(seed, "SNN seed"))
+        seed = check_seed(seed, "SNN seed")
         spike_grad = surrogate.fast_sigmoid(slope=slope)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:],
-                                                                    strict=False))
+        with torch.random.fork_rng(devices=[]):  # the caller's global stream is left alone
+            torch.manual_seed(seed)
+            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:],
+                                                                        strict=False))
         self.neurons = nn.ModuleList(snntorch.Leaky(beta=beta, spike_grad=spike_grad)
                                      for _ in self.layers)
 
@@ -117,7 +119,7 @@ def train_snn_bptt(train_data: LabeledData, test_data: LabeledData, sizes: Seque
             loss.backward()
             optimizer.step()
             seen += len(y)
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             correct += int((counts.argmax(1) == y).sum())
             bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{correct / seen:.3f}",
                             refresh=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import numpy as np
 from neuroeq.errors import ConfigError
 
 DATA_DIR_ENV = "NEUROEQ_DATA_DIR"
+#: dimensions an IDX file may declare (MNIST: 3 for images, 1 for labels)
+MAX_IDX_DIMENSIONS = 4
 
 #: The original files and their MD5 sums (as published with the data sets).
 FILES: dict[str, dict[str, tuple[str, str]]] = {
@@ -64,10 +67,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                           "(expected 0x08, unsigned bytes)")
     ndim = raw[3]
     header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
+    if not 1 <= ndim <= MAX_IDX_DIMENSIONS:
+        raise ConfigError(f"{str(path)!r}: IDX header says {ndim} dimensions; images and "
+                          f"labels have 1 to {MAX_IDX_DIMENSIONS}")
+    if len(raw) < header:
         raise ConfigError(f"{str(path)!r}: truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # a Python int: no overflow for a corrupt header
     if len(raw) - header != expected:
         raise ConfigError(f"{str(path)!r}: IDX header promises {shape} = {expected} bytes, "
                           f"file holds {len(raw) - header}: truncated or corrupt")

@@ -9,11 +9,13 @@ The Cython cache goes to ``$NEUROEQ_CACHE_DIR/brian2`` when that variable is set
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neuroeq.brian2_import import import_brian2
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, ModelError, NeuroEQError
 
 if TYPE_CHECKING:
     import brian2
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
 TARGETS = ("cython", "numpy")
 CACHE_ENV = "NEUROEQ_CACHE_DIR"
+#: characters of a Brian2 error kept in neuroeq's message (its tracebacks run to pages)
+MAX_MESSAGE = 600
 # GCC additions to Brian2's default flags (-O3 -ffast-math -fno-finite-math-only
 # -march=native). glibc declares its vector math functions (libmvec: tanh, exp, sin, ...,
 # within 4 ulp) only when __FAST_MATH__ is defined, which GCC leaves undefined under
@@ -146,22 +150,27 @@ def block_diagonal(batch: int, n_pre: int, n_post: int, exclude_diagonal: bool =
             np.concatenate(weight_parts))
 
 
-def quantity_setting(table: dict, key: str, default: float, where: str) -> float:
-    """A number from a model-file table, ``x`` or ``{value = x, unit = "ms"}``, in SI."""
-    import brian2.units as units
-
-    from neuroeq.errors import ModelError
-
-    spec = table.get(key, default)
-    if isinstance(spec, dict):
-        value, unit = spec.get("value"), spec.get("unit", "1")
-        scale = 1.0 if unit in ("", "1") else getattr(units, str(unit), None)
-        if scale is None or not isinstance(value, (int, float)):
-            raise ModelError(f"{where}: {key} = {spec!r} needs a number and a Brian2 unit name")
-        return float(value) * float(scale)
-    if not isinstance(spec, (int, float)) or isinstance(spec, bool):
-        raise ModelError(f"{where}: {key} = {spec!r} must be a number")
-    return float(spec)
+@contextmanager
+def brian2_errors(what: str) -> Iterator[None]:
+    """Brian2's errors while building or running ``what`` (a model, named) as one
+    :class:`ModelError` (the original chained), since they mean that Brian2 refused the
+    model's code; neuroeq's own errors, even when Brian2 wraps them, pass as they are."""
+    try:
+        yield
+    except NeuroEQError:
+        raise
+    except Exception as error:
+        cause = error
+        while cause is not None and not isinstance(cause, NeuroEQError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        innermost = error  # Brian2 wraps the error that names the problem in its own
+        while innermost.__cause__ is not None:
+            innermost = innermost.__cause__
+        message = " ".join(str(innermost).split())
+        raise ModelError(f"{what}: Brian2 refused it ({type(innermost).__name__}: "
+                         f"{message[:MAX_MESSAGE]})") from error
 
 
 def run_steps(net: brian2.Network, steps: int, dt: float) -> None:

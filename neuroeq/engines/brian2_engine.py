@@ -41,6 +41,7 @@ import torch
 from neuroeq.checks import positive_number, whole_number
 from neuroeq.engines.brian2_common import (
     block_diagonal,
+    brian2_errors,
     check_dimensionless,
     configure_brian2,
     model_namespace,
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
     from neuroeq.rules.asym_ep import AsymCorrection
 
 TARGETS = ("cython", "numpy")
+#: built simulations an engine keeps (networks × batch sizes × nudge forms), the last used
+KEPT_SIMULATIONS = 8
 # Synapses go in groups of 8 interleaved copies (``block_diagonal``): the summed variables'
 # scatter-adds then never add twice in a row to one neuron. FHN 784-256-10 at batch 256:
 # 2.8 ns -> 0.6 ns per synapse for the forward sum; groups of 4 and 16 were as fast, 32 and
@@ -322,7 +325,8 @@ class _Simulation:
     def run(self, steps: int) -> None:
         """``steps`` Euler steps in one ``run()`` call (no new code objects after the
         first)."""
-        run_steps(self.net, steps, self.dt)
+        with brian2_errors(f"model {self.network.model.name!r} in the Brian2 engine"):
+            run_steps(self.net, steps, self.dt)
 
 
 def _euler_change(network: Network, state: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
@@ -397,15 +401,20 @@ class Brian2Engine(RelaxationSettings):
         self.divergence = positive_number(self.divergence, "divergence")
 
     def simulation(self, network: Network, batch: int, asym: bool = False) -> _Simulation:
-        """The Brian2 objects for ``network`` at this batch size (built on first use)."""
+        """The Brian2 objects for ``network`` at this batch size (built on first use; the
+        engine keeps the :data:`KEPT_SIMULATIONS` used last, so that a loop over networks
+        does not keep every one of them alive)."""
         dt = self.settings(network)[0]
         key = (id(network), batch, asym, dt)
-        simulation = self._simulations.get(key)
+        simulation = self._simulations.pop(key, None)
         if simulation is None or simulation.network is not network:
             configure_brian2(self.target)
-            simulation = _Simulation(network, batch, dt, asym)
-            self._simulations[key] = simulation
+            with brian2_errors(f"model {network.model.name!r} in the Brian2 engine"):
+                simulation = _Simulation(network, batch, dt, asym)
             self.builds += 1
+        self._simulations[key] = simulation  # the most recently used last
+        while len(self._simulations) > KEPT_SIMULATIONS:
+            self._simulations.pop(next(iter(self._simulations)))
         return simulation
 
     def relax(self, network: Network, x: torch.Tensor, *, y: torch.Tensor | None = None,
@@ -436,7 +445,7 @@ class Brian2Engine(RelaxationSettings):
                init: torch.Tensor | None, force: AsymCorrection | None, params: Params | None,
                drive: dict | None, max_steps: int | None, tol: float | None) -> RelaxResult:
         dt, max_steps, tol = self._budget(network, max_steps, tol)
-        x = x.to(device=network.device, dtype=network.dtype)
+        x = network.clamped_input(x)
         params = network.dynamics_parameters() if params is None else params
         for name, own in network.dynamics_parameters().items():
             if params[name].shape != own.shape:

@@ -24,7 +24,7 @@ reproducible.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,20 +33,18 @@ import torch
 from neuroeq.checks import positive_number, whole_number
 from neuroeq.engines.brian2_common import (
     block_diagonal,
+    brian2_errors,
     check_dimensionless,
     configure_brian2,
     model_namespace,
-    quantity_setting,
     run_steps,
 )
 from neuroeq.engines.settings import start_state
 from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.network import Edge, Network, Params
+from neuroeq.neuron_model import check_spiking_table
 from neuroeq.seeds import check_seed
-
-#: ``[spiking] nudge``: the output's teaching current (see :meth:`SpikingEngine.nudge_gradient`)
-NUDGES = ("chain_rule", "rate_error")
 
 
 @dataclass
@@ -185,7 +183,8 @@ class _SpikingSimulation:
 
     def run(self, steps: int) -> None:
         """``steps`` steps in one ``run()`` (no new code objects after the first)."""
-        run_steps(self.net, steps, self.dt)
+        with brian2_errors(f"model {self.network.model.name!r} in the spiking engine"):
+            run_steps(self.net, steps, self.dt)
 
 
 @dataclass
@@ -237,32 +236,19 @@ class SpikingEngine:
         """``(dt, burn_in, window, draw, on_pre)`` with the model file's defaults (and the
         check of its ``nudge`` key, :meth:`nudge_gradient`)."""
         model = network.model
-        table = model.spiking
-        where = f"model {model.name!r} [spiking]"
-        if not table:
+        where = f"model {model.name!r}"
+        if not model.spiking:
             raise ModelError(f"model {model.name!r} has no [spiking] table; the spiking engine "
                              "needs one (see models/spiking_rate.toml)")
-        dt = self.dt if self.dt is not None else quantity_setting(table, "dt", 0.1 * model.tau,
-                                                                  where)
-        # step counts: whole numbers, without units (a unit would scale them to seconds)
-        for key in ("burn_in", "window"):
-            if isinstance(table.get(key), Mapping):
-                raise ModelError(f"{where}: {key} is a number of steps, not a quantity with "
-                                 "a unit")
-        try:  # (the model file's error)
-            burn_in = (self.burn_in if self.burn_in is not None
-                       else whole_number(table.get("burn_in", 200), f"{where} burn_in", 0))
-            window = (self.window if self.window is not None
-                      else whole_number(table.get("window", 2000), f"{where} window", 1))
-        except ConfigError as error:
-            raise ModelError(str(error)) from None
-        draw, on_pre = str(table.get("draw", "rand() < rho")), table.get("on_pre")
+        table = check_spiking_table(model.spiking, where)  # (also a model made in code)
+        dt = self.dt if self.dt is not None else table.get("dt", 0.1 * model.tau)
+        burn_in = self.burn_in if self.burn_in is not None else table.get("burn_in", 200)
+        window = self.window if self.window is not None else table.get("window", 2000)
+        draw, on_pre = table.get("draw", "rand() < rho"), table.get("on_pre")
         if not on_pre:
-            raise ModelError(f"{where}: 'on_pre' (what a presynaptic spike does) is missing")
-        if table.get("nudge", "chain_rule") not in NUDGES:
-            raise ModelError(f"{where}: nudge {table['nudge']!r} must be one of "
-                             f"{', '.join(NUDGES)}")
-        return dt, burn_in, window, draw, str(on_pre)
+            raise ModelError(f"{where} [spiking]: 'on_pre' (what a presynaptic spike does) is "
+                             "missing")
+        return dt, burn_in, window, draw, on_pre
 
     @staticmethod
     def nudge_gradient(network: Network, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -289,7 +275,8 @@ class SpikingEngine:
         simulation = self._simulations.get(key)
         if simulation is None or simulation.network is not network:
             configure_brian2(self.target)
-            simulation = _SpikingSimulation(network, copies, dt, draw, on_pre)
+            with brian2_errors(f"model {network.model.name!r} in the spiking engine"):
+                simulation = _SpikingSimulation(network, copies, dt, draw, on_pre)
             self._simulations[key] = simulation
             self.builds += 1
         return simulation
@@ -319,7 +306,7 @@ class SpikingEngine:
 
         dt, burn_in, _, _, _ = self.settings(network)
         windows = self.windows(network)
-        x = x.to(device=network.device, dtype=network.dtype)
+        x = network.clamped_input(x)
         params = network.dynamics_parameters() if params is None else params
         drive = network.drive(x, params)
         batch, replicas = x.shape[0], int(self.replicas)

@@ -72,13 +72,19 @@ def _identity_on_bounds(network: Network) -> bool:
     """True when ``ρ`` restricted to the bounds is the coupled variable itself (the hard
     sigmoid: ``clip(s, 0, 1) = s`` on ``[0, 1]``), so that a step on the bounds reads the
     state as its rates (cached)."""
-    cache = network.__dict__.setdefault("_fast_step_cache", {})
-    key = (id(network.model), "identity on the bounds")
+    cache = _network_cache(network)
+    key = "identity on the bounds"
     if key not in cache:
         rates = _projected_rates(network)
         rho = None if rates is None else rates["rho"]
         cache[key] = isinstance(rho, sympy.Symbol) and rho.name == network.compiled.coupled
     return cache[key]
+
+
+def _network_cache(network: Network) -> dict:
+    """What this module derives from ``network``'s model (compiled updates, forms on the
+    bounds), kept on the network itself so that it lives and dies with it."""
+    return network.__dict__.setdefault("_fast_step_cache", {})
 
 
 def _same(value: torch.Tensor) -> torch.Tensor:
@@ -123,8 +129,8 @@ def _affine(update: sympy.Expr, variable: str) -> tuple[float, float, float] | N
 def _projected_map(network: Network, dt: float) -> tuple[dict, dict[str, Callable]] | None:
     """The updates with ``ρ``, ``ρ'`` restricted to the bounds and those two compiled
     (cached per network and step; ``None`` when nothing simplifies)."""
-    cache = network.__dict__.setdefault("_fast_step_cache", {})
-    key = (id(network.model), float(dt), "projected")
+    cache = _network_cache(network)
+    key = (float(dt), "projected")
     if key not in cache:
         rates = _projected_rates(network)
         where = f"model {network.model.name!r}: {{}} on the bounds"
@@ -139,8 +145,8 @@ def _update_expressions(network: Network, dt: float, rates: dict[str, sympy.Expr
     """Per state variable: the compiled ``v + dt·rhs``, the names it reads and its affine
     coefficients ``(a, b, c)`` when it is ``a·v + b·I + c`` (cached); ``rates``: forms of
     ``ρ``, ``ρ'`` substituted into it (those restricted to the bounds)."""
-    cache = network.__dict__.setdefault("_fast_step_cache", {})
-    key = (id(network.model), float(dt), rates is not None)
+    cache = _network_cache(network)
+    key = ("updates", float(dt), rates is not None)
     if key in cache:
         return cache[key]
     model = network.model
@@ -190,8 +196,8 @@ def sweep_applies(network: Network, force: object | None) -> bool:
 def _constant_rate_slope(network: Network, bounded: bool) -> float | None:
     """``dρ/ds`` of the coupled variable when it is one number on the states' domain (the
     bounds, where there are any; the hard sigmoid's is 1 there), else ``None`` (cached)."""
-    cache = network.__dict__.setdefault("_fast_step_cache", {})
-    key = (id(network.model), "rate slope", bounded)
+    cache = _network_cache(network)
+    key = ("rate slope", bounded)
     if key not in cache:
         cache[key] = _rate_slope(network, bounded)
     return cache[key]
@@ -423,7 +429,7 @@ class EulerMap:
             current = base[l] if base is not None else None
             owned = False
             for pre, transposed in self.incoming[l]:
-                narrow = self._narrow_product(l, pre, rates[pre], transposed)
+                narrow = self._narrow_product(l, pre, rates[pre])
                 if current is None:
                     current, owned = (rates[pre] @ transposed if narrow is None
                                       else narrow.clone()), True
@@ -438,8 +444,8 @@ class EulerMap:
         return currents
 
     def _narrow_product(self, post: int, pre: int, rates: torch.Tensor,
-                        transposed: torch.Tensor, offset: torch.Tensor | None = None,
-                        alpha: float = 1.0) -> torch.Tensor | None:
+                        offset: torch.Tensor | None = None, alpha: float = 1.0
+                        ) -> torch.Tensor | None:
         """``ρ_pre Mᵀ`` as ``(M ρ_preᵀ)ᵀ`` (a view of a kept ``(n_post, batch)`` buffer) when
         the output is narrow and the input wide (the readout layer's ``n_post = 10`` from 500
         hidden units), else ``None``. MKL runs a product with ``n_post`` outputs per row
@@ -572,8 +578,8 @@ class EulerMap:
         edges = self.incoming[l]
         if defer and b != 0.0 and len(edges) == 1 and (l, edges[0][0]) in self._narrow_edges \
                 and offset.dim() in (1, 2):
-            pre, transposed = edges[0]
-            fused = self._narrow_product(l, pre, rates[pre], transposed, offset=offset, alpha=b)
+            pre = edges[0][0]
+            fused = self._narrow_product(l, pre, rates[pre], offset=offset, alpha=b)
             if fused is not None:
                 if a == 0.0:
                     return fused
@@ -590,7 +596,7 @@ class EulerMap:
         else:
             torch.add(offset, current, alpha=a, out=target)
         for pre, transposed in edges:
-            narrow = self._narrow_product(l, pre, rates[pre], transposed)
+            narrow = self._narrow_product(l, pre, rates[pre])
             if narrow is None:
                 target.addmm_(rates[pre], transposed, alpha=b)
             else:

@@ -109,7 +109,7 @@ class LangevinSampler:
         check_gibbs_model(network)
         if any(b != 0 for b in betas) and y is None:
             raise ConfigError("nudged sampling (beta != 0) needs targets y")
-        x = x.to(device=network.device, dtype=network.dtype)
+        x = network.clamped_input(x)
         batch = x.shape[0]
         tau = network.tau
         dt = self.dt if self.dt is not None else 0.1 * tau
@@ -129,7 +129,8 @@ class LangevinSampler:
             state = state.reshape(rows, n).clone()
         drive = {k: v.repeat(n_beta * chains, 1) for k, v in network.drive(x).items()}
         x_rows = x.repeat(n_beta * chains, 1)
-        y_rows = None if y is None else y.repeat(n_beta * chains, *([1] * (y.dim() - 1)))
+        # targets on the network's device, one-hot once (not at every step)
+        y_rows = None if y is None else network.targets(y).repeat(n_beta * chains, 1)
         beta_rows = beta.repeat_interleave(chains * batch)
         bounds = _bounds(network)
 

@@ -15,6 +15,14 @@ if TYPE_CHECKING:
     from neuroeq.network import Network
 
 FAILURE_MODES = ("raise", "warn", "ignore")
+#: the floating-point types a network runs in, by the names protocols and the CLI use
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def gradient_check_tolerance(dtype: str) -> float:
+    """The residual at which a gradient check's phases count as settled: ``1e-12`` in
+    float64, ``1e-5`` in float32 (a few hundred ulps of a unit's state)."""
+    return 1e-12 if dtype == "float64" else 1e-5
 
 
 def start_state(init: object, network: Network, batch: int, *, leading: bool = True,

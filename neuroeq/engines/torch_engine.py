@@ -31,6 +31,7 @@ the last sweep's change as the residual.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -158,8 +159,15 @@ class TorchEngine(RelaxationSettings):
         """
         if beta != 0.0 and y is None:
             raise ConfigError("a nudged phase (beta != 0) needs targets y")
+        if y is not None:  # one-hot on the network's device once, not at every step
+            y = network.targets(y)
+        if self.solver != "euler" and torch.is_grad_enabled():
+            warnings.warn(f"solver {self.solver!r} runs without autograd only: this relax "
+                          "records a graph (for BPTT) and takes Euler steps; call it under "
+                          "torch.no_grad() to use the solver (the rules do)", RuntimeWarning,
+                          stacklevel=2)
         init, drive = self._warm_start(start, init, drive)
-        x = x.to(device=network.device, dtype=network.dtype)
+        x = network.clamped_input(x)
         if drive is None:
             drive = network.drive(x, params)
         if init is None:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from neuroeq.data import LabeledData, load_dataset
+from neuroeq.engines.settings import DTYPES
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
@@ -22,7 +21,6 @@ from neuroeq.training import TrainConfig
 if TYPE_CHECKING:
     from neuroeq.engines import Engine
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MS = 1e-3
 #: ``[rule]`` keys passed to the noisy-network rules as they are
 GIBBS_OPTIONS = ("temperature", "chains", "groups", "burn_in", "samples", "thin", "metropolis")

@@ -67,7 +67,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str | tuple[lis
         for part in path[:-1]:
             child = table.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not a table")
+                raise ConfigError(f"setting {'.'.join(path)}: {part!r} is not a table")
             table = child
         table[path[-1]] = value
     return result
@@ -82,8 +82,11 @@ def load_protocol(source: str | os.PathLike | Mapping[str, Any],
         data = dict(source)
     else:
         data, name = read_protocol_file(source), str(source)
+    overrides = [parse_override(o) if isinstance(o, str) else o for o in overrides]
     data = apply_overrides(data, overrides)
-    return Protocol(validate(data, name), name)
+    # errors name the changes too: a bad value may be one of them, not the file's
+    changes = "; ".join(f"{'.'.join(path)}={value!r}" for path, value in overrides)
+    return Protocol(validate(data, f"{name} (with {changes})" if changes else name), name)
 
 
 def _drop_none(value: Any) -> Any:

@@ -30,6 +30,7 @@ from neuroeq.engines.langevin import check_gibbs_model
 from neuroeq.errors import ConfigError
 from neuroeq.io import software_attrs, write_netcdf, write_text
 from neuroeq.protocols import build
+from neuroeq.protocols.folder_lock import LOCK_FILE, folder_lock, is_locked
 from neuroeq.protocols.loader import Protocol, load_protocol
 from neuroeq.protocols.schema import GIBBS_RULES
 
@@ -38,13 +39,16 @@ if TYPE_CHECKING:
 
     from neuroeq.neuron_model import NeuronModel
 
-RESULT_FILES = ("protocol.toml", "log.txt")
+RESULT_FILES = ("protocol.toml", "log.txt", LOCK_FILE)
+#: the first line of the ``protocol.toml`` a run writes (then the file it was resolved from)
+PROTOCOL_HEADER = "# resolved from "
 #: settings a resumed run may change (and every key of [outputs]): how long it trains, and
 #: what does not change what it learns (where the data files lie, how often it checkpoints)
 RESUMABLE_CHANGES = {("training", "epochs"), ("training", "checkpoint_every"),
                      ("training", "eval_batch_size"), ("data", "root"),
                      ("protocol", "description")}
 DONE_MARKER = "DONE"
+MAX_THREADS_PER_CORE = 4
 PREVIOUS_SUFFIX = ".previous"
 
 
@@ -64,10 +68,14 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     if force and resume:
         raise ConfigError("force (start again) and resume (continue) exclude each other")
     threads = None if threads is None else whole_number(threads, "threads", 1)
+    if threads is not None and threads > MAX_THREADS_PER_CORE * (os.cpu_count() or 1):
+        raise ConfigError(f"{threads} torch threads on {os.cpu_count()} cores: at most "
+                          f"{MAX_THREADS_PER_CORE} per core (one per core is fastest)")
     out = Path(out_dir) if out_dir is not None else default_output_dir(protocol)
     if resume and protocol.kind != "train":
         raise ConfigError(f"--resume applies to training protocols, not kind "
                           f"{protocol.kind!r} (use --force to run again)")
+    _check_output_folder(out)
     if resume and not _holds_results(out):
         raise ConfigError(f"nothing to resume in {str(out)!r}: it holds no training run; run "
                           "without --resume to start one")
@@ -79,8 +87,19 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
             _check_resumable(protocol, out)
     previous = _set_aside(out) if force else None
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        _run_in(protocol, out, previous, resume=resume, progress=progress, threads=threads)
+    if previous is not None:
+        shutil.rmtree(previous)
+    return out
+
+
+def _run_in(protocol: Protocol, out: Path, previous: Path | None, *, resume: bool,
+            progress: bool, threads: int | None) -> None:
+    """The run itself, in the folder ``out`` this process holds: the resolved protocol and
+    the log first, the results, then the done marker."""
     (out / DONE_MARKER).unlink(missing_ok=True)
-    write_text(out / "protocol.toml", f"# resolved from {protocol.source}\n"
+    write_text(out / "protocol.toml", f"{PROTOCOL_HEADER}{protocol.source}\n"
                                       + protocol.to_toml())
     log = _logger(out)
     log.info("protocol %s (kind %s) from %s", protocol.name, protocol.kind, protocol.source)
@@ -112,9 +131,6 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     write_text(out / DONE_MARKER, f"{seconds:.1f} s\n")
     with open(out / "log.txt", "a") as handle:
         handle.write(f"done in {seconds:.1f} s\n")
-    if previous is not None:
-        shutil.rmtree(previous)
-    return out
 
 
 def seconds_taken(out: Path) -> float:
@@ -129,6 +145,38 @@ def _holds_results(out: Path) -> bool:
     """Whether ``out`` holds anything but a run's own log and protocol (a run that failed
     before writing a result leaves only those, and a new run may take the folder)."""
     return out.is_dir() and any(entry.name not in RESULT_FILES for entry in out.iterdir())
+
+
+def _check_output_folder(out: Path) -> None:
+    """Refuse an ``out`` that is a file, a folder another run is writing to, or a folder of
+    files no run wrote (which ``force`` would delete): a run folder starts with the
+    ``protocol.toml`` it wrote."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"the result folder {str(out)!r} is a file; give --out a folder")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"cannot make the result folder {str(out)!r}: {str(parent)!r} is a "
+                          "file, not a folder")
+    if is_locked(out):
+        raise ConfigError(f"another run is writing to {str(out)!r}; wait for it to finish, "
+                          "or give --out another folder")
+    entries = sorted(e.name for e in out.iterdir() if e.name != LOCK_FILE) \
+        if out.is_dir() else []
+    if entries and not _written_by_a_run(out):
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise ConfigError(f"{str(out)!r} holds files that no neuroeq run wrote ({shown}); a "
+                          "run writes into a new folder or into its own result folder "
+                          "(--force replaces that, --resume continues it), so give --out a "
+                          "new folder")
+
+
+def _written_by_a_run(out: Path) -> bool:
+    """Whether ``out`` starts with the ``protocol.toml`` of a run (:data:`PROTOCOL_HEADER`)."""
+    try:
+        with open(out / "protocol.toml", encoding="utf-8") as handle:
+            return handle.readline().startswith(PROTOCOL_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _set_aside(out: Path) -> Path | None:
@@ -196,9 +244,9 @@ def changed_settings(before: dict[str, dict[str, Any]], now: dict[str, dict[str,
 
 
 def _logger(out: Path) -> logging.Logger:
-    log = logging.getLogger(f"neuroeq.run.{out.resolve()}")
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    """A logger writing to ``out/log.txt``, of this run alone: not registered with
+    ``logging`` (a sweep would otherwise keep one logger per point for good)."""
+    log = logging.Logger(f"neuroeq.run.{out.resolve()}", logging.INFO)
     handler = logging.FileHandler(out / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from neuroeq.checks import folder_name
+from neuroeq.checks import did_you_mean, folder_name
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.neuron_model import find_model_file
 from neuroeq.seeds import MAX_SEED
@@ -261,6 +261,18 @@ SECTIONS_BY_KIND: dict[str, tuple[str, ...]] = {
     "stochastic": ("protocol", "model", "network", "stochastic", "outputs"),
     "snn_bptt": ("protocol", "network", "data", "training", "snn", "outputs"),
 }
+#: the keys of a section a kind reads, where it reads only some: the others are refused
+#: (not accepted and ignored) and left out of the resolved protocol
+KEYS_READ: dict[str, dict[str, tuple[str, ...]]] = {
+    # [stochastic] sets the sizes, and the comparison runs in float64 with an identity
+    # readout and MSE
+    "stochastic": {"network": ("coupling", "alpha", "lateral", "skip", "gain", "bias_init",
+                               "seed")},
+    # the snntorch baseline: Adam at one learning rate, seeded by [training].seed
+    "snn_bptt": {"network": ("sizes",),
+                 "training": ("epochs", "batch_size", "lr", "seed", "limit_train",
+                              "limit_test")},
+}
 #: sections a kind cannot do without (the rest fall back to defaults)
 REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("protocol", "model", "rule"),
@@ -287,11 +299,12 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
                           f"{', '.join(KINDS)}")
     if kind not in KINDS:
         raise ConfigError(f"{source}: [protocol].kind must be one of {', '.join(KINDS)}, "
-                          f"got {_show(kind)}")
+                          f"got {_show(kind)}{did_you_mean(kind, KINDS)}")
     allowed = SECTIONS_BY_KIND[kind]
     for section in data:
         if section not in allowed:
-            hint = "unknown section" if section not in SCHEMA else f"not used by kind {kind!r}"
+            hint = (f"unknown section{did_you_mean(section, allowed)}" if section not in SCHEMA
+                    else f"not used by kind {kind!r}")
             raise ConfigError(f"{source}: [{_name(section)}] {hint}; this kind reads "
                               f"{', '.join(f'[{s}]' for s in allowed)}")
     for section in REQUIRED_SECTIONS[kind]:
@@ -305,8 +318,16 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
         fields = SCHEMA[section]
         for key in table:
             if key not in fields:
-                raise ConfigError(f"{source}: unknown key [{section}].{_name(key)}; known: "
-                                  f"{', '.join(fields)}")
+                raise ConfigError(f"{source}: unknown key [{section}].{_name(key)}"
+                                  f"{did_you_mean(key, fields)}; known: {', '.join(fields)}")
+        read = KEYS_READ.get(kind, {}).get(section)
+        if read is not None:
+            ignored = [key for key in table if key not in read]
+            if ignored:
+                raise ConfigError(f"{source}: kind {kind!r} does not read [{section}]."
+                                  f"{_name(ignored[0])} (it reads only "
+                                  f"{', '.join(read)} of [{section}])")
+            fields = {key: spec for key, spec in fields.items() if key in read}
         resolved[section] = {}
         for key, spec in fields.items():
             where = f"{source}: [{section}].{key}"
@@ -361,7 +382,8 @@ def _check(value: Any, spec: Field, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {_show(value)}")
         if spec.choices and value not in spec.choices:
-            raise ConfigError(f"{where}: unknown value {_show(value)}; known: "
+            raise ConfigError(f"{where}: unknown value {_show(value)}"
+                              f"{did_you_mean(value, spec.choices)}; known: "
                               f"{', '.join(spec.choices)}")
         return value
     if kind == "int":
@@ -419,6 +441,11 @@ def _check_network_size(resolved: dict[str, dict[str, Any]], source: str) -> Non
             raise ConfigError(f"{source}: [{section}].sizes needs an input and an output layer, "
                               f"got {sizes}")
         synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        options = resolved.get("network", {})
+        if options.get("lateral"):  # within every layer but the clamped input
+            synapses += sum(n * n for n in sizes[1:])
+        if options.get("skip"):  # l-2 -> l
+            synapses += sum(a * b for a, b in zip(sizes[:-2], sizes[2:], strict=False))
         if synapses > MAX_SYNAPSES:
             raise ConfigError(f"{source}: [{section}].sizes {sizes} has {synapses:,} synapses, "
                               f"more than the {MAX_SYNAPSES:,} a protocol may ask for")

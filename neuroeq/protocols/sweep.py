@@ -26,7 +26,6 @@ import math
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -49,7 +48,7 @@ from neuroeq.protocols.loader import (
     read_protocol_file,
 )
 from neuroeq.protocols.runner import DONE_MARKER, changed_settings, seconds_taken
-from neuroeq.protocols.schema import SCHEMA, SECTIONS_BY_KIND
+from neuroeq.protocols.schema import KEYS_READ, SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind
 PRIMARY_RESULT = {"train": "metrics.nc", "gradcheck": "gradcheck.nc",
@@ -58,7 +57,6 @@ SWEEP_KEYS = ("name", "protocol", "grid", "set")
 MAX_POINTS = 10_000
 #: the per-point variables of the combined dataset
 BOOKKEEPING = ("status", "error", "seconds")
-_IMPORT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -144,7 +142,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
             raise ConfigError(f"{path}: [sweep.grid].{key} must be section.key, e.g. rule.beta")
         seen: set[Any] = set()
         for value in values:  # two points of one setting: one folder, one coordinate
-            label = coordinate(value)
+            label = (type(value).__name__, coordinate(value))  # true and 1 are two values
             if label in seen:
                 raise ConfigError(f"{path}: [sweep.grid].{key} lists {value!r} more than "
                                   "once; give each value once")
@@ -185,6 +183,15 @@ def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: P
         if field not in SCHEMA[section]:
             raise ConfigError(f"{path}: [sweep.grid].{key}: unknown key [{section}].{field}; "
                               f"known: {', '.join(SCHEMA[section])}")
+        read = KEYS_READ.get(kind, {}).get(section)
+        if read is not None and field not in read:
+            raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol does not read "
+                              f"[{section}].{field} (only {', '.join(read)})")
+        parameters = (section, field) == ("model", "parameters")
+        if len(parts) > (3 if parameters else 2):
+            raise ConfigError(f"{path}: [sweep.grid].{key} must be "
+                              + ("model.parameters.NAME" if parameters else
+                                 f"section.key ([{section}].{field} is not a table)"))
         if (section, field) == ("model", "parameters") and len(parts) == 3 \
                 and "model.name" not in grid:
             known = load_model(config["model"]["name"]).parameters
@@ -207,20 +214,6 @@ def _flatten(table: Any, where: str, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _import_brian2_in_worker_thread() -> None:
-    """Brian2 installs a Ctrl+C handler when imported, which only the main thread may do;
-    Dask runs tasks in worker threads, so import it with that one call skipped."""
-    if "brian2" in sys.modules or threading.current_thread() is threading.main_thread():
-        return
-    with _IMPORT_LOCK:
-        original = signal.signal
-        signal.signal = lambda *args, **kwargs: None
-        try:
-            import_brian2()
-        finally:
-            signal.signal = original
-
-
 def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None
               ) -> dict[str, Any]:
     """Run one point (in a Dask worker; ``threads``: its torch CPU threads, ``None`` keeps
@@ -229,7 +222,7 @@ def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None
 
     started = time.perf_counter()
     try:
-        _import_brian2_in_worker_thread()
+        import_brian2()  # in a worker thread: without Brian2's SIGINT handler
         protocol = load_protocol(config, name=f"sweep point {Path(out_dir).name}")
         run_protocol(protocol, out_dir, force=True, progress=False, threads=threads)
         return {"status": "done", "error": "", "seconds": time.perf_counter() - started}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from neuroeq.checks import did_you_mean
 from neuroeq.errors import ConfigError
 from neuroeq.rules.asym_ep import AsymEP
 from neuroeq.rules.base import Estimate, GradientEstimator, write_gradients
@@ -43,18 +44,28 @@ def make_rule(name: str, *, beta: float = 1e-3,
     skew-gradient EP."""
     if model_class == "skew_gradient" and name in ("ep", "centered"):
         name = {"ep": "skew_ep", "centered": "skew_centered"}[name]
+    rule = rule_class(name)
+    _check_options(name, rule, options)
     if name in NUDGED_RULES:
-        _check_options(name, NUDGED_RULES[name], options)
-        return NUDGED_RULES[name](beta=beta, engine=engine, **options)
-    if name in ORACLES:
-        _check_options(name, ORACLES[name], options)
-        return ORACLES[name](engine=engine, **options)
-    raise ConfigError(f"unknown rule {name!r}; known: {', '.join(RULE_NAMES)}")
+        return rule(beta=beta, engine=engine, **options)
+    return rule(engine=engine, **options)
 
 
-def rule_options(rule: type[GradientEstimator]) -> list[str]:
-    """The keyword options a rule's constructor takes, with those it passes on to its
-    parent class (``**options``)."""
+def rule_class(name: str) -> type[GradientEstimator]:
+    """The rule (or oracle) class of a CLI name; an unknown name is a :class:`ConfigError`
+    that suggests the closest known one."""
+    found = NUDGED_RULES.get(name) or ORACLES.get(name)
+    if found is None:
+        raise ConfigError(f"unknown rule {name!r}{did_you_mean(name, RULE_NAMES)}; known: "
+                          f"{', '.join(RULE_NAMES)}")
+    return found
+
+
+def rule_options(rule: type[GradientEstimator] | str) -> list[str]:
+    """The keyword options a rule's constructor takes (a rule class or its CLI name), with
+    those it passes on to its parent class (``**options``)."""
+    if isinstance(rule, str):
+        rule = rule_class(rule)
     names: list[str] = []
     for cls in rule.__mro__:
         init = cls.__dict__.get("__init__")
@@ -81,5 +92,5 @@ __all__ = [
     "Estimate", "FiniteDifferences", "FiniteNudgeEP", "HolomorphicEP", "PathIntegralEP",
     "SampledEstimate", "GradientEstimator", "ImplicitDifferentiation", "StochasticEP",
     "NUDGED_RULES", "ORACLES", "RULE_NAMES", "SkewGradientEP", "VectorFieldEP", "make_rule",
-    "rule_options", "write_gradients",
+    "rule_class", "rule_options", "write_gradients",
 ]

@@ -86,7 +86,7 @@ class GradientEstimator(ABC):
         if not labels and not bool(torch.isfinite(y).all()):
             raise ConfigError(f"the targets y hold NaN or inf values in samples "
                               f"{short(sample_list(~torch.isfinite(y).all(-1)))}")
-        x = x.to(device=network.device, dtype=network.dtype)
+        x = network.clamped_input(x)
         # class labels become the readout's targets here, once per batch: the phases, the
         # cost and the readout gradient read them as they are (one-hot float targets pass
         # through), instead of checking and one-hot encoding the labels two to four times

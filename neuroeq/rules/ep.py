@@ -33,8 +33,9 @@ class ClassicEP(GradientEstimator):
     Nudged dynamics ``ds/dt = F(s) - (β/τ) ∂C/∂s`` (for ``F = -(1/τ)∇E``: descent on
     ``E + βC``); estimate ``ĝ = (1/β)(∂E/∂θ(s_β) - ∂E/∂θ(s*))``, so the weight change
     ``ΔW_l = -η ĝ_l ∝ (1/β)(ρ_l^β ρ_{l-1}^βᵀ - ρ_l* ρ_{l-1}*ᵀ)`` is contrastive Hebbian.
-    Exact as ``β → 0`` for gradient systems, error O(β). ``random_sign`` draws the sign of
-    β per call.
+    Exact as ``β → 0`` for gradient systems, and for skew-gradient ones with symmetric
+    coupling (:class:`SkewGradientEP` is this rule with a check of the model), error O(β).
+    ``random_sign`` draws the sign of β per call.
     """
 
     name = "ep"
@@ -114,7 +115,10 @@ class SkewGradientEP(_SkewGradientCheck, ClassicEP):
 
 
 class CenteredSkewGradientEP(_SkewGradientCheck, CenteredEP):
-    """Centered skew-gradient EP: nudges ``±β`` on the activators, error O(β²)."""
+    """Centered skew-gradient EP (Kendall 2026; the centering of Laborieux et al. 2021):
+    nudges ``±β`` on the activators (``Q = 1``),
+    ``ĝ = (1/2β)(∂E/∂θ(s_{+β}) - ∂E/∂θ(s_{-β}))``; exact as ``β → 0`` for skew-gradient
+    models with symmetric coupling, error O(β²)."""
 
     name = "skew_centered"
 

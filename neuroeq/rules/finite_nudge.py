@@ -151,7 +151,8 @@ class FiniteNudgeEP(_GibbsRule):
         gibbs = self._sample(network, x, y, free, [0.0, self.beta])
         n_beta, n_samples, chains, batch, _ = gibbs.states.shape
         per_group = n_samples * (chains // self.groups) * batch
-        sign = torch.tensor([-1.0, 1.0], dtype=network.dtype).view(2, 1, 1, 1)
+        sign = torch.tensor([-1.0, 1.0], dtype=network.dtype,
+                            device=network.device).view(2, 1, 1, 1)
         weights = sign / (self.beta * per_group)
         grads, stderr = self._grouped_gradient(network, gibbs.states, x, weights)
         grads.update(self._readout(network, gibbs.states[1], y))
@@ -194,8 +195,8 @@ class PathIntegralEP(_GibbsRule):
             if draws < 2:
                 raise ConfigError("path-integral EP needs at least 2 draws per group "
                                   "(samples x chains/groups)")
-            quadrature = torch.tensor(self.node_weights, dtype=network.dtype).view(-1, 1, 1,
-                                                                                   1, 1)
+            quadrature = torch.tensor(self.node_weights, dtype=network.dtype,
+                                      device=network.device).view(-1, 1, 1, 1, 1)
             weights = -(quadrature * centred) / (self.temperature * self.beta * (draws - 1)
                                                  * batch)
         grads, stderr = self._grouped_gradient(

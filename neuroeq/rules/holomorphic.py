@@ -53,7 +53,7 @@ class HolomorphicEP(GradientEstimator):
         return {**super().describe(), "r": self.beta, "points": self.points}
 
     def _check(self, network: Network) -> None:
-        from neuroeq.classify import _non_analytic
+        from neuroeq.classify import non_analytic_functions
 
         model = network.model
         if model.structural_class == "general":
@@ -65,7 +65,7 @@ class HolomorphicEP(GradientEstimator):
         if network.compiled.bounds:
             raise ConfigError(f"holomorphic EP needs unbounded (analytic) dynamics; model "
                               f"{model.name!r} clamps {sorted(network.compiled.bounds)}")
-        bad = _non_analytic(model)
+        bad = non_analytic_functions(model)
         if bad:
             raise ConfigError(f"holomorphic EP needs analytic dynamics; model {model.name!r} "
                               f"uses {', '.join(bad)} (use a smooth rate such as "
@@ -82,11 +82,12 @@ class HolomorphicEP(GradientEstimator):
                  for k in range(self.points)]
         nudge = torch.tensor(betas, dtype=cdtype, device=network.device).view(-1, 1, 1)
         start = free.state.detach().to(cdtype).expand(self.points, *free.state.shape).clone()
-        states = self._relax(network, x, y, start, nudge / network.tau, complex_params, drive)
+        phases = self._relax(network, y, start, nudge / network.tau, complex_params, drive)
+        states = phases.state
         # Re Σ_k w_k E_hebb(s_k; θ) is linear in θ: its θ-gradient is the estimate.
         weights = torch.tensor([cmath.exp(-2j * math.pi * k / self.points)
                                 / (self.points * self.beta) for k in range(self.points)],
-                               dtype=cdtype).view(-1, 1)
+                               dtype=cdtype, device=network.device).view(-1, 1)
         leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
         with torch.enable_grad():
             cast = {k: v.to(cdtype) for k, v in leaves.items()}
@@ -97,19 +98,22 @@ class HolomorphicEP(GradientEstimator):
         estimate = {names[k]: (g if g is not None else torch.zeros_like(leaves[k]))
                     for k, g in zip(leaves, grads, strict=True)}
         estimate = combine(estimate, readout_gradients(network, free.state, y))
-        return Estimate(estimate, mean_cost(network, free.state, y), free)
+        return Estimate(estimate, mean_cost(network, free.state, y), free,
+                        {"complex": phases})
 
-    def _relax(self, network: Network, x: torch.Tensor, y: torch.Tensor, state: torch.Tensor,
-               nudge: torch.Tensor, params: dict, drive: dict) -> torch.Tensor:
-        """Euler relaxation of the complex nudged phases (points, batch, N) to rest."""
+    def _relax(self, network: Network, y: torch.Tensor, state: torch.Tensor,
+               nudge: torch.Tensor, params: dict, drive: dict) -> RelaxResult:
+        """Euler relaxation of the complex nudged phases (points, batch, N) to rest (the
+        ``∂C/∂s`` of the readout's closed form is analytic, so complex states take it as
+        they are). Phases that do not settle follow the engine's ``on_failure``; a
+        divergence is always raised."""
         dt, max_steps, tol = self.engine.settings(network)
         max_steps = self.nudged_steps or max_steps
-        target_y = y
         residual = math.inf
         with torch.no_grad():
             for step in range(1, max_steps + 1):
-                velocity = network.velocity(state, drive, params) - nudge * _cost_gradient(
-                    network, state, target_y)
+                velocity = network.velocity(state, drive, params) - nudge * (
+                    network.cost_gradient(state, y))
                 state = state + dt * velocity
                 if step % self.engine.check_every == 0 or step == max_steps:
                     residual = float(velocity.abs().max()) * network.tau
@@ -119,19 +123,27 @@ class HolomorphicEP(GradientEstimator):
                             f" diverged after {step} steps at r = {self.beta:g}; lower r",
                             kind="nan")
                     if residual < tol:
-                        return state
+                        return _complex_phases(state, step, residual, True)
         if tol == 0.0:  # a fixed budget (the engine's tol = 0): the last state
-            return state
-        raise RelaxationError(
+            return _complex_phases(state, max_steps, residual, True)
+        failure = RelaxationError(
             f"holomorphic EP: the complex nudged phases of {network.model.name} did not settle "
             f"after {max_steps} steps (max |ds/dt|*tau = {residual:.3g} > tol {tol:g}) at "
             f"r = {self.beta:g}; lower r (the radius must stay inside the region where "
             "s_beta is analytic) or raise max_steps", kind="not_converged", residual=residual)
+        self.engine._report_failure(failure, stacklevel=4)
+        return _complex_phases(state, max_steps, residual, False, failure)
 
 
-def _cost_gradient(network: Network, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``∂C/∂s`` for complex states (the readout's closed form is polynomial / analytic)."""
-    return network.cost_gradient(state, y)
+def _complex_phases(state: torch.Tensor, steps: int, residual: float, settled: bool,
+                    failure: RelaxationError | None = None) -> RelaxResult:
+    """The ``N`` complex nudged phases (points, batch, N) as one :class:`RelaxResult`
+    (per sample: the largest residual over the points)."""
+    batch = state.shape[-2]
+    return RelaxResult(state=state, steps=torch.full((batch,), steps if settled else -1),
+                       converged=torch.full((batch,), settled),
+                       residual=torch.full((batch,), residual), n_steps=steps,
+                       failure=failure)
 
 
 __all__ = ["HolomorphicEP"]

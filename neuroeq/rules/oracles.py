@@ -3,6 +3,8 @@ differences of the loss ``L(θ) = mean_b C(s*_b(θ))``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from neuroeq.checks import positive_number, whole_number
@@ -85,8 +87,12 @@ class BPTT(GradientEstimator):
                 free: RelaxResult) -> Estimate:
         steps = self.steps or max(200, 2 * free.n_steps)
         params = dict(network.named_parameters())
+        # back-propagation through Euler's steps (the accelerated solvers run without
+        # autograd, so the same settings with the Euler solver)
+        engine = replace(self.engine, solver="euler") if self.engine.solver != "euler" \
+            else self.engine
         with torch.enable_grad():
-            run = self.engine.relax(network, x, max_steps=steps, tol=0.0)
+            run = engine.relax(network, x, max_steps=steps, tol=0.0)
             loss = network.cost(run.state, y).mean()
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         grads = {name: (g if g is not None else torch.zeros_like(params[name]))

@@ -16,11 +16,15 @@ class VectorFieldEP(GradientEstimator):
     ``ĝ = -(1/β)(∂F/∂θ)ᵀ(s_β - s*)·τ`` (centered: ``(s_{+β} - s_{-β})/2β``).
 
     Linearised, ``s_β - s* ≈ (β/τ) J⁻¹ c`` while the true gradient needs ``J⁻ᵀ c``: biased
-    by the non-reciprocal part of ``J``, exact only when ``J`` is symmetric.
+    by the non-reciprocal part of ``J``. Exact as β → 0 when ``J`` is symmetric, and on
+    skew-gradient models with symmetric coupling (``J = -QH/τ``, ``Q = ±1`` diagonal), whose
+    parameters and cost act on the ``Q = 1`` variables only: there the two ``Q`` factors
+    cancel (FHN; ``tests/rules/test_ep.py``).
     """
 
     name = "vf"
-    exact_for = "dynamics with a symmetric Jacobian, as beta -> 0"
+    exact_for = ("dynamics with a symmetric Jacobian, and skew-gradient models with "
+                 "symmetric coupling, as beta -> 0")
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None,

@@ -183,7 +183,7 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
         try:
             network.load_state_dict(saved["network"])
             optimizer.load_state_dict(saved["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
             detail = " ".join(str(exc).split())
             raise ConfigError(f"the checkpoint in {str(out_dir)!r} was saved from another "
                               f"network or optimizer than this one ({detail}); resume with "
@@ -258,6 +258,21 @@ def _check_checkpoint_layout(checkpoint: object, out_dir: Path | None) -> None:
     if checkpoint["epoch"] < 1 or len(checkpoint["history"]) != checkpoint["epoch"]:
         raise ConfigError(f"{where} is damaged: it says epoch {checkpoint['epoch']} but holds "
                           f"{len(checkpoint['history'])} epochs of history; start again")
+    for number, row in enumerate(checkpoint["history"], 1):
+        if not isinstance(row, dict) or row.get("epoch") != number \
+                or not isinstance(row.get("test_accuracy"), float):
+            raise ConfigError(f"{where} is damaged: its history row {number} is not the "
+                              f"metrics of epoch {number}; start again")
+    for key, kind, what in (("config", dict, "table"), ("torch_threads", int, "whole number"),
+                            ("particles", torch.Tensor, "tensor"),
+                            ("rule_random_state", dict, "table")):
+        value = checkpoint.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ConfigError(f"{where} is damaged: its {key!r} should be a {what}, it holds "
+                              f"{type(value).__name__}; start again")
+    if not isinstance(checkpoint["optimizer"].get("param_groups"), list):
+        raise ConfigError(f"{where} is damaged: its optimizer state has no list of parameter "
+                          "groups; start again")
 
 
 def check_resumable(checkpoint: dict[str, Any], config: TrainConfig, out_dir: Path | None

@@ -27,6 +27,7 @@ def test_a_phase_that_is_not_a_multiple_of_the_chunk_is_recorded_at_its_own_time
                                nudged_steps=8)
     dt_ms = traces.attrs["dt_ms"]
     np.testing.assert_allclose(traces.time.values, np.array([0, 5, 8, 10, 12]) * dt_ms)
+    assert traces.time.attrs["units"] == "ms"
     recorded = traces.residual.isel(sample=0).notnull()
     assert recorded.sel(phase="free").values.tolist() == [True, True, False, True, True]
     assert recorded.sel(phase="nudged+").values.tolist() == [True, True, True, False, False]

@@ -43,6 +43,18 @@ def test_wrong_magic_is_refused(tmp_path):
         read_idx(tmp_path / "b.gz")
 
 
+@pytest.mark.parametrize("header, message", [
+    # sizes whose product wraps to 0 in 64-bit numpy (2^31 · 2^31 · 4)
+    (bytes([0, 0, 8, 3]) + struct.pack(">III", 2 ** 31, 2 ** 31, 4), "promises"),
+    (bytes([0, 0, 8, 255]) + b"\x00" * 1020, "255 dimensions"),
+])
+def test_a_corrupt_header_is_named(tmp_path, header, message):
+    with gzip.open(tmp_path / "a.gz", "wb") as handle:
+        handle.write(header)
+    with pytest.raises(ConfigError, match=message):
+        read_idx(tmp_path / "a.gz")
+
+
 def test_not_gzip_is_refused(tmp_path):
     (tmp_path / "a.gz").write_bytes(b"hello")
     with pytest.raises(ConfigError, match="cannot read"):
@@ -129,6 +141,9 @@ def test_real_idx_files(name):
     test = load_dataset(name, "test", root=SHARED_DATA)
     assert test.x.shape == (10000, 784) and test.y.shape == (10000,)
     assert set(test.y.tolist()) == set(range(10))
+    # pixel intensities scaled to [0, 1] (bytes / 255), as the networks' inputs
+    assert test.x.dtype == torch.float32
+    assert float(test.x.min()) == 0.0 and float(test.x.max()) == 1.0
 
 
 @pytest.mark.parametrize("x, y, classes, message", [

@@ -6,7 +6,7 @@ import torch
 
 from neuroeq import Network, TorchEngine
 from neuroeq.engines.brian2_engine import Brian2Engine
-from neuroeq.errors import ConfigError, RelaxationError
+from neuroeq.errors import ConfigError, ModelError, RelaxationError
 from neuroeq.neuron_model import load_model
 from neuroeq.rules import (
     BPTT,
@@ -160,6 +160,35 @@ def test_weights_change_between_phases_without_rebuilding(brian2_engine, torch_e
     assert float((after.state - expected.state).abs().max()) <= 1e-6
 
 
+def test_an_engine_keeps_only_the_simulations_used_last(monkeypatch):
+    """A loop over networks (gradcheck over models and seeds) does not keep every network
+    and its Brian2 objects alive; the network in use is not rebuilt."""
+    import gc
+    import weakref
+
+    from brian2.utils.logger import catch_logs
+
+    from neuroeq.engines import brian2_engine
+
+    monkeypatch.setattr(brian2_engine, "KEPT_SIMULATIONS", 2)
+    engine = Brian2Engine(target="numpy", tol=1e-6, max_steps=5_000, check_every=400)
+    with catch_logs():  # Brian2 notes that the dropped objects never ran
+        first, _ = make_problem("fhn", SIZES, batch=2)
+        engine.simulation(first, 2)
+        gone = weakref.ref(first)
+        for seed in (1, 2):
+            network, _ = make_problem("fhn", SIZES, batch=2, seed=seed)
+            engine.simulation(network, 2)
+        assert len(engine._simulations) == 2 and engine.builds == 3
+        engine.simulation(network, 2)
+        assert engine.builds == 3
+        del first
+        gc.collect()
+        assert gone() is None
+        engine._simulations.clear()
+        gc.collect()
+
+
 @pytest.mark.slow
 def test_cython_target_does_not_recompile_when_weights_change(torch_engine):
     """Compiled once (cached in the project's cache directory); new weights reuse it."""
@@ -269,3 +298,18 @@ def test_a_float32_network_below_its_residual_floor_is_told_why():
                                               "tol >= 1e-06"):
         Brian2Engine(target="numpy", tol=1e-8, max_steps=1000, check_every=100).relax(
             network, x)
+
+
+def test_a_model_brian2_refuses_is_a_model_error_naming_brian2s_reason(tmp_path):
+    """A function the torch engine knows and Brian2 does not (sympy's Abs): Brian2's own
+    message, one line, not its page-long traceback."""
+    from neuroeq.neuron_model import find_model_file
+
+    text = find_model_file("fhn").read_text()
+    path = tmp_path / "fhn_abs.toml"
+    path.write_text(text.replace("(I_syn + bias)", "(Abs(I_syn) + bias)", 1))
+    assert "Abs(I_syn)" in path.read_text()
+    network = Network(load_model(path), SIZES, seed=0)
+    with pytest.raises(ModelError, match=r"Brian2 refused it \(KeyError: 'The identifier "
+                                         r"\"Abs\" could not be resolved"):
+        Brian2Engine(target="numpy", max_steps=100).relax(network, torch.rand(2, SIZES[0]))

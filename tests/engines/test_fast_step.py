@@ -46,9 +46,18 @@ def _alternating_steps(step, network, x, y, beta, dt, state, steps=30):
     return state, expected
 
 
+def _random_biases(network, seed=7):
+    """Biases of both signs (the networks' default is 0, which hides a bias left out)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bias in network.biases.values():
+            bias.copy_(0.3 * torch.randn(bias.shape, generator=generator, dtype=bias.dtype))
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.5])
 def test_projected_map_follows_the_general_dynamics(beta):
     network, (x, y) = make_problem("hopfield", batch=5)
+    _random_biases(network)
     dt = 0.5 * network.tau
     step = EulerMap(network, dt, network.drive(x), nudge=beta / network.tau, y=y)
     assert step.projected is not None  # the hard sigmoid simplifies on [0, 1]
@@ -170,6 +179,7 @@ def test_general_map_follows_the_model_equations(model, sweep, beta):
     together (their shared terms once): 30 steps equal the model's velocity, Jacobi, and
     the layer sweep equals the same update applied layer by layer."""
     network, (x, y) = make_problem(model, (7, 6, 5, 3), batch=4)
+    _random_biases(network)
     dt = TorchEngine().settings(network)[0]
     drive = network.drive(x)
     step = EulerMap(network, dt, drive, nudge=beta / network.tau, y=y, sweep=sweep)

@@ -406,3 +406,21 @@ def test_a_singular_anderson_system_gives_the_plain_step_for_that_sample_only():
     extrapolation = history.extrapolation(0.0, torch.float64)
     assert torch.isfinite(extrapolation).all()
     assert (extrapolation[1] == 0).all() and (extrapolation[0] != 0).any()
+
+
+def test_a_solver_asked_for_under_autograd_says_that_it_takes_euler_steps():
+    network, (x, y) = make_problem("hopfield", (20, 16, 5), seed=0)
+    engine = TorchEngine(tol=1e-8, max_steps=5_000, solver="anderson")
+    with pytest.warns(RuntimeWarning, match="solver 'anderson' runs without autograd only"):
+        with_graph = engine.relax(network, x)
+    with torch.no_grad():
+        accelerated = engine.relax(network, x)
+    assert accelerated.n_steps < with_graph.n_steps
+    # the BPTT oracle back-propagates through Euler's steps of the same settings, quietly
+    import warnings
+
+    from neuroeq.rules import BPTT
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        BPTT(engine).estimate(network, (x, y), write_grad=False)

@@ -283,3 +283,55 @@ def test_a_run_that_failed_before_writing_results_leaves_its_folder_free(tmp_pat
                                           "--resume"):
         run_protocol(quick, tmp_path / "never_made", resume=True, progress=False)
     assert not (tmp_path / "never_made").exists()
+
+
+def test_a_folder_of_other_files_is_refused_even_with_force(tmp_path):
+    """--force replaces a run's own result folder, never a folder of other files."""
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("precious")
+    quick = load_protocol(TINY_TRAIN, ["training.epochs=1", "outputs.figures=false"])
+    for force in (False, True):
+        with pytest.raises(ConfigError, match=r"holds files that no neuroeq run wrote "
+                                              r"\(chapter1.tex\)"):
+            run_protocol(quick, out, force=force, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["chapter1.tex"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="'.*afile' is a file; give --out a folder"):
+        run_protocol(quick, afile, force=True, progress=False)
+    assert afile.read_text() == "x"
+
+
+def test_a_folder_another_run_is_writing_to_is_refused(tmp_path):
+    from neuroeq.protocols.folder_lock import folder_lock
+
+    quick = load_protocol(TINY_TRAIN, ["training.epochs=1", "outputs.figures=false",
+                                       "outputs.state_samples=0"])
+    out = run_protocol(quick, tmp_path / "run", progress=False)
+    assert not (out / ".lock").exists()  # released and removed when the run is done
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with folder_lock(out):  # as a run in another process would hold it
+        for options in ({"force": True}, {"resume": True}):
+            with pytest.raises(ConfigError, match="another run is writing to"):
+                run_protocol(quick, out, progress=False, **options)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_unwritable_outputs_are_named_before_anything_runs(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    protocol = tmp_path / "tiny.toml"
+    protocol.write_text(load_protocol(TINY_TRAIN).to_toml())
+    assert main(["run", str(protocol), "--out", str(afile / "sub"), "--quiet"]) == 2
+    assert "afile' is a file, not a folder" in capsys.readouterr().err
+    # gradcheck's --out and --markdown are checked before the gradients are computed
+    assert main(["gradcheck", "--sizes", "4,3,2", "--rules", "ep", "--out",
+                 str(tmp_path)]) == 2
+    assert "is a folder; give the name of a file" in capsys.readouterr().err
+    assert main(["gradcheck", "--sizes", "4,3,2", "--rules", "ep", "--markdown",
+                 str(afile / "t.md")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="at most 4 per core"):
+        run_protocol(load_protocol(TINY_TRAIN), tmp_path / "threads", progress=False,
+                     threads=10_000)

@@ -24,6 +24,13 @@ def test_defaults_are_filled_in():
     assert "[rule]" in protocol.to_toml()
 
 
+def test_lateral_and_skip_weights_count_toward_the_size_limit():
+    wide = _with("network", "sizes", [64, 15_000, 10])  # 1.1 M synapses: fine
+    load_protocol(wide)
+    with pytest.raises(ConfigError, match="226,110,100 synapses"):  # + 15,000² lateral
+        load_protocol({**wide, "network": {**wide["network"], "lateral": True}})
+
+
 @pytest.mark.parametrize("section, key, value, message", [
     ("training", "epochs", "ten", "[training].epochs must be an integer"),
     ("training", "epochs", 0, "[training].epochs must be positive"),
@@ -196,8 +203,8 @@ def test_a_protocol_name_must_be_one_plain_folder_name(name):
 def test_an_unknown_model_is_named_with_its_key_when_the_protocol_loads():
     data = {"protocol": {"name": "x", "kind": "train"}, "model": {"name": "hopfeld"},
             "rule": {"name": "centered"}}
-    with pytest.raises(ConfigError, match=r"\[model\]\.name: unknown model 'hopfeld'; "
-                                          "available: .*hopfield"):
+    with pytest.raises(ConfigError, match=r"\[model\]\.name: unknown model 'hopfeld' \(did "
+                                          r"you mean 'hopfield'\?\); available: .*hopfield"):
         load_protocol(data)
 
 
@@ -215,3 +222,19 @@ def test_a_sweep_file_or_a_protocol_without_a_kind_is_named_for_what_it_is(tmp_p
         load_protocol({**BASE, "sweep": {"grid": {"rule.beta": [0.1]}}}, name="s.toml")
     with pytest.raises(ConfigError, match=r"\[protocol\]\.kind is missing; give one of train, "):
         load_protocol({**BASE, "protocol": {"name": "t"}})
+
+
+@pytest.mark.parametrize("section, key, value, suggestion", [
+    ("rule", "name", "centred", "(did you mean 'centered'?)"),
+    ("training", "epoch", 3, "(did you mean 'epochs'?)"),
+    ("trainng", None, None, "(did you mean 'training'?)"),
+])
+def test_a_misspelt_name_gets_the_closest_known_one(section, key, value, suggestion):
+    data = {k: dict(v) for k, v in BASE.items()}
+    if key is None:
+        data[section] = {}
+    else:
+        data.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError) as error:
+        load_protocol(data)
+    assert suggestion in str(error.value)

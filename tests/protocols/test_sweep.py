@@ -95,6 +95,8 @@ def test_sweep_cli_rejects_bad_grids(tmp_path, capsys):
     ("rule.betta", r"unknown key \[rule\]\.betta; known: name, beta"),
     ("snn.epochs", r"a 'train' protocol has no \[snn\] section; it reads \[protocol\]"),
     ("model.parameters.a", r"model 'hopfield' has no parameter 'a'; its parameters: tau"),
+    ("model.parameters.tau.x", r"must be model\.parameters\.NAME"),
+    ("rule.beta.x", r"must be section\.key \(\[rule\]\.beta is not a table\)"),
 ])
 def test_a_grid_key_the_protocol_does_not_read_is_refused_before_any_point_runs(
         tmp_path, key, message):
@@ -106,6 +108,12 @@ def test_a_grid_key_the_protocol_does_not_read_is_refused_before_any_point_runs(
         load_sweep(path)
     path.write_text(SWEEP.replace('"network.seed" = [0, 1]', '"model.parameters.tau" = [1]'))
     assert len(load_sweep(path).points()) == 2  # the known parameter of the model passes
+
+
+def test_true_and_1_are_two_grid_values(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP.replace('"network.seed" = [0, 1]', '"network.lateral" = [true, 1]'))
+    assert len(load_sweep(path).points()) == 4  # (1 then fails its own points)
 
 
 def test_a_model_parameter_in_the_grid_of_a_kind_without_a_model_is_named(tmp_path):

@@ -1,5 +1,7 @@
 """AsymEP and Dyadic EP are exact on asymmetric and feedforward networks; VF-EP is not."""
 
+import math
+
 import pytest
 import torch
 
@@ -23,10 +25,33 @@ def _cosines(network, batch, rules, engine):
 @pytest.mark.parametrize("sizes", [(20, 16, 5), (20, 16, 16, 5)])
 def test_asym_and_dyadic_are_exact(model, coupling, sizes, precise_engine):
     network, batch = make_problem(model, sizes, coupling, alpha=1.0)
-    found = _cosines(network, batch, [AsymEP(1e-4, precise_engine),
-                                      DyadicEP(1e-4, precise_engine)], precise_engine)
+    rules = [AsymEP(1e-4, precise_engine), DyadicEP(1e-4, precise_engine)]
+    found = _cosines(network, batch, rules, precise_engine)
     assert found["asym"] >= 0.9999
     assert found["dyadic"] >= 0.9999
+    errors = _relative_errors(network, batch, rules, precise_engine)  # and the scale
+    assert errors["asym"] < 1e-5 and errors["dyadic"] < 1e-5, errors
+
+
+def test_asym_ep_errors_fall_at_their_order(precise_engine):
+    """Centered AsymEP: O(β²) (2.1e-4, 2.1e-6 at β = 1e-2, 1e-3); one-sided: O(β)."""
+    network, batch = make_problem("hopfield_smooth", (20, 16, 5), "asymmetric")
+    for centered, slope in ((True, 2), (False, 1)):
+        errors = [_relative_errors(network, batch, [AsymEP(beta, precise_engine,
+                                                           centered=centered)],
+                                   precise_engine)["asym"] for beta in (1e-2, 1e-3)]
+        assert abs(math.log10(errors[0] / errors[1]) - slope) < 0.2, (centered, errors)
+    assert errors[1] < 1e-2  # one-sided at β = 1e-3: 1.8e-3
+
+
+def _relative_errors(network, batch, rules, engine):
+    names = [n for n, _ in network.named_parameters()]
+    with torch.no_grad():
+        free = engine.relax(network, batch[0])
+    true = ImplicitDifferentiation(engine).estimate(network, batch, free=free,
+                                                    write_grad=False).flat(names)
+    return {rule.name: float((rule.estimate(network, batch, free=free, write_grad=False)
+                              .flat(names) - true).norm() / true.norm()) for rule in rules}
 
 
 def test_dyadic_is_exact_for_large_beta(precise_engine):

@@ -47,10 +47,17 @@ def test_ep_is_biased_on_asymmetric_networks(precise_engine):
 
 
 def test_random_sign_uses_both_signs(precise_engine):
+    """Either sign estimates the same gradient (a −β phase divides by −β)."""
     rule = ClassicEP(1e-3, precise_engine, random_sign=True, seed=3)
     network, batch = make_problem("hopfield_smooth")
-    signs = {next(iter(rule.estimate(network, batch, write_grad=False).nudged))[0]
-             for _ in range(8)}
+    names = [n for n, _ in network.named_parameters()]
+    true = ImplicitDifferentiation(precise_engine).estimate(network, batch,
+                                                            write_grad=False).flat(names)
+    signs = set()
+    for _ in range(8):
+        estimate = rule.estimate(network, batch, write_grad=False)
+        signs.add(next(iter(estimate.nudged))[0])
+        assert float((estimate.flat(names) - true).norm() / true.norm()) < 1e-2  # O(β)
     assert signs == {"+", "-"}
 
 
@@ -127,3 +134,12 @@ def test_vector_field_ep_is_exact_on_symmetric_fhn(precise_engine):
     errors = [_compare(VectorFieldEP(beta, precise_engine), "fhn", (20, 16, 5), 0,
                        precise_engine)[1] for beta in (1e-2, 1e-3)]
     assert errors[1] < 1e-6 and errors[1] < 0.02 * errors[0], errors
+
+
+def test_one_sided_vector_field_ep_is_exact_on_symmetric_fhn_to_first_order(precise_engine):
+    """centered = False: the error falls as β (2.0e-3, 2.0e-4 at β = 1e-2, 1e-3)."""
+    from neuroeq.rules import VectorFieldEP
+
+    errors = [_compare(VectorFieldEP(beta, precise_engine, centered=False), "fhn",
+                       (20, 16, 5), 0, precise_engine)[1] for beta in (1e-2, 1e-3)]
+    assert errors[1] < 1e-3 and 0.05 < errors[1] / errors[0] < 0.2, errors

@@ -106,3 +106,24 @@ def test_a_fixed_budget_runs_the_complex_phases_without_a_tolerance(precise_engi
                                                                     write_grad=False)
     for name, value in precise.grads.items():
         torch.testing.assert_close(fixed.grads[name], value, rtol=1e-9, atol=1e-12)
+
+
+def test_complex_phases_that_do_not_settle_follow_the_engines_failure_policy():
+    """Training with on_nonconvergence = "continue" counts such a batch as unsettled and
+    uses it, as it does for every other rule; an engine that raises still raises."""
+    import warnings
+
+    from neuroeq.errors import RelaxationError
+
+    network, batch = make_problem("hopfield_smooth", (6, 5, 3))
+    short = dict(tol=1e-12, max_steps=20, check_every=10)
+    with pytest.raises(RelaxationError, match="complex nudged phases .* did not settle"):
+        HolomorphicEP(0.5, TorchEngine(**short), points=4).estimate(
+            network, batch, free=TorchEngine().relax(network, batch[0]), write_grad=False)
+    rule = HolomorphicEP(0.5, TorchEngine(**short, on_failure="ignore"), points=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimate = rule.estimate(network, batch, free=TorchEngine().relax(network, batch[0]),
+                                 write_grad=False)
+    assert estimate.nudged["complex"].failure is not None
+    assert not bool(estimate.nudged["complex"].converged.any())

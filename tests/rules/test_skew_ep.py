@@ -10,9 +10,10 @@ from tests.conftest import cosine, make_problem
 
 @pytest.mark.parametrize("sizes", [(20, 16, 5), (20, 16, 16, 5)])
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("rule_class, beta", [(SkewGradientEP, 1e-4),
-                                              (CenteredSkewGradientEP, 1e-3)])
-def test_skew_gradient_ep_matches_oracle(sizes, seed, rule_class, beta, precise_engine):
+@pytest.mark.parametrize("rule_class, beta, tolerance", [(SkewGradientEP, 1e-4, 1e-3),
+                                                         (CenteredSkewGradientEP, 1e-3, 1e-5)])
+def test_skew_gradient_ep_matches_oracle(sizes, seed, rule_class, beta, tolerance,
+                                         precise_engine):
     network, batch = make_problem("fhn", sizes, seed=seed)
     names = [n for n, _ in network.named_parameters()]
     with torch.no_grad():
@@ -22,6 +23,9 @@ def test_skew_gradient_ep_matches_oracle(sizes, seed, rule_class, beta, precise_
     found = rule_class(beta, precise_engine).estimate(network, batch, free=free,
                                                       write_grad=False)
     assert cosine(found.flat(names), true.flat(names)) >= 0.9999
+    # and the scale: O(β) one-sided (3e-5 measured), O(β²) centered (7e-8)
+    error = (found.flat(names) - true.flat(names)).norm() / true.flat(names).norm()
+    assert float(error) < tolerance
 
 
 def test_ep_names_mean_skew_gradient_ep_for_fhn():

@@ -6,8 +6,8 @@ import torch
 from neuroeq import Network, TorchEngine
 from neuroeq.engines.brian2_spiking import SpikingEngine
 from neuroeq.errors import ConfigError, ModelError
-from neuroeq.rules import CenteredEP
-from neuroeq.rules.stochastic_ep import StochasticEP
+from neuroeq.rules import CenteredEP, ImplicitDifferentiation
+from neuroeq.rules.stochastic_ep import StochasticEP, mean_field_limit
 from tests.conftest import cosine
 
 pytestmark = pytest.mark.brian2
@@ -28,19 +28,45 @@ def _flat(grads, names):
     return torch.cat([grads[n].reshape(-1) for n in names])
 
 
-def test_stochastic_ep_converges_to_mean_field_ep():
+def _mean_field(network, x, y, centered=True, beta=BETA):
+    names = [n for n, _ in network.named_parameters() if not n.startswith("readout.")]
+    engine = TorchEngine(dt=5e-5, tol=1e-12, max_steps=400_000)
+    with torch.no_grad():
+        free = engine.relax(network, x)
+    limit = mean_field_limit(network, x, y, beta, engine, free, centered)
+    true = ImplicitDifferentiation(engine).estimate(network, (x, y), free=free,
+                                                    write_grad=False).flat(names)
+    return _flat(limit, names), true, names
+
+
+def test_the_mean_field_limit_of_centered_stochastic_ep_is_the_true_gradient():
+    """Rates inside ρ's linear range (at β = 0.1 here): the fixed point is linear in the
+    constant nudge, so the centered contrast is exact (one-sided: O(β)); the
+    state-dependent nudge of CenteredEP is not (O(β²))."""
     network, x, y = _problem()
-    names = [n for n, _ in network.named_parameters()]
-    mean_field = TorchEngine(dt=5e-5, tol=1e-10, max_steps=400_000)
-    reference = CenteredEP(BETA, mean_field).estimate(network, (x, y),
-                                                      write_grad=False).flat(names)
+    centered, true, names = _mean_field(network, x, y, beta=0.1)
+    assert float((centered - true).norm() / true.norm()) < 1e-8
+    one_sided = _mean_field(network, x, y, centered=False, beta=0.1)[0]
+    assert 0.01 < float((one_sided - true).norm() / true.norm()) < 0.03  # 0.0197: O(β)
+    engine = TorchEngine(dt=5e-5, tol=1e-12, max_steps=400_000)
+    state_dependent = CenteredEP(0.1, engine).estimate(network, (x, y),
+                                                       write_grad=False).flat(names)
+    assert float((state_dependent - true).norm() / true.norm()) > 1e-3
+
+
+def test_stochastic_ep_converges_to_its_mean_field_limit():
+    network, x, y = _problem()
+    reference, _, names = _mean_field(network, x, y)
     engine = SpikingEngine(target="numpy", window=2000, snapshots=(100,), replicas=4, seed=3)
     rule = StochasticEP(BETA, engine)
     estimate = rule.estimate(network, (x, y))
-    longest = cosine(estimate.flat(names), reference)
-    assert longest >= 0.99
+    longest = estimate.flat(names)
+    assert cosine(longest, reference) >= 0.99
+    # the scale too: a rule off by a factor has cosine 1
+    assert float((longest - reference).norm() / reference.norm()) < 0.15
+    mean_field = TorchEngine(dt=5e-5, tol=1e-10, max_steps=400_000)
     shortest = _flat(rule.combine_phases(network, x, estimate.free, estimate.nudged, 0, 1), names)
-    assert float((shortest - reference).norm()) > float((estimate.flat(names) - reference).norm())
+    assert float((shortest - reference).norm()) > float((longest - reference).norm())
     # the free phase's mean membrane is the mean-field stationary state
     with torch.no_grad():
         free = mean_field.relax(network, x)
@@ -193,25 +219,49 @@ def test_phases_have_streams_of_their_own_and_leave_numpys_global_state_alone():
     assert np.array_equal(np.random.rand(3), expected)
 
 
+_PAYLOAD = "".join(f"\\{ord(c):03o}" for c in "__import__('os').system('touch PWNED')")
+
+
 @pytest.mark.parametrize("entry, message", [
     ("burn_in = -50", r"burn_in must be a whole number of at least 0, got -50"),
     ("burn_in = 10.7", r"burn_in must be a whole number"),
     ('window = {value = 100, unit = "ms"}', "window is a number of steps, not a quantity"),
+    ('dt = {value = 0.05, unit = "mV"}', r"\[spiking\] dt has unit 'mV', which is not a time"),
+    ('dt = {value = 0.05, unit = "Quantity"}', "unknown unit 'Quantity'"),
+    ('nudge = "rates"', "nudge 'rates' must be one of chain_rule, rate_error"),
+    ("draw = 1", "draw must be a string of Brian2 code"),
+    ('on_pre = "u_post w_syn"', "must be a statement 'target = expression'"),
+    # strings inside Brian2 code reach sympy, which evaluates them: refused before Brian2
+    (f"draw = '''rand() < rho*tanh(\"{_PAYLOAD}\")'''", "contains constant syntax"),
+    (f"on_pre = '''u_post = u_post + w_syn*tanh(\"{_PAYLOAD}\")'''", "contains constant syntax"),
+    ("window = 2000\ntypo = 1", r"unknown key\(s\) \['typo'\]"),
 ])
-def test_step_counts_in_a_model_files_spiking_table_are_checked(tmp_path, entry, message):
+def test_a_model_files_spiking_table_is_checked_when_it_loads(tmp_path, monkeypatch, entry,
+                                                               message):
     import re
 
     from neuroeq.neuron_model import find_model_file, load_model
 
-    text = find_model_file("spiking_rate").read_text()
+    head, table = find_model_file("spiking_rate").read_text().split("\n[spiking]\n")
     key = entry.split(" = ")[0]
-    text = re.sub(rf"^{key} = .*$", entry, text, flags=re.M)
-    assert entry in text
+    table = re.sub(rf"^{key} = .*$", lambda _: entry, table, count=1, flags=re.M)
+    assert entry in table
+    text = f"{head}\n[spiking]\n{table}"
     path = tmp_path / "spiking.toml"
     path.write_text(text)
-    network = Network(load_model(path), (6, 8, 3), seed=0, gain=0.5, bias_init=0.5)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError, match=message):
-        SpikingEngine(target="numpy").relax(network, torch.rand(2, 6, dtype=torch.float64))
+        load_model(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_spiking_table_of_a_model_made_in_code_is_checked_by_the_engine():
+    from dataclasses import replace
+
+    network = Network("spiking_rate", (6, 8, 3), seed=0)
+    network.model = replace(network.model, spiking={**network.model.spiking, "window": 10.5})
+    with pytest.raises(ModelError, match="window must be a whole number"):
+        SpikingEngine(target="numpy").settings(network)
 
 
 def test_a_rule_and_an_engine_of_the_other_kind_are_refused_together():

@@ -224,12 +224,23 @@ def test_training_leaves_the_callers_global_random_state_alone(digits):
     assert torch.equal(torch.rand(3), expected)
 
 
+_GOOD_ROW = {"epoch": 1, "network": {}, "optimizer": {"param_groups": []},
+             "history": [{"epoch": 1, "test_accuracy": float("nan")}]}
+
+
 @pytest.mark.parametrize("layout, message", [
     ([1, 2], "holds a list, not a table"),
     ({"epoch": 1, "network": {}, "optimizer": {}}, "its 'history' should be a list, it holds "
                                                    "nothing"),
     ({"epoch": "x", "network": {}, "optimizer": {}, "history": []}, "its 'epoch' should be"),
     ({"epoch": 3, "network": {}, "optimizer": {}, "history": [{}]}, "says epoch 3 but holds 1"),
+    ({"epoch": 2, "network": {}, "optimizer": {}, "history": [1, 2]},
+     "history row 1 is not the metrics of epoch 1"),
+    ({"epoch": 1, "network": {}, "optimizer": {}, "history": [{"epoch": 1}]},
+     "history row 1 is not"),
+    ({**_GOOD_ROW, "config": [1]}, "its 'config' should be a table, it holds list"),
+    ({**_GOOD_ROW, "torch_threads": "x"}, "its 'torch_threads' should be a whole number"),
+    ({**_GOOD_ROW, "optimizer": {"param_groups": "x"}}, "no list of parameter groups"),
 ])
 def test_a_checkpoint_that_is_not_a_training_checkpoint_is_named(digits, tmp_path, layout,
                                                                  message):
@@ -281,3 +292,48 @@ def test_resuming_at_the_epoch_a_run_stopped_evaluates_that_final_epoch(digits, 
     assert list(metrics.epoch.values) == [1, 2]
     assert metrics.test_accuracy.isnull().values.tolist() == [True, False]
     assert metrics.test_unsettled_samples.dtype == float
+
+
+class _Recording(ClassicEP):
+    """ClassicEP that records, per batch, its inputs, start state, free state, gradient
+    and the weights it was called with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def estimate(self, network, batch, *, init=None, **kwargs):
+        weights = network.weights["W1"].detach().clone()
+        estimate = super().estimate(network, batch, init=init, **kwargs)
+        self.calls.append({"x": batch[0].clone(), "init": None if init is None else init.clone(),
+                           "free": estimate.free.state.detach().clone(), "weights": weights,
+                           "grad": estimate.grads["weights.W1"].detach().clone()})
+        return estimate
+
+
+def test_epochs_reshuffle_decay_the_rate_and_carry_the_particles(digits):
+    """Each epoch has its own order, lr_decay scales the rate per epoch (lr·decay^(epoch-1)),
+    and persistent particles start each sample where its last free phase ended."""
+    network = Network("hopfield", (64, 32, 10), seed=0, dtype=torch.float64)
+    rule = _Recording(0.5, TorchEngine(max_steps=20, tol=0.0))
+    config = TrainConfig(epochs=2, batch_size=25, lr=0.1, lr_decay=0.5, limit_train=100,
+                         persistent_particles=True, seed=3)
+    train(network, rule, digits[0], None, config, progress=False)
+    first, second = rule.calls[:4], rule.calls[4:]
+    assert len(second) == 4
+    order = [torch.cat([c["x"] for c in epoch]) for epoch in (first, second)]
+    assert not torch.equal(order[0], order[1])  # reshuffled ...
+    assert torch.equal(order[0].sum(0), order[1].sum(0))  # ... the same samples
+    # the rate: SGD moves W1 by -lr·g between consecutive batches
+    rates = [float(-((b["weights"] - a["weights"]) * a["grad"]).sum() / (a["grad"] ** 2).sum())
+             for a, b in zip(rule.calls[:-1], rule.calls[1:], strict=True)]
+    torch.testing.assert_close(torch.tensor(rates), torch.tensor([0.1] * 4 + [0.05] * 3),
+                               rtol=1e-9, atol=0)
+    # the particles: epoch 2 starts each sample from its free state of epoch 1
+    ended = {tuple(x.tolist()): free for c in first for x, free in zip(c["x"], c["free"],
+                                                                       strict=True)}
+    initial = network.initial_state(1)[0]
+    for call in second:
+        for x, init in zip(call["x"], call["init"], strict=True):
+            assert torch.equal(init, ended[tuple(x.tolist())])
+            assert not torch.equal(init, initial)
