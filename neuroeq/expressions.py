@@ -72,14 +72,20 @@ def check_expression(code: str, where: str) -> None:
     constants too large to evaluate, or that hold anything but names, numbers, operators and
     calls of named functions. Strings matter most: Brian2 hands a call's arguments to sympy,
     and sympy *evaluates* string arguments, so ``tanh("__import__('os')...")`` would run
-    code. The check reads Python's syntax tree; nothing is run."""
+    code. The check reads Python's syntax tree; nothing is run. Code that is not one Python
+    expression is refused too: some of it is pasted into larger Brian2 code (a spiking
+    model's ``draw``), where ``rho)`` and a new line would open a statement of its own."""
     if len(code) > MAX_EXPRESSION_CHARS:
         raise ModelError(f"{where}: expression is {len(code):,} characters long; at most "
                          f"{MAX_EXPRESSION_CHARS:,} are allowed")
     try:
         tree = ast.parse(code.strip(), mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return  # not Python syntax: Brian2's parser (also Python's) refuses it the same way
+    except SyntaxError as error:
+        raise ModelError(f"{where}: cannot parse expression {_short(code)} ({error.msg})"
+                         ) from None
+    except (ValueError, RecursionError, MemoryError):
+        raise ModelError(f"{where}: cannot parse expression {_short(code)} (null bytes, or "
+                         "nested too deeply)") from None
     for node in ast.walk(tree):
         allowed = isinstance(node, _ALLOWED_NODES) and not (
             isinstance(node, ast.Constant) and not isinstance(node.value, (int, float))

@@ -453,7 +453,12 @@ def check_spiking_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
         if key in table and not isinstance(table[key], str):
             raise ModelError(f"{label}: {key} must be a string of Brian2 code, got "
                              f"{type(table[key]).__name__}")
+    for key in ("draw", "on_pre"):  # pasted into Brian2 code: one line per statement
+        if ";" in str(table.get(key, "")):
+            raise ModelError(f"{label}: {key} may not hold ';' (one statement per line)")
     if "draw" in table:
+        if "\n" in table["draw"].strip():
+            raise ModelError(f"{label}: draw must be one line (an expression)")
         check_expression(table["draw"], f"{label} draw")
     for line in str(table.get("on_pre", "")).splitlines():
         code = line.split("#", 1)[0]

@@ -27,6 +27,7 @@ TARGETS = ("cython", "numpy")
 CACHE_ENV = "NEUROEQ_CACHE_DIR"
 #: characters of a Brian2 error kept in neuroeq's message (its tracebacks run to pages)
 MAX_MESSAGE = 600
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # GCC additions to Brian2's default flags (-O3 -ffast-math -fno-finite-math-only
 # -march=native). glibc declares its vector math functions (libmvec: tanh, exp, sin, ...,
 # within 4 ulp) only when __FAST_MATH__ is defined, which GCC leaves undefined under
@@ -157,7 +158,7 @@ def brian2_errors(what: str) -> Iterator[None]:
     model's code; neuroeq's own errors, even when Brian2 wraps them, pass as they are."""
     try:
         yield
-    except NeuroEQError:
+    except (NeuroEQError, MemoryError):
         raise
     except Exception as error:
         cause = error
@@ -168,9 +169,23 @@ def brian2_errors(what: str) -> Iterator[None]:
         innermost = error  # Brian2 wraps the error that names the problem in its own
         while innermost.__cause__ is not None:
             innermost = innermost.__cause__
+        if isinstance(innermost, MemoryError) or _raised_in_neuroeq(innermost) \
+                or "out of memory" in str(innermost) or "can't allocate" in str(innermost):
+            raise  # not Brian2 refusing the model: memory, or neuroeq's own callbacks
         message = " ".join(str(innermost).split())
         raise ModelError(f"{what}: Brian2 refused it ({type(innermost).__name__}: "
                          f"{message[:MAX_MESSAGE]})") from error
+
+
+def _raised_in_neuroeq(error: BaseException) -> bool:
+    """Whether ``error`` was raised in neuroeq's own code (the last frame of its
+    traceback), such as a nudge refreshed from torch during a Brian2 run."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
 
 
 def run_steps(net: brian2.Network, steps: int, dt: float) -> None:

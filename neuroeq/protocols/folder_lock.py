@@ -8,6 +8,7 @@ lock); on systems without ``fcntl`` runs are not locked.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ except ImportError:  # not POSIX
     fcntl = None
 
 LOCK_FILE = ".lock"
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
 @contextmanager
@@ -31,31 +33,54 @@ def folder_lock(out: Path) -> Iterator[None]:
         yield
         return
     path = out / LOCK_FILE
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(handle)
             raise ConfigError(f"another run is writing to {str(out)!r} (it holds "
                               f"{LOCK_FILE}); wait for it to finish, or give --out another "
                               "folder") from None
-        try:
+        except OSError as error:  # a file system without locks (some network mounts)
+            os.close(handle)
+            if error.errno not in _NO_LOCKS:
+                raise
             yield
-        finally:
-            path.unlink(missing_ok=True)
-    finally:
+            return
+        if _same_file(handle, path):
+            break
+        # the run that held it removed the file after we opened it: lock the new one
         os.close(handle)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while locked: a run that opened it retries
+        os.close(handle)
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """Whether the open ``handle`` is still the file at ``path`` (not one removed since)."""
+    try:
+        return os.fstat(handle).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def is_locked(out: Path) -> bool:
     """Whether a run holds the lock of ``out`` now (without taking it)."""
     if fcntl is None or not (out / LOCK_FILE).is_file():
         return False
-    handle = os.open(out / LOCK_FILE, os.O_RDWR)
+    try:
+        handle = os.open(out / LOCK_FILE, os.O_RDWR)
+    except OSError:  # removed in the meantime, or not ours to open
+        return False
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:  # no locks on this file system
+        return False
     else:
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False

@@ -262,7 +262,8 @@ SECTIONS_BY_KIND: dict[str, tuple[str, ...]] = {
     "snn_bptt": ("protocol", "network", "data", "training", "snn", "outputs"),
 }
 #: the keys of a section a kind reads, where it reads only some: the others are refused
-#: (not accepted and ignored) and left out of the resolved protocol
+#: unless they hold their default (a resolved protocol.toml of an earlier version wrote
+#: every default) and are left out of the resolved protocol
 KEYS_READ: dict[str, dict[str, tuple[str, ...]]] = {
     # [stochastic] sets the sizes, and the comparison runs in float64 with an identity
     # readout and MSE
@@ -321,8 +322,9 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
                 raise ConfigError(f"{source}: unknown key [{section}].{_name(key)}"
                                   f"{did_you_mean(key, fields)}; known: {', '.join(fields)}")
         read = KEYS_READ.get(kind, {}).get(section)
-        if read is not None:
-            ignored = [key for key in table if key not in read]
+        if read is not None:  # (a default value, as resolved protocols write them, passes)
+            ignored = [key for key in table if key not in read
+                       and table[key] != fields[key].default]
             if ignored:
                 raise ConfigError(f"{source}: kind {kind!r} does not read [{section}]."
                                   f"{_name(ignored[0])} (it reads only "

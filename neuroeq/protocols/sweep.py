@@ -142,7 +142,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
             raise ConfigError(f"{path}: [sweep.grid].{key} must be section.key, e.g. rule.beta")
         seen: set[Any] = set()
         for value in values:  # two points of one setting: one folder, one coordinate
-            label = (type(value).__name__, coordinate(value))  # true and 1 are two values
+            # true and 1 are two values (1 and 1.0 one)
+            label = (isinstance(value, bool), coordinate(value))
             if label in seen:
                 raise ConfigError(f"{path}: [sweep.grid].{key} lists {value!r} more than "
                                   "once; give each value once")

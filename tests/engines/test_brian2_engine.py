@@ -313,3 +313,17 @@ def test_a_model_brian2_refuses_is_a_model_error_naming_brian2s_reason(tmp_path)
     with pytest.raises(ModelError, match=r"Brian2 refused it \(KeyError: 'The identifier "
                                          r"\"Abs\" could not be resolved"):
         Brian2Engine(target="numpy", max_steps=100).relax(network, torch.rand(2, SIZES[0]))
+
+
+@pytest.mark.parametrize("error", [MemoryError("no memory"),
+                                   RuntimeError("CUDA out of memory (fake)")])
+def test_running_out_of_memory_is_not_called_brian2_refusing_the_model(monkeypatch, error):
+    from neuroeq.engines import brian2_engine
+
+    def build(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(brian2_engine._Simulation, "build_objects", build)
+    network, (x, _) = make_problem("fhn", SIZES, batch=2)
+    with pytest.raises(type(error), match="memory"):
+        Brian2Engine(target="numpy").relax(network, x)

@@ -335,3 +335,24 @@ def test_unwritable_outputs_are_named_before_anything_runs(tmp_path, capsys):
     with pytest.raises(ConfigError, match="at most 4 per core"):
         run_protocol(load_protocol(TINY_TRAIN), tmp_path / "threads", progress=False,
                      threads=10_000)
+
+
+def test_a_run_that_locked_a_removed_lock_file_locks_the_new_one(tmp_path, monkeypatch):
+    """A run that opened OUT/.lock just before the run holding it ended (and removed it)
+    must not hold a lock on the removed file: it takes the lock of the file now there."""
+    from neuroeq.protocols import folder_lock as module
+
+    real_flock, calls = module.fcntl.flock, []
+
+    def flock_after_the_holder_left(handle, operation):
+        calls.append(handle)
+        if len(calls) == 1:  # the holder removes the file between our open and our flock
+            (tmp_path / module.LOCK_FILE).unlink()
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(module.fcntl, "flock", flock_after_the_holder_left)
+    with module.folder_lock(tmp_path):
+        monkeypatch.setattr(module.fcntl, "flock", real_flock)
+        assert len(calls) == 2  # it tried again, on the new file
+        assert module.is_locked(tmp_path)
+    assert not module.is_locked(tmp_path) and not (tmp_path / module.LOCK_FILE).exists()

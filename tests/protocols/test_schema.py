@@ -238,3 +238,17 @@ def test_a_misspelt_name_gets_the_closest_known_one(section, key, value, suggest
     with pytest.raises(ConfigError) as error:
         load_protocol(data)
     assert suggestion in str(error.value)
+
+
+def test_a_resolved_protocol_of_an_earlier_version_still_loads():
+    """Earlier versions wrote every default into protocol.toml, the keys a kind does not
+    read too: defaults pass, other values are refused."""
+    from neuroeq.protocols.schema import SCHEMA
+
+    data = {"protocol": {"name": "s", "kind": "snn_bptt"},
+            "network": {"sizes": [64, 16, 10], "coupling": "symmetric", "dtype": "float32"},
+            "training": {key: spec.default for key, spec in SCHEMA["training"].items()}}
+    assert load_protocol(data).config["network"] == {"sizes": [64, 16, 10]}
+    data["network"]["coupling"] = "feedforward"
+    with pytest.raises(ConfigError, match=r"does not read \[network\]\.coupling"):
+        load_protocol(data)

@@ -114,6 +114,9 @@ def test_true_and_1_are_two_grid_values(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(SWEEP.replace('"network.seed" = [0, 1]', '"network.lateral" = [true, 1]'))
     assert len(load_sweep(path).points()) == 4  # (1 then fails its own points)
+    path.write_text(SWEEP.replace('"network.seed" = [0, 1]', '"rule.beta" = [1, 1.0]'))
+    with pytest.raises(ConfigError, match=r"rule\.beta lists 1\.0 more than once"):
+        load_sweep(path)  # one setting: the same run twice
 
 
 def test_a_model_parameter_in_the_grid_of_a_kind_without_a_model_is_named(tmp_path):

@@ -235,6 +235,11 @@ _PAYLOAD = "".join(f"\\{ord(c):03o}" for c in "__import__('os').system('touch PW
     (f"draw = '''rand() < rho*tanh(\"{_PAYLOAD}\")'''", "contains constant syntax"),
     (f"on_pre = '''u_post = u_post + w_syn*tanh(\"{_PAYLOAD}\")'''", "contains constant syntax"),
     ("window = 2000\ntypo = 1", r"unknown key\(s\) \['typo'\]"),
+    # code that is not one expression would open a Brian2 statement of its own
+    (f"draw = '''rand() < rho)\nu = u + 0*tanh(\"{_PAYLOAD}\") + (0'''",
+     "draw must be one line"),
+    ("draw = 'rand() < rho) + (0'", r"cannot parse expression"),
+    ('on_pre = "u_post += w_syn; u_post += 1"', "may not hold ';'"),
 ])
 def test_a_model_files_spiking_table_is_checked_when_it_loads(tmp_path, monkeypatch, entry,
                                                                message):
