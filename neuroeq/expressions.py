@@ -67,20 +67,24 @@ MAX_EXPRESSION_CHARS = 10_000
 MAX_CONSTANT_DIGITS = 10_000
 
 
-def check_expression(code: str, where: str) -> None:
+def check_expression(code: str, where: str, *, parsed_again: bool = False) -> None:
     """Refuse, before any parser sees them, expressions that are too long, that spell out
     constants too large to evaluate, or that hold anything but names, numbers, operators and
     calls of named functions. Strings matter most: Brian2 hands a call's arguments to sympy,
     and sympy *evaluates* string arguments, so ``tanh("__import__('os')...")`` would run
     code. The check reads Python's syntax tree; nothing is run. Code that is not one Python
     expression is refused too: some of it is pasted into larger Brian2 code (a spiking
-    model's ``draw``), where ``rho)`` and a new line would open a statement of its own."""
+    model's ``draw``), where ``rho)`` and a new line would open a statement of its own;
+    ``parsed_again``: the caller's parser reads the code as a whole and names such an error
+    itself (Brian2's equations)."""
     if len(code) > MAX_EXPRESSION_CHARS:
         raise ModelError(f"{where}: expression is {len(code):,} characters long; at most "
                          f"{MAX_EXPRESSION_CHARS:,} are allowed")
     try:
         tree = ast.parse(code.strip(), mode="eval")
     except SyntaxError as error:
+        if parsed_again:
+            return
         raise ModelError(f"{where}: cannot parse expression {_short(code)} ({error.msg})"
                          ) from None
     except (ValueError, RecursionError, MemoryError):

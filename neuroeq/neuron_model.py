@@ -579,4 +579,5 @@ def _check_equation_sizes(code: str, where: str) -> None:
             raise ModelError(f"{where}: the unit of {name!r} ({content.get('unit')!r}) is not "
                              "a Brian2 unit such as '1', 'volt' or 'metre**2'")
         if content.get("expression") is not None:
-            check_expression(str(content["expression"]), f"{where}: {name}")
+            check_expression(str(content["expression"]), f"{where}: {name}",
+                             parsed_again=True)  # Brian2 names a syntax error itself
