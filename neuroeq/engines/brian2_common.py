@@ -9,10 +9,10 @@ The Cython cache goes to ``$NEUROEQ_CACHE_DIR/brian2`` when that variable is set
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from neuroeq.brian2_import import import_brian2
 from neuroeq.errors import ConfigError, ModelError, NeuroEQError
@@ -21,13 +21,17 @@ if TYPE_CHECKING:
     import brian2
     import numpy as np
 
+    from neuroeq.network import Network
     from neuroeq.neuron_model import NeuronModel
 
 TARGETS = ("cython", "numpy")
+T = TypeVar("T")
 CACHE_ENV = "NEUROEQ_CACHE_DIR"
 #: characters of a Brian2 error kept in neuroeq's message (its tracebacks run to pages)
 MAX_MESSAGE = 600
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: built simulations an engine keeps (networks × batch sizes × nudge forms), the last used
+KEPT_SIMULATIONS = 8
 # GCC additions to Brian2's default flags (-O3 -ffast-math -fno-finite-math-only
 # -march=native). glibc declares its vector math functions (libmvec: tanh, exp, sin, ...,
 # within 4 ulp) only when __FAST_MATH__ is defined, which GCC leaves undefined under
@@ -149,6 +153,22 @@ def block_diagonal(batch: int, n_pre: int, n_post: int, exclude_diagonal: bool =
         weight_parts.append(np.repeat(pairs, copies.size))
     return (np.concatenate(pre_parts), np.concatenate(post_parts), keep.reshape(-1),
             np.concatenate(weight_parts))
+
+
+def recent_simulation(cache: dict, key: tuple, network: Network,
+                      build: Callable[[], T]) -> tuple[T, bool]:
+    """The simulation kept in ``cache`` under ``key`` for ``network``, else ``build()``'s
+    (and whether it was built). ``cache`` keeps the :data:`KEPT_SIMULATIONS` used last, so
+    that a loop over networks (gradcheck over models and seeds) does not keep every
+    network and its Brian2 objects alive."""
+    simulation = cache.pop(key, None)
+    built = simulation is None or simulation.network is not network
+    if built:
+        simulation = build()
+    cache[key] = simulation  # the most recently used last
+    while len(cache) > KEPT_SIMULATIONS:
+        cache.pop(next(iter(cache)))
+    return simulation, built
 
 
 @contextmanager

@@ -45,6 +45,7 @@ from neuroeq.engines.brian2_common import (
     check_dimensionless,
     configure_brian2,
     model_namespace,
+    recent_simulation,
     run_steps,
 )
 from neuroeq.engines.failures import ConvergenceLog, check_finite, not_settled
@@ -62,8 +63,6 @@ if TYPE_CHECKING:
     from neuroeq.rules.asym_ep import AsymCorrection
 
 TARGETS = ("cython", "numpy")
-#: built simulations an engine keeps (networks × batch sizes × nudge forms), the last used
-KEPT_SIMULATIONS = 8
 # Synapses go in groups of 8 interleaved copies (``block_diagonal``): the summed variables'
 # scatter-adds then never add twice in a row to one neuron. FHN 784-256-10 at batch 256:
 # 2.8 ns -> 0.6 ns per synapse for the forward sum; groups of 4 and 16 were as fast, 32 and
@@ -402,19 +401,17 @@ class Brian2Engine(RelaxationSettings):
 
     def simulation(self, network: Network, batch: int, asym: bool = False) -> _Simulation:
         """The Brian2 objects for ``network`` at this batch size (built on first use; the
-        engine keeps the :data:`KEPT_SIMULATIONS` used last, so that a loop over networks
-        does not keep every one of them alive)."""
+        engine keeps the ones used last: :func:`recent_simulation`)."""
         dt = self.settings(network)[0]
-        key = (id(network), batch, asym, dt)
-        simulation = self._simulations.pop(key, None)
-        if simulation is None or simulation.network is not network:
+
+        def build() -> _Simulation:
             configure_brian2(self.target)
             with brian2_errors(f"model {network.model.name!r} in the Brian2 engine"):
-                simulation = _Simulation(network, batch, dt, asym)
-            self.builds += 1
-        self._simulations[key] = simulation  # the most recently used last
-        while len(self._simulations) > KEPT_SIMULATIONS:
-            self._simulations.pop(next(iter(self._simulations)))
+                return _Simulation(network, batch, dt, asym)
+
+        simulation, built = recent_simulation(self._simulations, (id(network), batch, asym, dt),
+                                              network, build)
+        self.builds += int(built)
         return simulation
 
     def relax(self, network: Network, x: torch.Tensor, *, y: torch.Tensor | None = None,

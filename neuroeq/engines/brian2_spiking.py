@@ -37,6 +37,7 @@ from neuroeq.engines.brian2_common import (
     check_dimensionless,
     configure_brian2,
     model_namespace,
+    recent_simulation,
     run_steps,
 )
 from neuroeq.engines.settings import start_state
@@ -271,14 +272,15 @@ class SpikingEngine:
     def simulation(self, network: Network, batch: int) -> _SpikingSimulation:
         dt, _, _, draw, on_pre = self.settings(network)
         copies = int(self.replicas) * batch
-        key = (id(network), copies, dt)
-        simulation = self._simulations.get(key)
-        if simulation is None or simulation.network is not network:
+
+        def build() -> _SpikingSimulation:
             configure_brian2(self.target)
             with brian2_errors(f"model {network.model.name!r} in the spiking engine"):
-                simulation = _SpikingSimulation(network, copies, dt, draw, on_pre)
-            self._simulations[key] = simulation
-            self.builds += 1
+                return _SpikingSimulation(network, copies, dt, draw, on_pre)
+
+        simulation, built = recent_simulation(self._simulations, (id(network), copies, dt),
+                                              network, build)
+        self.builds += int(built)
         return simulation
 
     def relax(self, network: Network, x: torch.Tensor, *, y: torch.Tensor | None = None,

@@ -168,9 +168,9 @@ def test_an_engine_keeps_only_the_simulations_used_last(monkeypatch):
 
     from brian2.utils.logger import catch_logs
 
-    from neuroeq.engines import brian2_engine
+    from neuroeq.engines import brian2_common
 
-    monkeypatch.setattr(brian2_engine, "KEPT_SIMULATIONS", 2)
+    monkeypatch.setattr(brian2_common, "KEPT_SIMULATIONS", 2)
     engine = Brian2Engine(target="numpy", tol=1e-6, max_steps=5_000, check_every=400)
     with catch_logs():  # Brian2 notes that the dropped objects never ran
         first, _ = make_problem("fhn", SIZES, batch=2)
