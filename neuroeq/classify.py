@@ -41,6 +41,7 @@ from neuroeq.expressions import parse_expression
 from neuroeq.io import software_attrs
 from neuroeq.network import Network
 from neuroeq.neuron_model import NeuronModel, load_model
+from neuroeq.rules import RULES
 from neuroeq.rules.oracles import jacobian
 
 #: Rules exact for each class (symmetric coupling), with the condition, for the report.
@@ -246,8 +247,9 @@ def classify(model: NeuronModel | str, *, grid: Mapping[str, Sequence[float]] | 
         energy=model.energy_code, energy_residual=energy_residual,
         holomorphic=not non_analytic, non_analytic=non_analytic,
         exact_rules=(PIECEWISE_GRADIENT_RULES if piecewise else []) + [
-            r for r in EXACT_RULES[found] if (r[0] != "holomorphic" or not non_analytic)
-            and (r[0] not in GIBBS_SAMPLED or _unit_q(Q))],
+            r for r in EXACT_RULES[found]  # the Gibbs rules sample the law drawn for Q = 1
+            if not (RULES[r[0]].needs_analytic_dynamics and non_analytic)
+            and (not RULES[r[0]].samples_gibbs or _unit_q(Q))],
         problems=problems, stability=stability, piecewise_gradient=piecewise)
 
 
@@ -321,10 +323,6 @@ def _projection_symmetrised(network: Network, states: torch.Tensor, J: torch.Ten
     if not bool(((slope == 0) | (slope == 1)).all()) or not bool((slope == 1).any()):
         return False
     return _relative_asymmetry(slope[:, :, None] * J) < SYMMETRY_TOL
-
-
-#: the rules that sample the Gibbs distribution, which the sampler draws for Q = 1 only
-GIBBS_SAMPLED = ("finite_nudge", "path_integral")
 
 
 def _unit_q(Q: Mapping[str, float] | None) -> bool:

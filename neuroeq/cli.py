@@ -117,8 +117,9 @@ def _brian2_engine(args: argparse.Namespace) -> Brian2Engine:
     from neuroeq.engines.brian2_engine import Brian2Engine
     from neuroeq.engines.settings import gradient_check_tolerance
     from neuroeq.errors import ConfigError
+    from neuroeq.rules import RULES
 
-    supported = ("ep", "centered", "vf", "asym", "skew_ep", "skew_centered", "implicit")
+    supported = [name for name, rule in RULES.items() if rule.runs_on_brian2]
     if args.rules is None:  # the default rules it can run
         args.rules = [rule for rule in DEFAULT_RULES if rule in supported]
     unsupported = [rule for rule in args.rules if rule not in supported]

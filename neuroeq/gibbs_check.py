@@ -26,10 +26,10 @@ from neuroeq.engines.langevin import check_temperature
 from neuroeq.errors import ConfigError
 from neuroeq.io import software_attrs
 from neuroeq.network import Network
-from neuroeq.rules.finite_nudge import FiniteNudgeEP, PathIntegralEP
+from neuroeq.rules import RULES
 from neuroeq.rules.phases import full_names
 
-GIBBS_RULES = {"finite_nudge": FiniteNudgeEP, "path_integral": PathIntegralEP}
+GIBBS_RULES = {name: rule for name, rule in RULES.items() if rule.samples_gibbs}
 
 
 def free_energy(network: Network, x: torch.Tensor, y: torch.Tensor, beta: float,

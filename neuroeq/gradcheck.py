@@ -21,12 +21,11 @@ import xarray as xr
 from neuroeq.engines.settings import DTYPES, gradient_check_tolerance
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
-from neuroeq.gibbs_check import GIBBS_RULES
 from neuroeq.io import software_attrs
 from neuroeq.network import COUPLINGS, Network
 from neuroeq.neuron_model import load_model
 from neuroeq.readout import Readout
-from neuroeq.rules import ORACLES, RULE_NAMES, make_rule
+from neuroeq.rules import ORACLES, RULE_NAMES, RULES, make_rule
 
 #: limits of a gradient check (implicit differentiation builds a (units × units) Jacobian
 #: per sample): the samples of a batch, and the units beyond the input
@@ -34,11 +33,12 @@ MAX_BATCH = 10_000
 MAX_UNITS = 4_096
 #: rules whose estimate has another reference than the deterministic gradient checked here
 CHECKED_ELSEWHERE = {
-    **dict.fromkeys(GIBBS_RULES, "it estimates the gradient of a noisy network's Gibbs "
-                                 "objective, not of the stationary state's cost; check it "
-                                 "with `neuroeq gibbscheck`"),
-    "stoch_ep": "it needs the spiking engine; compare it with mean-field EP in a "
-                "'stochastic' protocol (protocols/stochastic_vs_meanfield.toml)",
+    **{name: "it estimates the gradient of a noisy network's Gibbs objective, not of the "
+             "stationary state's cost; check it with `neuroeq gibbscheck`"
+       for name, rule in RULES.items() if rule.samples_gibbs},
+    **{name: "it needs the spiking engine; compare it with mean-field EP in a 'stochastic' "
+             "protocol (protocols/stochastic_vs_meanfield.toml)"
+       for name, rule in RULES.items() if rule.uses_spike_statistics},
 }
 
 

@@ -12,9 +12,9 @@ from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
 from neuroeq.neuron_model import NeuronModel, load_model
-from neuroeq.protocols.schema import GIBBS_RULES
+from neuroeq.protocols.schema import RULE_KEYS
 from neuroeq.readout import Readout
-from neuroeq.rules import make_rule
+from neuroeq.rules import make_rule, rule_class, rule_options
 from neuroeq.rules.base import GradientEstimator
 from neuroeq.training import TrainConfig
 
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from neuroeq.engines import Engine
 
 MS = 1e-3
-#: ``[rule]`` keys passed to the noisy-network rules as they are
-GIBBS_OPTIONS = ("temperature", "chains", "groups", "burn_in", "samples", "thin", "metropolis")
 
 
 def build_model(config: dict[str, dict[str, Any]]) -> NeuronModel:
@@ -90,39 +88,25 @@ def build_rule(config: dict[str, dict[str, Any]], model: NeuronModel,
                engine: TorchEngine | None = None, name: str | None = None) -> GradientEstimator:
     """The ``[rule]`` section (``name`` overrides its rule name, for sweeps over rules).
 
-    The noisy-network rules (``finite_nudge``, ``path_integral``) take their sampler
-    settings from the section (keys left out keep the rule's defaults) and are seeded from
-    ``[training].seed``; ``stoch_ep`` needs the spiking engine."""
-    section = config.get("rule", {"name": name, "beta": 0.5, "random_sign": False})
+    Each ``[rule]`` key the rule's constructor takes is passed on (keys left out keep the
+    rule's defaults); so are ``[engine].nudged_steps`` and ``[training].seed`` (the random
+    sign of β, the Langevin sampler), where the rule takes them."""
+    section = config.get("rule", {"name": name, "beta": 0.5})
     name = name or section["name"]
     engine = engine or build_engine(config)
-    seed = config.get("training", {}).get("seed", 0)
-    options: dict[str, Any] = {}
-    if name in ("ep", "skew_ep") and section.get("random_sign"):
-        options["random_sign"] = True
-        options["seed"] = seed
-    if name == "stoch_ep":
-        from neuroeq.engines.brian2_spiking import SpikingEngine
-
-        if not isinstance(engine, SpikingEngine):
-            raise ConfigError("[rule].name 'stoch_ep' needs [engine].name = 'spiking' (the "
-                              "Brian2 Bernoulli spiking network)")
-        if not model.spiking:
-            raise ConfigError(f"[rule].name 'stoch_ep': [model].name {model.name!r} has no "
-                              "[spiking] table; use a spiking model such as spiking_rate")
-        if section.get("centered") is not None:
-            options["centered"] = section["centered"]
-    elif name not in ("implicit", "bptt", "fd"):
+    rule = rule_class(name)
+    accepted = rule_options(rule)
+    if rule.uses_spike_statistics and not model.spiking:
+        raise ConfigError(f"[rule].name {name!r}: [model].name {model.name!r} has no "
+                          "[spiking] table; use a spiking model such as spiking_rate")
+    options: dict[str, Any] = {option: section[key] for key, option in RULE_KEYS.items()
+                               if section.get(key) is not None and option in accepted}
+    if "dt" in options:
+        options["dt"] *= MS
+    if "seed" in accepted:
+        options["seed"] = config.get("training", {}).get("seed", 0)
+    if "nudged_steps" in accepted:
         options["nudged_steps"] = config["engine"]["nudged_steps"]
-    if name == "holomorphic" and section.get("points") is not None:
-        options["points"] = section["points"]
-    if name in GIBBS_RULES:
-        options["seed"] = seed
-        for key in GIBBS_OPTIONS + (("points",) if name == "path_integral" else ()):
-            if section.get(key) is not None:
-                options[key] = section[key]
-        if section.get("dt_ms") is not None:
-            options["dt"] = section["dt_ms"] * MS
     try:
         return make_rule(name, beta=section.get("beta", 0.5), engine=engine,
                          model_class=model.structural_class, **options)

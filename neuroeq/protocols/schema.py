@@ -14,6 +14,7 @@ from typing import Any
 from neuroeq.checks import did_you_mean, folder_name
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.neuron_model import find_model_file
+from neuroeq.rules import RULES, rule_option_defaults, rules_with_option
 from neuroeq.seeds import MAX_SEED
 
 REQUIRED = object()
@@ -40,31 +41,48 @@ class Field:
     default_doc: str = "model file"
 
 
-RULE_CHOICES = ("ep", "centered", "vf", "asym", "dyadic", "skew_ep", "skew_centered",
-                "holomorphic", "implicit", "bptt", "fd", "stoch_ep")
-#: noisy-network rules (Langevin sampling of the Gibbs distribution, 0 < beta <= 1)
-GIBBS_RULES = ("finite_nudge", "path_integral")
-TRAIN_RULE_CHOICES = RULE_CHOICES + GIBBS_RULES
-#: engines, and the engine a rule needs (rules not listed run on the mean-field engines)
+#: the rule lists of the rules' own attributes (neuroeq.rules.RULES): the noisy-network
+#: rules (Langevin sampling of the Gibbs distribution, 0 < beta <= 1), the rule that needs
+#: the spiking engine, and those the Brian2 engine runs
+GIBBS_RULES = tuple(name for name, rule in RULES.items() if rule.samples_gibbs)
+SPIKING_RULES = tuple(name for name, rule in RULES.items() if rule.uses_spike_statistics)
+BRIAN2_RULES = tuple(name for name, rule in RULES.items() if rule.runs_on_brian2)
+#: rules a gradient check or an asymmetry protocol may name (the Gibbs rules have their own
+#: check), and those a training protocol may name
+RULE_CHOICES = tuple(name for name in RULES if name not in GIBBS_RULES)
+TRAIN_RULE_CHOICES = tuple(RULES)
 ENGINES = ("torch", "brian2", "spiking")
-SPIKING_RULES = ("stoch_ep",)
 MAX_STEPS = 10_000_000
 
+#: ``[rule]`` keys that only some rules read, and the rule constructors' option each sets
+#: (``dt_ms`` is converted to seconds)
+RULE_KEYS: dict[str, str] = {
+    "random_sign": "random_sign", "temperature": "temperature", "chains": "chains",
+    "groups": "groups", "burn_in": "burn_in", "samples": "samples", "thin": "thin",
+    "dt_ms": "dt", "metropolis": "metropolis", "points": "points", "centered": "centered",
+}
+#: the rules that read each of those keys (those whose constructor takes the option)
+RULE_OPTIONS: dict[str, tuple[str, ...]] = {
+    key: rules_with_option(option) for key, option in RULE_KEYS.items()}
 
-def _rule_option(kind: str, rules: tuple[str, ...], default: str, doc: str,
+
+def _rule_option(kind: str, key: str, doc: str, default_doc: str | None = None,
                  **bounds: Any) -> Field:
-    """A ``[rule]`` key read by ``rules`` only (``None``: the rule's own default)."""
-    return Field(kind, None, doc=f"{', '.join(rules)}: {doc}", default_doc=f"rule: {default}",
+    """A ``[rule]`` key read by the rules that take its option only (``None``: the rule's own
+    default, read off its constructor unless ``default_doc`` says it)."""
+    rules, option = RULE_OPTIONS[key], RULE_KEYS[key]
+    if default_doc is None:
+        defaults = {name: _toml_text(rule_option_defaults(name)[option]) for name in rules}
+        default_doc = (next(iter(defaults.values())) if len(set(defaults.values())) == 1
+                       else ", ".join(f"{value} ({name})" for name, value in defaults.items()))
+    return Field(kind, None, doc=f"{', '.join(rules)}: {doc}", default_doc=f"rule: {default_doc}",
                  **bounds)
 
 
-#: ``[rule]`` keys that only some rules read
-RULE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "temperature": GIBBS_RULES, "chains": GIBBS_RULES, "groups": GIBBS_RULES,
-    "burn_in": GIBBS_RULES, "samples": GIBBS_RULES, "thin": GIBBS_RULES, "dt_ms": GIBBS_RULES,
-    "metropolis": GIBBS_RULES, "points": ("path_integral", "holomorphic"),
-    "centered": SPIKING_RULES,
-}
+def _toml_text(value: Any) -> str:
+    """A default as a protocol file writes it (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
 #: ``[engine]`` keys that only some engines read
 ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
     "free_steps": ("torch", "brian2"), "nudged_steps": ("torch", "brian2"),
@@ -104,7 +122,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "engine": {
         "name": Field("str", "torch", choices=ENGINES,
-                      doc="spiking: the Brian2 Bernoulli spiking network (rule stoch_ep)"),
+                      doc=f"brian2 runs rules {', '.join(BRIAN2_RULES)}; spiking: the Brian2 "
+                          f"Bernoulli spiking network (rule {', '.join(SPIKING_RULES)})"),
         "dt_ms": Field("optional_float", None, positive=True,
                        doc="Euler step (ms); spiking: one Bernoulli draw per step"),
         "free_steps": Field("optional_int", None, positive=True, doc="free-phase step budget"),
@@ -143,34 +162,34 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "rule": {
         "name": Field("str", choices=TRAIN_RULE_CHOICES),
         "beta": Field("float", 0.5, positive=True,
-                      doc="finite_nudge, path_integral: at most 1"),
-        "random_sign": Field("bool", False, doc="classic EP: random sign of β per batch"),
-        "temperature": _rule_option("optional_float", GIBBS_RULES, "0.05",
+                      doc=f"{', '.join(GIBBS_RULES)}: at most 1"),
+        "random_sign": _rule_option("optional_bool", "random_sign",
+                                    "a random sign of β per batch"),
+        "temperature": _rule_option("optional_float", "temperature",
                                     "temperature T of the Gibbs distribution", positive=True),
-        "chains": _rule_option("optional_int", GIBBS_RULES, "64",
+        "chains": _rule_option("optional_int", "chains",
                                "Langevin chains per sample (a multiple of groups)",
                                positive=True, maximum=100_000),
-        "groups": _rule_option("optional_int", GIBBS_RULES, "16",
+        "groups": _rule_option("optional_int", "groups",
                                "independent groups of chains (standard error)",
                                minimum=2, maximum=100_000),
-        "burn_in": _rule_option("optional_int", GIBBS_RULES, "500",
+        "burn_in": _rule_option("optional_int", "burn_in",
                                 "Langevin steps before the first kept sample",
                                 minimum=0, maximum=MAX_STEPS),
-        "samples": _rule_option("optional_int", GIBBS_RULES, "20", "samples kept per chain",
+        "samples": _rule_option("optional_int", "samples", "samples kept per chain",
                                 positive=True, maximum=MAX_STEPS),
-        "thin": _rule_option("optional_int", GIBBS_RULES, "10",
+        "thin": _rule_option("optional_int", "thin",
                              "Langevin steps between kept samples", positive=True,
                              maximum=MAX_STEPS),
-        "dt_ms": _rule_option("optional_float", GIBBS_RULES, "τ/10", "Langevin step (ms)",
+        "dt_ms": _rule_option("optional_float", "dt_ms", "Langevin step (ms)", "τ/10",
                               positive=True),
-        "metropolis": _rule_option("optional_bool", GIBBS_RULES, "true",
+        "metropolis": _rule_option("optional_bool", "metropolis",
                                    "MALA (exact Gibbs law) instead of Euler-Maruyama"),
-        "points": _rule_option("optional_int", ("path_integral", "holomorphic"),
-                               "6 (path_integral), 16 (holomorphic)",
+        "points": _rule_option("optional_int", "points",
                                "Gauss-Legendre points of the integral over the nudge, or "
-                               "complex nudges on the circle |β| = r", positive=True,
+                               "complex nudges on the circle of radius r = β", positive=True,
                                maximum=1000),
-        "centered": _rule_option("optional_bool", SPIKING_RULES, "true",
+        "centered": _rule_option("optional_bool", "centered",
                                  "phases ±β (else 0 and +β)"),
     },
     "data": {
@@ -477,6 +496,18 @@ def _check_engine_and_rule(resolved: dict[str, dict[str, Any]], kind: str, sourc
         if name == "spiking" and kind != "train":
             raise ConfigError(f"{source}: [engine].name 'spiking' needs a train protocol with "
                               f"rule {' or '.join(SPIKING_RULES)}, not kind {kind!r}")
+    if engine is not None and engine["name"] == "brian2":
+        asymmetry = resolved.get("asymmetry", {"train": False})
+        named = [("[rule].name", resolved["rule"]["name"])] if "rule" in resolved else []
+        if asymmetry["train"]:  # the gradient checks of an asymmetry protocol run on torch
+            named += [("[asymmetry].rules", name) for name in asymmetry["rules"]]
+        for where, name in named:
+            if name not in BRIAN2_RULES:
+                raise ConfigError(f"{source}: {where} {name!r} does not run on the Brian2 "
+                                  "engine (it simulates the model's own state, with AsymEP's "
+                                  "correction; no autograd, doubled state, complex nudges or "
+                                  f"sampling): use [engine].name = 'torch', or one of "
+                                  f"{', '.join(BRIAN2_RULES)}")
     rule = resolved.get("rule")
     if rule is None:
         return

@@ -20,21 +20,22 @@ from neuroeq.rules.vector_field import VectorFieldEP
 if TYPE_CHECKING:
     from neuroeq.engines import Engine
 
+#: Every rule and oracle by its CLI name (``cls.name``); what each needs is in its class
+#: attributes (:class:`GradientEstimator`). Notes: ``beta`` is the radius ``r`` of the
+#: complex nudges for holomorphic EP and the loss weight (<= 1) of the Gibbs objective
+#: ``(A(beta) - A(0))/beta`` for the noisy-network rules; stochastic EP needs the spiking
+#: engine (:class:`neuroeq.engines.brian2_spiking.SpikingEngine`).
+RULES: dict[str, type[GradientEstimator]] = {rule.name: rule for rule in (
+    ClassicEP, CenteredEP, VectorFieldEP, AsymEP, DyadicEP, SkewGradientEP,
+    CenteredSkewGradientEP, HolomorphicEP, FiniteNudgeEP, PathIntegralEP, StochasticEP,
+    ImplicitDifferentiation, BPTT, FiniteDifferences)}
 #: CLI names of the rules that take a nudge strength ``beta``.
 NUDGED_RULES: dict[str, type[GradientEstimator]] = {
-    "ep": ClassicEP, "centered": CenteredEP, "vf": VectorFieldEP, "asym": AsymEP,
-    "dyadic": DyadicEP, "skew_ep": SkewGradientEP, "skew_centered": CenteredSkewGradientEP,
-    # beta is the radius r of the complex nudges for holomorphic EP, and the nudge (<= 1) of
-    # the Gibbs objective (A(beta) - A(0))/beta for the noisy-network rules
-    "holomorphic": HolomorphicEP, "finite_nudge": FiniteNudgeEP, "path_integral": PathIntegralEP,
-    # stochastic EP needs the spiking engine (neuroeq.engines.brian2_spiking.SpikingEngine)
-    "stoch_ep": StochasticEP,
-}
+    name: rule for name, rule in RULES.items() if rule.takes_beta}
 #: CLI names of the oracles (no ``beta``).
 ORACLES: dict[str, type[GradientEstimator]] = {
-    "implicit": ImplicitDifferentiation, "bptt": BPTT, "fd": FiniteDifferences,
-}
-RULE_NAMES = tuple(NUDGED_RULES) + tuple(ORACLES)
+    name: rule for name, rule in RULES.items() if not rule.takes_beta}
+RULE_NAMES = tuple(RULES)
 
 
 def make_rule(name: str, *, beta: float = 1e-3,
@@ -46,7 +47,7 @@ def make_rule(name: str, *, beta: float = 1e-3,
         name = {"ep": "skew_ep", "centered": "skew_centered"}[name]
     rule = rule_class(name)
     _check_options(name, rule, options)
-    if name in NUDGED_RULES:
+    if rule.takes_beta:
         return rule(beta=beta, engine=engine, **options)
     return rule(engine=engine, **options)
 
@@ -54,7 +55,7 @@ def make_rule(name: str, *, beta: float = 1e-3,
 def rule_class(name: str) -> type[GradientEstimator]:
     """The rule (or oracle) class of a CLI name; an unknown name is a :class:`ConfigError`
     that suggests the closest known one."""
-    found = NUDGED_RULES.get(name) or ORACLES.get(name)
+    found = RULES.get(name)
     if found is None:
         raise ConfigError(f"unknown rule {name!r}{did_you_mean(name, RULE_NAMES)}; known: "
                           f"{', '.join(RULE_NAMES)}")
@@ -64,19 +65,32 @@ def rule_class(name: str) -> type[GradientEstimator]:
 def rule_options(rule: type[GradientEstimator] | str) -> list[str]:
     """The keyword options a rule's constructor takes (a rule class or its CLI name), with
     those it passes on to its parent class (``**options``)."""
+    return list(rule_option_defaults(rule))
+
+
+def rule_option_defaults(rule: type[GradientEstimator] | str) -> dict[str, Any]:
+    """Each keyword option of a rule's constructor with its default (``None`` where the
+    option has none), in signature order, parents' ``**options`` included."""
     if isinstance(rule, str):
         rule = rule_class(rule)
-    names: list[str] = []
+    defaults: dict[str, Any] = {}
     for cls in rule.__mro__:
         init = cls.__dict__.get("__init__")
         if init is None:
             continue
         parameters = inspect.signature(init).parameters.values()
-        names += [p.name for p in parameters if p.name != "self" and p.name not in names
-                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        for p in parameters:
+            if p.name != "self" and p.name not in defaults \
+                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                defaults[p.name] = None if p.default is p.empty else p.default
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
-    return names
+    return defaults
+
+
+def rules_with_option(option: str) -> tuple[str, ...]:
+    """The CLI names of the rules whose constructor takes ``option``."""
+    return tuple(name for name, rule in RULES.items() if option in rule_options(rule))
 
 
 def _check_options(name: str, rule: type[GradientEstimator], options: dict) -> None:
@@ -91,6 +105,7 @@ __all__ = [
     "AsymEP", "BPTT", "CenteredEP", "CenteredSkewGradientEP", "ClassicEP", "DyadicEP",
     "Estimate", "FiniteDifferences", "FiniteNudgeEP", "HolomorphicEP", "PathIntegralEP",
     "SampledEstimate", "GradientEstimator", "ImplicitDifferentiation", "StochasticEP",
-    "NUDGED_RULES", "ORACLES", "RULE_NAMES", "SkewGradientEP", "VectorFieldEP", "make_rule",
-    "rule_class", "rule_options", "write_gradients",
+    "NUDGED_RULES", "ORACLES", "RULES", "RULE_NAMES", "SkewGradientEP", "VectorFieldEP",
+    "make_rule", "rule_class", "rule_option_defaults", "rule_options", "rules_with_option",
+    "write_gradients",
 ]

@@ -79,6 +79,7 @@ class AsymEP(GradientEstimator):
     """
 
     name = "asym"
+    runs_on_brian2 = True
     exact_for = "any stable dynamics, any coupling, as beta -> 0"
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,

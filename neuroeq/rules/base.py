@@ -45,14 +45,27 @@ class Estimate:
 class GradientEstimator(ABC):
     """Base class of every rule. Subclasses implement :meth:`compute`.
 
-    Attributes: ``name`` (the CLI name), ``exact_for`` (structural classes / couplings
-    for which the rule is exact in its limit), ``engine`` (the relaxation engine).
+    The class attributes say what the rule is and needs; the protocol schema, the builders,
+    the CLI and the classifier read them instead of keeping lists of rule names. ``engine``
+    (an instance attribute) is the relaxation engine.
     """
 
+    #: the CLI and protocol name
     name: str = ""
+    #: the structural classes / couplings for which the rule is exact in its limit
     exact_for: str = ""
+    #: whether the rule nudges with a strength ``beta`` (the oracles do not)
+    takes_beta: bool = True
+    #: whether the rule samples a noisy network's Gibbs distribution (Langevin chains; its
+    #: ``beta`` weighs the loss in the Gibbs objective, so ``0 < beta <= 1``)
+    samples_gibbs: bool = False
     #: whether the rule estimates from spike statistics (an engine that samples them)
     uses_spike_statistics: bool = False
+    #: whether the Brian2 engine runs the rule's phases (the model's own state, plus AsymEP's
+    #: correction; no autograd, no extended state, no complex nudges, no sampling)
+    runs_on_brian2: bool = False
+    #: whether the rule needs analytic (holomorphic) dynamics
+    needs_analytic_dynamics: bool = False
 
     def __init__(self, engine: TorchEngine | None = None, nudged_steps: int | None = None):
         self.engine = engine if engine is not None else TorchEngine()

@@ -40,6 +40,7 @@ class ClassicEP(GradientEstimator):
 
     name = "ep"
     exact_for = "gradient and skew-gradient models with symmetric coupling, as beta -> 0"
+    runs_on_brian2 = True
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None,
@@ -79,6 +80,10 @@ class CenteredEP(ClassicEP):
     """
 
     name = "centered"
+
+    def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
+                 nudged_steps: int | None = None):  # both signs, so no random_sign
+        super().__init__(beta, engine, nudged_steps)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:

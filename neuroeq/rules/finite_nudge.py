@@ -52,6 +52,7 @@ class _GibbsRule(GradientEstimator):
     """Shared settings: nudge ``beta`` (0 < β ≤ 1), ``temperature``, sampler settings and
     ``groups`` (independent groups of chains for the standard error)."""
 
+    samples_gibbs = True
     exact_for = ("gradient models with symmetric coupling at temperature T > 0, any finite "
                  "beta (objective (A(beta) - A(0))/beta)")
 

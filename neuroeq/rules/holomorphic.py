@@ -40,6 +40,7 @@ class HolomorphicEP(GradientEstimator):
     """
 
     name = "holomorphic"
+    needs_analytic_dynamics = True
     exact_for = ("analytic gradient and skew-gradient models with symmetric coupling, "
                  "finite r (error O((r/R)^N))")
 

@@ -48,6 +48,11 @@ class ImplicitDifferentiation(GradientEstimator):
 
     name = "implicit"
     exact_for = "everything (the oracle)"
+    takes_beta = False
+    runs_on_brian2 = True
+
+    def __init__(self, engine: TorchEngine | None = None):  # no nudged phase
+        super().__init__(engine)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
@@ -74,6 +79,7 @@ class BPTT(GradientEstimator):
 
     name = "bptt"
     exact_for = "everything, as the relaxation converges (the oracle)"
+    takes_beta = False
 
     def __init__(self, engine: TorchEngine | None = None, steps: int | None = None):
         super().__init__(engine)
@@ -109,6 +115,7 @@ class FiniteDifferences(GradientEstimator):
 
     name = "fd"
     exact_for = "everything, up to O(h^2) (the oracle)"
+    takes_beta = False
 
     def __init__(self, engine: TorchEngine | None = None, h: float = 1e-5,
                  chunk: int = 512):

@@ -23,6 +23,7 @@ class VectorFieldEP(GradientEstimator):
     """
 
     name = "vf"
+    runs_on_brian2 = True
     exact_for = ("dynamics with a symmetric Jacobian, and skew-gradient models with "
                  "symmetric coupling, as beta -> 0")
 

@@ -48,7 +48,7 @@ def test_lateral_and_skip_weights_count_toward_the_size_limit():
     ("engine", "dt_ms", 0.0, "[engine].dt_ms must be positive"),
     ("rule", "temperature", 0.1, "[rule].temperature applies to rule finite_nudge or "
                                  "path_integral, not 'centered'"),
-    ("rule", "centered", False, "[rule].centered applies to rule stoch_ep"),
+    ("rule", "centered", False, "[rule].centered applies to rule vf or asym or stoch_ep"),
     ("engine", "window", 100, "[engine].window applies to engine spiking, not 'torch'"),
     ("engine", "anderson_memory", 5, "[engine].anderson_memory applies to solver 'anderson', "
                                      "not 'euler'"),
@@ -75,7 +75,7 @@ GIBBS = {**BASE, "rule": {"name": "finite_nudge", "beta": 1.0}}
     ("samples", 0, "[rule].samples must be positive"),
     ("metropolis", "yes", "[rule].metropolis must be true or false"),
     ("dt_ms", -0.1, "[rule].dt_ms must be positive"),
-    ("points", 4, "[rule].points applies to rule path_integral or holomorphic, not "
+    ("points", 4, "[rule].points applies to rule holomorphic or path_integral, not "
                   "'finite_nudge'"),
     ("beta", 1.5, "[rule].beta must be at most 1 for rule 'finite_nudge'"),
 ])
