@@ -1,9 +1,11 @@
-"""One run at a time per result folder: an exclusive, advisory lock on ``OUT/.lock``.
+"""One run at a time per result folder: an exclusive, advisory lock on ``.OUT.lock``.
 
 Two runs started into one folder would otherwise both write there (the second's protocol
-beside the first's datasets, their logs interleaved). The lock is ``flock`` on a file in
-the folder, released when the run ends or its process dies (a killed run leaves no stale
-lock); on systems without ``fcntl`` runs are not locked.
+beside the first's datasets, their logs interleaved), and two ``force`` runs would both
+set the old results aside. The lock is ``flock`` on a file beside the folder (outside it,
+so that a ``force`` run holds it while it moves the folder away), released and removed
+when the run ends; a run whose process dies leaves no stale lock. On systems without
+``fcntl`` runs are not locked.
 """
 
 from __future__ import annotations
@@ -21,18 +23,27 @@ try:
 except ImportError:  # not POSIX
     fcntl = None
 
+#: the lock file inside a result folder of earlier versions (ignored where found)
 LOCK_FILE = ".lock"
+LOCK_SUFFIX = ".lock"
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file of the result folder ``out``: ``.NAME.lock`` beside it (beside the
+    folder a link points to, so that every path to one folder shares one lock)."""
+    out = Path(out).resolve()
+    return out.with_name(f".{out.name}{LOCK_SUFFIX}")
 
 
 @contextmanager
 def folder_lock(out: Path) -> Iterator[None]:
-    """Hold the lock of the existing folder ``out`` for the ``with`` block; a
-    :class:`ConfigError` at once when another run holds it."""
+    """Hold the lock of the result folder ``out`` (whose parent exists) for the ``with``
+    block; a :class:`ConfigError` at once when another run holds it."""
     if fcntl is None:
         yield
         return
-    path = out / LOCK_FILE
+    path = lock_path(out)
     while True:
         handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -40,7 +51,7 @@ def folder_lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             os.close(handle)
             raise ConfigError(f"another run is writing to {str(out)!r} (it holds "
-                              f"{LOCK_FILE}); wait for it to finish, or give --out another "
+                              f"{str(path)!r}); wait for it to finish, or give --out another "
                               "folder") from None
         except OSError as error:  # a file system without locks (some network mounts)
             os.close(handle)
@@ -69,10 +80,11 @@ def _same_file(handle: int, path: Path) -> bool:
 
 def is_locked(out: Path) -> bool:
     """Whether a run holds the lock of ``out`` now (without taking it)."""
-    if fcntl is None or not (out / LOCK_FILE).is_file():
+    path = lock_path(out)
+    if fcntl is None or not path.is_file():
         return False
     try:
-        handle = os.open(out / LOCK_FILE, os.O_RDWR)
+        handle = os.open(path, os.O_RDWR)
     except OSError:  # removed in the meantime, or not ours to open
         return False
     try:

@@ -47,7 +47,7 @@ from neuroeq.protocols.loader import (
     parse_override,
     read_protocol_file,
 )
-from neuroeq.protocols.runner import DONE_MARKER, changed_settings, seconds_taken
+from neuroeq.protocols.result_folder import DONE_MARKER, changed_settings, seconds_taken
 from neuroeq.protocols.schema import KEYS_READ, SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind

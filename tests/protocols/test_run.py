@@ -304,12 +304,12 @@ def test_a_folder_of_other_files_is_refused_even_with_force(tmp_path):
 
 
 def test_a_folder_another_run_is_writing_to_is_refused(tmp_path):
-    from neuroeq.protocols.folder_lock import folder_lock
+    from neuroeq.protocols.folder_lock import folder_lock, lock_path
 
     quick = load_protocol(TINY_TRAIN, ["training.epochs=1", "outputs.figures=false",
                                        "outputs.state_samples=0"])
     out = run_protocol(quick, tmp_path / "run", progress=False)
-    assert not (out / ".lock").exists()  # released and removed when the run is done
+    assert not lock_path(out).exists()  # released and removed when the run is done
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     with folder_lock(out):  # as a run in another process would hold it
         for options in ({"force": True}, {"resume": True}):
@@ -347,7 +347,7 @@ def test_a_run_that_locked_a_removed_lock_file_locks_the_new_one(tmp_path, monke
     def flock_after_the_holder_left(handle, operation):
         calls.append(handle)
         if len(calls) == 1:  # the holder removes the file between our open and our flock
-            (tmp_path / module.LOCK_FILE).unlink()
+            module.lock_path(tmp_path).unlink()
         return real_flock(handle, operation)
 
     monkeypatch.setattr(module.fcntl, "flock", flock_after_the_holder_left)
@@ -355,4 +355,26 @@ def test_a_run_that_locked_a_removed_lock_file_locks_the_new_one(tmp_path, monke
         monkeypatch.setattr(module.fcntl, "flock", real_flock)
         assert len(calls) == 2  # it tried again, on the new file
         assert module.is_locked(tmp_path)
-    assert not module.is_locked(tmp_path) and not (tmp_path / module.LOCK_FILE).exists()
+    assert not module.is_locked(tmp_path) and not module.lock_path(tmp_path).exists()
+
+
+def test_a_forced_run_sets_the_old_results_aside_under_the_lock(tmp_path, monkeypatch):
+    """Two ``--force`` runs into one folder must not both move it aside: the lock lies
+    beside the folder and is held from the checks to the end, the set-aside included."""
+    from neuroeq.protocols import result_folder, runner
+    from neuroeq.protocols.folder_lock import is_locked, lock_path
+
+    quick = load_protocol(TINY_TRAIN, ["training.epochs=1", "outputs.figures=false",
+                                       "outputs.state_samples=0"])
+    out = run_protocol(quick, tmp_path / "run", progress=False)
+    seen = []
+
+    def set_aside(folder):
+        seen.append(is_locked(folder))  # another open of the lock file would be refused
+        return result_folder.set_aside(folder)
+
+    monkeypatch.setattr(runner, "set_aside", set_aside)
+    run_protocol(quick, out, force=True, progress=False)
+    assert seen == [True]
+    assert lock_path(out).parent == out.parent and not lock_path(out).exists()
+    assert not out.with_name("run.previous").exists()
