@@ -1,8 +1,9 @@
 """Evaluate a trained network (a result folder of ``neuroeq run``) on its test set in both
 engines: the torch engine it was trained with and the Brian2 engine, with the same model,
-weights, ``dt``, step budget and tolerance. Reports each engine's test accuracy, how often
-their predictions agree, the largest difference between their stationary states, and the
-wall time of each.
+weights, ``dt``, step budget, tolerance and steps between convergence checks. Reports each
+engine's test accuracy, how often their predictions agree, the largest difference between
+their stationary states, and the wall time of each (the first batch of each size is run
+once untimed first, so Brian2's build and code generation are not counted).
 
     OMP_NUM_THREADS=1 python3 bench/evaluate_in_brian2.py results/mnist_fhn_skew
 
@@ -41,19 +42,23 @@ def main() -> None:
     torch_engine = dataclasses.replace(build.build_engine(config), on_failure="ignore")
     brian2_engine = Brian2Engine(target=args.target, dt=torch_engine.dt,
                                  max_steps=torch_engine.max_steps, tol=torch_engine.tol,
-                                 on_failure="ignore")
+                                 check_every=torch_engine.check_every, on_failure="ignore")
     _, test = build.build_data(config)
     n = len(test) if args.limit is None else min(args.limit, len(test))
 
     correct = {"torch": 0, "brian2": 0}
     seconds = {"torch": 0.0, "brian2": 0.0}
     agree, max_diff = 0, 0.0
+    warmed: set[tuple[str, int]] = set()
     with torch.no_grad():
         for start in tqdm(range(0, n, args.batch), desc="test batches"):
             x = test.x[start:min(start + args.batch, n)].to(network.dtype)
             y = test.y[start:start + len(x)]
             predictions, states = {}, {}
             for name, engine in (("torch", torch_engine), ("brian2", brian2_engine)):
+                if (name, len(x)) not in warmed:  # builds the simulation of this batch size
+                    engine.relax(network, x)
+                    warmed.add((name, len(x)))
                 began = time.perf_counter()
                 state = engine.relax(network, x).state
                 seconds[name] += time.perf_counter() - began

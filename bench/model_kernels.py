@@ -260,7 +260,9 @@ def main() -> None:
     p.add_argument("--checks-only", action="store_true",
                    help="only the stability-check comparisons (items 4 and 5)")
     args = p.parse_args()
-    setup(args)
+    if setup(args).type != "cpu":  # its kernels and their paired timings run on the CPU
+        raise SystemExit(f"model_kernels.py measures CPU kernels only; --device {args.device} "
+                         "would time the CPU under another name (run it without --device)")
     rows = []
     if not args.checks_only:
         for sizes, batch, dtype in (((8, 6, 3), 4, torch.float64),

@@ -1,7 +1,8 @@
 """Torch engine scaling (batch, width, depth) and roofline, with a plot.
 
 Each point times a free phase of 20 Euler steps (closed-form map, no early stop, float32,
-Hopfield neuron) and, in the same run, one pass of matmuls of the same shapes (one
+Hopfield neuron) and, in the same rounds (one call of each per round, after a warm-up; the
+best of ``--repeats`` rounds kept), one pass of matmuls of the same shapes (one
 ``(batch × n_pre) @ (n_pre × n_post)`` per synapse matrix). Roofline, as the issue defines
 it: effective FLOP/s = 2 × synapses × batch × steps / relaxation time, divided by the
 matmul FLOP/s = 2 × synapses × batch / matmul-pass time. (neuroeq computes the clamped
@@ -28,15 +29,25 @@ def measure(sizes: tuple[int, ...], batch: int, device, repeats: int) -> dict:
     network = Network("hopfield", sizes, dtype=torch.float32, device=device, seed=0)
     x = torch.rand(batch, sizes[0], device=device)
     engine = TorchEngine(tol=0.0, max_steps=STEPS)
+    operands = [(torch.rand(batch, n_pre, device=device),
+                 torch.rand(n_pre, n_post, device=device))
+                for n_pre, n_post in zip(sizes[:-1], sizes[1:], strict=True)]
+
+    def relaxation() -> None:
+        engine.relax(network, x)
+
+    def matmuls() -> None:  # as many passes as the relaxation has steps (one is too short
+        for _ in range(STEPS):  # to time steadily on a shared machine)
+            for a, b in operands:
+                a @ b
+
+    # interleaved rounds (one call of each per round, the best of each kept): a slow spell
+    # of the machine falls on both sides of the ratio instead of on one
+    relax = matmul = float("inf")
     with torch.no_grad():
-        relax = best_time(lambda: engine.relax(network, x), device, repeats)
-        operands = [(torch.rand(batch, n_pre, device=device),
-                     torch.rand(n_pre, n_post, device=device))
-                    for n_pre, n_post in zip(sizes[:-1], sizes[1:], strict=True)]
-        # timed over as many passes as the relaxation has steps (a single pass is too
-        # short to time steadily on a shared machine)
-        matmul = best_time(lambda: [[a @ b for a, b in operands] for _ in range(STEPS)],
-                           device, repeats) / STEPS
+        for _ in range(repeats):
+            relax = min(relax, best_time(relaxation, device, 1))
+            matmul = min(matmul, best_time(matmuls, device, 1) / STEPS)
     synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     recurrent = synapses - sizes[0] * sizes[1]
     effective = 2 * synapses * batch * STEPS / relax

@@ -9,7 +9,11 @@ population size ``R`` (replicas per sample), over independent seeds:
 
 - ``cosine(ĝ, g)`` and ``rel_error = ‖ĝ - g‖/‖g‖`` per seed;
 - ``bias = ‖E_seed[ĝ] - g‖/‖g‖``, ``variance = E_seed‖ĝ - E_seed[ĝ]‖²/‖g‖²`` and
-  ``rmse = √E_seed[rel_error²]``;
+  ``rmse = √E_seed[rel_error²]`` (so ``rmse² = bias² + variance``);
+- the mean over ``n`` seeds still holds noise: ``E‖mean - g‖² = ‖b‖² + tr Σ/n``. So
+  ``noise_floor = √(tr Σ̂/n)/‖g‖`` (``Σ̂`` the unbiased covariance over seeds: the bias
+  that noise alone would show) and ``bias_beyond_noise = √max(0, bias² - noise_floor²)``
+  (the estimated bias of the spiking estimate itself);
 - ``slope_window_*`` (attrs): least-squares slope of ``log rmse`` versus ``log T``; a
   variance-dominated error falls as ``1/√(T R)`` (slope -1/2).
 
@@ -80,12 +84,18 @@ def stochastic_vs_mean_field(network: Network, x: torch.Tensor, y: torch.Tensor,
     mean = estimates.mean(0)
     bias = np.linalg.norm(mean - g, axis=-1) / norm
     variance = ((estimates - mean) ** 2).sum(-1).mean(0) / norm**2
+    # the noise left in the mean of n seeds: tr Σ̂ / n, with Σ̂ unbiased (n - 1)
+    n = len(seeds)
+    noise_floor = np.sqrt(variance / (n - 1)) if n > 1 else np.full_like(variance, np.nan)
+    beyond = np.sqrt(np.maximum(bias**2 - noise_floor**2, 0.0))
     rmse = np.sqrt((rel_error**2).mean(0))
     dataset = xr.Dataset(
         {"cosine": (("seed", "window", "replicas"), cosine),
          "rel_error": (("seed", "window", "replicas"), rel_error),
          "bias": (("window", "replicas"), bias),
          "variance": (("window", "replicas"), variance),
+         "noise_floor": (("window", "replicas"), noise_floor),
+         "bias_beyond_noise": (("window", "replicas"), beyond),
          "rmse": (("window", "replicas"), rmse),
          "estimate": (("seed", "window", "replicas", "element"), estimates),
          "mean_field": (("element",), g)},

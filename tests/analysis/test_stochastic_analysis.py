@@ -28,6 +28,11 @@ def test_stochastic_vs_mean_field_dataset_and_figure():
     assert (bias ** 2 <= dataset.rmse.values ** 2 + 1e-12).all()  # rmse² = bias² + variance
     np.testing.assert_allclose(dataset.rmse.values ** 2,
                                bias ** 2 + dataset.variance.values, rtol=1e-9)
+    # two seeds: the noise in their mean is the variance over n - 1 = 1
+    np.testing.assert_allclose(dataset.noise_floor.values ** 2, dataset.variance.values,
+                               rtol=1e-9)
+    np.testing.assert_allclose(dataset.bias_beyond_noise.values ** 2,
+                               np.maximum(bias ** 2 - dataset.variance.values, 0), atol=1e-15)
     assert window_slope(dataset, 1) < 0
     assert dataset.attrs["mean_field_vs_true_cosine"] > 0.9
     figure = plot_stochastic(dataset)
