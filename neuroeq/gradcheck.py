@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.checks import did_you_mean
 from neuroeq.engines.settings import DTYPES, gradient_check_tolerance
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
@@ -45,7 +46,8 @@ CHECKED_ELSEWHERE = {
 def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> None:
     for value in values:
         if value not in allowed:
-            raise ConfigError(f"unknown {what} {value!r}; known: {', '.join(allowed)}")
+            raise ConfigError(f"unknown {what} {value!r}{did_you_mean(value, allowed)}; "
+                              f"known: {', '.join(allowed)}")
 
 
 def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int] = (20, 16, 5),

@@ -95,7 +95,7 @@ def train_snn_bptt(train_data: LabeledData, test_data: LabeledData, sizes: Seque
                    ) -> xr.Dataset:
     """Train a :class:`SpikingMLP` with Adam + BPTT; per-epoch metrics as a dataset
     (``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
-    ``samples_per_second``, ``peak_rss_mb``)."""
+    ``samples_per_second``, ``epoch_seconds``, ``peak_rss_mb``)."""
     if sizes[0] != train_data.n_features:
         raise ConfigError(f"sizes start with {sizes[0]} inputs, data set {train_data.name!r} "
                           f"has {train_data.n_features} features")

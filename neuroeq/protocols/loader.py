@@ -12,7 +12,7 @@ from typing import Any
 import tomli_w
 
 from neuroeq.errors import ConfigError
-from neuroeq.protocols.schema import validate
+from neuroeq.protocols.schema import KEYS_READ, validate
 from neuroeq.toml_data import read_toml
 
 
@@ -86,7 +86,22 @@ def load_protocol(source: str | os.PathLike | Mapping[str, Any],
     data = apply_overrides(data, overrides)
     # errors name the changes too: a bad value may be one of them, not the file's
     changes = "; ".join(f"{'.'.join(path)}={value!r}" for path, value in overrides)
-    return Protocol(validate(data, f"{name} (with {changes})" if changes else name), name)
+    where = f"{name} (with {changes})" if changes else name
+    config = validate(data, where)
+    _refuse_unread_overrides(config["protocol"]["kind"], overrides, where)
+    return Protocol(config, name)
+
+
+def _refuse_unread_overrides(kind: str, overrides: list[tuple[list[str], Any]],
+                             where: str) -> None:
+    """A file may hold a key its kind does not read at its default value (the resolved
+    ``protocol.toml`` of earlier versions wrote every key); a change asks for a setting,
+    so one the kind would ignore is refused whatever its value."""
+    for path, _ in overrides:
+        read = KEYS_READ.get(kind, {}).get(path[0])
+        if read is not None and len(path) > 1 and path[1] not in read:
+            raise ConfigError(f"{where}: kind {kind!r} does not read [{path[0]}].{path[1]} "
+                              f"(it reads only {', '.join(read)} of [{path[0]}])")
 
 
 def _drop_none(value: Any) -> Any:

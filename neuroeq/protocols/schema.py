@@ -48,8 +48,10 @@ GIBBS_RULES = tuple(name for name, rule in RULES.items() if rule.samples_gibbs)
 SPIKING_RULES = tuple(name for name, rule in RULES.items() if rule.uses_spike_statistics)
 BRIAN2_RULES = tuple(name for name, rule in RULES.items() if rule.runs_on_brian2)
 #: rules a gradient check or an asymmetry protocol may name (the Gibbs rules have their own
-#: check), and those a training protocol may name
-RULE_CHOICES = tuple(name for name in RULES if name not in GIBBS_RULES)
+#: check, stochastic EP its own protocol kind), and those a training protocol may name
+RULE_CHOICES = tuple(name for name in RULES if name not in GIBBS_RULES + SPIKING_RULES)
+CHECKED_ELSEWHERE_DOC = (f"{', '.join(GIBBS_RULES)}: `neuroeq gibbscheck`; "
+                         f"{', '.join(SPIKING_RULES)}: kind stochastic")
 TRAIN_RULE_CHOICES = tuple(RULES)
 ENGINES = ("torch", "brian2", "spiking")
 MAX_STEPS = 10_000_000
@@ -225,7 +227,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                            choices=("symmetric", "asymmetric", "feedforward")),
         "alphas": Field("list[float]", [1.0], minimum=0.0, maximum=1.0),
         "rules": Field("list[str]", ["ep", "centered", "vf", "asym", "dyadic"],
-                       choices=RULE_CHOICES),
+                       choices=RULE_CHOICES, doc=CHECKED_ELSEWHERE_DOC),
         "betas": Field("list[float]", [1e-3], positive=True),
         "seeds": Field("list[int]", [0], minimum=0, maximum=MAX_SEED),
         "batch": Field("int", 4, positive=True),
@@ -235,7 +237,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "asymmetry": {
         "alphas": Field("list[float]", [0.0, 0.5, 1.0], minimum=0.0, maximum=1.0),
-        "rules": Field("list[str]", ["ep", "vf", "asym", "dyadic"], choices=RULE_CHOICES),
+        "rules": Field("list[str]", ["ep", "vf", "asym", "dyadic"], choices=RULE_CHOICES,
+                       doc=CHECKED_ELSEWHERE_DOC),
         "gradcheck_sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
         "gradcheck_beta": Field("float", 1e-3, positive=True),
         "seeds": Field("list[int]", [0], minimum=0, maximum=MAX_SEED),

@@ -37,7 +37,7 @@ import numpy as np
 import xarray as xr
 
 from neuroeq.brian2_import import import_brian2
-from neuroeq.checks import folder_name, whole_number
+from neuroeq.checks import did_you_mean, folder_name, whole_number
 from neuroeq.errors import ConfigError, NeuroEQError
 from neuroeq.io import software_attrs, write_netcdf, write_text
 from neuroeq.neuron_model import load_model
@@ -164,7 +164,27 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     # the base itself must be valid (values are checked per point)
     base = load_protocol(data, name=f"{path} (its base protocol with [sweep.set] and --set)")
     _check_grid_keys(grid, base.config, path)
-    return Sweep(name, str(path), grid, data)
+    sweep = Sweep(name, str(path), grid, data)
+    _check_some_point_is_valid(sweep, path)
+    return sweep
+
+
+def _check_some_point_is_valid(sweep: Sweep, path: Path) -> None:
+    """A grid whose every point is an invalid protocol (a key that only another rule or
+    engine reads, say) would fail every point: it is the sweep file's error, raised before
+    a cluster starts, with the first point's reason. Points that fail among valid ones
+    fail on their own (their errors go to ``failures.txt``)."""
+    first = None
+    for point in sweep.points():
+        try:
+            load_protocol(point.config, name=point.name)
+        except ConfigError as error:
+            first = first or (point.name, error)
+        else:
+            return
+    if first is not None:
+        raise ConfigError(f"{path}: every point of [sweep.grid] is an invalid protocol, so "
+                          f"every point would fail; the first, {first[1]}")
 
 
 def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: Path) -> None:
@@ -179,11 +199,12 @@ def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: P
         section, field = parts[:2]
         if section not in sections:
             raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol has no "
-                              f"[{section}] section; it reads "
-                              f"{', '.join(f'[{s}]' for s in sections)}")
+                              f"[{section}] section{did_you_mean(section, sections)}; it "
+                              f"reads {', '.join(f'[{s}]' for s in sections)}")
         if field not in SCHEMA[section]:
-            raise ConfigError(f"{path}: [sweep.grid].{key}: unknown key [{section}].{field}; "
-                              f"known: {', '.join(SCHEMA[section])}")
+            raise ConfigError(f"{path}: [sweep.grid].{key}: unknown key [{section}].{field}"
+                              f"{did_you_mean(field, SCHEMA[section])}; known: "
+                              f"{', '.join(SCHEMA[section])}")
         read = KEYS_READ.get(kind, {}).get(section)
         if read is not None and field not in read:
             raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol does not read "

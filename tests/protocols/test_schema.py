@@ -252,3 +252,29 @@ def test_a_resolved_protocol_of_an_earlier_version_still_loads():
     data["network"]["coupling"] = "feedforward"
     with pytest.raises(ConfigError, match=r"does not read \[network\]\.coupling"):
         load_protocol(data)
+
+
+def test_a_change_to_a_key_the_kind_does_not_read_is_refused_whatever_its_value():
+    """--set asks for a setting: one the kind would ignore is refused even at its default
+    (in a file the default passes, as earlier versions wrote it)."""
+    data = {"protocol": {"name": "s", "kind": "snn_bptt"}}
+    for change in ("training.optimizer=sgd", "training.optimizer=adam",
+                   "network.dtype=float32"):
+        with pytest.raises(ConfigError, match=r"kind 'snn_bptt' does not read "
+                                              rf"\[{change.split('.')[0]}\]\."):
+            load_protocol(data, [change])
+    assert load_protocol(data, ["training.epochs=2"]).config["training"]["epochs"] == 2
+
+
+def test_gradient_checks_name_the_rules_they_cannot_check():
+    data = {"protocol": {"name": "g", "kind": "gradcheck"}, "gradcheck": {"rules": ["stoch_ep"]}}
+    with pytest.raises(ConfigError, match=r"\[gradcheck\]\.rules.*unknown value 'stoch_ep'"):
+        load_protocol(data)
+    from neuroeq.gradcheck import gradcheck
+
+    with pytest.raises(ConfigError, match=r"unknown rule 'centred' \(did you mean "
+                                          r"'centered'\?\)"):
+        gradcheck(rules=["centred"], sizes=(4, 3, 2))
+    with pytest.raises(ConfigError, match=r"unknown coupling 'symetric' \(did you mean "
+                                          r"'symmetric'\?\)"):
+        gradcheck(couplings=["symetric"], sizes=(4, 3, 2))

@@ -92,8 +92,15 @@ def test_sweep_cli_rejects_bad_grids(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("key, message", [
-    ("rule.betta", r"unknown key \[rule\]\.betta; known: name, beta"),
+    ("rule.betta", r"unknown key \[rule\]\.betta \(did you mean 'beta'\?\); known: name, "
+                   "beta"),
     ("snn.epochs", r"a 'train' protocol has no \[snn\] section; it reads \[protocol\]"),
+    ("traning.epochs", r"no \[traning\] section \(did you mean 'training'\?\)"),
+    # a key that another rule reads: every point would be refused
+    ("rule.temperature", r"every point of \[sweep.grid\] is an invalid protocol, so every "
+                         r"point would fail; the first, p0000_lr-0.3_temperature-1: .*"
+                         r"\[rule\].temperature applies to rule finite_nudge or "
+                         r"path_integral, not 'centered'"),
     ("model.parameters.a", r"model 'hopfield' has no parameter 'a'; its parameters: tau"),
     ("model.parameters.tau.x", r"must be model\.parameters\.NAME"),
     ("rule.beta.x", r"must be section\.key \(\[rule\]\.beta is not a table\)"),
@@ -108,6 +115,10 @@ def test_a_grid_key_the_protocol_does_not_read_is_refused_before_any_point_runs(
         load_sweep(path)
     path.write_text(SWEEP.replace('"network.seed" = [0, 1]', '"model.parameters.tau" = [1]'))
     assert len(load_sweep(path).points()) == 2  # the known parameter of the model passes
+    # with the rule in the grid too, the points of the Gibbs rules are valid
+    path.write_text(SWEEP.replace('"network.seed" = [0, 1]', '"rule.temperature" = [0.1]\n'
+                                  '"rule.name" = ["centered", "finite_nudge"]'))
+    assert len(load_sweep(path).points()) == 4
 
 
 def test_true_and_1_are_two_grid_values(tmp_path):
