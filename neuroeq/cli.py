@@ -13,16 +13,13 @@ from typing import TYPE_CHECKING
 from neuroeq.cli_classify import add_classify_commands
 from neuroeq.cli_protocols import add_protocol_commands
 from neuroeq.errors import NeuroEQError
+from neuroeq.gradcheck import DEFAULT_RULES
 
 if TYPE_CHECKING:
     from neuroeq.engines.brian2_engine import Brian2Engine
 
 EXIT_USAGE = 2
 OUT_OF_MEMORY = "out of memory; use smaller networks, batches, chains or grids"
-
-
-#: ``neuroeq gradcheck``'s rules when ``--rules`` is not given
-DEFAULT_RULES = ("ep", "centered", "vf", "asym", "dyadic")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -28,6 +28,8 @@ from neuroeq.neuron_model import load_model
 from neuroeq.readout import Readout
 from neuroeq.rules import ORACLES, RULE_NAMES, RULES, make_rule
 
+#: the rules a gradient check compares when none are named (CLI and protocol alike)
+DEFAULT_RULES = ("ep", "centered", "vf", "asym", "dyadic")
 #: limits of a gradient check (implicit differentiation builds a (units × units) Jacobian
 #: per sample): the samples of a batch, and the units beyond the input
 MAX_BATCH = 10_000
@@ -52,7 +54,7 @@ def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> 
 
 def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int] = (20, 16, 5),
               couplings: Sequence[str] = ("symmetric",), alphas: Sequence[float] = (1.0,),
-              rules: Sequence[str] = ("ep", "centered", "vf", "asym", "dyadic"),
+              rules: Sequence[str] = DEFAULT_RULES,
               betas: Sequence[float] = (1e-3,), seeds: Sequence[int] = (0,), batch: int = 4,
               dtype: str = "float64", engine: TorchEngine | None = None,
               readout: str = "identity", cost: str = "mse", gain: float = 1.0,

@@ -13,6 +13,7 @@ from typing import Any
 
 from neuroeq.checks import did_you_mean, folder_name
 from neuroeq.errors import ConfigError, ModelError
+from neuroeq.gradcheck import DEFAULT_RULES
 from neuroeq.neuron_model import find_model_file
 from neuroeq.rules import RULES, rule_option_defaults, rules_with_option
 from neuroeq.seeds import MAX_SEED
@@ -226,8 +227,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "couplings": Field("list[str]", ["symmetric"],
                            choices=("symmetric", "asymmetric", "feedforward")),
         "alphas": Field("list[float]", [1.0], minimum=0.0, maximum=1.0),
-        "rules": Field("list[str]", ["ep", "centered", "vf", "asym", "dyadic"],
-                       choices=RULE_CHOICES, doc=CHECKED_ELSEWHERE_DOC),
+        "rules": Field("list[str]", list(DEFAULT_RULES), choices=RULE_CHOICES,
+                       doc=CHECKED_ELSEWHERE_DOC),
         "betas": Field("list[float]", [1e-3], positive=True),
         "seeds": Field("list[int]", [0], minimum=0, maximum=MAX_SEED),
         "batch": Field("int", 4, positive=True),
