@@ -99,10 +99,10 @@ def markdown(rows: list[dict], dataset, command: str) -> str:
     lines = [HEADING, "",
              f"Measured {when} on {os.cpu_count()} CPU cores "
              f"({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-             f"Brian2 {brian2_version()}, load average {load:.2f} at the end of the run "
-             + ("(other jobs shared the machine; " if load > 1.0 else "(")
-             + "figures are the best of 3 repeats after a warm-up"
-             + (", so contention lowers them)." if load > 1.0 else ")."),
+             f"Brian2 {brian2_version()}, load average {load:.2f} at the end of the run"
+             + ((" (other jobs shared the machine; " if load > 1.0 else " (")
+                + "figures are the best of 3 repeats after a warm-up"
+                + (", so contention lowers them)." if load > 1.0 else ").") if rows else "."),
              "", "Command:", "", "```", command, "```"]
     if rows:
         lines += _throughput_lines(rows)
@@ -148,11 +148,15 @@ def _stochastic_lines(dataset) -> list[str]:
                          f"{float(point.noise_floor):.4f} | "
                          f"{float(point.bias_beyond_noise):.4f} |")
     beyond = dataset.bias_beyond_noise.values
+    ratio = float(((dataset.bias / dataset.noise_floor) ** 2).mean())
     lines += ["", f"The bias column is the distance of the mean over {dataset.sizes['seed']} "
               "seeds from the limit, and that mean still holds noise: the noise floor "
-              "(√(tr Σ̂ / seeds), Σ̂ the covariance over seeds) is what noise alone would give. "
-              f"{int((beyond > 0).sum())} of {beyond.size} points show a bias beyond it "
-              f"(largest {float(beyond.max()):.4f})."]
+              "(√(tr Σ̂ / seeds), Σ̂ the unbiased covariance over seeds) is what noise alone "
+              "would give, and (bias / noise floor)² is about 1 on average for an unbiased "
+              f"estimate. Here its mean over the {beyond.size} points is {ratio:.2f}; the "
+              "bias beyond the noise (√max(0, bias² - floor²), itself a noisy estimate that "
+              f"exceeds 0 at about half the points by chance) exceeds 0 at "
+              f"{int((beyond > 0).sum())}, largest {float(beyond.max()):.4f}."]
     lines += ["", f"Slope of log(RMS error) versus log(window), 1 replica: "
               f"{attrs['slope_window_1']:.2f}; {int(dataset.replicas.max())} replicas: "
               f"{attrs['slope_window_max']:.2f} (1/√window predicts -0.5). The mean-field "
