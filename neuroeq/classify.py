@@ -44,31 +44,12 @@ from neuroeq.neuron_model import NeuronModel, load_model
 from neuroeq.rules import RULES
 from neuroeq.rules.oracles import jacobian
 
-#: Rules exact for each class (symmetric coupling), with the condition, for the report.
+#: Rules exact for each class (symmetric coupling), with the condition, for the report:
+#: read off the rules' ``exact_in`` (in the order of :data:`neuroeq.rules.RULES`).
 EXACT_RULES: dict[str, list[tuple[str, str]]] = {
-    "gradient": [
-        ("ep", "as beta -> 0, error O(beta)"),
-        ("centered", "as beta -> 0, error O(beta^2)"),
-        ("holomorphic", "for finite r (needs analytic dynamics)"),
-        ("finite_nudge", "exact for the Gibbs objective A(1)-A(0) at temperature T > 0"),
-        ("path_integral", "exact for the Gibbs objective, up to the beta quadrature"),
-        ("asym", "as beta -> 0"),
-        ("dyadic", "for any beta"),
-    ],
-    "skew_gradient": [
-        ("skew_ep", "nudging the coupled variable (Q = 1 there), as beta -> 0"),
-        ("skew_centered", "as beta -> 0, error O(beta^2)"),
-        ("vf", "as beta -> 0, for the same reason: the weights and the nudge act on the "
-               "coupled variable, where Q = 1, so J^-1 c and J^-T c agree on it"),
-        ("holomorphic", "for finite r (needs analytic dynamics)"),
-        ("asym", "as beta -> 0"),
-        ("dyadic", "for any beta"),
-    ],
-    "general": [
-        ("asym", "as beta -> 0 (error O(beta^2) centered)"),
-        ("dyadic", "for any beta"),
-    ],
-}
+    kind: [(name, dict(rule.exact_in)[kind]) for name, rule in RULES.items()
+           if kind in dict(rule.exact_in)]
+    for kind in ("gradient", "skew_gradient", "general")}
 #: Rules that are biased for each class (and why), for the report.
 BIASED_RULES: dict[str, str] = {
     "gradient": "vf is exact here too (J = -QH with H symmetric); finite_nudge/path_integral "
@@ -83,10 +64,9 @@ BIASED_RULES: dict[str, str] = {
                           "and holomorphic need an energy",
 }
 #: Exact rules added for a general model whose symmetriser is ``diag ρ'(u)``, ρ' ∈ {0, 1}.
-PIECEWISE_GRADIENT_RULES = [
-    ("ep", "as beta -> 0: diag rho'(u) J is symmetric, rho' in {0, 1}"),
-    ("centered", "as beta -> 0, error O(beta^2) (as for ep)"),
-]
+PIECEWISE_GRADIENT_RULES = [(name, dict(rule.exact_in)["piecewise_gradient"])
+                            for name, rule in RULES.items()
+                            if "piecewise_gradient" in dict(rule.exact_in)]
 _NON_ANALYTIC = {"clip", "int", "int_", "Abs", "sign", "floor", "ceil", "Max", "Min",
                  "Heaviside", "Piecewise"}
 SYMMETRY_TOL = 1e-8

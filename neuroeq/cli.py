@@ -12,8 +12,12 @@ from typing import TYPE_CHECKING
 
 from neuroeq.cli_classify import add_classify_commands
 from neuroeq.cli_protocols import add_protocol_commands
+from neuroeq.engines.settings import DTYPES
 from neuroeq.errors import NeuroEQError
 from neuroeq.gradcheck import DEFAULT_RULES
+from neuroeq.network import COUPLINGS
+from neuroeq.protocols.schema import BRIAN2_RULES, CHECKED_ELSEWHERE_DOC, RULE_CHOICES
+from neuroeq.readout import COSTS, READOUT_KINDS
 
 if TYPE_CHECKING:
     from neuroeq.engines.brian2_engine import Brian2Engine
@@ -48,31 +52,29 @@ def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser.add_argument("--model", type=_list(str, "--model"), default=["hopfield_smooth"],
                         help="model name(s), comma-separated (default hopfield_smooth)")
     parser.add_argument("--engine", choices=["torch", "brian2"], default="torch",
-                        help="relaxation engine (brian2: Cython; rules ep, centered, vf, "
-                        "asym, skew_ep, skew_centered and the implicit oracle)")
+                        help="relaxation engine (brian2: Cython; rules "
+                        f"{', '.join(BRIAN2_RULES)})")
     parser.add_argument("--sizes", type=_list(int, "--sizes"), default=[20, 16, 5],
                         help="layer sizes, input first (default 20,16,5)")
     parser.add_argument("--coupling", type=_list(str, "--coupling"), default=["symmetric"],
-                        help="symmetric, asymmetric, feedforward (comma-separated)")
+                        help=f"{', '.join(COUPLINGS)} (comma-separated)")
     parser.add_argument("--alpha", type=_list(float, "--alpha"), default=[1.0],
                         help="asymmetry(ies) of asymmetric nets (default 1)")
     parser.add_argument("--rules", type=_list(str, "--rules"), default=None,
-                        help="rules and oracles: ep, centered, vf, asym, dyadic, skew_ep, "
-                        "skew_centered, holomorphic, implicit, bptt, fd (default "
+                        help=f"rules and oracles: {', '.join(RULE_CHOICES)} (default "
                         f"{','.join(DEFAULT_RULES)}; with --engine brian2, those of them "
-                        "it runs)")
+                        f"it runs; {CHECKED_ELSEWHERE_DOC})")
     parser.add_argument("--beta", type=_list(float, "--beta"), default=[1e-3],
                         help="nudge(s) β, comma-separated, non-zero (negative nudges too; "
                         "holomorphic EP takes the radius r > 0; default 1e-3)")
     parser.add_argument("--seed", type=_list(int, "--seed"), default=[0],
                         help="network seed(s), comma-separated (default 0)")
     parser.add_argument("--batch", type=int, default=4, help="samples (default 4)")
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float64",
                         help="default float64")
-    parser.add_argument("--readout", choices=["identity", "linear"], default="identity",
+    parser.add_argument("--readout", choices=READOUT_KINDS, default="identity",
                         help="default identity")
-    parser.add_argument("--cost", choices=["mse", "cross_entropy"], default="mse",
-                        help="default mse")
+    parser.add_argument("--cost", choices=COSTS, default="mse", help="default mse")
     parser.add_argument("--out", type=Path, help="write the dataset as NetCDF")
     parser.add_argument("--markdown", type=Path, help="write the summary table (Markdown)")
     parser.add_argument("--force", action="store_true", help="overwrite --out / --markdown")
@@ -114,9 +116,7 @@ def _brian2_engine(args: argparse.Namespace) -> Brian2Engine:
     from neuroeq.engines.brian2_engine import Brian2Engine
     from neuroeq.engines.settings import gradient_check_tolerance
     from neuroeq.errors import ConfigError
-    from neuroeq.rules import RULES
-
-    supported = [name for name, rule in RULES.items() if rule.runs_on_brian2]
+    supported = BRIAN2_RULES
     if args.rules is None:  # the default rules it can run
         args.rules = [rule for rule in DEFAULT_RULES if rule in supported]
     unsupported = [rule for rule in args.rules if rule not in supported]

@@ -94,7 +94,7 @@ MAX_UNITS = 2_000
 def gibbs_check(sizes: Sequence[int] = (3, 4, 2), temperatures: Sequence[float] = (0.05, 0.2),
                 betas: Sequence[float] = (0.1, 1.0), chains: int = 2000,
                 seeds: Sequence[int] = (0,),
-                rules: Sequence[str] = ("finite_nudge", "path_integral"), batch: int = 2,
+                rules: Sequence[str] = tuple(GIBBS_RULES), batch: int = 2,
                 gain: float = 0.5, progress: Callable[[str], None] | None = None,
                 **sampler_options: Any) -> xr.Dataset:
     """Estimators against the exact gradient over temperature × β × seed × rule.

@@ -81,7 +81,7 @@ class Linearization:
         params = network.dynamics_parameters() if params is None else params
         self.network = network
         compiled = network.compiled
-        self.channels = tuple(getattr(compiled, "channels", {}) or {})
+        self.channels = tuple(compiled.channels)
         state = state.detach()
         self.layers = range(1, network.n_layers + 1)
         self.blocks = {l: [b for b in network.blocks if b.layer == l] for l in self.layers}

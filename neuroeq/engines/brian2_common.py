@@ -109,7 +109,7 @@ def check_dimensionless(model: NeuronModel) -> None:
 
     from neuroeq.errors import ModelError
 
-    if getattr(model, "channels", None):
+    if model.channels:
         raise ModelError(f"model {model.name!r}: the Brian2 engines carry one coupling channel "
                          f"(rho); extra channels {sorted(model.channels)} need TorchEngine")
     equations = Equations(model.equations_code)

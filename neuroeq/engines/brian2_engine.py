@@ -40,6 +40,7 @@ import torch
 
 from neuroeq.checks import positive_number, whole_number
 from neuroeq.engines.brian2_common import (
+    TARGETS,
     block_diagonal,
     brian2_errors,
     check_dimensionless,
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
     from neuroeq.neuron_model import NeuronModel
     from neuroeq.rules.asym_ep import AsymCorrection
 
-TARGETS = ("cython", "numpy")
 # Synapses go in groups of 8 interleaved copies (``block_diagonal``): the summed variables'
 # scatter-adds then never add twice in a row to one neuron. FHN 784-256-10 at batch 256:
 # 2.8 ns -> 0.6 ns per synapse for the forward sum; groups of 4 and 16 were as fast, 32 and

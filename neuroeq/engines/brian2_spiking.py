@@ -32,6 +32,7 @@ import torch
 
 from neuroeq.checks import positive_number, whole_number
 from neuroeq.engines.brian2_common import (
+    TARGETS,
     block_diagonal,
     brian2_errors,
     check_dimensionless,
@@ -221,7 +222,7 @@ class SpikingEngine:
     samples_statistics = True  # spike statistics over windows, not a relaxation to rest
 
     def __post_init__(self) -> None:
-        if self.target not in ("cython", "numpy"):
+        if self.target not in TARGETS:
             raise ConfigError(f"Brian2 target {self.target!r} must be 'cython' or 'numpy'")
         self.replicas = whole_number(self.replicas, "replicas", 1)
         check_seed(self.seed, "spiking engine seed")

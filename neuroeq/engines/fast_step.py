@@ -56,7 +56,7 @@ def _projected_rates(network: Network) -> dict[str, sympy.Expr] | None:
     something (``None`` without bounds, with extra channels, or when nothing simplifies)."""
     model, compiled = network.model, network.compiled
     bounds = compiled.bounds.get(compiled.coupled)
-    if bounds is None or getattr(compiled, "channels", None):
+    if bounds is None or compiled.channels:
         return None
     forms = {}
     for key, code in (("rho", model.rho_code), ("rho_prime", model.rho_prime_code)):
@@ -190,7 +190,7 @@ def supports(network: Network, state: torch.Tensor, params: Params | None) -> bo
 def sweep_applies(network: Network, force: object | None) -> bool:
     """True when :class:`EulerMap` can sweep the layers in order (block Gauss-Seidel): no
     extra force (it reads the whole old state) and no extra synaptic channels."""
-    return force is None and not getattr(network.compiled, "channels", None)
+    return force is None and not network.compiled.channels
 
 
 def _constant_rate_slope(network: Network, bounded: bool) -> float | None:
@@ -291,7 +291,7 @@ class EulerMap:
         compiled = network.compiled
         self.compiled = compiled
         self.parameters = compiled.parameters
-        self.channels = tuple(getattr(compiled, "channels", {}) or {})
+        self.channels = tuple(compiled.channels)
         self.layers = range(1, network.n_layers + 1)
         self.blocks = {l: [b for b in network.blocks if b.layer == l] for l in self.layers}
         self.coupled = {l: network.block(l) for l in self.layers}

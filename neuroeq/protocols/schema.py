@@ -9,14 +9,22 @@ import math
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from neuroeq.checks import did_you_mean, folder_name
+from neuroeq.data import DATASETS
+from neuroeq.engines.brian2_common import TARGETS
+from neuroeq.engines.settings import DTYPES
+from neuroeq.engines.torch_engine import SOLVERS
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.gradcheck import DEFAULT_RULES
+from neuroeq.network import COUPLINGS
 from neuroeq.neuron_model import find_model_file
+from neuroeq.readout import COSTS, READOUT_KINDS
 from neuroeq.rules import RULES, rule_option_defaults, rules_with_option
 from neuroeq.seeds import MAX_SEED
+from neuroeq.training.config import NONCONVERGENCE_POLICIES, OPTIMIZERS
 
 REQUIRED = object()
 KINDS = ("train", "gradcheck", "asymmetry", "stochastic", "snn_bptt")
@@ -112,15 +120,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "network": {
         "sizes": Field("list[int]", [64, 32, 10], positive=True, maximum=MAX_UNITS),
-        "coupling": Field("str", "symmetric", choices=("symmetric", "asymmetric", "feedforward")),
+        "coupling": Field("str", "symmetric", choices=COUPLINGS),
         "alpha": Field("float", 1.0, minimum=0.0, maximum=1.0),
         "lateral": Field("bool", False),
         "skip": Field("bool", False),
         "gain": Field("float", 1.0, positive=True),
         "bias_init": Field("float", 0.0),
-        "readout": Field("str", "identity", choices=("identity", "linear")),
-        "cost": Field("str", "mse", choices=("mse", "cross_entropy")),
-        "dtype": Field("str", "float32", choices=("float32", "float64")),
+        "readout": Field("str", "identity", choices=READOUT_KINDS),
+        "cost": Field("str", "mse", choices=COSTS),
+        "dtype": Field("str", "float32", choices=tuple(DTYPES)),
         "seed": Field("int", 0, minimum=0, maximum=MAX_SEED),
     },
     "engine": {
@@ -140,7 +148,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "nudge_every": Field("optional_int", None, positive=True, maximum=MAX_STEPS,
                              doc="brian2: steps between refreshes of the readout's nudging "
                                  "force inside the simulation", default_doc="1"),
-        "solver": Field("str", "euler", choices=("euler", "anderson", "gauss_seidel"),
+        "solver": Field("str", "euler", choices=SOLVERS,
                         doc="fixed-point solver of the torch engine (gauss_seidel: layer "
                             "sweeps)"),
         "anderson_memory": Field("optional_int", None, positive=True, maximum=1000,
@@ -152,7 +160,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "over_relaxation": Field("optional_float", None, positive=True,
                                  doc="torch, solver gauss_seidel: the sweep's Euler steps "
                                      "are ω·dt", default_doc="1.0"),
-        "target": Field("str", "cython", choices=("cython", "numpy"),
+        "target": Field("str", "cython", choices=TARGETS,
                         doc="Brian2 target (brian2, spiking)"),
         "burn_in": Field("optional_int", None, minimum=0, maximum=MAX_STEPS,
                          doc="spiking: steps before the statistics are accumulated"),
@@ -196,14 +204,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                  "phases ±β (else 0 and +β)"),
     },
     "data": {
-        "name": Field("str", "digits", choices=("digits", "mnist", "fashion_mnist")),
+        "name": Field("str", "digits", choices=DATASETS),
         "root": Field("optional_str", None, doc="IDX directory (else $NEUROEQ_DATA_DIR)",
                       default_doc="$NEUROEQ_DATA_DIR"),
     },
     "training": {
         "epochs": Field("int", 10, positive=True),
         "batch_size": Field("int", 64, positive=True),
-        "optimizer": Field("str", "sgd", choices=("sgd", "adam")),
+        "optimizer": Field("str", "sgd", choices=OPTIMIZERS),
         "lr": Field("lr", 0.05, doc="one rate, or a table per parameter: "
                                     "{W1 = 0.1, readout = 0.01, default = 0.05}"),
         "lr_decay": Field("float", 1.0, positive=True, maximum=1.0,
@@ -215,7 +223,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eval_batch_size": Field("int", 1000, positive=True),
         "seed": Field("int", 0, minimum=0, maximum=MAX_SEED),
         "checkpoint_every": Field("int", 1, positive=True),
-        "on_nonconvergence": Field("str", "continue", choices=("stop", "skip", "continue")),
+        "on_nonconvergence": Field("str", "continue", choices=NONCONVERGENCE_POLICIES),
         "limit_train": Field("optional_int", None, positive=True, doc="use the first N "
                              "training samples", default_doc="all samples"),
         "limit_test": Field("optional_int", None, positive=True, doc="use the first N test "
@@ -225,16 +233,16 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "models": Field("list[str]", ["hopfield_smooth"]),
         "sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
         "couplings": Field("list[str]", ["symmetric"],
-                           choices=("symmetric", "asymmetric", "feedforward")),
+                           choices=COUPLINGS),
         "alphas": Field("list[float]", [1.0], minimum=0.0, maximum=1.0),
         "rules": Field("list[str]", list(DEFAULT_RULES), choices=RULE_CHOICES,
                        doc=CHECKED_ELSEWHERE_DOC),
         "betas": Field("list[float]", [1e-3], positive=True),
         "seeds": Field("list[int]", [0], minimum=0, maximum=MAX_SEED),
         "batch": Field("int", 4, positive=True),
-        "dtype": Field("str", "float64", choices=("float32", "float64")),
-        "readout": Field("str", "identity", choices=("identity", "linear")),
-        "cost": Field("str", "mse", choices=("mse", "cross_entropy")),
+        "dtype": Field("str", "float64", choices=tuple(DTYPES)),
+        "readout": Field("str", "identity", choices=READOUT_KINDS),
+        "cost": Field("str", "mse", choices=COSTS),
     },
     "asymmetry": {
         "alphas": Field("list[float]", [0.0, 0.5, 1.0], minimum=0.0, maximum=1.0),
@@ -257,7 +265,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "repeats": Field("int", 4, positive=True, maximum=1000,
                          doc="independent seeds per point"),
         "seed": Field("int", 0, minimum=0, maximum=MAX_SEED),
-        "target": Field("str", "cython", choices=("cython", "numpy")),
+        "target": Field("str", "cython", choices=TARGETS),
     },
     "snn": {
         "num_steps": Field("int", 25, positive=True, maximum=10_000,
@@ -555,3 +563,24 @@ def schema_markdown() -> str:
             lines.append(f"| `{key}` | {spec.kind} | {default} | {notes} |")
         lines.append("")
     return "\n".join(lines)
+
+
+#: the command that rewrites docs/protocols.md's key tables (from the repository root)
+REGENERATE_DOCS = ('python3 -c "from neuroeq.protocols.schema import update_schema_docs; '
+                   "update_schema_docs('docs/protocols.md')\"")
+
+
+def update_schema_docs(path: str | Path) -> bool:
+    """Rewrite the key tables of ``docs/protocols.md`` (everything after its ``## Keys``
+    heading) with :func:`schema_markdown`; ``True`` when the file changed. Call it after
+    changing the schema or a rule's options (:data:`REGENERATE_DOCS`)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    heading = "\n## Keys\n"
+    if heading not in text:
+        raise ConfigError(f"{path}: no '## Keys' heading to put the key tables under")
+    new = text[:text.index(heading) + len(heading)] + "\n" + schema_markdown()
+    if new == text:
+        return False
+    path.write_text(new, encoding="utf-8")
+    return True

@@ -52,7 +52,8 @@ from neuroeq.protocols.schema import KEYS_READ, SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind
 PRIMARY_RESULT = {"train": "metrics.nc", "gradcheck": "gradcheck.nc",
-                  "asymmetry": "asymmetry.nc", "stochastic": "stochastic.nc"}
+                  "asymmetry": "asymmetry.nc", "stochastic": "stochastic.nc",
+                  "snn_bptt": "metrics.nc"}
 SWEEP_KEYS = ("name", "protocol", "grid", "set")
 MAX_POINTS = 10_000
 #: the per-point variables of the combined dataset
@@ -378,7 +379,7 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
     finished = []
     threads = set()  # the points' torch thread counts
     for point in points:
-        path = points_dir / point.name / PRIMARY_RESULT.get(kind, "metrics.nc")
+        path = points_dir / point.name / PRIMARY_RESULT[kind]
         if outcome[point.name]["status"] == "done" and path.is_file():
             with xr.open_dataset(path) as opened:
                 part = opened.load()
@@ -410,7 +411,7 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
                     else xr.Dataset())
     except (ValueError, TypeError, KeyError) as exc:  # e.g. the points' shapes differ
         combined = xr.Dataset()
-        unmerged = (f"the points' {PRIMARY_RESULT.get(kind, 'metrics.nc')} datasets do not "
+        unmerged = (f"the points' {PRIMARY_RESULT[kind]} datasets do not "
                     f"combine ({' '.join(str(exc).split())[:300]}); each point's is in "
                     f"{points_dir}/<point>/")
     result = xr.merge([bookkeeping, combined], join="left", combine_attrs="drop")

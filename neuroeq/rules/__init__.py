@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 #: ``(A(beta) - A(0))/beta`` for the noisy-network rules; stochastic EP needs the spiking
 #: engine (:class:`neuroeq.engines.brian2_spiking.SpikingEngine`).
 RULES: dict[str, type[GradientEstimator]] = {rule.name: rule for rule in (
-    ClassicEP, CenteredEP, VectorFieldEP, AsymEP, DyadicEP, SkewGradientEP,
-    CenteredSkewGradientEP, HolomorphicEP, FiniteNudgeEP, PathIntegralEP, StochasticEP,
+    ClassicEP, CenteredEP, SkewGradientEP, CenteredSkewGradientEP, VectorFieldEP, AsymEP,
+    DyadicEP, HolomorphicEP, FiniteNudgeEP, PathIntegralEP, StochasticEP,
     ImplicitDifferentiation, BPTT, FiniteDifferences)}
 #: CLI names of the rules that take a nudge strength ``beta``.
 NUDGED_RULES: dict[str, type[GradientEstimator]] = {

@@ -81,6 +81,8 @@ class AsymEP(GradientEstimator):
     name = "asym"
     runs_on_brian2 = True
     exact_for = "any stable dynamics, any coupling, as beta -> 0"
+    exact_in = (("gradient", "as beta -> 0"), ("skew_gradient", "as beta -> 0"),
+                ("general", "as beta -> 0 (error O(beta^2) centered)"))
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None,

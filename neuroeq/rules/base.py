@@ -54,6 +54,12 @@ class GradientEstimator(ABC):
     name: str = ""
     #: the structural classes / couplings for which the rule is exact in its limit
     exact_for: str = ""
+    #: ``(structural class, condition)`` pairs: the classes of model (symmetric coupling)
+    #: on which the rule is exact, and in which limit (``neuroeq classify`` reports them;
+    #: ``piecewise_gradient``: a general model whose ``diag ρ'(u) J`` is symmetric with
+    #: ``ρ' ∈ {0, 1}``, listed before the rules exact for any general model). A subclass
+    #: that changes the estimate says its own.
+    exact_in: tuple[tuple[str, str], ...] = ()
     #: whether the rule nudges with a strength ``beta`` (the oracles do not)
     takes_beta: bool = True
     #: whether the rule samples a noisy network's Gibbs distribution (Langevin chains; its

@@ -42,6 +42,7 @@ class DyadicEP(GradientEstimator):
 
     name = "dyadic"
     exact_for = "any stable dynamics, any coupling, any beta"
+    exact_in = tuple((kind, "for any beta") for kind in ("gradient", "skew_gradient", "general"))
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None):

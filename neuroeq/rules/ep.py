@@ -40,6 +40,9 @@ class ClassicEP(GradientEstimator):
 
     name = "ep"
     exact_for = "gradient and skew-gradient models with symmetric coupling, as beta -> 0"
+    exact_in = (("gradient", "as beta -> 0, error O(beta)"),
+                ("piecewise_gradient", "as beta -> 0: diag rho'(u) J is symmetric, rho' in "
+                                       "{0, 1}"))
     runs_on_brian2 = True
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
@@ -80,6 +83,8 @@ class CenteredEP(ClassicEP):
     """
 
     name = "centered"
+    exact_in = (("gradient", "as beta -> 0, error O(beta^2)"),
+                ("piecewise_gradient", "as beta -> 0, error O(beta^2) (as for ep)"))
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None):  # both signs, so no random_sign
@@ -112,6 +117,7 @@ class SkewGradientEP(_SkewGradientCheck, ClassicEP):
     """
 
     name = "skew_ep"
+    exact_in = (("skew_gradient", "nudging the coupled variable (Q = 1 there), as beta -> 0"),)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
@@ -126,6 +132,7 @@ class CenteredSkewGradientEP(_SkewGradientCheck, CenteredEP):
     models with symmetric coupling, error O(β²)."""
 
     name = "skew_centered"
+    exact_in = (("skew_gradient", "as beta -> 0, error O(beta^2)"),)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:

@@ -55,6 +55,7 @@ class _GibbsRule(GradientEstimator):
     samples_gibbs = True
     exact_for = ("gradient models with symmetric coupling at temperature T > 0, any finite "
                  "beta (objective (A(beta) - A(0))/beta)")
+    exact_in = (("gradient", "exact for the Gibbs objective A(1)-A(0) at temperature T > 0"),)
 
     def __init__(self, beta: float = 1.0, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None, *, temperature: float = 0.05,
@@ -172,6 +173,7 @@ class PathIntegralEP(_GibbsRule):
     """
 
     name = "path_integral"
+    exact_in = (("gradient", "exact for the Gibbs objective, up to the beta quadrature"),)
 
     def __init__(self, beta: float = 1.0, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None, *, points: int = 6, **options: Any):

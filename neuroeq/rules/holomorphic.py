@@ -43,6 +43,8 @@ class HolomorphicEP(GradientEstimator):
     needs_analytic_dynamics = True
     exact_for = ("analytic gradient and skew-gradient models with symmetric coupling, "
                  "finite r (error O((r/R)^N))")
+    exact_in = (("gradient", "for finite r (needs analytic dynamics)"),
+                ("skew_gradient", "for finite r (needs analytic dynamics)"))
 
     def __init__(self, beta: float = 0.5, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None, points: int = 16):

@@ -74,7 +74,7 @@ def hebbian_difference(network: Network, state_a: torch.Tensor, state_b: torch.T
     x = x.expand(count // x.shape[0], *x.shape).reshape(count, -1) if x.shape[0] != count else x
     channels = [network.rates] + [
         (lambda s, name=name: network.channel_rates(s, name))
-        for name in (getattr(network.compiled, "channels", {}) or {})]
+        for name in network.compiled.channels]
     rates_a = [rates(state_a) for rates in channels]
     rates_b = [rates(state_b) for rates in channels]
     grads: dict[str, torch.Tensor] = {}

@@ -26,6 +26,9 @@ class VectorFieldEP(GradientEstimator):
     runs_on_brian2 = True
     exact_for = ("dynamics with a symmetric Jacobian, and skew-gradient models with "
                  "symmetric coupling, as beta -> 0")
+    exact_in = (("skew_gradient", "as beta -> 0, for the same reason: the weights and the "
+                                  "nudge act on the coupled variable, where Q = 1, so J^-1 c "
+                                  "and J^-T c agree on it"),)
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
                  nudged_steps: int | None = None,

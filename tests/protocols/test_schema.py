@@ -182,10 +182,24 @@ def test_cli_reports_bad_protocol_files_in_one_line(tmp_path, capsys):
 def test_protocol_docs_list_every_key():
     from pathlib import Path
 
-    from neuroeq.protocols.schema import schema_markdown
+    from neuroeq.protocols.schema import REGENERATE_DOCS, schema_markdown
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "protocols.md"
-    assert schema_markdown() in docs.read_text(), "regenerate docs/protocols.md"
+    assert schema_markdown() in docs.read_text(), \
+        f"regenerate docs/protocols.md: {REGENERATE_DOCS}"
+
+
+def test_the_docs_tables_are_rewritten_under_their_heading(tmp_path):
+    from neuroeq.protocols.schema import schema_markdown, update_schema_docs
+
+    docs = tmp_path / "protocols.md"
+    docs.write_text("# Protocols\n\nprose\n\n## Keys\n\nold tables\n")
+    assert update_schema_docs(docs)
+    assert docs.read_text() == "# Protocols\n\nprose\n\n## Keys\n\n" + schema_markdown()
+    assert not update_schema_docs(docs)
+    docs.write_text("no heading\n")
+    with pytest.raises(ConfigError, match="no '## Keys' heading"):
+        update_schema_docs(docs)
 
 
 @pytest.mark.parametrize("name", [".", "..", "", "../elsewhere", "/tmp/absolute", "a/b",
@@ -278,3 +292,12 @@ def test_gradient_checks_name_the_rules_they_cannot_check():
     with pytest.raises(ConfigError, match=r"unknown coupling 'symetric' \(did you mean "
                                           r"'symmetric'\?\)"):
         gradcheck(couplings=["symetric"], sizes=(4, 3, 2))
+
+
+def test_every_kind_has_its_sections_its_runner_and_its_primary_result():
+    from neuroeq.protocols.kinds import RUNNERS
+    from neuroeq.protocols.schema import KINDS, REQUIRED_SECTIONS, SECTIONS_BY_KIND
+    from neuroeq.protocols.sweep import PRIMARY_RESULT
+
+    for table in (RUNNERS, SECTIONS_BY_KIND, REQUIRED_SECTIONS, PRIMARY_RESULT):
+        assert set(table) == set(KINDS)
