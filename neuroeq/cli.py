@@ -154,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     except NeuroEQError as exc:  # one line, whatever the message (Brian2's span several)
-        notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
-        print(f"neuroeq: error: {' '.join(str(exc).split())}{notes}", file=sys.stderr)
+        print(f"neuroeq: error: {' '.join(str(exc).split())}{_notes(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # the output piped into a reader that stopped (| head)
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -163,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:  # a folder that is a file, no permission, a full disk, ...
         where = f": {exc.filename!r}" if exc.filename else ""
-        print(f"neuroeq: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"neuroeq: error: {exc.strerror or exc}{where}{_notes(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
         print(f"neuroeq: error: {OUT_OF_MEMORY}", file=sys.stderr)
@@ -174,9 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"neuroeq: error: {OUT_OF_MEMORY} ({' '.join(str(exc).split())[:200]})",
               file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("neuroeq: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"neuroeq: interrupted{_notes(exc)}", file=sys.stderr)
         return 130
+
+
+def _notes(exc: BaseException) -> str:
+    """The notes added to an error on its way up (where the replaced results are kept)."""
+    return "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
 
 
 if __name__ == "__main__":

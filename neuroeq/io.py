@@ -3,6 +3,7 @@ overwrites."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -64,7 +65,11 @@ def write_netcdf(dataset: xr.Dataset, path: str | os.PathLike) -> None:
     path = Path(path)
     temporary = _temporary_sibling(path)
     try:
-        dataset.to_netcdf(temporary)
+        try:
+            dataset.to_netcdf(temporary)
+        except RuntimeError as error:  # the NetCDF library's own ("NetCDF: HDF error")
+            raise OSError(errno.EIO, f"writing NetCDF failed ({error}; is the disk full?)",
+                          str(path)) from error
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

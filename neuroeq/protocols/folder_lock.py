@@ -45,7 +45,12 @@ def folder_lock(out: Path) -> Iterator[None]:
         return
     path = lock_path(out)
     while True:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # a parent folder this user cannot write to
+            raise ConfigError(f"cannot make the run lock {str(path)!r} beside the result "
+                              f"folder ({error.strerror}): runs need to write into the "
+                              "folder that holds their result folder") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -38,6 +38,19 @@ def holds_results(out: Path) -> bool:
     return out.is_dir() and any(entry.name not in RESULT_FILES for entry in out.iterdir())
 
 
+def result_path(out: Path) -> Path:
+    """The folder a run writes to: ``out``, or the folder it links to (``--force`` sets the
+    folder aside and makes a new one, which must be the link's target, not the link); a
+    link to nothing is refused."""
+    if not out.is_symlink():
+        return out
+    target = out.resolve()
+    if not target.exists():
+        raise ConfigError(f"the result folder {str(out)!r} is a link to {str(target)!r}, "
+                          "which does not exist; make that folder or give --out another one")
+    return target
+
+
 def check_output_folder(out: Path, *, lock_held: bool = False) -> None:
     """Refuse an ``out`` that is a file, a folder another run is writing to (unless this
     process holds its lock: ``lock_held``), or a folder of files no run wrote (which

@@ -27,10 +27,12 @@ from neuroeq.protocols.kinds import RUNNERS
 from neuroeq.protocols.loader import Protocol
 from neuroeq.protocols.result_folder import (
     DONE_MARKER,
+    PREVIOUS_SUFFIX,
     PROTOCOL_HEADER,
     check_output_folder,
     check_resumable_folder,
     holds_results,
+    result_path,
     set_aside,
 )
 
@@ -56,7 +58,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
     if threads is not None and threads > MAX_THREADS_PER_CORE * (os.cpu_count() or 1):
         raise ConfigError(f"{threads} torch threads on {os.cpu_count()} cores: at most "
                           f"{MAX_THREADS_PER_CORE} per core (one per core is fastest)")
-    out = Path(out_dir) if out_dir is not None else default_output_dir(protocol)
+    out = result_path(Path(out_dir) if out_dir is not None else default_output_dir(protocol))
     if resume and protocol.kind != "train":
         raise ConfigError(f"--resume applies to training protocols, not kind "
                           f"{protocol.kind!r} (use --force to run again)")
@@ -67,15 +69,24 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
         if resume and not holds_results(out):
             raise ConfigError(f"nothing to resume in {str(out)!r}: it holds no training run; "
                               "run without --resume to start one")
+        # what an interrupted --force run set aside ('.' and '..' have no such sibling)
+        kept = out.with_name(out.name + PREVIOUS_SUFFIX) if out.name not in ("", "..") \
+            else None
         if holds_results(out):
             if not (force or resume):
-                raise ConfigError(f"result folder {str(out)!r} exists; pass --force to "
-                                  "replace it or --resume to continue a training run")
+                raise ConfigError(
+                    f"result folder {str(out)!r} exists; pass --force to replace it or "
+                    "--resume to continue a training run" + (
+                        f" (the results an interrupted --force run was to replace are in "
+                        f"{str(kept)!r})" if kept is not None and kept.is_dir() else ""))
             if resume:
                 check_resumable_folder(protocol, out)
         previous = set_aside(out) if force else None
         out.mkdir(exist_ok=True)
         _run_in(protocol, out, previous, resume=resume, progress=progress, threads=threads)
+        if previous is None and resume and kept is not None and kept.is_dir():
+            # the run an interrupted --force started is done now: what it replaces can go
+            previous = kept
         if previous is not None:
             shutil.rmtree(previous)
     return out
@@ -102,7 +113,7 @@ def _run_in(protocol: Protocol, out: Path, previous: Path | None, *, resume: boo
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
         log.info("%s", _environment())
         RUNNERS[protocol.kind](protocol, out, log, resume=resume, progress=progress)
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl+C too: the log says where the old results are
         log.error("failed: %s: %s", type(exc).__name__, exc)
         if previous is not None:
             kept = f"the results this run was to replace are kept in {str(previous)!r}"

@@ -41,13 +41,19 @@ from neuroeq.checks import did_you_mean, folder_name, whole_number
 from neuroeq.errors import ConfigError, NeuroEQError
 from neuroeq.io import software_attrs, write_netcdf, write_text
 from neuroeq.neuron_model import load_model
+from neuroeq.protocols.folder_lock import folder_lock
 from neuroeq.protocols.loader import (
     apply_overrides,
     load_protocol,
     parse_override,
     read_protocol_file,
 )
-from neuroeq.protocols.result_folder import DONE_MARKER, changed_settings, seconds_taken
+from neuroeq.protocols.result_folder import (
+    DONE_MARKER,
+    changed_settings,
+    result_path,
+    seconds_taken,
+)
 from neuroeq.protocols.schema import KEYS_READ, SCHEMA, SECTIONS_BY_KIND
 
 #: the dataset a finished point contributes, by protocol kind
@@ -237,16 +243,25 @@ def _flatten(table: Any, where: str, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None
-              ) -> dict[str, Any]:
+def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None,
+              replace: bool = False) -> dict[str, Any]:
     """Run one point (in a Dask worker; ``threads``: its torch CPU threads, ``None`` keeps
-    the worker's); never raises: returns status, error, seconds."""
+    the worker's); never raises: returns status, error, seconds. A finished run of other
+    settings that appeared in the point's folder since the sweep started is replaced only
+    with ``replace`` (the sweep's ``force``); one of the same settings is kept."""
     from neuroeq.protocols.runner import run_protocol
 
     started = time.perf_counter()
+    folder = Path(out_dir)
     try:
         import_brian2()  # in a worker thread: without Brian2's SIGINT handler
-        protocol = load_protocol(config, name=f"sweep point {Path(out_dir).name}")
+        if _already_done(config, folder):  # another run made it meanwhile
+            return {"status": "done", "error": "", "seconds": seconds_taken(folder)}
+        if not replace and (why := _made_otherwise(config, folder)) is not None:
+            raise ConfigError(f"{folder.name} holds a finished run made with other settings "
+                              f"({why}), written after the sweep started; pass --force to "
+                              "replace it")
+        protocol = load_protocol(config, name=f"sweep point {folder.name}")
         run_protocol(protocol, out_dir, force=True, progress=False, threads=threads)
         return {"status": "done", "error": "", "seconds": time.perf_counter() - started}
     except Exception as exc:  # reported per point, the sweep goes on
@@ -256,26 +271,25 @@ def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None
                 "seconds": time.perf_counter() - started}
 
 
-def _already_done(point: SweepPoint, folder: Path) -> bool:
+def _already_done(config: dict[str, Any], folder: Path) -> bool:
     marker, stored = folder / DONE_MARKER, folder / "protocol.toml"
     if not (marker.is_file() and stored.is_file()):
         return False
     try:
-        expected = load_protocol(point.config).to_toml()
+        expected = load_protocol(config).to_toml()
     except NeuroEQError:
         return False
     return stored.read_text().split("\n", 1)[-1] == expected
 
 
-def _made_otherwise(point: SweepPoint, folder: Path) -> str | None:
+def _made_otherwise(config: dict[str, Any], folder: Path) -> str | None:
     """For a point folder holding a finished run of other settings: what differs (the
     first settings, for the message); ``None`` when there is no finished run there."""
     marker, stored = folder / DONE_MARKER, folder / "protocol.toml"
     if not (marker.is_file() and stored.is_file()):
         return None
     try:
-        changed = changed_settings(load_protocol(stored).config,
-                                   load_protocol(point.config).config)
+        changed = changed_settings(load_protocol(stored).config, load_protocol(config).config)
     except NeuroEQError:
         changed = []
     return "; ".join(changed[:3]) or "its protocol.toml differs"
@@ -306,25 +320,37 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
     combined dataset; see the module docstring. ``threads``: torch CPU threads per point
     (``None``: the workers' own, one in a LocalCluster). A point folder that holds a
     finished run of other settings (the sweep file or its ``--set`` changed) is replaced
-    only with ``force``; without it the sweep is refused before any point runs."""
+    only with ``force``; without it the sweep is refused before any point runs. One sweep
+    at a time writes to a folder (the lock of :mod:`~neuroeq.protocols.folder_lock`)."""
+    threads = None if threads is None else whole_number(threads, "threads", 1)
+    out = result_path(Path(out_dir) if out_dir is not None else Path("results") / sweep.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):  # one sweep at a time in a folder (its points lock their own)
+        return _run_sweep_in(sweep, out, scheduler=scheduler, workers=workers,
+                             threads=threads, force=force,
+                             say=progress or (lambda text: None))
+
+
+def _run_sweep_in(sweep: Sweep, out: Path, *, scheduler: str | None, workers: int,
+                  threads: int | None, force: bool, say: Callable[[str], None]
+                  ) -> xr.Dataset:
     from dask.distributed import Client, as_completed
 
-    threads = None if threads is None else whole_number(threads, "threads", 1)
-    out = Path(out_dir) if out_dir is not None else Path("results") / sweep.name
     points_dir = out / "points"
     points = sweep.points()
     outcome: dict[str, dict[str, Any]] = {}
     pending = []
     for point in points:
         folder = points_dir / point.name
-        if _already_done(point, folder):
+        if _already_done(point.config, folder):
             outcome[point.name] = {"status": "done", "error": "",
                                    "seconds": seconds_taken(folder), "skipped": True}
         else:
             pending.append(point)
     if not force:
         replaced = [(point.name, why) for point in pending
-                    if (why := _made_otherwise(point, points_dir / point.name)) is not None]
+                    if (why := _made_otherwise(point.config, points_dir / point.name))
+                    is not None]
         if replaced:
             name, why = replaced[0]
             raise ConfigError(f"{str(out)!r} holds {len(replaced)} finished point(s) made with "
@@ -333,7 +359,6 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
     points_dir.mkdir(parents=True, exist_ok=True)
     write_text(out / "sweep.json", json.dumps({"source": sweep.source, "grid": sweep.grid,
                                                "base": sweep.base}, indent=2, default=str))
-    say = progress or (lambda text: None)
     say(f"{len(points)} points: {len(points) - len(pending)} already done, "
         f"{len(pending)} to run")
     if pending:
@@ -343,7 +368,8 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
         try:
             with Client(scheduler or cluster) as client:
                 futures = {client.submit(run_point, point.config,
-                                         str(points_dir / point.name), threads, pure=False,
+                                         str(points_dir / point.name), threads, force,
+                                         pure=False,
                                          key=f"neuroeq-{sweep.name}-{point.name}"): point
                            for point in pending}
                 for future in as_completed(futures):

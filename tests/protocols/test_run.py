@@ -378,3 +378,102 @@ def test_a_forced_run_sets_the_old_results_aside_under_the_lock(tmp_path, monkey
     assert seen == [True]
     assert lock_path(out).parent == out.parent and not lock_path(out).exists()
     assert not out.with_name("run.previous").exists()
+
+
+QUICK = ["training.epochs=1", "outputs.figures=false", "outputs.state_samples=0"]
+
+
+def test_a_linked_result_folder_is_replaced_through_its_link(tmp_path):
+    """--force into a link to a result folder replaces the folder it points to (the link
+    stays a link, and both paths share one lock); a link to nothing is named."""
+    from neuroeq.protocols.folder_lock import lock_path
+
+    quick = load_protocol(TINY_TRAIN, QUICK)
+    real = run_protocol(quick, tmp_path / "real", progress=False)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert lock_path(link) == lock_path(real)
+    first = (real / "metrics.nc").read_bytes()
+    again = load_protocol(TINY_TRAIN, QUICK + ["network.seed=2"])
+    for _ in range(2):  # (a second --force once failed at the set-aside of the link)
+        assert run_protocol(again, link, force=True, progress=False) == real
+    assert link.is_symlink() and (real / "DONE").is_file()
+    assert (real / "metrics.nc").read_bytes() != first
+    assert not any(p.name.endswith(".previous") for p in tmp_path.iterdir())
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="is a link to .*nowhere', which does not exist"):
+        run_protocol(quick, dangling, progress=False)
+
+
+def test_a_resumed_run_finishes_what_an_interrupted_force_run_replaced(tmp_path, monkeypatch):
+    """A --force run killed after it set the old results aside leaves NAME.previous: a
+    plain run's refusal names it, and a --resume that completes the new run removes it."""
+    from neuroeq.protocols import runner
+
+    out = run_protocol(load_protocol(TINY_TRAIN, QUICK), tmp_path / "run", progress=False)
+    longer = load_protocol(TINY_TRAIN, ["training.epochs=2", "outputs.figures=false",
+                                        "outputs.state_samples=0"])
+    real_run_in = runner._run_in
+
+    def interrupted(protocol, folder, previous, **options):  # Ctrl+C after epoch 1
+        real_run_in(load_protocol(TINY_TRAIN, QUICK), folder, None, **options)
+        (folder / "DONE").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_run_in", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(longer, out, force=True, progress=False)
+    monkeypatch.setattr(runner, "_run_in", real_run_in)
+    kept = tmp_path / "run.previous"
+    assert (kept / "DONE").is_file()
+    with pytest.raises(ConfigError, match=r"interrupted --force run was to replace are in "
+                                          r"'.*run\.previous'"):
+        run_protocol(longer, out, progress=False)
+    run_protocol(longer, out, resume=True, progress=False)  # epoch 2 from the checkpoint
+    assert (out / "DONE").is_file() and not kept.exists()
+    assert xr.open_dataset(out / "metrics.nc").sizes["epoch"] == 2
+
+
+def test_an_interrupted_run_says_where_the_old_results_are(tmp_path, monkeypatch, capsys):
+    from neuroeq.protocols import runner
+
+    protocol = tmp_path / "tiny.toml"
+    protocol.write_text(load_protocol(TINY_TRAIN, QUICK).to_toml())
+    out = tmp_path / "run"
+    assert main(["run", str(protocol), "--out", str(out), "--quiet"]) == 0
+
+    def interrupted(*args, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(runner.RUNNERS, "train", interrupted)
+    assert main(["run", str(protocol), "--out", str(out), "--force", "--quiet"]) == 130
+    message = capsys.readouterr().err
+    assert "interrupted; the results this run was to replace are kept in" in message
+    assert "failed: KeyboardInterrupt" in (out / "log.txt").read_text()
+
+
+def test_a_result_folder_under_a_folder_without_write_access_is_named(tmp_path, monkeypatch):
+    from neuroeq.protocols import folder_lock
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(folder_lock.os, "open", refused)
+    with pytest.raises(ConfigError, match=r"cannot make the run lock '.*\.run\.lock' beside "
+                                          r"the result folder \(Permission denied\)"):
+        run_protocol(load_protocol(TINY_TRAIN, QUICK), tmp_path / "run", progress=False)
+
+
+def test_a_netcdf_library_error_becomes_an_os_error_naming_the_file(tmp_path, monkeypatch):
+    from neuroeq.io import write_netcdf
+
+    def full_disk(self, path, *args, **kwargs):
+        raise RuntimeError("NetCDF: HDF error")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", full_disk)
+    with pytest.raises(OSError, match=r"writing NetCDF failed \(NetCDF: HDF error; is the "
+                                      r"disk full\?\)") as error:
+        write_netcdf(xr.Dataset({"a": ("x", [1.0])}), tmp_path / "a.nc")
+    assert error.value.filename == str(tmp_path / "a.nc")
+    assert list(tmp_path.iterdir()) == []

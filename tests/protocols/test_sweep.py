@@ -223,3 +223,39 @@ def test_list_values_and_names_the_points_use_become_dimensions(tmp_path):
     combined = combine_points(sweep, points, tmp_path / "points", outcome)
     assert "loss" not in combined and (combined.status == "done").all()
     assert "do not combine" in combined.attrs["not_combined"]
+
+
+def test_one_sweep_at_a_time_writes_to_a_folder(tmp_path):
+    from neuroeq.protocols.folder_lock import folder_lock
+
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP)
+    out = tmp_path / "out"
+    out.mkdir()
+    with folder_lock(out), pytest.raises(ConfigError, match="another run is writing to"):
+        run_sweep(load_sweep(path), out, workers=1)  # refused before a cluster starts
+    assert list(out.iterdir()) == []
+
+
+def test_a_point_folder_written_after_the_sweep_started_is_not_replaced(tmp_path):
+    """A run of other settings that a user made in a point's folder while the sweep ran is
+    kept (the point fails and says why) unless the sweep has force; the same settings are
+    taken as the point's result."""
+    from neuroeq.protocols import run_protocol
+    from neuroeq.protocols.sweep import run_point
+
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP)
+    point = load_sweep(path).points()[0]
+    folder = tmp_path / "points" / point.name
+    other = load_protocol(point.config, ["training.epochs=1"])
+    run_protocol(other, folder, progress=False)
+    result = run_point(point.config, str(folder))
+    assert result["status"] == "failed"
+    assert "holds a finished run made with other settings (training.epochs (1 -> 2)" \
+        in result["error"] and "pass --force to replace it" in result["error"]
+    assert load_protocol(folder / "protocol.toml").config["training"]["epochs"] == 1
+    assert run_point(point.config, str(folder), replace=True)["status"] == "done"
+    done_at = (folder / "DONE").read_text()
+    assert run_point(point.config, str(folder))["status"] == "done"  # the same: kept
+    assert (folder / "DONE").read_text() == done_at
