@@ -18,10 +18,10 @@ singular vector). When the model declares an energy, ``τF = -Q∇E`` is also ch
 autograd on the same states (``Network.energy``), so a file whose energy string does not
 generate its equations is flagged even if its Jacobian is symmetric.
 
-The class decides which rules are exact (:data:`EXACT_RULES`). Fixed-point stability over
-a parameter grid (:func:`stability_scan`) tells whether an isolated unit and a small
-coupled net settle: relaxation with the torch engine, then the eigenvalues of ``J`` at the
-fixed point (found by Newton's method when the relaxation did not settle).
+The class decides which rules are exact (:data:`EXACT_RULES`). With a parameter grid the
+report adds fixed-point stability (:func:`neuroeq.stability.stability_scan`): whether an
+isolated unit and a small coupled net settle, and the eigenvalues of ``J`` at the fixed
+point.
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ import sympy
 import torch
 import xarray as xr
 
-from neuroeq.engines.torch_engine import TorchEngine
-from neuroeq.errors import ConfigError, ModelError
+from neuroeq.errors import ModelError
 from neuroeq.expressions import parse_expression
-from neuroeq.io import software_attrs
 from neuroeq.network import Network
 from neuroeq.neuron_model import NeuronModel, load_model
 from neuroeq.rules import RULES
 from neuroeq.rules.oracles import jacobian
+from neuroeq.stability import stability_lines, stability_scan
 
 #: Rules exact for each class (symmetric coupling), with the condition, for the report:
 #: read off the rules' ``exact_in`` (in the order of :data:`neuroeq.rules.RULES`).
@@ -71,8 +70,6 @@ _NON_ANALYTIC = {"clip", "int", "int_", "Abs", "sign", "floor", "ceil", "Max", "
                  "Heaviside", "Piecewise"}
 SYMMETRY_TOL = 1e-8
 ENERGY_TOL = 1e-8
-#: points a stability scan may ask for (each relaxes a small network)
-MAX_GRID_POINTS = 10_000
 
 
 @dataclass
@@ -136,35 +133,13 @@ class Classification:
         note = "piecewise_gradient" if self.piecewise_gradient else self.found
         lines.append(f"  note: {BIASED_RULES[note]}")
         if self.stability is not None:
-            lines += _stability_lines(self.stability)
+            lines += stability_lines(self.stability)
         if self.problems:
             lines.append("  MISMATCH between the model file and its dynamics:")
             lines += [f"    - {problem}" for problem in self.problems]
         else:
             lines.append("  the model file's claims agree with its dynamics")
         return "\n".join(lines)
-
-
-def _stability_lines(ds: xr.Dataset) -> list[str]:
-    names = list(ds.unit_settled.dims)
-    lines = [f"  fixed-point stability over {' x '.join(names)} "
-             f"(test net {ds.attrs['sizes']}, {ds.attrs['batch']} samples):",
-             "    " + "  ".join(f"{n:>8}" for n in names)
-             + "  unit: settles  max Re(l)*tau |  net: settled  max Re(l)*tau"]
-    flat = ds.stack(point=names)
-    for i in range(flat.sizes["point"]):
-        point = flat.isel(point=i)
-        values = "  ".join(f"{float(point[n]):>8.4g}" for n in names)
-        lines.append(
-            f"    {values}  {_yes(point.unit_settled):>12}  "
-            f"{float(point.unit_max_real_eig):>+12.3g}"
-            f" |  {float(point.net_settled_fraction):>11.0%}  "
-            f"{float(point.net_max_real_eig):>+12.3g}")
-    return lines
-
-
-def _yes(value: xr.DataArray) -> str:
-    return "yes" if bool(value) else "NO"
 
 
 def classify(model: NeuronModel | str, *, grid: Mapping[str, Sequence[float]] | None = None,
@@ -375,126 +350,4 @@ def non_analytic_functions(model: NeuronModel) -> list[str]:
     return sorted(found)
 
 
-# ---------------------------------------------------------------------- stability scan
-def parse_grid(specs: Sequence[str]) -> dict[str, list[float]]:
-    """``["b=0.2:1.0:5", "eps=1,3,6"]`` → ``{"b": linspace(0.2, 1, 5), "eps": [1, 3, 6]}``."""
-    grid: dict[str, list[float]] = {}
-    for spec in specs:
-        name, _, values = spec.partition("=")
-        name = name.strip()
-        try:
-            if ":" in values:
-                low, high, count = values.split(":")
-                if not 1 <= int(count) <= MAX_GRID_POINTS:
-                    raise ConfigError(f"grid {spec!r}: COUNT must lie in [1, "
-                                      f"{MAX_GRID_POINTS:,}]")
-                grid[name] = [float(v) for v in np.linspace(float(low), float(high),
-                                                            int(count))]
-            else:
-                grid[name] = [float(v) for v in values.split(",") if v.strip()]
-        except ConfigError:
-            raise
-        except ValueError:
-            raise ConfigError(f"grid {spec!r}: expected NAME=LOW:HIGH:COUNT or "
-                              "NAME=V1,V2,... (e.g. eps=0.5:8:5)") from None
-        if not name or not grid[name]:
-            raise ConfigError(f"grid {spec!r}: expected NAME=LOW:HIGH:COUNT or NAME=V1,V2,...")
-    return grid
-
-
-def stability_scan(model: NeuronModel | str, grid: Mapping[str, Sequence[float]], *,
-                   sizes: Sequence[int] = (4, 6, 3), batch: int = 4, seed: int = 0,
-                   max_steps: int | None = None) -> xr.Dataset:
-    """Fixed-point stability over a grid of model parameters (one dim per parameter).
-
-    For every grid point: an isolated unit (no input, zero bias) and a coupled test net
-    (``sizes``, symmetric coupling, ``seed``, ``batch`` random inputs) are relaxed with the
-    torch engine; ``unit_settled`` / ``net_settled_fraction`` say whether they reached a
-    stationary state, and ``unit_max_real_eig`` / ``net_max_real_eig`` give
-    ``max Re λ(J)·τ`` at the fixed point (negative: stable). Where the relaxation did not
-    settle, the fixed point is located by Newton's method from the final state, so a
-    positive value there means an unstable fixed point (a limit cycle around it); NaN means
-    no fixed point was found.
-    """
-    model = load_model(model) if not isinstance(model, NeuronModel) else model
-    if not 1 <= len(grid) <= 2:
-        raise ConfigError(f"grid over {', '.join(map(str, grid)) or 'no parameter'}: give "
-                          "one or two parameters to scan")
-    if math.prod(len(values) for values in grid.values()) > MAX_GRID_POINTS:
-        raise ConfigError(f"grid over {', '.join(map(str, grid))}: at most "
-                          f"{MAX_GRID_POINTS:,} points (each relaxes a network)")
-    names = list(grid)
-    unknown = set(names) - set(model.parameters)
-    if unknown:
-        raise ConfigError(f"grid: unknown parameter(s) {sorted(unknown)} of model "
-                          f"{model.name!r}; known: {', '.join(sorted(model.parameters))}")
-    shape = tuple(len(grid[n]) for n in names)
-    unit_settled = np.zeros(shape, dtype=bool)
-    unit_eig = np.full(shape, np.nan)
-    net_settled = np.zeros(shape)
-    net_eig = np.full(shape, np.nan)
-    engine = TorchEngine(on_failure="ignore", max_steps=max_steps)
-    for index in np.ndindex(*shape):
-        values = {n: float(grid[n][i]) for n, i in zip(names, index, strict=True)}
-        variant = model.with_parameters(**values)
-        unit = Network(variant, (1, 1), coupling="symmetric", seed=seed)
-        with torch.no_grad():
-            unit.weights["W1"].zero_()
-        settled, eig = _settle(engine, unit, torch.zeros(1, 1, dtype=unit.dtype))
-        unit_settled[index], unit_eig[index] = bool(settled.all()), float(eig.max())
-        net = Network(variant, sizes, coupling="symmetric", seed=seed)
-        generator = torch.Generator().manual_seed(seed + 99)
-        x = torch.rand(batch, sizes[0], generator=generator, dtype=net.dtype)
-        settled, eig = _settle(engine, net, x)
-        net_settled[index], net_eig[index] = float(settled.double().mean()), float(eig.max())
-    coords = {n: list(grid[n]) for n in names}
-
-    return xr.Dataset(
-        {"unit_settled": (names, unit_settled), "unit_max_real_eig": (names, unit_eig),
-         "net_settled_fraction": (names, net_settled), "net_max_real_eig": (names, net_eig)},
-        coords=coords,
-        attrs={"title": "neuroeq fixed-point stability scan", "model": model.name,
-               "sizes": str(list(sizes)), "batch": batch, "seed": seed,
-               "eigenvalues": "max Re(lambda) * tau of J at the fixed point",
-               **software_attrs()})
-
-
-def _settle(engine: TorchEngine, network: Network, x: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relax; per sample: settled flag and ``max Re λ(J)·τ`` at the (Newton) fixed point."""
-    with torch.no_grad():
-        result = engine.relax(network, x)
-    state = result.state
-    if not bool(result.converged.all()):
-        state = _newton(network, state, x)
-    drive = network.drive(x)
-    with torch.no_grad():
-        residual = network.velocity(state, drive).abs().amax(-1) * network.tau
-    J = jacobian(network, state, x).detach()
-    eig = torch.linalg.eigvals(J).real.amax(-1) * network.tau
-    eig = torch.where(residual < 1e-4, eig, torch.full_like(eig, math.nan))
-    return result.converged, eig
-
-
-def _newton(network: Network, state: torch.Tensor, x: torch.Tensor, iterations: int = 30
-            ) -> torch.Tensor:
-    """Newton's method on ``F(s) = 0`` from ``state`` (per sample)."""
-    drive = network.drive(x)
-    for _ in range(iterations):
-        with torch.no_grad():
-            velocity = network.velocity(state, drive)
-        if float(velocity.abs().max()) * network.tau < 1e-12:
-            break
-        J = jacobian(network, state, x).detach()
-        try:
-            step = torch.linalg.solve(J, velocity.unsqueeze(-1)).squeeze(-1)
-        except RuntimeError:  # singular Jacobian: no Newton step
-            break
-        state = state - step
-        if not bool(torch.isfinite(state).all()):
-            break
-    return state.detach()
-
-
-__all__ = ["BIASED_RULES", "Classification", "EXACT_RULES", "classify", "parse_grid",
-           "stability_scan"]
+__all__ = ["BIASED_RULES", "Classification", "EXACT_RULES", "classify"]

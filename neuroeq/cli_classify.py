@@ -13,6 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from neuroeq.errors import ConfigError
+from neuroeq.stability import MAX_GRID_POINTS
+
 if TYPE_CHECKING:
     from neuroeq.cli import _Parser
 
@@ -52,7 +57,7 @@ def add_classify_commands(commands: argparse._SubParsersAction[_Parser]) -> None
 
 
 def _classify(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from neuroeq.classify import classify, parse_grid
+    from neuroeq.classify import classify
     from neuroeq.errors import ConfigError
     from neuroeq.io import refuse_overwrite, write_netcdf
 
@@ -103,3 +108,29 @@ def _gibbscheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
         write_text(args.markdown, f"Produced by:\n\n```\n{command}\n```\n\n{table}")
         print(f"wrote {args.markdown}")
     return 0
+
+
+def parse_grid(specs: Sequence[str]) -> dict[str, list[float]]:
+    """``["b=0.2:1.0:5", "eps=1,3,6"]`` → ``{"b": linspace(0.2, 1, 5), "eps": [1, 3, 6]}``."""
+    grid: dict[str, list[float]] = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        name = name.strip()
+        try:
+            if ":" in values:
+                low, high, count = values.split(":")
+                if not 1 <= int(count) <= MAX_GRID_POINTS:
+                    raise ConfigError(f"grid {spec!r}: COUNT must lie in [1, "
+                                      f"{MAX_GRID_POINTS:,}]")
+                grid[name] = [float(v) for v in np.linspace(float(low), float(high),
+                                                            int(count))]
+            else:
+                grid[name] = [float(v) for v in values.split(",") if v.strip()]
+        except ConfigError:
+            raise
+        except ValueError:
+            raise ConfigError(f"grid {spec!r}: expected NAME=LOW:HIGH:COUNT or "
+                              "NAME=V1,V2,... (e.g. eps=0.5:8:5)") from None
+        if not name or not grid[name]:
+            raise ConfigError(f"grid {spec!r}: expected NAME=LOW:HIGH:COUNT or NAME=V1,V2,...")
+    return grid

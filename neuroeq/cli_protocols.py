@@ -72,7 +72,8 @@ def _contents(out: Path) -> str:
 
 def _sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from neuroeq.checks import whole_number
-    from neuroeq.protocols.sweep import load_sweep, run_sweep
+    from neuroeq.protocols.sweep import run_sweep
+    from neuroeq.protocols.sweep_file import load_sweep
 
     whole_number(args.workers, "--workers", 1)
     if args.threads is not None:

@@ -5,10 +5,12 @@ import tomllib
 
 import pytest
 
-from neuroeq.classify import classify, parse_grid, stability_scan
+from neuroeq.classify import classify
 from neuroeq.cli import main
+from neuroeq.cli_classify import parse_grid
 from neuroeq.errors import ConfigError
 from neuroeq.neuron_model import available_models, find_model_file, model_from_dict
+from neuroeq.stability import stability_scan
 
 EXPECTED = {"hopfield": "gradient", "hopfield_smooth": "gradient", "fhn": "skew_gradient",
             "spiking_rate": "general", "oscillator": "gradient", "linear": "gradient"}

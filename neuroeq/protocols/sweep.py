@@ -1,16 +1,6 @@
-"""Sweeps: a grid over protocol parameters, run on Dask distributed (a ``LocalCluster`` by
-default, or an existing scheduler), combined into one ``xarray.Dataset`` along the sweep
-dimensions.
-
-A sweep file is a protocol file with a ``[sweep]`` table::
-
-    [sweep]
-    name = "beta_sweep"                 # result folder name (default: the file's stem)
-    protocol = "train_digits.toml"      # base protocol, relative to this file; or put the
-                                        # base sections ([protocol], [model], ...) inline
-    [sweep.grid]                        # dotted keys -> lists of values (Cartesian product)
-    "rule.beta" = [0.1, 0.5]
-    "network.seed" = [0, 1]
+"""Sweeps: the points of a :class:`~neuroeq.protocols.sweep_file.Sweep` run on Dask
+distributed (a ``LocalCluster`` by default, or an existing scheduler), combined into one
+``xarray.Dataset`` along the sweep dimensions (the file format: :mod:`.sweep_file`).
 
 Each point runs in ``OUT/points/<point>/`` with its own ``protocol.toml`` and log. A point
 that fails is recorded with its error (``status``, ``error`` in the combined dataset) and
@@ -22,14 +12,11 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import os
-import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,210 +24,23 @@ import numpy as np
 import xarray as xr
 
 from neuroeq.brian2_import import import_brian2
-from neuroeq.checks import did_you_mean, folder_name, whole_number
+from neuroeq.checks import whole_number
 from neuroeq.errors import ConfigError, NeuroEQError
 from neuroeq.io import software_attrs, write_netcdf, write_text
-from neuroeq.neuron_model import load_model
 from neuroeq.protocols.folder_lock import folder_lock
-from neuroeq.protocols.loader import (
-    apply_overrides,
-    load_protocol,
-    parse_override,
-    read_protocol_file,
-)
+from neuroeq.protocols.loader import load_protocol
 from neuroeq.protocols.result_folder import (
     DONE_MARKER,
     changed_settings,
     result_path,
     seconds_taken,
 )
-from neuroeq.protocols.schema import KEYS_READ, SCHEMA, SECTIONS_BY_KIND
+from neuroeq.protocols.sweep_file import Sweep, SweepPoint, coordinate
 
 #: the dataset a finished point contributes, by protocol kind
 PRIMARY_RESULT = {"train": "metrics.nc", "gradcheck": "gradcheck.nc",
                   "asymmetry": "asymmetry.nc", "stochastic": "stochastic.nc",
                   "snn_bptt": "metrics.nc"}
-SWEEP_KEYS = ("name", "protocol", "grid", "set")
-MAX_POINTS = 10_000
-#: the per-point variables of the combined dataset
-BOOKKEEPING = ("status", "error", "seconds")
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One grid point: its folder name, its override values and the full base config."""
-
-    name: str
-    values: dict[str, Any]
-    config: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Sweep:
-    name: str
-    source: str
-    grid: dict[str, list[Any]]
-    base: dict[str, Any]
-
-    @property
-    def dims(self) -> dict[str, str]:
-        """Dimension name for each grid key (its last component, unless ambiguous)."""
-        return self.dimension_names()
-
-    def dimension_names(self, taken: Collection[str] = ()) -> dict[str, str]:
-        """Dimension name for each grid key: its last component (``rule.beta`` → ``beta``),
-        unless two keys share it or it names a dimension or variable the points' datasets
-        hold (``taken``; ``epoch`` and the bookkeeping variables always): then the whole
-        key with ``_`` (``training.seed`` → ``training_seed`` beside a ``seed`` dim)."""
-        last = [key.split(".")[-1] for key in self.grid]
-        reserved = {"epoch", *BOOKKEEPING, *taken}
-        return {key: (short if last.count(short) == 1 and short not in reserved
-                      else key.replace(".", "_"))
-                for key, short in zip(self.grid, last, strict=True)}
-
-    def points(self) -> list[SweepPoint]:
-        keys = list(self.grid)
-        points = []
-        for index, combo in enumerate(itertools.product(*(self.grid[k] for k in keys))):
-            values = dict(zip(keys, combo, strict=True))
-            label = "_".join(f"{self.dims[k]}-{_label(v)}" for k, v in values.items())
-            config = apply_overrides(self.base, [(k.split("."), v) for k, v in values.items()])
-            points.append(SweepPoint(f"p{index:04d}_{label}"[:120], values, config))
-        return points
-
-
-def _label(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]", "", str(value)) or "x"
-
-
-def coordinate(value: Any) -> Any:
-    """A grid value as a coordinate label: numbers, strings and booleans as they are; a list
-    or a table (``network.sizes = [[64, 8, 10], ...]``) as its compact JSON text."""
-    if isinstance(value, list | Mapping):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-    return value
-
-
-def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
-    """Read a sweep file (see the module docstring); ``overrides`` apply to the base."""
-    path = Path(path)
-    data = read_protocol_file(path)
-    table = data.pop("sweep", None)
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{path}: a sweep file needs a [sweep] table with a grid")
-    for key in table:
-        if key not in SWEEP_KEYS:
-            raise ConfigError(f"{path}: unknown key [sweep].{key}; known: {', '.join(SWEEP_KEYS)}")
-    if "protocol" in table:
-        if not isinstance(table["protocol"], str):
-            raise ConfigError(f"{path}: [sweep].protocol must be a file name")
-        if data:
-            raise ConfigError(f"{path}: give the base protocol either as [sweep].protocol or "
-                              "inline, not both")
-        base_path = (path.parent / table["protocol"]).resolve()
-        data = read_protocol_file(base_path)
-    grid = _flatten(table.get("grid", {}), f"{path}: [sweep.grid]")
-    if not grid:
-        raise ConfigError(f"{path}: [sweep.grid] is empty; give at least one key = [values]")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: [sweep.grid].{key} must be a non-empty list of values")
-        if len(key.split(".")) < 2:
-            raise ConfigError(f"{path}: [sweep.grid].{key} must be section.key, e.g. rule.beta")
-        seen: set[Any] = set()
-        for value in values:  # two points of one setting: one folder, one coordinate
-            # true and 1 are two values (1 and 1.0 one)
-            label = (isinstance(value, bool), coordinate(value))
-            if label in seen:
-                raise ConfigError(f"{path}: [sweep.grid].{key} lists {value!r} more than "
-                                  "once; give each value once")
-            seen.add(label)
-    n_points = math.prod(len(v) for v in grid.values())  # (numpy's product can overflow)
-    if n_points > MAX_POINTS:
-        raise ConfigError(f"{path}: the grid has {n_points:,} points, more than {MAX_POINTS:,}")
-    fixed = _flatten(table.get("set", {}), f"{path}: [sweep.set]")
-    parsed = [parse_override(o) for o in overrides]
-    for key in list(fixed) + [".".join(keys) for keys, _ in parsed]:
-        if key in grid:
-            raise ConfigError(f"{path}: {key} is a grid key ([sweep.grid].{key}): every point "
-                              "sets its own value, so a fixed value would be ignored; change "
-                              "the grid instead")
-    data = apply_overrides(data, [(k.split("."), v) for k, v in fixed.items()])
-    data = apply_overrides(data, parsed)
-    name = folder_name(table.get("name", path.stem), f"{path}: [sweep].name")
-    # the base itself must be valid (values are checked per point)
-    base = load_protocol(data, name=f"{path} (its base protocol with [sweep.set] and --set)")
-    _check_grid_keys(grid, base.config, path)
-    sweep = Sweep(name, str(path), grid, data)
-    _check_some_point_is_valid(sweep, path)
-    return sweep
-
-
-def _check_some_point_is_valid(sweep: Sweep, path: Path) -> None:
-    """A grid whose every point is an invalid protocol (a key that only another rule or
-    engine reads, say) would fail every point: it is the sweep file's error, raised before
-    a cluster starts, with the first point's reason. Points that fail among valid ones
-    fail on their own (their errors go to ``failures.txt``)."""
-    first = None
-    for point in sweep.points():
-        try:
-            load_protocol(point.config, name=point.name)
-        except ConfigError as error:
-            first = first or (point.name, error)
-        else:
-            return
-    if first is not None:
-        raise ConfigError(f"{path}: every point of [sweep.grid] is an invalid protocol, so "
-                          f"every point would fail; the first, {first[1]}")
-
-
-def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: Path) -> None:
-    """Every grid key must name a setting that the base protocol reads (for
-    ``model.parameters.NAME``, a parameter of its model): a misspelt key would make every
-    point fail, so it is the sweep file's error, raised before any point runs (a bad value
-    fails its own points only)."""
-    kind = config["protocol"]["kind"]
-    sections = SECTIONS_BY_KIND[kind]
-    for key in grid:
-        parts = key.split(".")
-        section, field = parts[:2]
-        if section not in sections:
-            raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol has no "
-                              f"[{section}] section{did_you_mean(section, sections)}; it "
-                              f"reads {', '.join(f'[{s}]' for s in sections)}")
-        if field not in SCHEMA[section]:
-            raise ConfigError(f"{path}: [sweep.grid].{key}: unknown key [{section}].{field}"
-                              f"{did_you_mean(field, SCHEMA[section])}; known: "
-                              f"{', '.join(SCHEMA[section])}")
-        read = KEYS_READ.get(kind, {}).get(section)
-        if read is not None and field not in read:
-            raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol does not read "
-                              f"[{section}].{field} (only {', '.join(read)})")
-        parameters = (section, field) == ("model", "parameters")
-        if len(parts) > (3 if parameters else 2):
-            raise ConfigError(f"{path}: [sweep.grid].{key} must be "
-                              + ("model.parameters.NAME" if parameters else
-                                 f"section.key ([{section}].{field} is not a table)"))
-        if (section, field) == ("model", "parameters") and len(parts) == 3 \
-                and "model.name" not in grid:
-            known = load_model(config["model"]["name"]).parameters
-            if parts[2] not in known:
-                raise ConfigError(f"{path}: [sweep.grid].{key}: model "
-                                  f"{config['model']['name']!r} has no parameter "
-                                  f"{parts[2]!r}; its parameters: {', '.join(known)}")
-
-
-def _flatten(table: Any, where: str, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, where, f"{full}."))
-        else:
-            flat[full] = value
-    return flat
 
 
 def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None,

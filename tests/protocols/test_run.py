@@ -13,7 +13,7 @@ from neuroeq.cli import main
 from neuroeq.errors import ConfigError
 from neuroeq.protocols import load_protocol, run_protocol
 from neuroeq.protocols.build import build_network
-from neuroeq.protocols.sweep import load_sweep
+from neuroeq.protocols.sweep_file import load_sweep
 
 TINY_TRAIN = {
     "protocol": {"name": "tiny", "kind": "train"},

@@ -8,7 +8,8 @@ import xarray as xr
 from neuroeq.cli import main
 from neuroeq.errors import ConfigError
 from neuroeq.protocols import load_protocol
-from neuroeq.protocols.sweep import combine_points, load_sweep, run_sweep
+from neuroeq.protocols.sweep import combine_points, run_sweep
+from neuroeq.protocols.sweep_file import load_sweep
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
