@@ -133,6 +133,8 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
                                              model_class=model.structural_class)
                             found = rule.estimate(network, (x, y), free=free,
                                                   write_grad=False).flat(names)
+                            # compared in float64 (a float32 cosine can print above 1)
+                            found, reference = found.double(), reference.double()
                             cosine[i, j, k, s, r, b] = _cosine(found, reference)
                             rel_error[i, j, k, s, r, b] = float(
                                 (found - reference).norm() / reference.norm())

@@ -21,6 +21,10 @@ from neuroeq.rules.phases import (
     velocity_vjp,
 )
 
+#: the finite-difference step by dtype: O(h²) against O(tol/h), with the relaxation's
+#: tolerance about 1e-12 in float64 and 1e-5 in float32 (gradient_check_tolerance)
+DEFAULT_STEPS = {torch.float64: 1e-5, torch.float32: 1e-2}
+
 
 def jacobian(network: Network, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-sample Jacobian ``J = ∂F/∂s`` at ``state``: shape ``(batch, N, N)``."""
@@ -72,9 +76,9 @@ class ImplicitDifferentiation(GradientEstimator):
 
 class BPTT(GradientEstimator):
     """Backpropagation through time through the whole relaxation from the initial state:
-    ``steps`` Euler steps with autograd (``steps=None``: twice the free phase's steps,
-    at least 200), then ``∇_θ mean C(s_T)``. Converges to the implicit gradient as the
-    relaxation converges.
+    ``steps`` Euler steps with autograd (``steps=None``: twice the Euler steps that the
+    relaxation from the initial state takes to settle, at least 200), then
+    ``∇_θ mean C(s_T)``. Converges to the implicit gradient as the relaxation converges.
     """
 
     name = "bptt"
@@ -91,12 +95,15 @@ class BPTT(GradientEstimator):
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
-        steps = self.steps or max(200, 2 * free.n_steps)
         params = dict(network.named_parameters())
         # back-propagation through Euler's steps (the accelerated solvers run without
         # autograd, so the same settings with the Euler solver)
         engine = replace(self.engine, solver="euler") if self.engine.solver != "euler" \
             else self.engine
+        steps = self.steps
+        if steps is None:  # measured, not the free phase's count: an accelerated solver
+            with torch.no_grad():  # counts its map evaluations, a warm start fewer steps
+                steps = max(200, 2 * engine.relax(network, x).n_steps)
         with torch.enable_grad():
             run = engine.relax(network, x, max_steps=steps, tol=0.0)
             loss = network.cost(run.state, y).mean()
@@ -105,22 +112,23 @@ class BPTT(GradientEstimator):
                  for name, g in zip(params, grads, strict=False)}
         return Estimate(grads, float(loss.detach()), free, {"bptt": run})
 
-
 class FiniteDifferences(GradientEstimator):
     """Central finite differences of the loss, element by element:
     ``∂L/∂θ_k ≈ (L(θ + h e_k) - L(θ - h e_k)) / 2h``, each perturbed network relaxed from
     the free state (all perturbations of one tensor relaxed together as a batch).
-    Readout parameters are perturbed at fixed ``s*``. Error O(h²) + O(tol/h).
+    Readout parameters are perturbed at fixed ``s*``. Error O(h²) + O(tol/h): ``h=None``
+    takes :data:`DEFAULT_STEPS` for the network's dtype (float32's relaxations settle to
+    about 1e-5, so a step of 1e-5 there would leave an O(1) error).
     """
 
     name = "fd"
     exact_for = "everything, up to O(h^2) (the oracle)"
     takes_beta = False
 
-    def __init__(self, engine: TorchEngine | None = None, h: float = 1e-5,
+    def __init__(self, engine: TorchEngine | None = None, h: float | None = None,
                  chunk: int = 512):
         super().__init__(engine)
-        self.h = positive_number(h, "finite-difference step h")
+        self.h = None if h is None else positive_number(h, "finite-difference step h")
         self.chunk = whole_number(chunk, "finite-difference chunk", 1)
 
     def _loss_of_stack(self, network: Network, x: torch.Tensor, y: torch.Tensor,
@@ -137,7 +145,7 @@ class FiniteDifferences(GradientEstimator):
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
         names = full_names(network)
-        h = self.h
+        h = self.h if self.h is not None else DEFAULT_STEPS.get(network.dtype, 1e-5)
         grads: dict[str, torch.Tensor] = {}
         for short, param in network.dynamics_parameters().items():
             flat = param.detach().reshape(-1)
@@ -152,10 +160,10 @@ class FiniteDifferences(GradientEstimator):
                                              base.reshape(-1, *param.shape))
                 result[idx] = (losses[:len(idx)] - losses[len(idx):]) / (2 * h)
             grads[names[short]] = result.reshape(param.shape)
-        grads.update(self._readout(network, free.state, y))
+        grads.update(self._readout(network, free.state, y, h))
         return Estimate(grads, mean_cost(network, free.state, y), free)
 
-    def _readout(self, network: Network, state: torch.Tensor, y: torch.Tensor
+    def _readout(self, network: Network, state: torch.Tensor, y: torch.Tensor, h: float
                  ) -> dict[str, torch.Tensor]:
         grads = {}
         readout = network.readout
@@ -168,10 +176,10 @@ class FiniteDifferences(GradientEstimator):
                     losses = []
                     for sign in (1, -1):
                         original = param.data.reshape(-1)[k].item()
-                        param.data.reshape(-1)[k] = original + sign * self.h
+                        param.data.reshape(-1)[k] = original + sign * h
                         losses.append(float(readout.cost(rates, y).mean()))
                         param.data.reshape(-1)[k] = original
-                    result[k] = (losses[0] - losses[1]) / (2 * self.h)
+                    result[k] = (losses[0] - losses[1]) / (2 * h)
             grads[f"readout.{name}"] = result.reshape(param.shape)
         return grads
 
