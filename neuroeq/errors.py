@@ -20,6 +20,10 @@ class ModelError(ConfigError):
     """A model file that cannot be read, parsed or used."""
 
 
+class TrainingError(NeuroEQError, RuntimeError):
+    """Training that cannot go on: parameters that became NaN or inf."""
+
+
 class RelaxationError(NeuroEQError, RuntimeError):
     """Dynamics that did not settle to a stationary state.
 

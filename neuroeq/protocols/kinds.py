@@ -82,10 +82,13 @@ def _run_train(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bo
                   f"train loss {row['train_loss']:.4f}, {row['samples_per_second']:.0f} "
                   "samples/s", file=sys.stderr)
 
+    # the protocol's attributes in every metrics.nc the trainer writes (a run that stops
+    # early leaves one too)
     metrics = train(network, rule, train_data, test_data, train_config, out_dir=out,
-                    resume=resume, progress=progress, on_epoch=report)
-    metrics.attrs.update(_attrs(protocol))
-    write_netcdf(metrics, out / "metrics.nc")
+                    resume=resume, progress=progress, on_epoch=report,
+                    attrs=_attrs(protocol))
+    write_netcdf(metrics, out / "metrics.nc")  # (a resume with nothing left to train adds
+    # the final epoch's evaluation, which the trainer returns without writing)
     if resume:  # the weights before training are those of a fresh network with this seed
         initial = {k: v.detach().clone() for k, v in
                    build.build_network(config, model).dynamics_parameters().items()}

@@ -18,8 +18,8 @@ PROTOCOL_HEADER = "# resolved from "
 #: settings a resumed run may change (and every key of [outputs]): how long it trains, and
 #: what does not change what it learns (where the data files lie, how often it checkpoints)
 RESUMABLE_CHANGES = {("training", "epochs"), ("training", "checkpoint_every"),
-                     ("training", "eval_batch_size"), ("data", "root"),
-                     ("protocol", "description")}
+                     ("training", "eval_every"), ("training", "eval_batch_size"),
+                     ("data", "root"), ("protocol", "description")}
 DONE_MARKER = "DONE"
 PREVIOUS_SUFFIX = ".previous"
 

@@ -8,7 +8,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import xarray as xr
 
 from neuroeq.data import LabeledData
 from neuroeq.engines.settings import RelaxationSettings
-from neuroeq.errors import ConfigError, RelaxationError
+from neuroeq.errors import ConfigError, RelaxationError, TrainingError
 from neuroeq.io import software_attrs, write_netcdf
 from neuroeq.network import Network
 from neuroeq.progress import progress_bar
@@ -44,8 +44,12 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
                               f"{', '.join([*sorted(known_short), *groups_known, 'default'])}"
                               + ("" if groups_known else " (the readout has no parameters)"))
     groups: dict[float, list[torch.nn.Parameter]] = {}
+    largest = torch.finfo(network.dtype).max
     for name, param in network.named_parameters():
         short = name.split(".", 1)[-1]
+        if name in rates and short in rates and not name.startswith("readout."):
+            raise ConfigError(f"training.lr gives parameter {short!r} two rates ({short!r} = "
+                              f"{rates[short]:g} and {name!r} = {rates[name]:g}); give one")
         if name in rates:
             rate = rates[name]
         elif name.startswith("readout.") and "readout" in rates:
@@ -59,6 +63,10 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
             raise ConfigError(f"training.lr has no rate for parameter {label!r}; give it one "
                               "or add 'default' (keys: "
                               f"{', '.join([*sorted(known_short), *groups_known, 'default'])})")
+        if float(rate) > largest:  # the optimizer's step would overflow the parameter's dtype
+            raise ConfigError(f"training.lr {float(rate):g} for {short!r} is beyond the range "
+                              f"of the network's {str(network.dtype).removeprefix('torch.')} "
+                              f"({largest:.3g})")
         groups.setdefault(float(rate), []).append(param)
     param_groups = [{"params": params, "lr": rate, "base_lr": rate}
                     for rate, params in groups.items()]
@@ -70,36 +78,49 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
 
 @torch.no_grad()
 def evaluate(network: Network, rule: GradientEstimator, data: LabeledData,
-             batch_size: int = 1000) -> tuple[float, float, int]:
+             batch_size: int = 1000, *, skip_diverged: bool = False
+             ) -> tuple[float, float, int]:
     """Mean cost and accuracy at the free stationary states, and how many samples' free
-    phases did not settle (counted when the engine does not raise)."""
-    total_cost, correct, unsettled = 0.0, 0, 0
+    phases did not settle (counted when the engine does not raise). ``skip_diverged``: a
+    batch whose relaxation diverges (NaN, inf) counts as unsettled and wrongly predicted,
+    and the mean cost is that of the other samples (NaN when none is left); else its
+    :class:`RelaxationError` is raised."""
+    total_cost, correct, unsettled, costed = 0.0, 0, 0, 0
     for start in range(0, len(data), batch_size):
         x = data.x[start:start + batch_size].to(network.device, network.dtype)
         y = data.y[start:start + batch_size].to(network.device)
-        phase = rule.engine.relax(network, x)
+        try:
+            phase = rule.engine.relax(network, x)
+        except RelaxationError:
+            if not skip_diverged:
+                raise
+            unsettled += len(y)
+            continue
         state = phase.state
         if phase.failure is not None:
             unsettled += int((~phase.converged).sum())
         total_cost += float(network.cost(state, y).sum())
+        costed += len(y)
         correct += int((network.readout.predict(network.output_rates(state)) == y).sum())
-    return total_cost / len(data), correct / len(data), unsettled
+    return (total_cost / costed if costed else float("nan")), correct / len(data), unsettled
 
 
 def _evaluate_into(row: dict, network: Network, rule: GradientEstimator, data: LabeledData,
-                   batch_size: int) -> None:
+                   config: TrainConfig) -> None:
     """An epoch's test metrics, written into its row. The rule's random streams are put
     back afterwards: a spiking engine seeds each phase from a running count, so without
     this how often and in what batches the test set is evaluated would change what the run
     learns (and a resume that changes ``eval_batch_size`` would not be exact)."""
     streams = rule.random_state()
     row["test_loss"], row["test_accuracy"], row["test_unsettled_samples"] = evaluate(
-        network, rule, data, batch_size)
+        network, rule, data, config.eval_batch_size,
+        skip_diverged=config.on_nonconvergence != "stop")
     rule.set_random_state(streams)
 
 
 def _metrics_dataset(history: list[dict], network: Network, rule: GradientEstimator,
-                     config: TrainConfig, data_name: str) -> xr.Dataset:
+                     config: TrainConfig, data_name: str,
+                     attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
     epochs = [row["epoch"] for row in history]
     names = [k for k in (history[0] if history else {}) if k != "epoch"]
     # test metrics are NaN on the epochs not evaluated: floats throughout, whichever were
@@ -111,18 +132,23 @@ def _metrics_dataset(history: list[dict], network: Network, rule: GradientEstima
         attrs={"title": "neuroeq training metrics", "model": network.model.name,
                "rule": rule.name, "dataset": data_name,
                "network": json.dumps(network.describe()),
-               "config": json.dumps(config.as_dict(), default=str), **software_attrs()})
+               "config": json.dumps(config.as_dict(), default=str), **software_attrs(),
+               **(attrs or {})})
 
 
 def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
           test_data: LabeledData | None, config: TrainConfig, out_dir: str | Path | None = None,
           resume: bool = False, progress: bool = True,
-          on_epoch: Callable[[dict], None] | None = None) -> xr.Dataset:
-    """Train ``network`` with ``rule`` and return per-epoch metrics (``xarray.Dataset``).
+          on_epoch: Callable[[dict], None] | None = None,
+          attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """Train ``network`` with ``rule`` and return per-epoch metrics (``xarray.Dataset``,
+    with ``attrs`` added to its own attributes).
 
     With ``out_dir``, metrics (``metrics.nc``) and a checkpoint (``checkpoint.pt``) are
     written atomically after every ``checkpoint_every`` epochs; ``resume=True`` continues
     from that checkpoint and ends with exactly the weights of an uninterrupted run.
+    Parameters that become NaN or inf end the run with a :class:`TrainingError` (the
+    metrics of the epochs before are written, as for ``on_nonconvergence = "stop"``).
     """
     for data in (d for d in (train_data, test_data) if d is not None):  # before any epoch
         if data.n_features != network.sizes[0]:
@@ -156,15 +182,18 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(config.seed)
             return _train(network, rule, train_data, test_data, config, out_dir, resume,
-                          progress, on_epoch)
+                          progress, on_epoch, dict(attrs or {}))
     finally:
         rule.engine = engine
 
 
 def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
            test_data: LabeledData | None, config: TrainConfig, out_dir: Path | None,
-           resume: bool, progress: bool, on_epoch: Callable[[dict], None] | None
-           ) -> xr.Dataset:
+           resume: bool, progress: bool, on_epoch: Callable[[dict], None] | None,
+           attrs: dict[str, Any]) -> xr.Dataset:
+    def metrics() -> xr.Dataset:
+        return _metrics_dataset(history, network, rule, config, train_data.name, attrs)
+
     optimizer = make_optimizer(network, config)
     x_all = train_data.x.to(network.device, network.dtype)
     y_all = train_data.y.to(network.device)
@@ -198,39 +227,56 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
             and math.isnan(history[-1]["test_accuracy"]):
         # resumed with as many epochs as the checkpoint holds, whose last one was not
         # evaluated (the run stopped before its final epoch): the final epoch always is
-        _evaluate_into(history[-1], network, rule, test_data, config.eval_batch_size)
+        _evaluate_into(history[-1], network, rule, test_data, config)
     for epoch in range(first_epoch, config.epochs + 1):
         for group in optimizer.param_groups:  # a function of the epoch: resume-safe
             group["lr"] = group["base_lr"] * config.lr_decay ** (epoch - 1)
+        stage = "training"
         try:
             row = _train_epoch(network, rule, optimizer, x_all, y_all, particles, config,
                                epoch, progress)
-        except RelaxationError as error:  # on_nonconvergence = "stop"
+            _check_finite_parameters(network, epoch)
+            stage = "test evaluation"
+            if test_data is not None and (epoch % config.eval_every == 0
+                                          or epoch == config.epochs):
+                _evaluate_into(row, network, rule, test_data, config)
+            else:
+                row["test_loss"], row["test_accuracy"] = float("nan"), float("nan")
+                row["test_unsettled_samples"] = float("nan")
+        except (RelaxationError, TrainingError) as error:  # "stop", or NaN parameters
+            note = f"it happened in the {stage} of epoch {epoch}"
+            if getattr(error, "kind", None) in ("diverged", "nan") and epoch > 1:
+                note += " (a learning rate too large for the weights can do this)"
             if out_dir is not None and history:
-                write_netcdf(_metrics_dataset(history, network, rule, config,
-                                              train_data.name), out_dir / METRICS_NAME)
-                error.add_note(f"training stopped in epoch {epoch}; the metrics of epochs "
-                               f"1-{epoch - 1} are in {str(out_dir / METRICS_NAME)!r}, the "
-                               "checkpoint holds the last epoch it was written at")
+                write_netcdf(metrics(), out_dir / METRICS_NAME)
+                note += (f"; the metrics of epochs 1-{epoch - 1} are in "
+                         f"{str(out_dir / METRICS_NAME)!r}, the checkpoint holds the last "
+                         "epoch it was written at")
+            error.add_note(note)
             raise
-        if test_data is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            _evaluate_into(row, network, rule, test_data, config.eval_batch_size)
-        else:
-            row["test_loss"], row["test_accuracy"] = float("nan"), float("nan")
-            row["test_unsettled_samples"] = float("nan")
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
         if out_dir is not None and (epoch % config.checkpoint_every == 0
                                     or epoch == config.epochs):
-            write_netcdf(_metrics_dataset(history, network, rule, config, train_data.name),
-                         out_dir / METRICS_NAME)
+            write_netcdf(metrics(), out_dir / METRICS_NAME)
             save_checkpoint(checkpoint, {
                 "epoch": epoch, "network": network.state_dict(),
                 "optimizer": optimizer.state_dict(), "particles": particles,
                 "torch_threads": torch.get_num_threads(), "config": config.as_dict(),
                 "rule_random_state": rule.random_state(), "history": history})
-    return _metrics_dataset(history, network, rule, config, train_data.name)
+    return metrics()
+
+
+def _check_finite_parameters(network: Network, epoch: int) -> None:
+    """A :class:`TrainingError` naming the parameters that became NaN or inf (once per
+    epoch: a check per step would cost a sync per batch)."""
+    bad = [name for name, param in network.named_parameters()
+           if not bool(torch.isfinite(param).all())]
+    if bad:
+        raise TrainingError(f"the parameters {', '.join(bad)} became NaN or inf in epoch "
+                            f"{epoch}: the learning rate is too large for them (lower "
+                            "training.lr, or give them a rate of their own)")
 
 
 #: settings a resumed training run may change: how long it trains, how often it writes
@@ -323,9 +369,10 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
         init = particles[index] if particles is not None else None
         try:
             estimate = rule.estimate(network, (x, y), init=init)
-        except RelaxationError:
-            if config.on_nonconvergence == "stop":
+        except RelaxationError:  # diverged (NaN, inf): no state to learn from, whatever the
+            if config.on_nonconvergence == "stop":  # policy: counted unsettled and skipped
                 raise
+            unsettled += 1
             skipped += 1
             optimizer.zero_grad(set_to_none=True)
             continue

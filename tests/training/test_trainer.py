@@ -180,7 +180,7 @@ def test_unsettled_training_keeps_the_rule_and_says_what_it_measured(digits, tmp
         train(network, rule, train_data, test_data, TrainConfig(
             epochs=2, batch_size=16, on_nonconvergence="stop"), out_dir=out, resume=True,
             progress=False)
-    assert "training stopped in epoch 2; the metrics of epochs 1-1" in " ".join(
+    assert "it happened in the training of epoch 2; the metrics of epochs 1-1" in " ".join(
         error.value.__notes__)
     assert list(xr.open_dataset(out / "metrics.nc").epoch.values) == [1]
 
@@ -337,3 +337,94 @@ def test_epochs_reshuffle_decay_the_rate_and_carry_the_particles(digits):
         for x, init in zip(call["x"], call["init"], strict=True):
             assert torch.equal(init, ended[tuple(x.tolist())])
             assert not torch.equal(init, initial)
+
+
+def _exploding(data, scale=1e30):
+    """The same samples scaled until the linear model's states leave every bound."""
+    import dataclasses
+
+    return dataclasses.replace(data, x=data.x * scale)
+
+
+def test_a_diverging_test_set_is_counted_or_ends_the_run_with_the_metrics_kept(tmp_path):
+    """Under continue/skip a test batch whose relaxation diverges counts as unsettled and
+    wrong (the run goes on); under stop the error names the epoch's test evaluation and
+    the metrics of the epochs before are written."""
+    train_data = load_dataset("digits", limit=64)
+    test_data = _exploding(load_dataset("digits", "test", limit=40))
+    rule = CenteredEP(0.5, TorchEngine(max_steps=30, tol=0.0))
+
+    def network():
+        return Network("linear", (64, 16, 10), seed=0, dtype=torch.float32, gain=0.5)
+
+    metrics = train(network(), rule, train_data, test_data, TrainConfig(
+        epochs=1, batch_size=32, lr=0.01, eval_batch_size=16), progress=False)
+    assert int(metrics.skipped_batches[0]) == 0  # the training set settles
+    assert int(metrics.test_unsettled_samples[0]) == 40
+    assert float(metrics.test_accuracy[0]) == 0.0 and metrics.test_loss.isnull().all()
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.01, eval_every=2,
+                         on_nonconvergence="stop")
+    with pytest.raises(RelaxationError) as error:
+        train(network(), rule, train_data, test_data, config, out_dir=tmp_path,
+              progress=False)
+    assert "it happened in the test evaluation of epoch 2; the metrics of epochs 1-1" in \
+        " ".join(error.value.__notes__)
+    assert list(xr.open_dataset(tmp_path / "metrics.nc").epoch.values) == [1]
+
+
+def test_diverging_training_batches_are_counted_unsettled_and_skipped():
+    data = load_dataset("digits", limit=64)
+    rule = CenteredEP(0.5, TorchEngine(max_steps=30, tol=0.0))
+    network = Network("linear", (64, 16, 10), seed=0, dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="all 2 batches were skipped"):
+        metrics = train(network, rule, _exploding(data), None,
+                        TrainConfig(epochs=1, batch_size=32), progress=False)
+    assert int(metrics.unsettled_batches[0]) == int(metrics.skipped_batches[0]) == 2
+
+
+def test_parameters_that_become_nan_or_inf_end_the_run(tmp_path):
+    """(Here a readout weight is set to inf after epoch 1, as an overflowing step would.)
+    The error names the parameter; epoch 1's metrics stay, with the caller's attributes."""
+    from neuroeq.errors import TrainingError
+    from neuroeq.readout import Readout
+
+    data = load_dataset("digits", limit=64)
+    network = Network("hopfield", (64, 16, 10), seed=0, dtype=torch.float32,
+                      readout=Readout(10, 10, kind="linear", dtype=torch.float32))
+    rule = CenteredEP(0.5, TorchEngine(max_steps=20, tol=0.0))
+
+    def overflow(row):
+        with torch.no_grad():
+            network.readout.weight[0, 0] = float("inf")
+
+    with pytest.raises(TrainingError, match=r"the parameters readout\.weight became NaN or "
+                                            r"inf in epoch 2: the learning rate is too large"
+                       ) as error:
+        train(network, rule, data, None, TrainConfig(epochs=3, batch_size=32),
+              out_dir=tmp_path, progress=False, attrs={"protocol": "p"}, on_epoch=overflow)
+    assert "the metrics of epochs 1-1 are in" in " ".join(error.value.__notes__)
+    with xr.open_dataset(tmp_path / "metrics.nc") as saved:
+        assert list(saved.epoch.values) == [1] and saved.attrs["protocol"] == "p"
+
+
+def test_learning_rates_a_parameter_cannot_take_are_refused():
+    from neuroeq.training.trainer import make_optimizer
+
+    network = Network("hopfield", (64, 16, 10), seed=0, dtype=torch.float32)
+    with pytest.raises(ConfigError, match=r"gives parameter 'W1' two rates \('W1' = 0.1 and "
+                                          r"'weights.W1' = 0.5\)"):
+        make_optimizer(network, TrainConfig(lr={"W1": 0.1, "weights.W1": 0.5,
+                                                "default": 0.05}))
+    with pytest.raises(ConfigError, match=r"training.lr 1e\+39 for 'W1' is beyond the range "
+                                          r"of the network's float32"):
+        make_optimizer(network, TrainConfig(lr=1e39))
+
+
+def test_the_metrics_file_carries_the_callers_attributes(tmp_path):
+    data = load_dataset("digits", limit=64)
+    network, rule = _setup()
+    returned = train(network, rule, data, None, TrainConfig(epochs=1, batch_size=32),
+                     out_dir=tmp_path, progress=False, attrs={"protocol": "p", "kind": "k"})
+    with xr.open_dataset(tmp_path / "metrics.nc") as saved:
+        for metrics in (saved, returned):
+            assert (metrics.attrs["protocol"], metrics.attrs["kind"]) == ("p", "k")
