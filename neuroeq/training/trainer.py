@@ -359,7 +359,7 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
                  config: TrainConfig, epoch: int, progress: bool) -> dict:
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     order = torch.randperm(len(y_all), generator=generator).to(y_all.device)
-    total_loss, correct, seen, skipped, unsettled = 0.0, 0, 0, 0, 0
+    total_loss, correct, seen, skipped, unsettled, diverged = 0.0, 0, 0, 0, 0, 0
     started = time.perf_counter()
     batches = range(0, len(order), config.batch_size)
     bar = progress_bar(batches, f"epoch {epoch}/{config.epochs}", progress)
@@ -374,6 +374,7 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
                 raise
             unsettled += 1
             skipped += 1
+            diverged += 1
             optimizer.zero_grad(set_to_none=True)
             continue
         phases = [estimate.free, *estimate.nudged.values()]
@@ -401,6 +402,11 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
                         samples_s=f"{seen / elapsed:.0f}", refresh=False)
     seconds = time.perf_counter() - started
+    if diverged and diverged == len(batches):  # nothing left to learn from, in any epoch
+        _check_finite_parameters(network, epoch)  # (the more precise reason, if it is one)
+        raise TrainingError(f"every batch of epoch {epoch} diverged (NaN or inf states): the "
+                            "network cannot learn on; lower training.lr, the weight gain or "
+                            "the input scale")
     if not seen:  # every batch skipped: no loss or accuracy was measured
         warnings.warn(f"epoch {epoch}: all {skipped} batches were skipped (the phases did not "
                       "settle); its train loss and accuracy are NaN", RuntimeWarning,

@@ -374,13 +374,26 @@ def test_a_diverging_test_set_is_counted_or_ends_the_run_with_the_metrics_kept(t
 
 
 def test_diverging_training_batches_are_counted_unsettled_and_skipped():
+    """A batch that diverges is left out and counted in both; an epoch in which every
+    batch diverged ends the run (nothing is left to learn from)."""
+    import dataclasses
+
+    from neuroeq.errors import TrainingError
+
     data = load_dataset("digits", limit=64)
+    one_bad = dataclasses.replace(data, x=torch.cat([data.x[:1] * 1e30, data.x[1:]]))
     rule = CenteredEP(0.5, TorchEngine(max_steps=30, tol=0.0))
-    network = Network("linear", (64, 16, 10), seed=0, dtype=torch.float32)
-    with pytest.warns(RuntimeWarning, match="all 2 batches were skipped"):
-        metrics = train(network, rule, _exploding(data), None,
-                        TrainConfig(epochs=1, batch_size=32), progress=False)
-    assert int(metrics.unsettled_batches[0]) == int(metrics.skipped_batches[0]) == 2
+
+    def network():
+        return Network("linear", (64, 16, 10), seed=0, dtype=torch.float32, gain=0.5)
+
+    metrics = train(network(), rule, one_bad, None,
+                    TrainConfig(epochs=1, batch_size=32, lr=0.01), progress=False)
+    assert int(metrics.unsettled_batches[0]) == int(metrics.skipped_batches[0]) == 1
+    assert bool(metrics.train_loss.notnull().all())  # the other batch was learned from
+    with pytest.raises(TrainingError, match="every batch of epoch 1 diverged"):
+        train(network(), rule, _exploding(data), None,
+              TrainConfig(epochs=1, batch_size=32, lr=0.01), progress=False)
 
 
 def test_parameters_that_become_nan_or_inf_end_the_run(tmp_path):
