@@ -391,6 +391,7 @@ class Brian2Engine(RelaxationSettings):
 
     name = "brian2"
     differentiable = False  # simulates without autograd (no BPTT)
+    samples_statistics = False  # it relaxes to rest (the spiking engine samples spikes)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

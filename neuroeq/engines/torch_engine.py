@@ -131,6 +131,7 @@ class TorchEngine(RelaxationSettings):
 
     name = "torch"
     differentiable = True  # BPTT runs through it
+    samples_statistics = False  # it relaxes to rest (the spiking engine samples spikes)
 
     def __post_init__(self) -> None:
         self._check_relaxation_settings()
