@@ -35,7 +35,9 @@ def alignment_summary(dataset: xr.Dataset, over: str = "seed") -> xr.Dataset:
 def plot_alignment(dataset: xr.Dataset, x: str = "beta", variable: str = "rel_error",
                    ax: Axes | None = None, **selection: Any) -> Figure | SubFigure:
     """One line per rule of ``variable`` (``rel_error`` or ``cosine``) against ``x``
-    (``beta`` or ``alpha``), mean over seeds with a min-max band; log axes for β."""
+    (``beta`` or ``alpha``), mean over seeds with a min-max band; log axes for β. Every
+    other dimension must hold one value after ``selection`` (``model=``, ``alpha=``, ...):
+    averaging over it would pass off its effect as the seeds' spread."""
     import matplotlib.pyplot as plt
 
     from neuroeq.errors import ConfigError
@@ -49,6 +51,18 @@ def plot_alignment(dataset: xr.Dataset, x: str = "beta", variable: str = "rel_er
         raise ConfigError(f"plot_alignment: {variable} has no dimension {x!r} to plot against "
                           f"(after the selection it has {', '.join(others) or 'none'}); give "
                           f"x= one of them, or select less")
+    varying = {d: data[d].values[:3].tolist() if d in data.coords else data.sizes[d]
+               for d in data.dims if d not in (x, "rule", "seed") and data.sizes[d] > 1}
+    if varying:
+        name, values = next(iter(varying.items()))
+        raise ConfigError(f"plot_alignment: {variable} also varies along "
+                          f"{', '.join(varying)} (besides {x} and the seeds it averages): "
+                          f"select one value of each, e.g. {name}={values[0]!r} (values "
+                          f"{values}...), or plot against it with x={name!r}"
+                          if isinstance(values, list) else
+                          f"plot_alignment: {variable} also varies along "
+                          f"{', '.join(varying)}: select one value of each")
+    data = data.squeeze([d for d in data.dims if d not in (x, "rule", "seed")])
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
     extra = [d for d in data.dims if d not in (x, "rule")]

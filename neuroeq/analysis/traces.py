@@ -30,8 +30,9 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
     (phase, time, sample) ``= max_units |ds/dt|·τ`` (units pinned at a bound count as
     settled); the ``unit`` coordinate carries the
     ``layer``, ``variable`` and ``index`` of each flat state element; ``time`` (ms, from
-    the start of each phase) holds every phase's recording times, NaN where a phase has no
-    record (a budget of 8 steps in chunks of 10 is recorded at 0 and 8 steps).
+    the start of each phase) holds every phase's recording times, and ``state`` and
+    ``residual`` are NaN where a phase has no record (a budget of 8 steps in chunks of 10 is
+    recorded at 0 and 8 steps).
     """
     dt, budget, _ = engine.settings(network)
     x = x.to(network.device, network.dtype)

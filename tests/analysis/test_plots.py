@@ -121,3 +121,13 @@ def test_alignment_of_one_selected_rule_and_a_missing_axis():
     with pytest.raises(ConfigError, match="rel_error has no dimension 'beta' to plot against "
                                           r"\(after the selection it has seed\)"):
         _gradcheck().isel(beta=0).neq.plot_alignment()
+
+
+def test_alignment_refuses_to_pool_a_dimension_that_is_not_the_seed():
+    data = _gradcheck().expand_dims(alpha=[0.0, 1.0]).copy()
+    with pytest.raises(ConfigError, match=r"also varies along alpha \(besides beta and the "
+                                          r"seeds it averages\): select one value of each, "
+                                          r"e.g. alpha=0.0"):
+        data.neq.plot_alignment()
+    figure = data.neq.plot_alignment(alpha=1.0)  # one value: one line per rule
+    assert [line.get_label() for line in figure.axes[0].lines] == ["ep", "centered"]
