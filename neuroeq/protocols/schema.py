@@ -92,8 +92,11 @@ def _rule_option(kind: str, key: str, doc: str, default_doc: str | None = None,
 
 def _toml_text(value: Any) -> str:
     """A default as a protocol file writes it (``true``, not ``True``)."""
-    return str(value).lower() if isinstance(value, bool) else f"{value:g}" \
-        if isinstance(value, float) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 #: ``[engine]`` keys that only some engines read
 ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
     "free_steps": ("torch", "brian2"), "nudged_steps": ("torch", "brian2"),
