@@ -41,7 +41,10 @@ def holds_results(out: Path) -> bool:
 def result_path(out: Path) -> Path:
     """The folder a run writes to: ``out``, or the folder it links to (``--force`` sets the
     folder aside and makes a new one, which must be the link's target, not the link); a
-    link to nothing is refused."""
+    link to nothing is refused. A path through ``..`` is the folder it names (``y/../y``
+    would not exist once ``force`` moved ``y`` aside)."""
+    if ".." in out.parts:
+        out = out.resolve()
     if not out.is_symlink():
         return out
     target = out.resolve()
@@ -83,6 +86,12 @@ def written_by_a_run(out: Path) -> bool:
         return False
 
 
+def previous_path(out: Path) -> Path | None:
+    """Where a ``force`` run keeps the results it replaces: ``NAME.previous`` beside
+    ``out`` (``None`` for ``.`` and ``..``, which have no such sibling)."""
+    return None if out.name in ("", "..") else out.with_name(out.name + PREVIOUS_SUFFIX)
+
+
 def set_aside(out: Path) -> Path | None:
     """Move what ``out`` holds to ``NAME.previous`` for a ``force`` run, which removes it
     once the new run is done; ``None`` when there is nothing to keep (a folder with only a
@@ -93,7 +102,7 @@ def set_aside(out: Path) -> Path | None:
     if out.resolve() == here or out.resolve() in here.parents:
         raise ConfigError(f"--force would replace {str(out)!r}, which holds the current "
                           "directory; give --out a folder of its own")
-    previous = out.with_name(out.name + PREVIOUS_SUFFIX)
+    previous = previous_path(out)  # (never None: '.' holds the cwd, result_path resolves '..')
     if not holds_results(out):  # nothing, or a failed attempt's log and protocol only
         if out.is_dir():
             shutil.rmtree(out)

@@ -27,11 +27,11 @@ from neuroeq.protocols.kinds import RUNNERS
 from neuroeq.protocols.loader import Protocol
 from neuroeq.protocols.result_folder import (
     DONE_MARKER,
-    PREVIOUS_SUFFIX,
     PROTOCOL_HEADER,
     check_output_folder,
     check_resumable_folder,
     holds_results,
+    previous_path,
     result_path,
     set_aside,
 )
@@ -69,9 +69,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
         if resume and not holds_results(out):
             raise ConfigError(f"nothing to resume in {str(out)!r}: it holds no training run; "
                               "run without --resume to start one")
-        # what an interrupted --force run set aside ('.' and '..' have no such sibling)
-        kept = out.with_name(out.name + PREVIOUS_SUFFIX) if out.name not in ("", "..") \
-            else None
+        kept = previous_path(out)  # what an interrupted --force run set aside
         if holds_results(out):
             if not (force or resume):
                 raise ConfigError(

@@ -477,3 +477,14 @@ def test_a_netcdf_library_error_becomes_an_os_error_naming_the_file(tmp_path, mo
         write_netcdf(xr.Dataset({"a": ("x", [1.0])}), tmp_path / "a.nc")
     assert error.value.filename == str(tmp_path / "a.nc")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_result_folder_named_through_dot_dot_is_replaced_in_place(tmp_path, monkeypatch):
+    """``y/../y`` names ``y``: --force sets ``y`` aside and writes a new ``y`` (it once
+    failed to make ``y/../y`` once ``y`` had moved)."""
+    monkeypatch.chdir(tmp_path)
+    quick = load_protocol(TINY_TRAIN, QUICK)
+    first = run_protocol(quick, Path("x/../y"), progress=False)
+    assert first == tmp_path / "y" and (first / "DONE").is_file()
+    assert run_protocol(quick, Path("y/../y"), force=True, progress=False) == first
+    assert (first / "DONE").is_file() and not (tmp_path / "y.previous").exists()
