@@ -49,6 +49,27 @@ T = TypeVar("T")
 # and NARROW_RATIO times as many inputs (and the batch is at least twice the outputs)
 NARROW_OUTPUTS = 16
 NARROW_RATIO = 16
+# a wide edge's matrix is kept as a contiguous (n_pre, n_post) Mᵀ, so that ρ_pre Mᵀ is a
+# plain product, while it takes less than this many bytes; larger ones are used through
+# the transpose of the contiguous (n_post, n_pre) M (MKL on the reference machine, batch
+# 32-256: 3-19 % faster the first way up to 1000 × 1000 in float32, 8-20 % slower at
+# 1024 × 1024 and 2048 × 2048; bench/RESULTS.md)
+PLAIN_PRODUCT_BYTES = 4 * 2**20
+
+
+def _is_narrow(n_post: int, n_pre: int) -> bool:
+    """True for an edge whose product is computed as ``(M ρᵀ)ᵀ`` (few outputs, many inputs)."""
+    return n_post <= NARROW_OUTPUTS and n_pre >= NARROW_RATIO * n_post
+
+
+def _transposed_operand(matrix: torch.Tensor) -> torch.Tensor:
+    """``Mᵀ`` of an ``(n_post, n_pre)`` edge matrix in the layout its product runs fastest
+    in (:data:`PLAIN_PRODUCT_BYTES`): a contiguous ``(n_pre, n_post)`` tensor, or the
+    transposed view of a contiguous ``M`` (narrow and large edges, batched matrices)."""
+    if matrix.dim() == 2 and not _is_narrow(*matrix.shape) \
+            and matrix.numel() * matrix.element_size() < PLAIN_PRODUCT_BYTES:
+        return matrix.transpose(-1, -2).contiguous()
+    return matrix.contiguous().transpose(-1, -2)
 
 
 def _projected_rates(network: Network) -> dict[str, sympy.Expr] | None:
@@ -305,16 +326,15 @@ class EulerMap:
         for edge in network.edges:
             if edge.pre == 0:
                 continue
-            # the (n_post, n_pre) matrix contiguous, used through its transpose: MKL runs
-            # ρ @ Mᵀ this way up to 2.7× faster than with a contiguous Mᵀ (narrow outputs)
-            matrix = network.matrix(edge, params).detach().contiguous()
-            self.incoming[edge.post].append((edge.pre, matrix.transpose(-1, -2)))
+            # Mᵀ in the layout of its fastest product (narrow outputs: the transpose of a
+            # contiguous M, which MKL runs up to 2.7× faster than a contiguous Mᵀ)
+            matrix = network.matrix(edge, params).detach()
+            self.incoming[edge.post].append((edge.pre, _transposed_operand(matrix)))
         # (post, pre) edges whose product is computed as (M ρᵀ)ᵀ (decided once, by shape),
         # with their contiguous (n_post, n_pre) matrix M
         self._narrow_edges = {(post, pre): transposed.t() for post, edges in self.incoming.items()
                               for pre, transposed in edges
-                              if transposed.dim() == 2 and transposed.shape[-1] <= NARROW_OUTPUTS
-                              and transposed.shape[-2] >= NARROW_RATIO * transposed.shape[-1]}
+                              if transposed.dim() == 2 and _is_narrow(*transposed.t().shape)}
         # (post, pre) -> the kept (n_post, batch) buffer and its (batch, n_post) transpose
         self._narrow_products: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         names = set().union(*(needed for _, needed, _ in self.updates.values()))

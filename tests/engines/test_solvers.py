@@ -67,6 +67,31 @@ def test_narrow_readout_products_follow_the_same_trajectory(model, dt_fraction, 
         torch.testing.assert_close(maps["narrow"][1], generic, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("model, dt_fraction", [("hopfield", 1.0), ("hopfield", 0.25),
+                                               ("fhn", 0.25)])
+@pytest.mark.parametrize("coupling", ["symmetric", "asymmetric"])
+def test_both_matrix_layouts_follow_the_same_trajectory(model, dt_fraction, coupling,
+                                                        monkeypatch):
+    """A wide edge's ``Mᵀ`` is kept contiguous (a plain product) below
+    ``PLAIN_PRODUCT_BYTES`` and used through the transpose of a contiguous ``M`` above:
+    both layouts give the autograd path's trajectory, forward and feedback edges alike."""
+    from neuroeq.engines import fast_step
+
+    network, (x, y) = make_problem(model, (10, 24, 20, 4), coupling, batch=8)
+    engine = TorchEngine(dt=network.tau * dt_fraction, tol=0.0, max_steps=30)
+    with torch.enable_grad():
+        generic = engine.relax(network, x, y=y, beta=0.3).state.detach()
+    for limit, contiguous in ((fast_step.PLAIN_PRODUCT_BYTES, True), (0, False)):
+        monkeypatch.setattr(fast_step, "PLAIN_PRODUCT_BYTES", limit)
+        with torch.no_grad():
+            euler_map = fast_step.EulerMap(network, engine.dt, network.drive(x))
+            fast = engine.relax(network, x, y=y, beta=0.3).state
+        wide = [t for edges in euler_map.incoming.values() for _, t in edges
+                if t.shape[-1] > fast_step.NARROW_OUTPUTS]
+        assert wide and all(t.is_contiguous() == contiguous for t in wide)
+        torch.testing.assert_close(fast, generic, rtol=0, atol=1e-12)
+
+
 def test_closed_form_map_applies_the_extra_force():
     network, (x, _) = make_problem("fhn")
     engine = TorchEngine(tol=0.0, max_steps=30)
