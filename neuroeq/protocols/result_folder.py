@@ -12,7 +12,10 @@ from neuroeq.protocols import build
 from neuroeq.protocols.folder_lock import LOCK_FILE, is_locked
 from neuroeq.protocols.loader import Protocol, load_protocol
 
-RESULT_FILES = ("protocol.toml", "log.txt", LOCK_FILE)
+#: in a ``force`` run's folder while the results it replaces wait in ``NAME.previous``: a
+#: ``resume`` that completes this run removes them, a ``resume`` of another run does not
+REPLACES_MARKER = "REPLACES"
+RESULT_FILES = ("protocol.toml", "log.txt", LOCK_FILE, REPLACES_MARKER)
 #: the first line of the ``protocol.toml`` a run writes (then the file it was resolved from)
 PROTOCOL_HEADER = "# resolved from "
 #: settings a resumed run may change (and every key of [outputs]): how long it trains, and

@@ -28,6 +28,7 @@ from neuroeq.protocols.loader import Protocol
 from neuroeq.protocols.result_folder import (
     DONE_MARKER,
     PROTOCOL_HEADER,
+    REPLACES_MARKER,
     check_output_folder,
     check_resumable_folder,
     holds_results,
@@ -81,24 +82,38 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
                 check_resumable_folder(protocol, out)
         previous = set_aside(out) if force else None
         out.mkdir(exist_ok=True)
-        _run_in(protocol, out, previous, resume=resume, progress=progress, threads=threads)
-        if previous is None and resume and kept is not None and kept.is_dir():
-            # the run an interrupted --force started is done now: what it replaces can go
-            previous = kept
+        marker = out / REPLACES_MARKER
+        notes = []
+        if previous is not None:  # a resume of this run completes the replacement
+            write_text(marker, f"{previous.name}\n")
+        elif resume and kept is not None and kept.is_dir() and marker.exists():
+            previous = kept  # the run an interrupted --force started: once done, kept goes
+        elif not resume:  # another run takes the folder: the kept results are not its own
+            marker.unlink(missing_ok=True)
+        if previous is None and kept is not None and kept.is_dir():
+            notes.append(f"the results an interrupted --force run was to replace stay in "
+                         f"{str(kept)!r} (this run does not remove them)")
+        _run_in(protocol, out, previous, resume=resume, progress=progress, threads=threads,
+                notes=notes)
         if previous is not None:
             shutil.rmtree(previous)
+            marker.unlink(missing_ok=True)
     return out
 
 
 def _run_in(protocol: Protocol, out: Path, previous: Path | None, *, resume: bool,
-            progress: bool, threads: int | None) -> None:
+            progress: bool, threads: int | None, notes: list[str] = ()) -> None:
     """The run itself, in the folder ``out`` this process holds: the resolved protocol and
-    the log first, the results, then the done marker."""
+    the log first, the results, then the done marker. ``notes``: said as warnings, on
+    screen and in the log."""
     (out / DONE_MARKER).unlink(missing_ok=True)
     write_text(out / "protocol.toml", f"{PROTOCOL_HEADER}{protocol.source}\n"
                                       + protocol.to_toml())
     log = _logger(out)
     log.info("protocol %s (kind %s) from %s", protocol.name, protocol.kind, protocol.source)
+    for note in notes:
+        log.warning(note)
+        warnings.warn(note, RuntimeWarning, stacklevel=3)
     threads_before = torch.get_num_threads()
     started = time.perf_counter()
     try:

@@ -435,6 +435,30 @@ def test_a_resumed_run_finishes_what_an_interrupted_force_run_replaced(tmp_path,
     assert xr.open_dataset(out / "metrics.nc").sizes["epoch"] == 2
 
 
+def test_only_the_force_run_that_set_results_aside_removes_them(tmp_path):
+    """A --force run that fails before writing a result leaves a folder another run may
+    take: that plain run names NAME.previous, and neither it nor its --resume removes it
+    (they are not the run that was to replace those results)."""
+    out = run_protocol(load_protocol(TINY_TRAIN, QUICK), tmp_path / "run", progress=False)
+    original = (out / "metrics.nc").read_bytes()
+    broken = load_protocol(TINY_TRAIN, QUICK + ["network.sizes=[64,8,9]"])
+    with pytest.raises(ConfigError):
+        run_protocol(broken, out, force=True, progress=False)
+    kept = tmp_path / "run.previous"
+    with pytest.warns(RuntimeWarning, match=r"interrupted --force run was to replace stay "
+                                            r"in '.*run\.previous'"):
+        run_protocol(load_protocol(TINY_TRAIN, QUICK), out, progress=False)
+    assert "stay in" in (out / "log.txt").read_text()
+    longer = load_protocol(TINY_TRAIN, ["training.epochs=2", "outputs.figures=false",
+                                        "outputs.state_samples=0"])
+    with pytest.warns(RuntimeWarning, match="stay in"):
+        run_protocol(longer, out, resume=True, progress=False)
+    assert (kept / "metrics.nc").read_bytes() == original
+    assert xr.open_dataset(out / "metrics.nc").sizes["epoch"] == 2
+    run_protocol(longer, out, force=True, progress=False)  # a completed --force: both go
+    assert not kept.exists() and not (out / "REPLACES").exists()
+
+
 def test_an_interrupted_run_says_where_the_old_results_are(tmp_path, monkeypatch, capsys):
     from neuroeq.protocols import runner
 
