@@ -7,6 +7,7 @@ is not a count), a fraction where a count is needed (``2.5`` steps), NaN or infi
 
 from __future__ import annotations
 
+import cmath
 import difflib
 import math
 import numbers
@@ -35,6 +36,17 @@ def real_number(value: object, name: str) -> float:
             or not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def nudge_strength(value: object, name: str = "beta") -> float | complex:
+    """A nudge ``β``: a finite real (or, for holomorphic EP, complex) number; a
+    zero-dimensional tensor or array gives its value."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Number) \
+            or not cmath.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return value
 
 
 def positive_number(value: object, name: str, unit: str = "") -> float:

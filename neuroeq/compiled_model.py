@@ -17,7 +17,7 @@ class CompiledModel:
 
     def __init__(self, model: NeuronModel):
         self.model = model
-        where = f"model {model.name!r}"
+        where = f"model {model.name!r}" + (f" ({model.source})" if model.source else "")
         self.variables = model.state_variables
         self.coupled = model.coupled_variable
         self.rhs = {eq.variable: compile_expression(eq.expr, f"{where}: d{eq.variable}/dt")

@@ -278,7 +278,7 @@ def compile_expression(expr: sympy.Expr, where: str) -> TorchExpr:
         return lambda env: op(_tensor(inner(env)))
     raise ModelError(
         f"{where}: function {name!r} is not supported by the torch engine "
-        f"(supported: {', '.join(sorted([*_UNARY, 'clip', 'int']))})"
+        f"(supported: {', '.join(sorted([*(n.lower() for n in _UNARY), 'clip', 'int']))})"
     )
 
 

@@ -150,6 +150,13 @@ def test_a_bad_batch_is_named_by_the_rule_before_any_phase():
         rule.estimate(network, (x.to(torch.complex64), torch.tensor([0, 1, 2, 0])))
     with pytest.raises(ConfigError, match="batch part y must be a tensor or an array"):
         rule.estimate(network, (x, ["a", "b", "c", "d"]))
+    for batch, what in ((x, r"a tensor of shape \(4, 8\)"), (x[:2], "a tensor of shape"),
+                        ({"x": x, "y": targets}, "a dict"), ((x,), "a tuple of 1")):
+        with pytest.raises(ConfigError, match=r"must be a pair \(x, y\).*, got " + what):
+            rule.estimate(network, batch)
+    with pytest.raises(ConfigError, match=r"holds torch.float32 values: class labels must "
+                                          r"be integers \(y.long\(\)\)"):
+        rule.estimate(network, (x, torch.tensor([0.0, 1.0, 2.0, 0.0])))
     assert all(p.grad is None for p in network.parameters())  # nothing written
     rule.estimate(network, (x.numpy(), [0, 1, 2, 0]))  # arrays and lists are converted
     assert all(p.grad is not None for p in network.parameters())

@@ -110,3 +110,13 @@ def test_parameter_overrides_are_si_numbers():
             fhn.with_parameters(eps=value)
     with pytest.raises(ModelError, match=r"parameter\(s\) \['eps'\] must be finite"):
         fhn.with_parameters(eps=10 ** 400)
+
+
+def test_an_unsupported_function_names_the_file_and_the_functions_as_written():
+    from neuroeq.compiled_model import CompiledModel
+
+    model = model_from_dict({**GOOD, "equations": "du/dt = (-u + foo(I_syn) + bias)/tau : 1"},
+                            source="somewhere/toy.toml")
+    with pytest.raises(ModelError, match=r"model 'toy' \(somewhere/toy.toml\): du/dt: function "
+                                         r"'foo' is not supported .*\(supported: abs, clip, "):
+        CompiledModel(model)

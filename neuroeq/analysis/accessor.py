@@ -50,8 +50,10 @@ class NeuroEQAccessor:
         return alignment.alignment_summary(self._dataset, over)
 
     def plot_alignment(self, **kwargs: Any) -> Figure | SubFigure:
+        # (a missing x, beta by default, is named by plot_alignment with the dimensions
+        # there are: an asymmetry sweep's alignment is plotted against x="alpha")
         self._require("plot_alignment", "gradcheck", kwargs.get("variable", "rel_error"),
-                      kwargs.get("x", "beta"), "rule")
+                      "rule")
         return alignment.plot_alignment(self._dataset, **kwargs)
 
     def plot_learning_curves(self) -> Figure:

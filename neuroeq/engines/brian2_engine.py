@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from neuroeq.checks import positive_number, whole_number
+from neuroeq.checks import nudge_strength, positive_number, whole_number
 from neuroeq.engines.brian2_common import (
     TARGETS,
     block_diagonal,
@@ -430,6 +430,7 @@ class Brian2Engine(RelaxationSettings):
         """
         from neuroeq.rules.asym_ep import AsymCorrection
 
+        beta = nudge_strength(beta)
         if beta != 0.0 and y is None:
             raise ConfigError("a nudged phase (beta != 0) needs targets y")
         init, drive = self._warm_start(start, init, drive)

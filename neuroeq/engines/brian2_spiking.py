@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from neuroeq.checks import positive_number, whole_number
+from neuroeq.checks import nudge_strength, positive_number, whole_number
 from neuroeq.engines.brian2_common import (
     TARGETS,
     block_diagonal,
@@ -296,6 +296,7 @@ class SpikingEngine:
         model's initial state); pass a previous phase's ``start`` and ``seed`` to share its
         random numbers (common random numbers make phase differences precise).
         """
+        beta = nudge_strength(beta)
         if beta != 0.0 and (y is None or nudge_at is None):
             raise ConfigError("a nudged spiking phase (beta != 0) needs targets y and the "
                               "state nudge_at at which the cost gradient is evaluated")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from neuroeq.checks import nudge_strength
 from neuroeq.engines.settings import start_state
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
@@ -107,6 +108,7 @@ class LangevinSampler:
         phase's result), starts every chain.
         """
         check_gibbs_model(network)
+        betas = [nudge_strength(b, "each of betas") for b in betas]
         if any(b != 0 for b in betas) and y is None:
             raise ConfigError("nudged sampling (beta != 0) needs targets y")
         x = network.clamped_input(x)

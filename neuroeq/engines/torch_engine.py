@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neuroeq.checks import nonnegative_number, positive_number, whole_number
+from neuroeq.checks import nonnegative_number, nudge_strength, positive_number, whole_number
 from neuroeq.engines import fast_step
 from neuroeq.engines.failures import (
     ConvergenceLog,
@@ -158,6 +158,7 @@ class TorchEngine(RelaxationSettings):
         one) to start from: its state (copied), its input currents and its map's constant
         parts; it replaces ``init`` and ``drive``.
         """
+        beta = nudge_strength(beta)
         if beta != 0.0 and y is None:
             raise ConfigError("a nudged phase (beta != 0) needs targets y")
         if y is not None:  # one-hot on the network's device once, not at every step

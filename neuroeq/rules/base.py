@@ -92,9 +92,19 @@ class GradientEstimator(ABC):
         (the rules reuse its state and its input currents ``RelaxResult.drive``).
         ``init`` warm-starts the free phase (persistent particles).
         """
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            what = (f"a tensor of shape {tuple(batch.shape)}" if isinstance(batch, torch.Tensor)
+                    else f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(
+                        batch, (tuple, list)) else ""))
+            raise ConfigError(f"the batch must be a pair (x, y) of inputs and labels or "
+                              f"targets, got {what}")
         x, y = batch
         x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
         labels = not (y.is_floating_point() or y.is_complex())
+        if not labels and y.dim() == 1 and x.dim() == 2 and x.shape[0] == y.shape[0]:
+            raise ConfigError(f"y of shape {tuple(y.shape)} holds {y.dtype} values: class "
+                              "labels must be integers (y.long()), float targets have shape "
+                              "(batch, outputs)")
         if x.dim() != 2 or y.dim() != (1 if labels else 2) or x.shape[0] != y.shape[0]:
             raise ConfigError(f"batch shapes x {tuple(x.shape)} and y {tuple(y.shape)} must be "
                               "(batch, features) and (batch,) for class labels or (batch, "

@@ -121,6 +121,12 @@ def test_alignment_of_one_selected_rule_and_a_missing_axis():
     with pytest.raises(ConfigError, match="rel_error has no dimension 'beta' to plot against "
                                           r"\(after the selection it has seed\)"):
         _gradcheck().isel(beta=0).neq.plot_alignment()
+    # an alignment over another setting (asymmetry.nc: alpha) is named, not called another kind
+    over_alpha = _gradcheck().rename(beta="alpha")
+    with pytest.raises(ConfigError, match=r"no dimension 'beta' to plot against \(after the "
+                                          r"selection it has seed, alpha\); give x="):
+        over_alpha.neq.plot_alignment()
+    assert over_alpha.neq.plot_alignment(x="alpha").axes[0].get_xlabel() == "asymmetry α"
 
 
 def test_alignment_refuses_to_pool_a_dimension_that_is_not_the_seed():

@@ -38,6 +38,17 @@ def test_nudged_phase_needs_targets():
         TorchEngine().relax(network, x, beta=0.1)
 
 
+@pytest.mark.parametrize("beta", ["0.5", float("nan"), float("inf"), True, None])
+def test_a_nudge_that_is_not_a_finite_number_is_named(beta):
+    network, (x, y) = make_problem("hopfield")
+    with pytest.raises(ConfigError, match=r"beta must be a finite number, got"):
+        TorchEngine(max_steps=5, tol=0.0).relax(network, x, y=y, beta=beta)
+    state = TorchEngine(max_steps=5, tol=0.0).relax(network, x, y=y,
+                                                    beta=torch.tensor(0.5)).state
+    expected = TorchEngine(max_steps=5, tol=0.0).relax(network, x, y=y, beta=0.5).state
+    torch.testing.assert_close(state, expected, rtol=0, atol=0)
+
+
 def test_fhn_limit_cycle_is_reported_as_oscillation():
     textbook = load_model("fhn").with_parameters(b=0.8, eps=0.08)
     network = Network(textbook, (4, 6, 3), seed=0, gain=3.0)
