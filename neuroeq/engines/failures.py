@@ -14,8 +14,10 @@ from neuroeq.network import Network
 
 
 class ConvergenceLog:
-    """Per-sample convergence of one relaxation: the step at which each sample first had
-    ``residual = max|ds/dt|·τ < tol`` (``-1`` if never), the last residual, and the
+    """Per-sample convergence of one relaxation: whether each sample's last checked
+    ``residual = max|ds/dt|·τ`` is below ``tol``, the check from which it has stayed below
+    (``-1`` if it is not: a sample that settled and moved on, as near a saddle while the
+    batch runs on for the others, counts as unsettled again), the last residual, and the
     residual at every check (``history``, for telling a limit cycle from slow settling)."""
 
     def __init__(self, leading: tuple[int, ...] | torch.Size, dtype: torch.dtype,
@@ -35,10 +37,11 @@ class ConvergenceLog:
             self.trace.append(float(residual.max()))
         if tol <= 0:
             return False
-        newly = (residual < tol) & ~self.converged
-        self.steps[newly] = step
-        self.converged |= newly
-        return bool(self.converged.all())
+        below = residual < tol
+        self.steps[self.converged & ~below] = -1  # it left the tolerance again
+        self.steps[below & ~self.converged] = step
+        self.converged = below
+        return bool(below.all())
 
 
 def check_finite(network: Network, state: torch.Tensor, step: int, divergence: float,

@@ -179,3 +179,18 @@ def test_check_finite_names_the_bad_samples_and_layer(value, kind, dtype):
     assert info.value.kind == kind
     assert info.value.samples == [3]
     assert info.value.layer.startswith("output")
+
+
+def test_a_sample_that_settled_and_moved_on_counts_as_unsettled_again():
+    """Convergence describes the returned state: a sample below tol at one check and above
+    it at a later one (near a saddle, while the batch runs on for the others) is unsettled
+    until it settles again, and its step is the check from which it stayed below."""
+    from neuroeq.engines.failures import ConvergenceLog
+
+    log = ConvergenceLog((2,), torch.float64)
+    assert not log.record(torch.tensor([0.5e-6, 1.0], dtype=torch.float64), 10, 1e-6)
+    assert log.converged.tolist() == [True, False] and log.steps.tolist() == [10, -1]
+    assert not log.record(torch.tensor([2e-6, 0.5e-6], dtype=torch.float64), 20, 1e-6)
+    assert log.converged.tolist() == [False, True] and log.steps.tolist() == [-1, 20]
+    assert log.record(torch.tensor([1e-7, 1e-7], dtype=torch.float64), 30, 1e-6)
+    assert log.steps.tolist() == [30, 20]
