@@ -18,6 +18,7 @@ from neuroeq.io import software_attrs
 from neuroeq.network import Network
 from neuroeq.neuron_model import NeuronModel, load_model
 from neuroeq.rules.oracles import jacobian
+from neuroeq.rules.phases import active_mask
 
 #: the most grid points a scan relaxes (each a unit and a net)
 MAX_GRID_POINTS = 10_000
@@ -35,7 +36,9 @@ def stability_scan(model: NeuronModel | str, grid: Mapping[str, Sequence[float]]
     ``max Re λ(J)·τ`` at the fixed point (negative: stable). Where the relaxation did not
     settle, the fixed point is located by Newton's method from the final state, so a
     positive value there means an unstable fixed point (a limit cycle around it); NaN means
-    no fixed point was found.
+    no fixed point was found (the net's value is the largest over the samples where one
+    was). Units pinned at a bound by the dynamics count as settled (their Jacobian row is
+    ``-1/τ``, as in the implicit-differentiation oracle).
     """
     model = load_model(model) if not isinstance(model, NeuronModel) else model
     if not 1 <= len(grid) <= 2:
@@ -67,7 +70,10 @@ def stability_scan(model: NeuronModel | str, grid: Mapping[str, Sequence[float]]
         generator = torch.Generator().manual_seed(seed + 99)
         x = torch.rand(batch, sizes[0], generator=generator, dtype=net.dtype)
         settled, eig = _settle(engine, net, x)
-        net_settled[index], net_eig[index] = float(settled.double().mean()), float(eig.max())
+        # the largest over the samples whose fixed point was found (NaN if none was)
+        found = eig[~torch.isnan(eig)]
+        net_settled[index] = float(settled.double().mean())
+        net_eig[index] = float(found.max()) if found.numel() else math.nan
     coords = {n: list(grid[n]) for n in names}
 
     return xr.Dataset(
@@ -90,8 +96,14 @@ def _settle(engine: TorchEngine, network: Network, x: torch.Tensor
         state = _newton(network, state, x)
     drive = network.drive(x)
     with torch.no_grad():
-        residual = network.velocity(state, drive).abs().amax(-1) * network.tau
+        velocity = network.velocity(state, drive)
+    # a bounded unit pinned at its bound by F (a saturated hard sigmoid) is settled there:
+    # its velocity does not count and its row of J is -1/τ, as in the implicit oracle
+    mask = active_mask(network, state, velocity)
+    residual = (velocity * mask).abs().amax(-1) * network.tau
     J = jacobian(network, state, x).detach()
+    eye = torch.eye(network.state_size, dtype=J.dtype, device=J.device)
+    J = mask.unsqueeze(-1) * J + (1 - mask).unsqueeze(-1) * (-eye / network.tau)
     eig = torch.linalg.eigvals(J).real.amax(-1) * network.tau
     eig = torch.where(residual < 1e-4, eig, torch.full_like(eig, math.nan))
     return result.converged, eig

@@ -109,6 +109,15 @@ def test_non_conservative_two_variable_model_claiming_skew_gradient():
     assert result.found == "general" and not result.consistent
 
 
+def test_stability_scan_counts_units_pinned_at_a_bound_as_settled():
+    """A hard-sigmoid net settles with saturated units pinned at 0 or 1 (F points outwards
+    there): the fixed point is found and stable, not reported as missing (NaN)."""
+    ds = stability_scan("hopfield", {"tau": [1e-3, 2e-3]})
+    assert ds.net_settled_fraction.values.tolist() == [1.0, 1.0]
+    assert all(math.isfinite(v) for v in ds.net_max_real_eig.values)
+    assert all(v < 0 for v in ds.net_max_real_eig.values)
+
+
 def test_stability_scan_finds_the_fhn_oscillating_regime():
     ds = stability_scan("fhn", {"eps": [0.08, 6.0]}, max_steps=3000)
     assert bool(ds.unit_settled.sel(eps=6.0)) and bool(ds.unit_settled.sel(eps=0.08))

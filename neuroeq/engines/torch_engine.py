@@ -85,6 +85,13 @@ class RelaxResult:
     euler_map: fast_step.EulerMap | None = field(default=None, repr=False)
 
 
+#: iterations in a row with a repeated residual after which Anderson counts a sample stalled
+STALL_ITERATIONS = 4
+#: iterations without a new best residual after which Anderson counts a sample stalled (a
+#: cycle of ten points on a hard-sigmoid net; slow but sound approaches went 200 without)
+STALL_PATIENCE = 1000
+
+
 @dataclass
 class TorchEngine(RelaxationSettings):
     """Relaxation settings. ``None`` takes the model file's ``[integration]`` values.
@@ -409,6 +416,10 @@ class TorchEngine(RelaxationSettings):
         trace: list[float] = []
         last_f = torch.zeros_like(x)
         best = torch.full((n_samples,), math.inf, dtype=real, device=x.device)
+        recent = (best, best)  # the residuals of the two iterations before
+        stuck = torch.zeros(n_samples, dtype=torch.bool, device=x.device)  # stalled once
+        stalled_for = torch.zeros(n_samples, dtype=torch.long, device=x.device)
+        without_best = torch.zeros(n_samples, dtype=torch.long, device=x.device)
         iteration = 0
         for iteration in range(1, max_steps + 1):
             parity = iteration % 2
@@ -426,6 +437,13 @@ class TorchEngine(RelaxationSettings):
             # again with a fresh history. One that blows up under the plain dynamics
             # diverges: the finiteness check reports it.
             blown = active & ~fallen_back & ~(peak <= self.divergence)
+            check = iteration % self.check_every == 0 or iteration == max_steps
+            if check:  # an extrapolated iterate that ran off where the dynamics cannot (an
+                # oscillator's phases drift without bound under extrapolation, not under
+                # the dynamics) goes back too, before the finiteness check would report it
+                size = g.abs().amax(-1) if g.is_complex() else torch.maximum(
+                    g.amin(-1).neg_(), g.amax(-1))
+                blown |= active & ~fallen_back & ~(size <= self.divergence)
             if iteration == 1:  # the plain step from the start: nothing to go back to
                 fallen_back |= blown
             elif bool(blown.any()):
@@ -436,7 +454,7 @@ class TorchEngine(RelaxationSettings):
                 fallen_back |= blown
                 fallback_residual = torch.where(blown, best, fallback_residual)
             elif bool(fallen_back.any()):
-                fallen_back &= ~(peak * scale < 0.5 * fallback_residual)
+                fallen_back &= ~(peak * scale < 0.5 * fallback_residual) | stuck
             last_f = f
             residual = torch.where(active, peak * scale, residual)
             if tol > 0:
@@ -445,7 +463,6 @@ class TorchEngine(RelaxationSettings):
                     result[newly] = g[newly]
                     steps[newly] = iteration
                     converged |= newly
-            check = iteration % self.check_every == 0 or iteration == max_steps
             done = tol > 0 and bool(converged.all())
             if check or done:
                 check_finite(network, g.reshape(shape), iteration, self.divergence, describe_index)
@@ -464,7 +481,28 @@ class TorchEngine(RelaxationSettings):
                 rows = improved[:, None]
                 torch.where(rows, x, x_best, out=x_best)
                 torch.where(rows, f, f_best, out=f_best)
+            # a sample whose residual repeats that of one of the two iterations before, for
+            # STALL_ITERATIONS in a row, has stalled (a projected extrapolation that returns
+            # to one point or alternates between two: it stayed at the start of a
+            # hard-sigmoid net for 20,000 iterations): it goes back to its best iterate and
+            # follows the dynamics from there on
+            close = 1e-9 * residual
+            repeats = active & ~fallen_back & (((residual - recent[0]).abs() <= close)
+                                               | ((residual - recent[1]).abs() <= close))
+            stalled_for = torch.where(repeats, stalled_for + 1, 0)
+            # or, cycling through more points, has not bettered its best for STALL_PATIENCE
+            without_best = torch.where((residual < best) | ~active | fallen_back,
+                                       0, without_best + 1)
+            recent = (residual, recent[0])
             best = torch.minimum(best, residual)
+            stalled = (stalled_for >= STALL_ITERATIONS) | (without_best >= STALL_PATIENCE)
+            if bool(stalled.any()):  # (for good: extrapolating again went back there)
+                fallen_back |= stalled
+                stuck |= stalled
+                fallback_residual = torch.where(stalled, best, fallback_residual)
+                rows = stalled[:, None]
+                x, g = torch.where(rows, x_best, x), torch.where(rows, x_best + f_best, g)
+                f = torch.where(rows, f_best, f)
             # restart a sample whose residual grew tenfold over its best (bad extrapolation),
             # and take the plain step where a sample follows the dynamics
             restart = (residual > 10 * best) | fallen_back

@@ -449,3 +449,32 @@ def test_a_solver_asked_for_under_autograd_says_that_it_takes_euler_steps():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         BPTT(engine).estimate(network, (x, y), write_grad=False)
+
+
+def test_anderson_that_stalls_follows_the_dynamics_to_their_fixed_point():
+    """A projected extrapolation that keeps returning to one point (a hard-sigmoid net of
+    three hidden layers; it stayed at the start for all 20,000 iterations) is a stall: the
+    sample goes back to its best iterate and follows the Euler map, as the dynamics do."""
+    network = Network("hopfield", (3, 3, 3, 3, 2), coupling="symmetric", seed=2, gain=2.0)
+    x = torch.rand(1, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        euler = TorchEngine(max_steps=20_000, tol=1e-9).relax(network, x)
+        for memory, budget in ((5, 200), (3, 1_200)):  # a 2-cycle; a cycle of ten points
+            anderson = TorchEngine(max_steps=5_000, tol=1e-9, solver="anderson",
+                                   anderson_memory=memory).relax(network, x)
+            assert bool(anderson.converged.all()) and anderson.n_steps < budget
+            torch.testing.assert_close(anderson.state, euler.state, rtol=0, atol=1e-8)
+
+
+def test_anderson_iterates_that_run_off_go_back_instead_of_reporting_divergence():
+    """An oscillator's phases cannot diverge under its dynamics (dφ/dt is a sum of sines),
+    but an extrapolated iterate can drift past the divergence bound: it goes back to its
+    best iterate (it was reported as 'diverged' even with on_failure='ignore')."""
+    network = Network("oscillator", (3, 4, 4, 2), coupling="symmetric", seed=1, lateral=True)
+    x = torch.rand(5, 3, generator=torch.Generator().manual_seed(5), dtype=network.dtype)
+    with torch.no_grad():
+        result = TorchEngine(dt=5e-4, max_steps=20_000, tol=1e-10,
+                             solver="anderson").relax(network, x)
+        assert bool(result.converged.all())
+        velocity = network.velocity(result.state, network.drive(x))
+    assert float(velocity.abs().max()) * network.tau < 1e-9
