@@ -83,7 +83,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
         previous = set_aside(out) if force else None
         out.mkdir(exist_ok=True)
         marker = out / REPLACES_MARKER
-        notes = []
+        notes: tuple[str, ...] = ()
         if previous is not None:  # a resume of this run completes the replacement
             write_text(marker, f"{previous.name}\n")
         elif resume and kept is not None and kept.is_dir() and marker.exists():
@@ -91,8 +91,8 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
         elif not resume:  # another run takes the folder: the kept results are not its own
             marker.unlink(missing_ok=True)
         if previous is None and kept is not None and kept.is_dir():
-            notes.append(f"the results an interrupted --force run was to replace stay in "
-                         f"{str(kept)!r} (this run does not remove them)")
+            notes = (f"the results an interrupted --force run was to replace stay in "
+                     f"{str(kept)!r} (this run does not remove them)",)
         _run_in(protocol, out, previous, resume=resume, progress=progress, threads=threads,
                 notes=notes)
         if previous is not None:
@@ -102,7 +102,7 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
 
 
 def _run_in(protocol: Protocol, out: Path, previous: Path | None, *, resume: bool,
-            progress: bool, threads: int | None, notes: list[str] = ()) -> None:
+            progress: bool, threads: int | None, notes: tuple[str, ...] = ()) -> None:
     """The run itself, in the folder ``out`` this process holds: the resolved protocol and
     the log first, the results, then the done marker. ``notes``: said as warnings, on
     screen and in the log."""
