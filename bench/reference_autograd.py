@@ -25,12 +25,16 @@ over interleaved rounds, to show where a general engine spends more than the flo
 ``--overhead`` times the three methods on a 784-40-2 network at batch 4, where every kernel
 takes about a microsecond: a training step at 1 / 1 steps is their fixed cost per training
 step (Python, dispatch, checks and set-up), and the difference to 20 / 4 their cost per
-Euler step.
+Euler step. ``--phase-costs`` splits each phase of the 784-500-10 step (batch 128) into a
+fixed cost and a cost per step, neuroeq's beside the hand-written step's: the medians of
+relaxations of 1, 4, 8 and 16 steps (interleaved rounds) and the least-squares line through
+them (intercept: the phase's cost outside its steps, ``W₁x`` included in the free phase;
+slope: its cost per Euler step).
 
 Usage (from the repository root):
 
     python bench/reference_autograd.py [--device cpu|cuda] [--threads 2] [--mnist-epoch]
-        [--stages] [--overhead]
+        [--stages] [--overhead] [--phase-costs]
 """
 
 from __future__ import annotations
@@ -351,6 +355,53 @@ def overhead_rows(device, repeats: int, batch: int = 4) -> list[list]:
             for i, name in enumerate(("reference", "neuroeq", "hand-written"))]
 
 
+PHASE_STEPS = (1, 4, 8, 16)
+
+
+def phase_cost_rows(device, rounds: int, sizes=(784, 500, 10), batch: int = 128,
+                    beta: float = 0.5) -> list[list]:
+    """Per phase and method: the median µs of relaxations of :data:`PHASE_STEPS` steps and
+    the least-squares line through them, ``time = fixed + steps × per step`` (interleaved
+    rounds, one relaxation of each kind per round)."""
+    network, reference = make_pair(list(sizes), device)
+    sketch = ClosedFormSketch(reference)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, sizes[0], generator=generator).to(device)
+    y = torch.randint(0, sizes[-1], (batch,), generator=generator).to(device)
+    engine = TorchEngine(dt=network.tau, tol=0.0, max_steps=20)
+    with torch.no_grad():
+        inputs, targets = network.clamped_input(x), network.targets(y)
+        free = engine.relax(network, inputs)  # the nudged phases start from these
+        drive, sketch_free = sketch.free_phase(x, 20)
+        onehot = functional.one_hot(y, num_classes=sizes[-1]).to(x.dtype)
+    runs = {}
+    for k in PHASE_STEPS:
+        runs["free phase", "neuroeq", k] = lambda k=k: engine.relax(network, inputs,
+                                                                    max_steps=k)
+        runs["free phase", "hand-written", k] = lambda k=k: sketch.free_phase(x, k)
+        runs["nudged phase", "neuroeq", k] = lambda k=k: engine.relax(
+            network, inputs, y=targets, beta=beta, start=free, max_steps=k)
+        runs["nudged phase", "hand-written", k] = lambda k=k: sketch.relax(
+            drive, sketch_free, k, beta, onehot)
+    times: dict[tuple, list[float]] = {key: [] for key in runs}
+    with torch.no_grad():
+        for round_index in range(rounds + 5):  # the first five rounds warm up
+            for key, run in runs.items():
+                start = time.perf_counter()
+                run()
+                synchronize(device)
+                if round_index >= 5:
+                    times[key].append((time.perf_counter() - start) * 1e6)
+    rows = []
+    for phase in ("free phase", "nudged phase"):
+        for method in ("neuroeq", "hand-written"):
+            medians = [statistics.median(times[phase, method, k]) for k in PHASE_STEPS]
+            slope, intercept = statistics.linear_regression(PHASE_STEPS, medians)
+            rows.append([phase, method, *(f"{m:.0f}" for m in medians), f"{intercept:.0f}",
+                         f"{slope:.1f}"])
+    return rows
+
+
 def mnist_epoch(device, data_root: str, threads: int) -> tuple[float, float, str]:
     from neuroeq.data import load_dataset
     from neuroeq.training import TrainConfig, train
@@ -384,6 +435,9 @@ def main() -> None:
     p.add_argument("--overhead", action="store_true",
                    help="also time the fixed cost per training step and per Euler step on "
                         "a tiny network (784-40-2, batch 4)")
+    p.add_argument("--phase-costs", action="store_true",
+                   help="also split each phase of the 784-500-10 step into a fixed cost and "
+                        "a cost per Euler step (relaxations of 1, 4, 8 and 16 steps)")
     args = p.parse_args()
     device = setup(args)
     if not args.skip_compare:
@@ -426,6 +480,12 @@ def main() -> None:
               "interleaved rounds):")
         print(table(["method", "µs per training step (1 / 1 steps)", "µs per further step"],
                     overhead_rows(device, rounds)))
+    if args.phase_costs:
+        rounds = max(50, 10 * args.repeats)
+        print(f"fixed and per-step costs of the phases, 784-500-10, batch 128 (median µs of "
+              f"{rounds} interleaved rounds; the line fitted through them):")
+        print(table(["phase", "method", *(f"{k} steps" for k in PHASE_STEPS),
+                     "fixed µs", "µs per step"], phase_cost_rows(device, rounds)))
     if args.mnist_epoch:
         seconds, accuracy, note = mnist_epoch(device, args.data_root, args.threads)
         print(f"MNIST epoch, 784-500-10, 20/4 steps, batch 128, float32: {seconds:.1f} s "
