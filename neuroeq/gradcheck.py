@@ -88,8 +88,11 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
     rel_error = np.full(shape, np.nan)
     free_steps = np.full(shape[:4], np.nan)
     loss = np.full(shape[:4], np.nan)
-    vectors: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-    parameter_names: list[str] = []
+    # (estimate, true gradient, the (name, size) of each parameter in their order)
+    vectors: dict[tuple, tuple[np.ndarray, np.ndarray, tuple[tuple[str, int], ...]]] = {}
+    # the union of the networks' parameters, in order of first appearance: one element axis
+    # for nets with different parameters (an asymmetric net's feedback matrices BW_l)
+    layout: dict[tuple[str, int], None] = {}
     for i, model_name in enumerate(models):
         model = loaded[model_name]
         for j, coupling in enumerate(couplings):
@@ -120,8 +123,9 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
                     reference = true.flat(names)
                     free_steps[i, j, k, s] = free.n_steps
                     loss[i, j, k, s] = true.loss
-                    if not parameter_names or len(names) > len(parameter_names):
-                        parameter_names = _element_names(network, names)
+                    sizes_of = dict(network.named_parameters())
+                    parts = tuple((name, sizes_of[name].numel()) for name in names)
+                    layout.update(dict.fromkeys(parts))
                     for r, rule_name in enumerate(rules):
                         for b, beta in enumerate(betas):
                             if rule_name in ORACLES and b > 0:
@@ -139,18 +143,24 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
                             rel_error[i, j, k, s, r, b] = float(
                                 (found - reference).norm() / reference.norm())
                             vectors[(i, j, k, s, r, b)] = (found.cpu().numpy(),
-                                                           reference.cpu().numpy())
-    n_elements = max((len(v[0]) for v in vectors.values()), default=0)
-    estimate = np.full((*shape, n_elements), np.nan)
+                                                           reference.cpu().numpy(), parts)
+    offsets, n_elements = {}, 0
+    for part in layout:
+        offsets[part], n_elements = n_elements, n_elements + part[1]
+    parameter_names = [name for name, size in layout for _ in range(size)]
+    estimate = np.full((*shape, n_elements), np.nan)  # NaN where a net lacks a parameter
     true_grad = np.full((*shape, n_elements), np.nan)
-    for key, (found, reference) in vectors.items():
-        estimate[key][: len(found)] = found
-        true_grad[key][: len(reference)] = reference
+    for key, (found, reference, parts) in vectors.items():
+        start = 0
+        for part in parts:
+            where = slice(offsets[part], offsets[part] + part[1])
+            estimate[key][where] = found[start:start + part[1]]
+            true_grad[key][where] = reference[start:start + part[1]]
+            start += part[1]
     dims = ("model", "coupling", "alpha", "seed", "rule", "beta")
     coords = {"model": list(models), "coupling": list(couplings), "alpha": list(alphas),
               "seed": list(seeds), "rule": list(rules), "beta": list(betas),
-              "parameter": ("element", parameter_names[:n_elements]
-                            + [""] * (n_elements - len(parameter_names)))}
+              "parameter": ("element", parameter_names)}
     config = {"models": list(models), "sizes": list(sizes), "couplings": list(couplings),
               "alphas": list(alphas), "rules": list(rules), "betas": list(betas),
               "seeds": list(seeds), "batch": batch, "dtype": dtype, "readout": readout,
@@ -166,14 +176,6 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
                "model": ",".join(models), "config": json.dumps(config),
                **software_attrs()},
     )
-
-
-def _element_names(network: Network, names: list[str]) -> list[str]:
-    params = dict(network.named_parameters())
-    out: list[str] = []
-    for name in names:
-        out += [name] * params[name].numel()
-    return out
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -28,6 +29,24 @@ def test_gradcheck_dataset_has_the_promised_variables():
     assert float(ds.rel_error.sel(rule="implicit").max()) == 0.0
     slope = convergence_slope(ds.sel(coupling="symmetric", alpha=1.0), "ep")
     assert 0.8 < slope < 1.2
+
+
+def test_elements_of_nets_with_different_parameters_are_labelled_by_name():
+    # symmetric nets hold W1, W2, b1, b2; asymmetric ones also BW2 (their order: W1, W2,
+    # BW2, b1, b2): one axis, each parameter in the order it first appeared
+    ds = gradcheck(models=["hopfield_smooth"], sizes=(3, 4, 2),
+                   couplings=["symmetric", "asymmetric"], rules=["dyadic"], betas=[1e-3],
+                   seeds=[0], batch=2)
+    labels = [str(v).rsplit(".", 1)[-1] for v in ds.parameter.values]
+    assert labels == ["W1"] * 12 + ["W2"] * 8 + ["b1"] * 4 + ["b2"] * 2 + ["BW2"] * 8
+    symmetric = ds.true.sel(coupling="symmetric", rule="dyadic").squeeze().values
+    asymmetric = ds.true.sel(coupling="asymmetric", rule="dyadic").squeeze().values
+    feedback = np.array([label == "BW2" for label in labels])
+    assert np.isnan(symmetric[feedback]).all()  # a symmetric net has no BW2
+    assert np.isfinite(symmetric[~feedback]).all() and np.isfinite(asymmetric).all()
+    # the same parameter sits at the same elements: the input weights agree (W1's gradient
+    # differs between the nets, but both are there, unpadded)
+    assert not np.allclose(symmetric[:12], 0.0) and not np.allclose(asymmetric[:12], 0.0)
 
 
 def test_cli_writes_netcdf_and_markdown(tmp_path, capsys):

@@ -169,7 +169,8 @@ class PathIntegralEP(_GibbsRule):
     Gauss-Legendre quadrature on ``[0, β]`` (all nudges sampled together with common
     noise). Exact up to the quadrature (spectrally accurate: the integrand is smooth in
     ``b``) and Monte Carlo error. Covariances are per data sample, within each group of
-    chains (unbiased, ``n - 1``).
+    chains (unbiased, ``n - 1``). The reported loss is ``⟨C⟩`` under the free distribution
+    (``b = 0``, sampled beside the nodes), as :class:`FiniteNudgeEP` reports it.
     """
 
     name = "path_integral"
@@ -185,9 +186,11 @@ class PathIntegralEP(_GibbsRule):
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
         has_readout = bool(list(network.readout.parameters()))
-        betas = self.nodes + ([self.beta] if has_readout else [])
+        # β = 0 first, for the loss (the cost under the free distribution, as FiniteNudgeEP
+        # reports it; the first node lies at β(1 + n₀)/2, not at 0)
+        betas = [0.0] + self.nodes + ([self.beta] if has_readout else [])
         gibbs = self._sample(network, x, y, free, betas)
-        states = gibbs.states[: len(self.nodes)]
+        states = gibbs.states[1: 1 + len(self.nodes)]
         n_beta, n_samples, chains, batch, n = states.shape
         G = self.groups
         with torch.no_grad():
