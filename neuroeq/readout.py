@@ -18,6 +18,8 @@ READOUT_KINDS = ("identity", "linear")
 COSTS = ("mse", "cross_entropy")
 #: dtypes read as class labels (others as float targets)
 LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+#: unsigned dtypes torch supports in few kernels: labels, read as int64
+WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
 class Readout(nn.Module):
@@ -59,13 +61,15 @@ class Readout(nn.Module):
     def targets(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """One-hot targets from class labels in ``[0, n_classes)`` (or float targets of
         ``n_classes`` columns, passed through)."""
+        if y.dtype in WIDE_UNSIGNED:  # (a uint64 beyond int64 turns negative: refused below)
+            y = y.to(torch.int64)
         if y.dtype in LABEL_DTYPES:
             self._check_labels(y)
             # one-hot written in the target dtype (functional.one_hot builds int64, then a
             # cast: 8 against 5 µs at batch 128)
             targets = torch.zeros(*y.shape, self.n_classes, dtype=like.dtype, device=like.device)
             return targets.scatter_(-1, y.long().unsqueeze(-1), 1.0)
-        if not y.is_floating_point() and not y.is_complex():
+        if not y.is_floating_point() and not y.is_complex():  # bool, quantized, ...
             raise ConfigError(f"targets of dtype {y.dtype} are neither class labels (an "
                               "integer tensor, e.g. y.long()) nor float targets")
         if y.dim() == 0 or y.shape[-1] != self.n_classes:
@@ -102,7 +106,7 @@ class Readout(nn.Module):
         target = self.targets(y, prediction)
         if self.cost_name == "mse":
             error = prediction - target
-        elif y.dtype in LABEL_DTYPES:  # one-hot rows
+        elif y.dtype in LABEL_DTYPES + WIDE_UNSIGNED:  # one-hot rows
             error = _softmax(prediction) - target
         else:  # float targets: rows need not sum to 1
             error = _softmax(prediction) * target.sum(-1, keepdim=True) - target

@@ -90,7 +90,8 @@ class GradientEstimator(ABC):
 
         ``free``: a free phase of this network on this ``x`` at the current parameters
         (the rules reuse its state and its input currents ``RelaxResult.drive``).
-        ``init`` warm-starts the free phase (persistent particles).
+        ``init`` warm-starts the free phase (persistent particles). Frozen parameters
+        (``requires_grad=False``) are left out: no estimate, their ``.grad`` untouched.
         """
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             what = (f"a tensor of shape {tuple(batch.shape)}" if isinstance(batch, torch.Tensor)
@@ -124,6 +125,9 @@ class GradientEstimator(ABC):
             with torch.no_grad():
                 free = self.engine.relax(network, x, init=init)
         estimate = self.compute(network, x, y, free)
+        frozen = {name for name, param in network.named_parameters() if not param.requires_grad}
+        if frozen:  # a frozen parameter is not estimated (some rules' closed forms had it)
+            estimate.grads = {k: v for k, v in estimate.grads.items() if k not in frozen}
         if write_grad:
             write_gradients(network, estimate.grads)
         return estimate
@@ -169,7 +173,7 @@ def write_gradients(network: Network, grads: dict[str, torch.Tensor]) -> None:
     """
     taken: set[int] = set()
     for name, param in network.named_parameters():
-        if name not in grads:
+        if name not in grads or not param.requires_grad:  # frozen: autograd leaves it too
             continue
         value = grads[name].detach().to(param.dtype)
         storage = value.untyped_storage().data_ptr()

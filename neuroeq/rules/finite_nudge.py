@@ -28,7 +28,7 @@ from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
 from neuroeq.rules.base import Estimate, GradientEstimator
-from neuroeq.rules.phases import full_names
+from neuroeq.rules.phases import full_names, gradients
 
 if TYPE_CHECKING:
     from neuroeq.engines.langevin import GibbsSamples
@@ -131,8 +131,8 @@ class _GibbsRule(GradientEstimator):
         with torch.enable_grad():
             cost = network.cost(states.detach(), y)
             loss = cost.mean(tuple(range(cost.dim() - 1))).mean()
-            grads = torch.autograd.grad(loss, list(params.values()))
-        return {f"readout.{n}": g for n, g in zip(params, grads, strict=True)}
+            grads = gradients(loss, list(params.values()))
+        return {f"readout.{n}": g for n, g in zip(params, grads, strict=True) if g is not None}
 
     def _sample(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult, betas: list[float]) -> GibbsSamples:

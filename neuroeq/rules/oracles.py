@@ -16,6 +16,7 @@ from neuroeq.rules.phases import (
     active_mask,
     combine,
     full_names,
+    gradients,
     mean_cost,
     readout_gradients,
     velocity_vjp,
@@ -107,7 +108,7 @@ class BPTT(GradientEstimator):
         with torch.enable_grad():
             run = engine.relax(network, x, max_steps=steps, tol=0.0)
             loss = network.cost(run.state, y).mean()
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            grads = gradients(loss, list(params.values()))
         grads = {name: (g if g is not None else torch.zeros_like(params[name]))
                  for name, g in zip(params, grads, strict=False)}
         return Estimate(grads, float(loss.detach()), free, {"bptt": run})

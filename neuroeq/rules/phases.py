@@ -24,6 +24,19 @@ def full_names(network: Network) -> dict[str, str]:
     return {short: full for full, short in names.items()}
 
 
+def gradients(output: torch.Tensor, tensors: list[torch.Tensor]
+              ) -> list[torch.Tensor | None]:
+    """``∂ output/∂t`` for each tensor ``t`` that requires grad (``torch.autograd.grad``),
+    ``None`` for the others and for those ``output`` does not depend on: a frozen parameter
+    (``requires_grad=False``) is not differentiated, and the estimators leave its
+    ``.grad`` alone."""
+    wanted = [t for t in tensors if t.requires_grad]
+    if not wanted or not output.requires_grad:
+        return [None] * len(tensors)
+    found = iter(torch.autograd.grad(output, wanted, allow_unused=True))
+    return [next(found) if t.requires_grad else None for t in tensors]
+
+
 def readout_gradients(network: Network, state: torch.Tensor, y: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
     """``∂C/∂θ_readout`` at the free state (the readout does not feed back: exact)."""
@@ -32,8 +45,8 @@ def readout_gradients(network: Network, state: torch.Tensor, y: torch.Tensor
         return {}
     with torch.enable_grad():
         loss = network.cost(state.detach(), y).mean()
-        grads = torch.autograd.grad(loss, list(params.values()))
-    return {f"readout.{name}": g for name, g in zip(params, grads, strict=False)}
+        grads = gradients(loss, list(params.values()))
+    return {f"readout.{name}": g for name, g in zip(params, grads, strict=True) if g is not None}
 
 
 def mean_cost(network: Network, state: torch.Tensor, y: torch.Tensor) -> float:
@@ -47,7 +60,7 @@ def hebbian_gradient(network: Network, state: torch.Tensor, x: torch.Tensor
     params = network.dynamics_parameters()
     with torch.enable_grad():
         energy = network.hebbian_energy(state.detach(), x).mean()
-        grads = torch.autograd.grad(energy, list(params.values()), allow_unused=True)
+        grads = gradients(energy, list(params.values()))
     names = full_names(network)
     return {names[k]: (g if g is not None else torch.zeros_like(params[k]))
             for k, g in zip(params, grads, strict=False)}
@@ -140,8 +153,7 @@ def velocity_vjp(network: Network, state: torch.Tensor, x: torch.Tensor,
         velocity = network.velocity(state.detach(), leaves if batched else network.drive(x),
                                     params)
         total = -(velocity * vector.detach()).sum() / state.shape[-2]
-        grads = torch.autograd.grad(total, [params[k] for k in keys] + list(leaves.values()),
-                                    allow_unused=True)
+        grads = gradients(total, [params[k] for k in keys] + list(leaves.values()))
     found = dict(zip(keys, grads[:len(keys)], strict=True))
     currents = dict(zip(leaves, grads[len(keys):], strict=True))
     for edge in network.edges if batched else ():

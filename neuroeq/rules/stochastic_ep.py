@@ -15,6 +15,7 @@ from neuroeq.rules.phases import (
     combine,
     difference,
     full_names,
+    gradients,
     hebbian_difference,
     mean_cost,
     readout_gradients,
@@ -58,7 +59,7 @@ def statistics_gradient(network: Network, phase: SpikingPhase, x: torch.Tensor,
             energy = energy - factor * (matrix * coincidence).sum()
         for l in range(1, network.n_layers + 1):
             energy = energy - (params[f"b{l}"] * rates[l].mean(0)).sum()
-        grads = torch.autograd.grad(energy, list(params.values()), allow_unused=True)
+        grads = gradients(energy, list(params.values()))
     names = full_names(network)
     return {names[k]: (g if g is not None else torch.zeros_like(params[k]))
             for k, g in zip(params, grads, strict=False)}

@@ -109,6 +109,14 @@ def test_labels_and_their_one_hot_targets_give_the_same_estimate(rule_class):
     assert any(float(v.abs().max()) > 0 for v in from_labels.grads.values())
     with pytest.raises(ConfigError, match=r"class indices in \[0, 3\); got 3 \(samples \[2\]"):
         rule.estimate(network, (x, torch.tensor([0, 1, 3, 2])))
+    # unsigned labels of every width (numpy's uint32 labels, say) are labels too
+    for dtype in (torch.uint8, torch.uint16, torch.uint32, torch.uint64):
+        unsigned = rule.estimate(network, (x, y.to(dtype)), write_grad=False)
+        assert unsigned.loss == from_labels.loss, dtype
+    with pytest.raises(ConfigError, match=r"class indices in \[0, 3\); got 3"):
+        rule.estimate(network, (x, torch.tensor([0, 1, 3, 2], dtype=torch.uint32)))
+    with pytest.raises(ConfigError, match="targets of dtype torch.bool are neither"):
+        rule.estimate(network, (x, y > 0))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

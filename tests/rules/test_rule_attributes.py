@@ -74,3 +74,34 @@ def test_a_rule_the_brian2_engine_cannot_run_is_refused_at_load(rule):
         load_protocol(asymmetry)
     # without training the asymmetry protocol's gradient checks run on torch only
     load_protocol({**asymmetry, "asymmetry": {"rules": ["ep", rule], "train": False}})
+
+
+FROZEN_CASES = [(name, "hopfield_smooth") for name in
+                ("ep", "centered", "vf", "asym", "dyadic", "holomorphic", "implicit", "bptt",
+                 "fd")] + [("skew_ep", "fhn"), ("finite_nudge", "linear"),
+                           ("path_integral", "linear")]
+
+
+@pytest.mark.parametrize("rule_name, model", FROZEN_CASES)
+def test_every_rule_leaves_a_frozen_parameter_alone(rule_name, model):
+    import torch
+
+    from neuroeq import Network, Readout
+
+    network = Network(model, (3, 4, 2), seed=0, gain=0.5,
+                      readout=Readout(2, 3, kind="linear", seed=0, dtype=torch.float64))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (2,), generator=generator)
+    frozen = (network.weights["W1"], network.readout.weight)
+    for param in frozen:
+        param.requires_grad_(False)
+    before = [param.clone() for param in frozen]
+    options = {"chains": 16, "seed": 0} if model == "linear" else {}
+    rule = make_rule(rule_name, beta=0.1, **options)
+    estimate = rule.estimate(network, (x, y))  # autograd-based rules raised here
+    assert "weights.W1" not in estimate.grads and "readout.weight" not in estimate.grads
+    assert all(param.grad is None for param in frozen)
+    assert network.weights["W2"].grad is not None and network.biases["b1"].grad is not None
+    torch.optim.SGD(network.parameters(), lr=1.0).step()
+    assert all(torch.equal(param, old) for param, old in zip(frozen, before, strict=True))
