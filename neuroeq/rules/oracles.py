@@ -27,6 +27,14 @@ from neuroeq.rules.phases import (
 DEFAULT_STEPS = {torch.float64: 1e-5, torch.float32: 1e-2}
 
 
+def default_step(dtype: torch.dtype, tol: float) -> float:
+    """The finite-difference step for a relaxation tolerance ``tol``: ``DEFAULT_STEPS``
+    for the dtype, or ``tol^(1/3)/10`` where that is larger (the two error terms, O(h²)
+    and O(tol/h), balance near ``tol^(1/3)``): 1e-5 at float64's gradient-check
+    tolerance 1e-12, 1e-3 at the model files' 1e-6."""
+    return max(DEFAULT_STEPS.get(dtype, 1e-5), tol ** (1 / 3) / 10 if tol > 0 else 0.0)
+
+
 def jacobian(network: Network, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-sample Jacobian ``J = ∂F/∂s`` at ``state``: shape ``(batch, N, N)``."""
     drive = network.drive(x)
@@ -118,8 +126,9 @@ class FiniteDifferences(GradientEstimator):
     ``∂L/∂θ_k ≈ (L(θ + h e_k) - L(θ - h e_k)) / 2h``, each perturbed network relaxed from
     the free state (all perturbations of one tensor relaxed together as a batch).
     Readout parameters are perturbed at fixed ``s*``. Error O(h²) + O(tol/h): ``h=None``
-    takes :data:`DEFAULT_STEPS` for the network's dtype (float32's relaxations settle to
-    about 1e-5, so a step of 1e-5 there would leave an O(1) error).
+    takes :func:`default_step`, from the network's dtype and the engine's tolerance
+    (float32's relaxations settle to about 1e-5, so a step of 1e-5 there would leave an
+    O(1) error; the model files' tol of 1e-6 left 4e-3 with float64's 1e-5).
     """
 
     name = "fd"
@@ -146,7 +155,8 @@ class FiniteDifferences(GradientEstimator):
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:
         names = full_names(network)
-        h = self.h if self.h is not None else DEFAULT_STEPS.get(network.dtype, 1e-5)
+        h = self.h if self.h is not None else default_step(network.dtype,
+                                                           self.engine.settings(network)[2])
         grads: dict[str, torch.Tensor] = {}
         for short, param in network.dynamics_parameters().items():
             flat = param.detach().reshape(-1)

@@ -80,3 +80,19 @@ def test_the_oracles_agree_with_an_accelerated_solver_and_in_float32():
     engine = TorchEngine(tol=gradient_check_tolerance("float32"), max_steps=100_000)
     fd, bptt = relative_errors(fhn, engine, [FiniteDifferences, BPTT])
     assert fd < 2e-2 and bptt < 1e-4
+
+
+def test_finite_differences_take_a_step_fitting_the_engines_tolerance(precise_engine):
+    # O(tol/h): the model file's tol (1e-6) with float64's step 1e-5 left a 4e-3 error
+    from neuroeq import TorchEngine
+    from neuroeq.rules.oracles import default_step
+
+    network, batch = make_problem("hopfield_smooth", (4, 5, 3), seed=0)
+    true = ImplicitDifferentiation(precise_engine).estimate(network, batch, write_grad=False)
+    loose = FiniteDifferences(TorchEngine(tol=1e-6, max_steps=100000)).estimate(
+        network, batch, write_grad=False)
+    error = (loose.flat() - true.flat()).norm() / true.flat().norm()
+    assert float(error) < 1e-3
+    assert default_step(torch.float64, 1e-12) == pytest.approx(1e-5)
+    assert default_step(torch.float64, 1e-6) == pytest.approx(1e-3)
+    assert default_step(torch.float32, 1e-5) == 1e-2 and default_step(torch.float64, 0.0) == 1e-5
