@@ -127,3 +127,12 @@ def test_complex_phases_that_do_not_settle_follow_the_engines_failure_policy():
                                  write_grad=False)
     assert estimate.nudged["complex"].failure is not None
     assert not bool(estimate.nudged["complex"].converged.any())
+
+
+@pytest.mark.parametrize("model", ["hopfield_smooth", "fhn"])
+def test_the_default_radius_lies_inside_the_models_radius_of_analyticity(model, precise_engine):
+    # r = 0.5, the earlier default, left a 0.14 relative error on hopfield_smooth
+    rule = HolomorphicEP(engine=precise_engine)
+    assert rule.beta == 0.1 and rule.points == 16
+    (error,) = _errors(model, [rule], precise_engine, sizes=(4, 6, 3))
+    assert error < 1e-8
