@@ -157,6 +157,11 @@ def test_a_bad_batch_is_named_by_the_rule_before_any_phase():
     with pytest.raises(ConfigError, match=r"holds torch.float32 values: class labels must "
                                           r"be integers \(y.long\(\)\)"):
         rule.estimate(network, (x, torch.tensor([0.0, 1.0, 2.0, 0.0])))
+    with torch.no_grad():
+        other_batch = rule.engine.relax(network, x[:3])
+    with pytest.raises(ConfigError, match=r"free phase given has states of shape \(3, 9\), "
+                                          r"not \(batch 4, 9 state variables\)"):
+        rule.estimate(network, (x, torch.tensor([0, 1, 2, 0])), free=other_batch)
     assert all(p.grad is None for p in network.parameters())  # nothing written
     rule.estimate(network, (x.numpy(), [0, 1, 2, 0]))  # arrays and lists are converted
     assert all(p.grad is not None for p in network.parameters())

@@ -124,6 +124,11 @@ class GradientEstimator(ABC):
         if free is None:
             with torch.no_grad():
                 free = self.engine.relax(network, x, init=init)
+        elif free.state.dim() < 2 or free.state.shape[-2:] != (x.shape[0], network.state_size):
+            raise ConfigError(f"the free phase given has states of shape "
+                              f"{tuple(free.state.shape)}, not (batch {x.shape[0]}, "
+                              f"{network.state_size} state variables) of this network and x: "
+                              "pass the free phase of this batch")
         estimate = self.compute(network, x, y, free)
         frozen = {name for name, param in network.named_parameters() if not param.requires_grad}
         if frozen:  # a frozen parameter is not estimated (some rules' closed forms had it)
