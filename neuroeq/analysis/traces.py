@@ -3,6 +3,7 @@ with convergence traces and phase portraits (FHN units in the ``(v, w)`` plane).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +25,8 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
                       free_steps: int | None = None, nudged_steps: int | None = None
                       ) -> xr.Dataset:
     """Record the free phase (``s*``) and, when ``y`` and ``β`` are given, the nudged phases
-    ``±β`` started from ``s*``, every ``chunk`` Euler steps and after a phase's last step.
+    ``±β`` started from ``s*``, every ``chunk`` Euler steps and after a phase's last step
+    (Euler steps of the dynamics whatever the engine's ``solver``).
 
     Returns variables ``state`` (phase, time, sample, unit) and ``residual``
     (phase, time, sample) ``= max_units |ds/dt|·τ`` (units pinned at a bound count as
@@ -34,6 +36,10 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
     ``residual`` are NaN where a phase has no record (a budget of 8 steps in chunks of 10 is
     recorded at 0 and 8 steps).
     """
+    if isinstance(engine, TorchEngine) and engine.solver != "euler":
+        # the dynamics, not an accelerated solver's iterates (Anderson restarted every
+        # chunk, or sweeps of ω·dt on a time axis of dt)
+        engine = replace(engine, solver="euler")
     dt, budget, _ = engine.settings(network)
     x = x.to(network.device, network.dtype)
     drive = network.drive(x)

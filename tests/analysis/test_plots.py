@@ -37,6 +37,17 @@ def test_a_phase_that_is_not_a_multiple_of_the_chunk_is_recorded_at_its_own_time
                                nudged.detach().numpy(), atol=1e-12)
 
 
+@pytest.mark.parametrize("solver", ["anderson", "gauss_seidel"])
+def test_traces_follow_the_dynamics_whatever_the_solver(solver):
+    # the engine's accelerated solver would record its own iterates on the dt time axis
+    network = Network("fhn", (8, 6, 3), seed=0)
+    x = torch.rand(2, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    euler = record_relaxation(network, TorchEngine(tol=0.0), x, chunk=10, free_steps=30)
+    other = record_relaxation(network, TorchEngine(tol=0.0, solver=solver), x, chunk=10,
+                              free_steps=30)
+    np.testing.assert_array_equal(other.state.values, euler.state.values)
+
+
 def _two_variable_traces(second: str, layers=("hidden1", "output")) -> xr.Dataset:
     units = [(layer, variable) for layer in layers for variable in ("v", second)] * 2
     return xr.Dataset(
