@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 
 from neuroeq.engines.torch_engine import TorchEngine
-from neuroeq.errors import ConfigError
+from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.io import software_attrs
 from neuroeq.network import Network
 from neuroeq.neuron_model import NeuronModel, load_model
@@ -38,7 +38,10 @@ def stability_scan(model: NeuronModel | str, grid: Mapping[str, Sequence[float]]
     positive value there means an unstable fixed point (a limit cycle around it); NaN means
     no fixed point was found (the net's value is the largest over the samples where one
     was). Units pinned at a bound by the dynamics count as settled (their Jacobian row is
-    ``-1/τ``, as in the implicit-differentiation oracle).
+    ``-1/τ``, as in the implicit-differentiation oracle). A point whose relaxation blows
+    up (NaN or divergence) reads as not settled, with Newton's fixed point from the initial
+    state: not settled with a negative eigenvalue is a stable fixed point that Euler steps
+    of the model file's ``dt`` overshoot (FHN at ``eps = 100``), not unstable dynamics.
     """
     model = load_model(model) if not isinstance(model, NeuronModel) else model
     if not 1 <= len(grid) <= 2:
@@ -88,11 +91,19 @@ def stability_scan(model: NeuronModel | str, grid: Mapping[str, Sequence[float]]
 
 def _settle(engine: TorchEngine, network: Network, x: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relax; per sample: settled flag and ``max Re λ(J)·τ`` at the (Newton) fixed point."""
-    with torch.no_grad():
-        result = engine.relax(network, x)
-    state = result.state
-    if not bool(result.converged.all()):
+    """Relax; per sample: settled flag and ``max Re λ(J)·τ`` at the (Newton) fixed point.
+    A relaxation that blows up (NaN, divergence: often the model file's ``dt`` too large
+    for the point's time scales) settles nowhere; Newton then starts from the initial state."""
+    try:
+        with torch.no_grad():
+            result = engine.relax(network, x)
+        state, settled = result.state, result.converged
+    except RelaxationError as error:
+        if error.kind not in ("nan", "diverged"):
+            raise
+        state = network.initial_state(x.shape[0])
+        settled = torch.zeros(x.shape[0], dtype=torch.bool, device=state.device)
+    if not bool(settled.all()):
         state = _newton(network, state, x)
     drive = network.drive(x)
     with torch.no_grad():
@@ -104,9 +115,10 @@ def _settle(engine: TorchEngine, network: Network, x: torch.Tensor
     J = jacobian(network, state, x).detach()
     eye = torch.eye(network.state_size, dtype=J.dtype, device=J.device)
     J = mask.unsqueeze(-1) * J + (1 - mask).unsqueeze(-1) * (-eye / network.tau)
-    eig = torch.linalg.eigvals(J).real.amax(-1) * network.tau
+    # (a state Newton left non-finite gives no eigenvalue: NaN below, not an eig error)
+    eig = torch.linalg.eigvals(torch.nan_to_num(J)).real.amax(-1) * network.tau
     eig = torch.where(residual < 1e-4, eig, torch.full_like(eig, math.nan))
-    return result.converged, eig
+    return settled, eig
 
 
 def _newton(network: Network, state: torch.Tensor, x: torch.Tensor, iterations: int = 30

@@ -128,6 +128,15 @@ def test_stability_scan_finds_the_fhn_oscillating_regime():
     assert float(ds.net_max_real_eig.sel(eps=0.08)) > 0
 
 
+def test_a_grid_point_whose_relaxation_blows_up_is_recorded_not_raised():
+    # FHN at eps = 100: Euler steps of the model's dt overshoot a stable fixed point
+    ds = stability_scan("fhn", {"eps": [6.0, 100.0]}, max_steps=2000)
+    assert bool(ds.unit_settled.sel(eps=6.0)) and not bool(ds.unit_settled.sel(eps=100.0))
+    assert float(ds.net_settled_fraction.sel(eps=100.0)) == 0.0
+    assert float(ds.unit_max_real_eig.sel(eps=100.0)) < 0  # Newton's point is stable
+    assert float(ds.net_max_real_eig.sel(eps=100.0)) < 0
+
+
 def test_parse_grid():
     assert parse_grid(["b=0:1:3", "eps=1,6"]) == {"b": [0.0, 0.5, 1.0], "eps": [1.0, 6.0]}
     with pytest.raises(ConfigError, match="NAME=LOW:HIGH:COUNT"):
