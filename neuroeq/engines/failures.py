@@ -103,11 +103,18 @@ MIN_CHECKS_FOR_TREND = 8
 
 
 def stagnating(history: list[torch.Tensor]) -> bool:
-    """True when the max residual over the last quarter of checks is not falling."""
+    """True when the max residual over the last quarter of checks is not falling: its
+    smallest value there is above half the quarter's before. A residual that fell at every
+    check of the last half is a slow approach, not a limit cycle (a slow mode, or a small
+    ``dt`` with a modest budget: a quarter of the checks spanning less than about 0.7 of
+    the slowest time constant)."""
     if len(history) < MIN_CHECKS_FOR_TREND:
         return False
     values = torch.stack([h.max() for h in history]).double()
     quarter = len(values) // 4
+    last_half = values[-2 * quarter:]
+    if bool((last_half[1:] < last_half[:-1]).all()):
+        return False
     recent = float(values[-quarter:].min())
     earlier = float(values[-2 * quarter:-quarter].min())
     return recent > 0.5 * earlier

@@ -67,7 +67,8 @@ class RelaxResult:
     ``state`` (…, batch, N); ``steps`` per sample: the step at which it met the tolerance
     (-1 if it never did); ``converged`` per sample; ``residual`` per sample at the end
     (``max|ds/dt|·τ``); ``n_steps`` map evaluations used (an accelerated solver's count
-    includes those of its stability check); ``failure`` the error when not raised;
+    includes those of its stability check, which runs to its end even past ``max_steps``);
+    ``failure`` the error when not raised;
     ``trace`` the max residual at each check when recorded; ``drive`` the clamped input's
     currents ``Σ W x`` per layer that the phase used (a later phase of the same batch and
     weights reuses them instead of recomputing ``W x``); ``euler_map`` the closed-form
@@ -268,9 +269,10 @@ class TorchEngine(RelaxationSettings):
                                          describe_index, buffered))
 
     def _euler(self, network: Network, step: Step, state: torch.Tensor, max_steps: int,
-               tol: float, scale: float, describe_index: Callable[[int], str], buffered: bool
-               ) -> tuple:
-        """Iterate the Euler map: the dynamics themselves. Returns ``_finish``'s arguments."""
+               tol: float, scale: float, describe_index: Callable[[int], str], buffered: bool,
+               offset: int = 0) -> tuple:
+        """Iterate the Euler map: the dynamics themselves. Returns ``_finish``'s arguments.
+        ``offset``: map evaluations the relaxation used before (its errors count them)."""
         log = ConvergenceLog(state.shape[:-1], state.real.dtype, state.device,
                              keep_trace=self.record_trace)
         last_delta: torch.Tensor | None = None  # set at every residual step (the last one too)
@@ -292,7 +294,7 @@ class TorchEngine(RelaxationSettings):
                 state = new_state
             if not check:
                 continue
-            check_finite(network, state, step_index, self.divergence, describe_index)
+            check_finite(network, state, offset + step_index, self.divergence, describe_index)
             if residual_here and log.record(last_delta.amax(-1) * scale, step_index, tol):
                 break
         failure = None
@@ -300,7 +302,7 @@ class TorchEngine(RelaxationSettings):
             if last_delta is None:  # max_steps = 0: not a single step was taken
                 last_delta = torch.zeros_like(state)
             failure = not_settled(network, last_delta, log.residual, log.converged,
-                                  log.history, step_index, tol, describe_index)
+                                  log.history, offset + step_index, tol, describe_index)
         return state, log.steps, log.converged, log.residual, step_index, failure, log.trace
 
     def _finish(self, state: torch.Tensor, steps: torch.Tensor, converged: torch.Tensor,
@@ -325,23 +327,30 @@ class TorchEngine(RelaxationSettings):
         if network.compiled.bounds:
             state = network.project(state)
             sweep.mark_in_bounds(state)
-        used, target, trace = 0, tol, []
+        used, target, trace, history = 0, tol, [], []
         while True:
             (state, steps, converged, residual, n_steps, failure,
              more) = self._euler(network, sweep, state, max_steps - used, target,
-                                 network.tau / (omega * dt), describe_index, buffered=True)
+                                 network.tau / (omega * dt), describe_index, buffered=True,
+                                 offset=used)
             steps = torch.where(steps >= 0, steps + used, steps)
             used, trace = used + n_steps, trace + more
-            if tol <= 0 or failure is not None:
+            if tol <= 0:
                 return self._finish(state, steps, converged, residual, used, failure, trace)
-            used += 1  # the check of the engine's own criterion: one Euler map evaluation
+            # judged by the engine's own criterion at the user's tol, whatever the sweep's
+            # own verdict (a later round sweeps to a tighter target: its failure said
+            # nothing about tol): one Euler map evaluation
+            used += 1
             delta = (euler(state) - state).abs()
             residual = delta.amax(-1) * (network.tau / dt)
+            history.append(residual)
             converged = residual < tol
+            steps = torch.where(converged, torch.where(steps >= 0, steps, used),
+                                torch.full_like(steps, -1))
             if bool(converged.all()):
                 break
-            if used >= max_steps:
-                failure = not_settled(network, delta, residual, converged, [residual], used,
+            if failure is not None or used >= max_steps:  # the budget is spent
+                failure = not_settled(network, delta, residual, converged, history, used,
                                       tol, describe_index)
                 return self._finish(state, steps, converged, residual, used, failure, trace)
             target /= 10.0  # the sweep's change understated the residual: sweep on
@@ -359,6 +368,7 @@ class TorchEngine(RelaxationSettings):
                                                  network.tau / dt, describe_index, trace)
                 if followed is not None:
                     return followed
+                steps, converged = _unsettled(steps, converged, unstable[2])
         return self._finish(state, steps, converged, residual, used, failure, trace)
 
     # ----------------------------------------------------------------- Anderson
@@ -548,6 +558,7 @@ class TorchEngine(RelaxationSettings):
                                                  describe_index, trace)
                 if followed is not None:
                     return followed
+                steps, converged = _unsettled(steps, converged, unstable[2])
         return self._finish(result.reshape(shape), steps, converged, residual, iteration,
                             failure, trace)
 
@@ -559,7 +570,7 @@ class TorchEngine(RelaxationSettings):
         """After an accelerated solver found a fixed point the dynamics leave: follow them
         instead (Euler from the point, pushed along the growing direction) with the budget
         that is left (``None`` when none is left: the caller reports the point)."""
-        failure, direction = unstable
+        failure, direction, _ = unstable
         point = point.reshape(-1, shape[-1])
         remaining = max_steps - used
         if remaining < 1:
@@ -570,7 +581,7 @@ class TorchEngine(RelaxationSettings):
             start = project(start)
         (state, steps, converged, residual, n_steps, failure,
          more) = self._euler(network, step, start, remaining, tol, scale, describe_index,
-                             buffered=False)
+                             buffered=False, offset=used)
         steps = torch.where(steps >= 0, steps + used, steps)
         return self._finish(state, steps, converged, residual, n_steps + used, failure,
                             trace + more)
@@ -578,9 +589,10 @@ class TorchEngine(RelaxationSettings):
     def _unstable(self, network: Network, step: Step, point: torch.Tensor,
                   shape: torch.Size, project: Force | None,
                   describe_index: Callable[[int], str]
-                  ) -> tuple[tuple[RelaxationError, torch.Tensor] | None, int]:
+                  ) -> tuple[tuple[RelaxationError, torch.Tensor, torch.Tensor] | None, int]:
         """Power iteration on the Euler map's Jacobian ``DG = I + dt·J`` at ``point``; returns
-        the failure (with the growing direction) or ``None``, and the map evaluations used.
+        the failure (with the growing direction and the unstable samples' mask, shaped like
+        the state's leading dimensions) or ``None``, and the map evaluations used.
 
         ``v ← DG u`` with ``u = v/rms(v)``. Where the map is the plain closed-form Euler map
         of an unbounded model (no nudge, no extra force: a free phase of FHN), ``DG u`` is
@@ -674,7 +686,15 @@ class TorchEngine(RelaxationSettings):
             f"fixed point the dynamics leave ({measured}) for samples "
             f"{short(samples)}; the state does not settle there{stability_hint(network)}",
             kind="unstable", layer=layer, samples=samples, residual=worst),
-            torch.where(unstable[:, None], u, torch.zeros_like(u))), evaluations
+            torch.where(unstable[:, None], u, torch.zeros_like(u)),
+            unstable.reshape(leading)), evaluations
+
+
+def _unsettled(steps: torch.Tensor, converged: torch.Tensor, unstable: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` and ``converged`` with the samples at an unstable fixed point marked as
+    not settled (``-1``, ``False``): the dynamics leave the point the solver found."""
+    return torch.where(unstable, -1, steps), converged & ~unstable
 
 
 def _euler_jacobian(step: Step, point: torch.Tensor, shape: torch.Size,

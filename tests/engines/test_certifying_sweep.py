@@ -88,7 +88,8 @@ def test_the_sweep_is_stable_exactly_where_the_flow_is(gain):
         assert unstable is None and evaluations < 60
         return
     assert unstable is not None
-    failure, _ = unstable
+    failure, _, mask = unstable
+    assert mask.nonzero().flatten().tolist() == expected
     assert failure.samples == expected and "layer sweep" in str(failure)
     assert failure.residual == pytest.approx(max(radius), rel=1e-3)
 

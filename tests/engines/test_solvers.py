@@ -355,8 +355,9 @@ def test_the_stability_check_finds_one_growing_mode_among_many_decaying_ones(
     unstable, evaluations = engine._unstable(network, _linear_step(eigenvalues), point,
                                              point.shape, None, lambda i: f"index {i}")
     assert unstable is not None and evaluations == 41
-    failure, direction = unstable
+    failure, direction, mask = unstable
     assert failure.kind == "unstable" and failure.samples == [0, 1, 2, 3, 4]
+    assert mask.tolist() == [True] * 5
     assert failure.residual == pytest.approx(1.05, rel=1e-3)
     assert direction.shape == point.shape and bool((direction != 0).any(-1).all())
 
@@ -478,3 +479,36 @@ def test_anderson_iterates_that_run_off_go_back_instead_of_reporting_divergence(
         assert bool(result.converged.all())
         velocity = network.velocity(result.state, network.drive(x))
     assert float(velocity.abs().max()) * network.tau < 1e-9
+
+
+def test_samples_at_an_unstable_point_with_no_budget_left_are_reported_unsettled():
+    # a saddle (linear net, gain 3): Anderson finds it in 10 iterations, the stability
+    # check finds it unstable, and 40 steps leave nothing to follow the dynamics with; the
+    # samples were reported converged at step 10 beside the "unstable" failure
+    network = Network("linear", (4, 6, 3), coupling="symmetric", seed=0, gain=3.0)
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    engine = TorchEngine(solver="anderson", tol=1e-8, max_steps=40, on_failure="ignore")
+    with torch.no_grad():
+        result = engine.relax(network, x)
+    assert result.failure.kind == "unstable" and result.failure.samples == [0, 1]
+    assert result.converged.tolist() == [False, False] and result.steps.tolist() == [-1, -1]
+    # 51 evaluations before the hand-over to the dynamics, 50 Euler steps after it
+    with pytest.raises(RelaxationError, match=r"after 101 steps"), torch.no_grad():
+        TorchEngine(solver="anderson", tol=1e-8, max_steps=4000).relax(network, x)
+
+
+def test_gauss_seidel_is_judged_at_the_users_tolerance_when_its_budget_ends():
+    # over-relaxed sweeps on FHN: the first round's Euler check fails, the next sweeps to
+    # tol / 10; at 70 steps its own (tightened) criterion failed though the Euler residual
+    # of every sample was below tol
+    network = Network("fhn", (10, 12, 4), seed=0)
+    x = torch.rand(4, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    engine = TorchEngine(solver="gauss_seidel", over_relaxation=1.9, tol=1e-6, max_steps=70,
+                         on_failure="ignore")
+    with torch.no_grad():
+        result = engine.relax(network, x)
+        euler = TorchEngine(tol=0.0, max_steps=1)
+        step = euler.relax(network, x, init=result.state).state - result.state
+    residual = step.abs().amax(-1) * network.tau / euler.settings(network)[0]
+    assert result.failure is None and bool(result.converged.all())
+    assert float(residual.max()) < 1e-6

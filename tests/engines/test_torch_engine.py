@@ -49,6 +49,20 @@ def test_a_nudge_that_is_not_a_finite_number_is_named(beta):
     torch.testing.assert_close(state, expected, rtol=0, atol=0)
 
 
+def test_a_slow_steady_approach_is_not_called_a_limit_cycle():
+    # a globally stable linear net at a tiny dt: the residual falls at every check, by less
+    # than half per quarter of the checks (it was reported as "oscillating")
+    network = Network("linear", (3, 4, 2), seed=0)
+    x = torch.rand(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    engine = TorchEngine(dt=2e-6, tol=1e-8, max_steps=400, record_trace=True,
+                         on_failure="ignore")
+    with torch.no_grad():
+        result = engine.relax(network, x)
+    assert all(b < a for a, b in zip(result.trace, result.trace[1:], strict=False))
+    assert result.failure.kind == "not_converged"
+    assert "still converging" in str(result.failure)
+
+
 def test_fhn_limit_cycle_is_reported_as_oscillation():
     textbook = load_model("fhn").with_parameters(b=0.8, eps=0.08)
     network = Network(textbook, (4, 6, 3), seed=0, gain=3.0)
