@@ -26,7 +26,8 @@ class VectorFieldEP(GradientEstimator):
     runs_on_brian2 = True
     exact_for = ("dynamics with a symmetric Jacobian, and skew-gradient models with "
                  "symmetric coupling, as beta -> 0")
-    exact_in = (("skew_gradient", "as beta -> 0, for the same reason: the weights and the "
+    exact_in = (("gradient", "as beta -> 0: J = -H/tau is symmetric there"),
+                ("skew_gradient", "as beta -> 0, for the same reason: the weights and the "
                                   "nudge act on the coupled variable, where Q = 1, so J^-1 c "
                                   "and J^-T c agree on it"),)
 
