@@ -95,6 +95,8 @@ class Network(nn.Module):
         bias_init = real_number(bias_init, "bias_init")
         if dtype not in (torch.float32, torch.float64):
             raise ConfigError(f"dtype {dtype} must be torch.float32 or torch.float64")
+        if not abs(bias_init) <= torch.finfo(dtype).max:
+            raise ConfigError(f"bias_init {bias_init:g} lies beyond the range of {dtype}")
         self.sizes, self.coupling, self.alpha = sizes, coupling, float(alpha)
         seed = check_seed(seed, "network seed")
         self.lateral, self.skip, self.seed, self.gain = bool(lateral), bool(skip), seed, gain
@@ -108,6 +110,9 @@ class Network(nn.Module):
 
         def uniform(shape: tuple[int, int], fan_in: int) -> torch.Tensor:
             bound = gain / math.sqrt(fan_in)
+            if not bound * 2 <= torch.finfo(dtype).max:  # (the draws span ±bound)
+                raise ConfigError(f"gain {gain:g} gives initial weights beyond the range of "
+                                  f"{dtype}; use a gain of order 1")
             return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
 
         def add_feedforward(name: str, pre: int, post: int, kind: str) -> None:

@@ -322,3 +322,13 @@ def test_the_initial_state_holds_the_model_values(model, values):
     assert state.shape == (2, 6, network.state_size) and state.dtype == network.dtype
     for block in network.blocks:
         assert bool((state[..., block.start:block.stop] == values[block.variable]).all())
+
+
+def test_initial_parameters_beyond_the_dtypes_range_are_refused_by_name():
+    # they were built as inf and reported after the first epoch as a too large learning rate
+    with pytest.raises(ConfigError, match=r"gain 1e\+39 gives initial weights beyond the "
+                                          r"range of torch.float32"):
+        Network("hopfield", (4, 3, 2), gain=1e39, dtype=torch.float32)
+    with pytest.raises(ConfigError, match=r"bias_init 1e\+300 lies beyond the range"):
+        Network("hopfield", (4, 3, 2), bias_init=1e300, dtype=torch.float32)
+    Network("hopfield", (4, 3, 2), gain=1e39)  # float64 holds it

@@ -63,6 +63,10 @@ def check_output_folder(out: Path, *, lock_held: bool = False) -> None:
     ``force`` would delete): a run folder starts with the ``protocol.toml`` it wrote."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"the result folder {str(out)!r} is a file; give --out a folder")
+    if out.name.endswith(PREVIOUS_SUFFIX):  # --force of NAME would take it for its own
+        raise ConfigError(f"the result folder {str(out)!r} ends in {PREVIOUS_SUFFIX!r}, the "
+                          "name a --force run gives the results it sets aside (and removes "
+                          "when done); name the protocol or --out otherwise")
     parent = next((p for p in out.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ConfigError(f"cannot make the result folder {str(out)!r}: {str(parent)!r} is a "

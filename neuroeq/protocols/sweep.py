@@ -168,7 +168,9 @@ def _run_sweep_in(sweep: Sweep, out: Path, *, scheduler: str | None, workers: in
         try:
             with Client(scheduler or cluster) as client:
                 futures = {client.submit(run_point, point.config,
-                                         str(points_dir / point.name), threads, force,
+                                         # absolute: a scheduler's workers may run elsewhere
+                                         str((points_dir / point.name).resolve()),
+                                         threads, force,
                                          pure=False,
                                          key=f"neuroeq-{sweep.name}-{point.name}"): point
                            for point in pending}

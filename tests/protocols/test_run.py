@@ -512,3 +512,12 @@ def test_a_result_folder_named_through_dot_dot_is_replaced_in_place(tmp_path, mo
     assert first == tmp_path / "y" and (first / "DONE").is_file()
     assert run_protocol(quick, Path("y/../y"), force=True, progress=False) == first
     assert (first / "DONE").is_file() and not (tmp_path / "y.previous").exists()
+
+
+def test_a_result_folder_named_like_a_set_aside_one_is_refused(tmp_path):
+    # a protocol "a.previous" would be taken for (and removed as) what --force of "a" set aside
+    with pytest.raises(ConfigError, match=r"ends in '\.previous', the name a --force run "
+                                          "gives the results it sets aside"):
+        run_protocol(load_protocol(TINY_TRAIN, QUICK), tmp_path / "a.previous",
+                     progress=False)
+    assert not (tmp_path / "a.previous").exists()
