@@ -115,7 +115,9 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
                     x = torch.rand(batch, sizes[0], generator=generator, dtype=torch_dtype)
                     y = torch.randint(0, network.readout.n_classes, (batch,),
                                       generator=generator)
-                    names = [n for n, _ in network.named_parameters()]
+                    # each parameter's (name, size), in the order its estimate is flattened
+                    parts = tuple((n, p.numel()) for n, p in network.named_parameters())
+                    names = [n for n, _ in parts]
                     with torch.no_grad():
                         free = engine.relax(network, x)
                     true = make_rule("implicit", engine=engine).estimate(
@@ -123,8 +125,6 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
                     reference = true.flat(names)
                     free_steps[i, j, k, s] = free.n_steps
                     loss[i, j, k, s] = true.loss
-                    sizes_of = dict(network.named_parameters())
-                    parts = tuple((name, sizes_of[name].numel()) for name in names)
                     layout.update(dict.fromkeys(parts))
                     for r, rule_name in enumerate(rules):
                         for b, beta in enumerate(betas):
