@@ -11,8 +11,12 @@ import cmath
 import difflib
 import math
 import numbers
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
 
 from neuroeq.errors import ConfigError
 
@@ -49,6 +53,23 @@ def nudge_strength(value: object, name: str = "beta") -> float | complex:
     return value
 
 
+def within_dtype(value: object, name: str, dtype: torch.dtype, detail: str = ""
+                 ) -> float | complex:
+    """``value`` (a real or complex number) unless it is NaN, infinite or larger in
+    magnitude than ``dtype`` holds (``torch.finfo(dtype).max``): a :class:`ConfigError`
+    naming ``name``, the value and that limit. ``detail`` follows the value (``" for 'W1'"``)."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Number) \
+            or cmath.isnan(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    largest = torch.finfo(dtype).max
+    if not abs(value) <= largest:
+        raise ConfigError(f"{name} {value:g}{detail} is beyond the range of the network's "
+                          f"{str(dtype).removeprefix('torch.')} ({largest:.3g})")
+    return value
+
+
 def positive_number(value: object, name: str, unit: str = "") -> float:
     """``value`` as a finite ``float`` > 0 (``unit`` is named in the message: ``"seconds"``)."""
     what = f"a positive number of {unit}" if unit else "a positive number"
@@ -74,6 +95,24 @@ def folder_name(value: object, name: str) -> str:
         raise ConfigError(f"{name} {value!r} must be a plain folder name (letters, digits, "
                           "'.', '_', '-'; not starting with '.' or '-')")
     return value
+
+
+def distinct_paths(paths: Mapping[str, str | os.PathLike | None]) -> None:
+    """Refuse two of ``paths`` (option -> path, e.g. ``{"--out": a, "--markdown": b}``;
+    ``None`` is skipped) that name one file, compared resolved (``a.nc``, ``./x/../a.nc``
+    and a link to it are one): the second written would replace the first."""
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        same = next((other for known, other in seen.items() if known == resolved
+                     or (known.exists() and resolved.exists()
+                         and os.path.samefile(known, resolved))), None)
+        if same is not None:
+            raise ConfigError(f"{same} and {option} name the same file {str(path)!r}; give "
+                              "each its own path (one would overwrite the other)")
+        seen[resolved] = option
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

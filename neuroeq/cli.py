@@ -82,9 +82,11 @@ def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from neuroeq.checks import distinct_paths
     from neuroeq.gradcheck import gradcheck, summary_table
     from neuroeq.io import refuse_overwrite, write_netcdf, write_text
 
+    distinct_paths({"--out": args.out, "--markdown": args.markdown})
     for path in (args.out, args.markdown):
         if path is not None:
             refuse_overwrite(path, args.force)

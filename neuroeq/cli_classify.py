@@ -57,11 +57,14 @@ def add_classify_commands(commands: argparse._SubParsersAction[_Parser]) -> None
 
 
 def _classify(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from neuroeq.checks import distinct_paths
     from neuroeq.classify import classify
     from neuroeq.errors import ConfigError
     from neuroeq.io import refuse_overwrite, write_netcdf
 
     if args.out is not None:
+        if Path(args.model).is_file():  # a model file, not a name: keep it from --out
+            distinct_paths({"the model file": args.model, "--out": args.out})
         refuse_overwrite(args.out, args.force)
         if not args.grid:
             raise ConfigError("--out writes the stability scan: give at least one --grid")

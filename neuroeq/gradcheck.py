@@ -24,7 +24,7 @@ from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.io import software_attrs
 from neuroeq.network import COUPLINGS, Network
-from neuroeq.neuron_model import load_model
+from neuroeq.neuron_model import NeuronModel, load_model
 from neuroeq.readout import Readout
 from neuroeq.rules import ORACLES, RULE_NAMES, RULES, make_rule
 
@@ -52,14 +52,17 @@ def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> 
                               f"known: {', '.join(allowed)}")
 
 
-def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int] = (20, 16, 5),
+def gradcheck(models: Sequence[str | NeuronModel] = ("hopfield_smooth",), sizes: Sequence[int] = (20, 16, 5),
               couplings: Sequence[str] = ("symmetric",), alphas: Sequence[float] = (1.0,),
               rules: Sequence[str] = DEFAULT_RULES,
               betas: Sequence[float] = (1e-3,), seeds: Sequence[int] = (0,), batch: int = 4,
               dtype: str = "float64", engine: TorchEngine | None = None,
               readout: str = "identity", cost: str = "mse", gain: float = 1.0,
               progress: Callable[[str], None] | None = None) -> xr.Dataset:
-    """Compare rules with the implicit-differentiation gradient; see the module docstring."""
+    """Compare rules with the implicit-differentiation gradient; see the module docstring.
+
+    ``models``: names or paths of model files, or loaded models (with their parameter
+    overrides; the ``model`` coordinate holds their names)."""
     _check_choices(list(rules), RULE_NAMES, "rule")
     for rule in rules:
         if rule in CHECKED_ELSEWHERE:
@@ -80,7 +83,9 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
         raise ConfigError(f"sizes {list(sizes)}: a gradient check needs an input and an output "
                           f"layer and at most {MAX_UNITS:,} units beyond the input (the oracle "
                           "solves with the dense Jacobian of the state)")
-    loaded = {name: load_model(name) for name in models}
+    loaded = [model if isinstance(model, NeuronModel) else load_model(model)
+              for model in models]
+    models = [model.name if isinstance(model, NeuronModel) else str(model) for model in models]
     engine = engine or TorchEngine(tol=gradient_check_tolerance(dtype), max_steps=100000)
     torch_dtype = DTYPES[dtype]
     shape = (len(models), len(couplings), len(alphas), len(seeds), len(rules), len(betas))
@@ -93,8 +98,7 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
     # the union of the networks' parameters, in order of first appearance: one element axis
     # for nets with different parameters (an asymmetric net's feedback matrices BW_l)
     layout: dict[tuple[str, int], None] = {}
-    for i, model_name in enumerate(models):
-        model = loaded[model_name]
+    for i, (model_name, model) in enumerate(zip(models, loaded, strict=True)):
         for j, coupling in enumerate(couplings):
             for k, alpha in enumerate(alphas):
                 if coupling != "asymmetric" and k > 0:  # alpha only shapes asymmetric nets
@@ -165,7 +169,7 @@ def gradcheck(models: Sequence[str] = ("hopfield_smooth",), sizes: Sequence[int]
               "alphas": list(alphas), "rules": list(rules), "betas": list(betas),
               "seeds": list(seeds), "batch": batch, "dtype": dtype, "readout": readout,
               "cost": cost, "gain": gain, "engine": engine.name,
-              "tol": engine.settings(Network(loaded[models[0]], sizes))[2]}
+              "tol": engine.settings(Network(loaded[0], sizes))[2]}
 
     return xr.Dataset(
         {"cosine": (dims, cosine), "rel_error": (dims, rel_error),

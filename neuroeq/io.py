@@ -38,6 +38,13 @@ def refuse_overwrite(path: str | os.PathLike, force: bool) -> None:
                           "folder")
 
 
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of an atomic write: ``.NAME.XXXXXXXX.tmp``
+    (:func:`write_text`, :func:`write_netcdf`), ``.NAME.PID.tmp`` (a checkpoint) or
+    ``.STEM.tmp.png`` (a figure). A writer killed mid-write leaves one behind."""
+    return name.startswith(".") and name.endswith((".tmp", ".tmp.png"))
+
+
 def _temporary_sibling(path: Path) -> Path:
     """An empty file next to ``path`` with the usual permissions (umask honoured)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +62,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     temporary = _temporary_sibling(path)
     try:
         temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes atomically."""
+    path = Path(path)
+    temporary = _temporary_sibling(path)
+    try:
+        temporary.write_bytes(data)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

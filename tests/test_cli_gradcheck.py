@@ -11,6 +11,7 @@ import xarray as xr
 from neuroeq.cli import main
 from neuroeq.errors import ConfigError
 from neuroeq.gradcheck import convergence_slope, gradcheck
+from neuroeq.neuron_model import load_model
 
 
 def test_gradcheck_dataset_has_the_promised_variables():
@@ -29,6 +30,17 @@ def test_gradcheck_dataset_has_the_promised_variables():
     assert float(ds.rel_error.sel(rule="implicit").max()) == 0.0
     slope = convergence_slope(ds.sel(coupling="symmetric", alpha=1.0), "ep")
     assert 0.8 < slope < 1.2
+
+
+def test_a_loaded_model_is_checked_with_its_parameter_overrides():
+    """(An asymmetry protocol passes its [model] with its parameters: they reach the check.)"""
+    kwargs = dict(sizes=(6, 5, 3), rules=["ep"], batch=2, dtype="float64")
+    plain = gradcheck(models=["fhn"], **kwargs)
+    shifted = gradcheck(models=[load_model("fhn", a=0.2)], **kwargs)
+    assert list(shifted.model.values) == ["fhn"]
+    assert not np.allclose(plain.true.values, shifted.true.values, equal_nan=True)
+    again = gradcheck(models=[load_model("fhn")], **kwargs)
+    np.testing.assert_array_equal(plain.true.values, again.true.values)
 
 
 def test_elements_of_nets_with_different_parameters_are_labelled_by_name():

@@ -433,6 +433,7 @@ class Brian2Engine(RelaxationSettings):
         beta = nudge_strength(beta)
         if beta != 0.0 and y is None:
             raise ConfigError("a nudged phase (beta != 0) needs targets y")
+        self.check_range(network, beta)
         init, drive = self._warm_start(start, init, drive)
         if force is not None and not isinstance(force, AsymCorrection):
             raise ConfigError("the Brian2 engine realises only AsymEP's correction inside its "

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from neuroeq.checks import nudge_strength, positive_number, whole_number
+from neuroeq.checks import nudge_strength, positive_number, whole_number, within_dtype
 from neuroeq.engines.brian2_common import (
     TARGETS,
     block_diagonal,
@@ -41,7 +41,7 @@ from neuroeq.engines.brian2_common import (
     recent_simulation,
     run_steps,
 )
-from neuroeq.engines.settings import start_state
+from neuroeq.engines.settings import check_step_range, start_state
 from neuroeq.engines.torch_engine import RelaxResult
 from neuroeq.errors import ConfigError, ModelError
 from neuroeq.network import Edge, Network, Params
@@ -252,6 +252,13 @@ class SpikingEngine:
                              "missing")
         return dt, burn_in, window, draw, on_pre
 
+    def check_range(self, network: Network, beta: float | complex = 0.0) -> None:
+        """Refuse a step ``dt`` or nudge ``β`` beyond the range of the network's dtype
+        (:func:`check_step_range`; the nudging current ``β/τ`` too)."""
+        check_step_range(network, self.settings(network)[0], beta)
+        within_dtype(abs(beta) / network.tau, "the nudging current |beta|/tau", network.dtype,
+                     f" (beta = {beta:g}, tau = {network.tau:g} s; lower beta)")
+
     @staticmethod
     def nudge_gradient(network: Network, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``g`` (B, n_out) of the output's nudging current ``-(β/τ) g``, at ``state``:
@@ -300,6 +307,7 @@ class SpikingEngine:
         if beta != 0.0 and (y is None or nudge_at is None):
             raise ConfigError("a nudged spiking phase (beta != 0) needs targets y and the "
                               "state nudge_at at which the cost gradient is evaluated")
+        self.check_range(network, beta)
         with torch.no_grad():
             return self._relax(network, x, y, beta, init, seed, nudge_at, params)
 

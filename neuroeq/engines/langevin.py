@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from neuroeq.checks import nudge_strength
-from neuroeq.engines.settings import start_state
+from neuroeq.checks import nudge_strength, within_dtype
+from neuroeq.engines.settings import check_step_range, start_state
 from neuroeq.errors import ConfigError
 from neuroeq.network import Network
 from neuroeq.seeds import check_seed
@@ -93,6 +93,17 @@ class LangevinSampler:
         self._generator = torch.Generator().manual_seed(check_seed(self.seed,
                                                                    "sampler seed"))
 
+    def check_range(self, network: Network, betas: Sequence[float] = (0.0,)) -> None:
+        """Refuse a step, nudge or temperature beyond the range of the network's dtype:
+        :func:`check_step_range`, ``T`` and the noise's variance ``2T·dt/τ``."""
+        dt = self.dt if self.dt is not None else 0.1 * network.tau
+        for beta in betas:
+            check_step_range(network, dt, beta)
+        T = float(self.temperature)
+        within_dtype(T, "temperature", network.dtype)
+        within_dtype(2 * T * dt / network.tau, "the noise variance 2*T*dt/tau", network.dtype,
+                     f" (T = {T:g}, dt = {dt:g} s, tau = {network.tau:g} s; lower T or dt)")
+
     def random_state(self) -> torch.Tensor:
         return self._generator.get_state()
 
@@ -111,6 +122,7 @@ class LangevinSampler:
         betas = [nudge_strength(b, "each of betas") for b in betas]
         if any(b != 0 for b in betas) and y is None:
             raise ConfigError("nudged sampling (beta != 0) needs targets y")
+        self.check_range(network, betas)
         x = network.clamped_input(x)
         batch = x.shape[0]
         tau = network.tau

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from neuroeq.checks import nonnegative_number, positive_number, whole_number
+from neuroeq.checks import nonnegative_number, positive_number, whole_number, within_dtype
 from neuroeq.errors import ConfigError, RelaxationError
 
 if TYPE_CHECKING:
@@ -42,6 +42,20 @@ def start_state(init: object, network: Network, batch: int, *, leading: bool = T
     return state
 
 
+def check_step_range(network: Network, dt: float, beta: float | complex = 0.0,
+                     step: str = "dt") -> None:
+    """Refuse, before a phase, a step or a nudge the network's dtype cannot hold: ``dt``,
+    ``β``, the Euler step's factor ``dt/τ`` and the nudge's ``dt·|β|/τ`` must not exceed
+    ``torch.finfo(network.dtype).max`` (``step`` names ``dt`` in the messages)."""
+    dtype, tau = network.dtype, network.tau
+    within_dtype(dt, step, dtype, " s")
+    within_dtype(beta, "beta", dtype)
+    within_dtype(dt / tau, f"the Euler step {step}/tau", dtype,
+                 f" ({step} = {dt:g} s, tau = {tau:g} s; lower {step})")
+    within_dtype(dt * abs(beta) / tau, f"the nudge step {step}*|beta|/tau", dtype,
+                 f" (beta = {beta:g}, {step} = {dt:g} s, tau = {tau:g} s; lower beta)")
+
+
 class RelaxationSettings:
     """Mixin for engine dataclasses with fields ``dt``, ``max_steps``, ``tol``,
     ``check_every`` and ``on_failure``."""
@@ -57,6 +71,12 @@ class RelaxationSettings:
         if self.tol is not None:
             self.tol = nonnegative_number(self.tol, "tol")
         self.check_every = whole_number(self.check_every, "check_every", 1)
+
+    def check_range(self, network: Network, beta: float | complex = 0.0,
+                    dt: float | None = None) -> None:
+        """Refuse a step ``dt`` (default: the engine's) or nudge ``β`` beyond the range of
+        the network's dtype (:func:`check_step_range`), before any computation with them."""
+        check_step_range(network, self.settings(network)[0] if dt is None else dt, beta)
 
     def settings(self, network: Network) -> tuple[float, int, float]:
         """``(dt, max_steps, tol)`` with the model's defaults filled in."""

@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neuroeq.checks import nonnegative_number, nudge_strength, positive_number, whole_number
+from neuroeq.checks import (
+    nonnegative_number,
+    nudge_strength,
+    positive_number,
+    whole_number,
+    within_dtype,
+)
 from neuroeq.engines import fast_step
 from neuroeq.engines.failures import (
     ConvergenceLog,
@@ -47,7 +53,7 @@ from neuroeq.engines.failures import (
     short,
     stability_hint,
 )
-from neuroeq.engines.settings import RelaxationSettings, start_state
+from neuroeq.engines.settings import RelaxationSettings, check_step_range, start_state
 from neuroeq.errors import ConfigError, RelaxationError
 from neuroeq.linearization import EulerJacobian, Linearization
 from neuroeq.network import Network, Params
@@ -153,6 +159,17 @@ class TorchEngine(RelaxationSettings):
                                                  "stability_iterations", 0)
         self.divergence = positive_number(self.divergence, "divergence")
 
+    def check_range(self, network: Network, beta: float | complex = 0.0,
+                    dt: float | None = None) -> None:
+        """Refuse a step, nudge or solver factor beyond the range of the network's dtype:
+        also Anderson's ``ω`` and the Gauss-Seidel sweep's steps ``over_relaxation·dt``."""
+        dt = self.settings(network)[0] if dt is None else dt
+        super().check_range(network, beta, dt)
+        if self.solver == "anderson":
+            within_dtype(self.anderson_mixing, "anderson_mixing", network.dtype)
+        if self.solver == "gauss_seidel":
+            check_step_range(network, self.over_relaxation * dt, beta, "over_relaxation*dt")
+
     def relax(self, network: Network, x: torch.Tensor, *, y: torch.Tensor | None = None,
               beta: float = 0.0, init: torch.Tensor | None = None, force: Force | None = None,
               params: Params | None = None, drive: dict | None = None,
@@ -169,6 +186,8 @@ class TorchEngine(RelaxationSettings):
         beta = nudge_strength(beta)
         if beta != 0.0 and y is None:
             raise ConfigError("a nudged phase (beta != 0) needs targets y")
+        dt, _, _ = self.settings(network)
+        self.check_range(network, beta, dt)
         if y is not None:  # one-hot on the network's device once, not at every step
             y = network.targets(y)
         if self.solver != "euler" and torch.is_grad_enabled():
@@ -188,7 +207,6 @@ class TorchEngine(RelaxationSettings):
             state = init.to(device=network.device, dtype=network.dtype, copy=True)
         nudge = beta / network.tau
         if not torch.is_grad_enabled() and fast_step.supports(network, state, params):
-            dt, _, _ = self.settings(network)
             if self.solver == "gauss_seidel" and fast_step.sweep_applies(network, force):
                 result = self._gauss_seidel(network, drive, state, params, nudge, y,
                                             max_steps, tol)
@@ -246,6 +264,7 @@ class TorchEngine(RelaxationSettings):
         error messages. The map is ``s ↦ project(s + dt·velocity(s))``.
         """
         dt, _, _ = self.settings(network)
+        self.check_range(network, dt=dt)
 
         def step(s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
             new_state = s + dt * velocity(s)

@@ -25,9 +25,10 @@ MS = 1e-3
 
 
 def build_model(config: dict[str, dict[str, Any]]) -> NeuronModel:
-    """The ``[model]`` section: a model file with parameter overrides."""
+    """The ``[model]`` section: a model file with parameter overrides (none where the
+    protocol's kind does not read them)."""
     section = config["model"]
-    return load_model(section["name"], **section["parameters"])
+    return load_model(section["name"], **section.get("parameters", {}))
 
 
 def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None = None,

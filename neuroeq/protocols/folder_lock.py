@@ -4,7 +4,8 @@ Two runs started into one folder would otherwise both write there (the second's 
 beside the first's datasets, their logs interleaved), and two ``force`` runs would both
 set the old results aside. The lock is ``flock`` on a file beside the folder (outside it,
 so that a ``force`` run holds it while it moves the folder away), released and removed
-when the run ends; a run whose process dies leaves no stale lock. On systems without
+when the run ends; a run whose process dies (even by SIGKILL) leaves the file, unlocked
+(the kernel releases ``flock``), and the next run takes it. On systems without
 ``fcntl`` runs are not locked.
 """
 

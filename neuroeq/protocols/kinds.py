@@ -202,7 +202,7 @@ def _run_asymmetry(protocol: Protocol, out: Path, log: logging.Logger, *, resume
     model = build.build_model(config)
     alphas, rules, seeds = section["alphas"], section["rules"], section["seeds"]
     log.info("gradient alignment over alpha %s, rules %s", alphas, rules)
-    checked = gradcheck(models=[config["model"]["name"]], sizes=section["gradcheck_sizes"],
+    checked = gradcheck(models=[model], sizes=section["gradcheck_sizes"],
                         couplings=["asymmetric"], alphas=alphas, rules=rules,
                         betas=[section["gradcheck_beta"]], seeds=seeds,
                         engine=None, progress=lambda text: log.info("gradcheck %s", text))

@@ -4,7 +4,11 @@ Every run writes ``protocol.toml`` (the resolved configuration), ``log.txt``, it
 (NetCDF) and figures (PNG) into one folder. An existing folder is refused unless
 ``force`` (start again) or ``resume`` (training continues from its checkpoint) is given.
 ``force`` keeps the folder it replaces beside the new one (``NAME.previous``) until the new
-run is done: a run that fails leaves the results it was to replace where they can be found.
+run is done: a run that fails leaves the results it was to replace where they can be found,
+and a ``force`` that would have to discard results before it is done is refused. A
+``resume`` that fails before it wrote a new result (in training: a checkpoint) puts back
+the protocol, done marker and metrics it had rewritten. Temporaries that a killed run
+left are removed by the next run that finishes in the folder.
 """
 
 from __future__ import annotations
@@ -31,8 +35,12 @@ from neuroeq.protocols.result_folder import (
     REPLACES_MARKER,
     check_output_folder,
     check_resumable_folder,
+    check_set_aside,
+    folder_state,
     holds_results,
     previous_path,
+    remove_temporaries,
+    restore_folder,
     result_path,
     set_aside,
 )
@@ -80,25 +88,43 @@ def run_protocol(protocol: Protocol, out_dir: str | Path | None = None, *, force
                         f"{str(kept)!r})" if kept is not None and kept.is_dir() else ""))
             if resume:
                 check_resumable_folder(protocol, out)
-        previous = set_aside(out) if force else None
-        out.mkdir(exist_ok=True)
-        marker = out / REPLACES_MARKER
-        notes: tuple[str, ...] = ()
-        if previous is not None:  # a resume of this run completes the replacement
-            write_text(marker, f"{previous.name}\n")
-        elif resume and kept is not None and kept.is_dir() and marker.exists():
-            previous = kept  # the run an interrupted --force started: once done, kept goes
-        elif not resume:  # another run takes the folder: the kept results are not its own
-            marker.unlink(missing_ok=True)
-        if previous is None and kept is not None and kept.is_dir():
-            notes = (f"the results an interrupted --force run was to replace stay in "
-                     f"{str(kept)!r} (this run does not remove them)",)
-        _run_in(protocol, out, previous, resume=resume, progress=progress, threads=threads,
-                notes=notes)
+        if force:
+            check_set_aside(out)
+        previous, notes = _take_folder(out, kept, force=force, resume=resume)
+        before = folder_state(out) if resume else None
+        try:
+            _run_in(protocol, out, previous, resume=resume, progress=progress,
+                    threads=threads, notes=notes)
+        except BaseException as exc:  # a resume that trained nothing: the folder as it was
+            if before is not None:
+                restore_folder(out, before, refused=isinstance(exc, ConfigError))
+            raise
         if previous is not None:
             shutil.rmtree(previous)
-            marker.unlink(missing_ok=True)
+            (out / REPLACES_MARKER).unlink(missing_ok=True)
+        remove_temporaries(out)  # (a killed run's; this run's own are gone)
     return out
+
+
+def _take_folder(out: Path, kept: Path | None, *, force: bool, resume: bool
+                 ) -> tuple[Path | None, tuple[str, ...]]:
+    """Make ``out`` ready for the run (under its lock, after every check): set it aside for
+    ``force``, mark what a ``force`` run replaces. Returns the folder the run removes once
+    done (``None``: none) and the notes the run says as warnings."""
+    previous = set_aside(out) if force else None
+    out.mkdir(exist_ok=True)
+    marker = out / REPLACES_MARKER
+    if previous is not None:  # a resume of this run completes the replacement
+        write_text(marker, f"{previous.name}\n")
+    elif resume and kept is not None and kept.is_dir() and marker.exists():
+        previous = kept  # the run an interrupted --force started: once done, kept goes
+    elif not resume:  # another run takes the folder: the kept results are not its own
+        marker.unlink(missing_ok=True)
+    if previous is None and kept is not None and kept.is_dir():
+        return None, (f"the results an interrupted --force run was to replace stay in "
+                      f"{str(kept)!r} (this run does not remove them, and a --force over "
+                      "its results is refused until they are moved or removed)",)
+    return previous, ()
 
 
 def _run_in(protocol: Protocol, out: Path, previous: Path | None, *, resume: bool,

@@ -5,6 +5,7 @@ would be right. Protocol files are data: nothing in them is ever executed.
 
 from __future__ import annotations
 
+import datetime
 import math
 import reprlib
 from collections.abc import Mapping
@@ -18,7 +19,8 @@ from neuroeq.engines.brian2_common import TARGETS
 from neuroeq.engines.settings import DTYPES
 from neuroeq.engines.torch_engine import SOLVERS
 from neuroeq.errors import ConfigError, ModelError
-from neuroeq.gradcheck import DEFAULT_RULES
+from neuroeq.gradcheck import DEFAULT_RULES, MAX_BATCH
+from neuroeq.gradcheck import MAX_UNITS as GRADCHECK_MAX_UNITS
 from neuroeq.network import COUPLINGS
 from neuroeq.neuron_model import find_model_file
 from neuroeq.readout import COSTS, READOUT_KINDS
@@ -108,6 +110,9 @@ ENGINE_OPTIONS: dict[str, tuple[str, ...]] = {
 #: ``[engine]`` keys that only one solver of the torch engine reads
 SOLVER_OPTIONS: dict[str, str] = {"anderson_memory": "anderson", "anderson_mixing": "anderson",
                                   "over_relaxation": "gauss_seidel"}
+
+#: a gradient check's limit (its oracle solves with the dense Jacobian of the state)
+GRADCHECK_SIZES_DOC = f"at most {GRADCHECK_MAX_UNITS:,} units beyond the input"
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "protocol": {
@@ -233,8 +238,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
                             "samples", default_doc="all samples"),
     },
     "gradcheck": {
-        "models": Field("list[str]", ["hopfield_smooth"]),
-        "sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
+        "models": Field("list[str]", ["hopfield_smooth"],
+                        doc="models in models/ (or paths to model files)"),
+        "sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS,
+                       doc=GRADCHECK_SIZES_DOC),
         "couplings": Field("list[str]", ["symmetric"],
                            choices=COUPLINGS),
         "alphas": Field("list[float]", [1.0], minimum=0.0, maximum=1.0),
@@ -242,7 +249,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                        doc=CHECKED_ELSEWHERE_DOC),
         "betas": Field("list[float]", [1e-3], positive=True),
         "seeds": Field("list[int]", [0], minimum=0, maximum=MAX_SEED),
-        "batch": Field("int", 4, positive=True),
+        "batch": Field("int", 4, positive=True, maximum=MAX_BATCH),
         "dtype": Field("str", "float64", choices=tuple(DTYPES)),
         "readout": Field("str", "identity", choices=READOUT_KINDS),
         "cost": Field("str", "mse", choices=COSTS),
@@ -251,7 +258,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "alphas": Field("list[float]", [0.0, 0.5, 1.0], minimum=0.0, maximum=1.0),
         "rules": Field("list[str]", ["ep", "vf", "asym", "dyadic"], choices=RULE_CHOICES,
                        doc=CHECKED_ELSEWHERE_DOC),
-        "gradcheck_sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS),
+        "gradcheck_sizes": Field("list[int]", [20, 16, 5], positive=True, maximum=MAX_UNITS,
+                                 doc=GRADCHECK_SIZES_DOC),
         "gradcheck_beta": Field("float", 1e-3, positive=True),
         "seeds": Field("list[int]", [0], minimum=0, maximum=MAX_SEED),
         "train": Field("bool", True, doc="also train each (alpha, rule) on the data set"),
@@ -307,6 +315,27 @@ KEYS_READ: dict[str, dict[str, tuple[str, ...]]] = {
     "snn_bptt": {"network": ("sizes",),
                  "training": ("epochs", "batch_size", "lr", "seed", "limit_train",
                               "limit_test")},
+    # with train = true (else ASYMMETRY_UNTRAINED_KEYS_READ): [asymmetry] sets the networks'
+    # coupling (asymmetric), alphas and seeds; training writes no checkpoints; its gradient
+    # checks build their own networks
+    "asymmetry": {"network": ("sizes", "lateral", "skip", "gain", "bias_init", "readout",
+                              "cost", "dtype"),
+                  "training": tuple(key for key in SCHEMA["training"]
+                                    if key != "checkpoint_every"),
+                  "outputs": ("figures", "dpi")},
+}
+#: what an asymmetry protocol with train = false reads: its gradient checks run on torch,
+#: in float64, on networks of [asymmetry].gradcheck_sizes of the model (with its
+#: [model].parameters)
+ASYMMETRY_UNTRAINED_KEYS_READ: dict[str, tuple[str, ...]] = {
+    "model": ("name", "parameters"), "network": (), "engine": (), "data": (), "training": (),
+    "outputs": ("figures", "dpi"),
+}
+#: what to set instead of a key a kind does not read
+UNREAD_HINTS: dict[tuple[str, str, str], str] = {
+    ("asymmetry", "network", "coupling"): "its networks are asymmetric",
+    ("asymmetry", "network", "alpha"): "set [asymmetry].alphas",
+    ("asymmetry", "network", "seed"): "set [asymmetry].seeds",
 }
 #: sections a kind cannot do without (the rest fall back to defaults)
 REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -345,6 +374,7 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
     for section in REQUIRED_SECTIONS[kind]:
         if section not in data:
             raise ConfigError(f"{source}: kind {kind!r} needs a [{section}] section")
+    keys_read, condition = _keys_read(kind, data, source)
     resolved: dict[str, dict[str, Any]] = {}
     for section in allowed:
         table = data.get(section, {})
@@ -355,20 +385,17 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
             if key not in fields:
                 raise ConfigError(f"{source}: unknown key [{section}].{_name(key)}"
                                   f"{did_you_mean(key, fields)}; known: {', '.join(fields)}")
-        read = KEYS_READ.get(kind, {}).get(section)
-        if read is not None:  # (a default value, as resolved protocols write them, passes)
-            ignored = [key for key in table if key not in read
-                       and table[key] != fields[key].default]
-            if ignored:
-                raise ConfigError(f"{source}: kind {kind!r} does not read [{section}]."
-                                  f"{_name(ignored[0])} (it reads only "
-                                  f"{', '.join(read)} of [{section}])")
+        read = keys_read.get(section)
+        if read is not None:
+            _refuse_unread(table, read, kind, section, f"{source}: kind {kind!r}{condition}")
+            if not read:  # a section the kind does not read at all is left out
+                continue
             fields = {key: spec for key, spec in fields.items() if key in read}
         resolved[section] = {}
         for key, spec in fields.items():
             where = f"{source}: [{section}].{key}"
             if key in table:
-                resolved[section][key] = _check(table[key], spec, where)
+                resolved[section][key] = _check(table[key], spec, where, f"{section}.{key}")
             elif spec.default is REQUIRED:
                 raise ConfigError(f"{where} is required")
             else:
@@ -381,8 +408,37 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
         except ModelError as error:
             raise ConfigError(f"{source}: [model].name: {error}") from None
     _check_network_size(resolved, source)
+    _check_gradient_checks(resolved, source)
     _check_engine_and_rule(resolved, kind, source)
     return resolved
+
+
+def _keys_read(kind: str, data: Mapping[str, Any], source: str
+               ) -> tuple[dict[str, tuple[str, ...]], str]:
+    """The keys of each section ``kind`` reads, where it reads only some (as
+    :data:`KEYS_READ`), and the condition they depend on, for errors (``""``: none)."""
+    if kind == "asymmetry":
+        table = data.get("asymmetry", {})
+        train = table.get("train", True) if isinstance(table, Mapping) else True
+        if not _check(train, SCHEMA["asymmetry"]["train"], f"{source}: [asymmetry].train"):
+            return ASYMMETRY_UNTRAINED_KEYS_READ, " with [asymmetry].train = false"
+    return KEYS_READ.get(kind, {}), ""
+
+
+def _refuse_unread(table: Mapping[str, Any], read: tuple[str, ...], kind: str, section: str,
+                   who: str) -> None:
+    """Refuse a key of ``[section]`` that is not in ``read`` (``who``: the kind, in the
+    error), unless it holds its default, as resolved protocols of earlier versions wrote."""
+    fields = SCHEMA[section]
+    ignored = [key for key in table if key not in read and table[key] != fields[key].default]
+    if not ignored:
+        return
+    key = ignored[0]
+    reads = (f"it reads only {', '.join(read)} of [{section}]" if read
+             else f"it reads no key of [{section}]")
+    hint = UNREAD_HINTS.get((kind, section, key))
+    raise ConfigError(f"{who} does not read [{section}].{_name(key)} ({reads}"
+                      f"{f'; {hint}' if hint else ''})")
 
 
 def _copy(value: Any) -> Any:
@@ -390,10 +446,13 @@ def _copy(value: Any) -> Any:
                                                         if isinstance(value, dict) else value)
 
 
-def _check(value: Any, spec: Field, where: str) -> Any:
+def _check(value: Any, spec: Field, where: str, dotted: str = "") -> Any:
+    """``value`` checked against ``spec`` (``where``: the key in errors; ``dotted``: its
+    ``section.key``, for the ``--set`` of a hint)."""
     kind = spec.kind
     if kind.startswith("optional_"):
-        return None if value is None else _check(value, _replace_kind(spec, kind[9:]), where)
+        return None if value is None else _check(value, _replace_kind(spec, kind[9:]), where,
+                                                 dotted)
     if kind.startswith("list["):
         item_kind = kind[5:-1]
         if not isinstance(value, list) or not value:
@@ -415,6 +474,8 @@ def _check(value: Any, spec: Field, where: str) -> Any:
             raise ConfigError(f"{where} must be true or false, got {_show(value)}")
         return value
     if kind == "str":
+        if isinstance(value, (datetime.date, datetime.time)):
+            raise ConfigError(_toml_date_message(value, where, dotted))
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {_show(value)}")
         if spec.choices and value not in spec.choices:
@@ -429,6 +490,17 @@ def _check(value: Any, spec: Field, where: str) -> Any:
     if kind == "float":
         return _bounded(_number(value, where), spec, where)
     raise AssertionError(f"schema kind {kind!r}")  # a bug in SCHEMA, not in the file
+
+
+def _toml_date_message(value: datetime.date | datetime.time, where: str, dotted: str) -> str:
+    """A string key given an unquoted date or time, which TOML reads as one (``name =
+    2024-01-01``, or ``--set protocol.name=2024-01-01``): say so, and how to quote it."""
+    what = ("date-time" if isinstance(value, datetime.datetime) else
+            "date" if isinstance(value, datetime.date) else "time")
+    text = value.isoformat()
+    on_command_line = f"; with --set: '{dotted}=\"{text}\"'" if dotted else ""
+    return (f"{where} must be a string, got {text}, which TOML reads as a {what} (it is "
+            f'not quoted): quote it, "{text}"{on_command_line}')
 
 
 def _name(key: Any) -> str:
@@ -485,6 +557,28 @@ def _check_network_size(resolved: dict[str, dict[str, Any]], source: str) -> Non
         if synapses > MAX_SYNAPSES:
             raise ConfigError(f"{source}: [{section}].sizes {sizes} has {synapses:,} synapses, "
                               f"more than the {MAX_SYNAPSES:,} a protocol may ask for")
+
+
+def _check_gradient_checks(resolved: dict[str, dict[str, Any]], source: str) -> None:
+    """What a gradient check would refuse when it runs: unknown models, and networks
+    larger than its oracle's limit (:data:`neuroeq.gradcheck.MAX_UNITS`)."""
+    for name in resolved.get("gradcheck", {}).get("models", ()):
+        try:
+            find_model_file(name)
+        except ModelError as error:
+            raise ConfigError(f"{source}: [gradcheck].models: {error}") from None
+    for section, key in (("gradcheck", "sizes"), ("asymmetry", "gradcheck_sizes")):
+        sizes = resolved.get(section, {}).get(key)
+        if sizes is None:
+            continue
+        where = f"{source}: [{section}].{key}"
+        if len(sizes) < 2:
+            raise ConfigError(f"{where} needs an input and an output layer, got {sizes}")
+        if sum(sizes[1:]) > GRADCHECK_MAX_UNITS:
+            raise ConfigError(f"{where} {sizes} has {sum(sizes[1:]):,} units beyond the "
+                              f"input, more than the {GRADCHECK_MAX_UNITS:,} a gradient check "
+                              "may ask for (its oracle solves with the dense Jacobian of the "
+                              "state)")
 
 
 def _check_engine_and_rule(resolved: dict[str, dict[str, Any]], kind: str, source: str

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neuroeq.checks import whole_number
+from neuroeq.checks import whole_number, within_dtype
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.network import Network
@@ -72,6 +72,9 @@ class GradientEstimator(ABC):
     runs_on_brian2: bool = False
     #: whether the rule needs analytic (holomorphic) dynamics
     needs_analytic_dynamics: bool = False
+    #: the rule's float settings (attribute names; ``None`` values are skipped) that the
+    #: network's dtype must hold, checked by :meth:`check_range`
+    dtype_bounded: tuple[str, ...] = ("beta",)
 
     def __init__(self, engine: TorchEngine | None = None, nudged_steps: int | None = None):
         self.engine = engine if engine is not None else TorchEngine()
@@ -83,6 +86,17 @@ class GradientEstimator(ABC):
                 f"rule {self.name!r} estimates from spike statistics: give it a SpikingEngine")
         self.nudged_steps = (None if nudged_steps is None
                              else whole_number(nudged_steps, "nudged_steps", 1))
+
+    def check_range(self, network: Network) -> None:
+        """Refuse, before any computation, a setting beyond the range of the network's dtype
+        (:attr:`dtype_bounded`; the engine's step and the nudge ``dt·β/τ`` too): an
+        overflow there would crash the step or fill the states with inf and NaN."""
+        for name in self.dtype_bounded:
+            if (value := getattr(self, name, None)) is not None:
+                within_dtype(value, name, network.dtype)
+        engine_check = getattr(self.engine, "check_range", None)
+        if engine_check is not None:
+            engine_check(network, getattr(self, "beta", 0.0) if self.takes_beta else 0.0)
 
     def estimate(self, network: Network, batch: Batch, *, free: RelaxResult | None = None,
                  init: torch.Tensor | None = None, write_grad: bool = True) -> Estimate:
@@ -99,6 +113,7 @@ class GradientEstimator(ABC):
                         batch, (tuple, list)) else ""))
             raise ConfigError(f"the batch must be a pair (x, y) of inputs and labels or "
                               f"targets, got {what}")
+        self.check_range(network)
         x, y = batch
         x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
         labels = not (y.is_floating_point() or y.is_complex())

@@ -80,6 +80,11 @@ class _GibbsRule(GradientEstimator):
     def temperature(self) -> float:
         return self.sampler.temperature
 
+    def check_range(self, network: Network) -> None:
+        """The base checks and the sampler's (:meth:`LangevinSampler.check_range`)."""
+        super().check_range(network)
+        self.sampler.check_range(network, (0.0, self.beta))
+
     def random_state(self) -> dict[str, torch.Tensor]:
         return {"langevin": self.sampler.random_state()}
 

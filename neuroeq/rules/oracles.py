@@ -134,6 +134,7 @@ class FiniteDifferences(GradientEstimator):
     name = "fd"
     exact_for = "everything, up to O(h^2) (the oracle)"
     takes_beta = False
+    dtype_bounded = ("h",)
 
     def __init__(self, engine: TorchEngine | None = None, h: float | None = None,
                  chunk: int = 512):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.checks import within_dtype
 from neuroeq.data import LabeledData
 from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.errors import ConfigError, RelaxationError, TrainingError
@@ -30,7 +31,11 @@ METRICS_NAME = "metrics.nc"
 
 
 def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimizer:
-    """One parameter group per learning rate; ``config.lr`` may name parameters."""
+    """One parameter group per learning rate; ``config.lr`` may name parameters. A rate,
+    ``momentum`` or ``weight_decay`` beyond the range of the network's dtype is refused (the
+    optimizer's step would overflow it)."""
+    for name in ("momentum", "weight_decay"):
+        within_dtype(getattr(config, name), f"training.{name}", network.dtype)
     rates = config.lr if isinstance(config.lr, dict) else {"default": config.lr}
     full_names = {name for name, _ in network.named_parameters()}
     # short names (W1, b1) are the dynamics' parameters; the readout's go by "readout"
@@ -44,7 +49,6 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
                               f"{', '.join([*sorted(known_short), *groups_known, 'default'])}"
                               + ("" if groups_known else " (the readout has no parameters)"))
     groups: dict[float, list[torch.nn.Parameter]] = {}
-    largest = torch.finfo(network.dtype).max
     for name, param in network.named_parameters():
         short = name.split(".", 1)[-1]
         if name in rates and short in rates and not name.startswith("readout."):
@@ -63,10 +67,7 @@ def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimiz
             raise ConfigError(f"training.lr has no rate for parameter {label!r}; give it one "
                               "or add 'default' (keys: "
                               f"{', '.join([*sorted(known_short), *groups_known, 'default'])})")
-        if float(rate) > largest:  # the optimizer's step would overflow the parameter's dtype
-            raise ConfigError(f"training.lr {float(rate):g} for {short!r} is beyond the range "
-                              f"of the network's {str(network.dtype).removeprefix('torch.')} "
-                              f"({largest:.3g})")
+        within_dtype(float(rate), "training.lr", network.dtype, f" for {short!r}")
         groups.setdefault(float(rate), []).append(param)
     param_groups = [{"params": params, "lr": rate, "base_lr": rate}
                     for rate, params in groups.items()]
@@ -159,6 +160,7 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                               f"network's readout predicts {network.readout.n_classes}: give "
                               "the output layer one unit per class or a linear readout with "
                               f"n_classes={data.n_classes}")
+    rule.check_range(network)  # a beta or a step the network's dtype cannot hold
     if config.limit_train:
         train_data = dataclasses.replace(train_data, x=train_data.x[:config.limit_train],
                                          y=train_data.y[:config.limit_train])

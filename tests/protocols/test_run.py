@@ -2,6 +2,7 @@
 figures); existing folders are not overwritten without --force; resume continues."""
 
 import os
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -438,7 +439,8 @@ def test_a_resumed_run_finishes_what_an_interrupted_force_run_replaced(tmp_path,
 def test_only_the_force_run_that_set_results_aside_removes_them(tmp_path):
     """A --force run that fails before writing a result leaves a folder another run may
     take: that plain run names NAME.previous, and neither it nor its --resume removes it
-    (they are not the run that was to replace those results)."""
+    (they are not the run that was to replace those results), nor does a --force before
+    it is done (it is refused until one of the two folders is moved)."""
     out = run_protocol(load_protocol(TINY_TRAIN, QUICK), tmp_path / "run", progress=False)
     original = (out / "metrics.nc").read_bytes()
     broken = load_protocol(TINY_TRAIN, QUICK + ["network.sizes=[64,8,9]"])
@@ -455,7 +457,12 @@ def test_only_the_force_run_that_set_results_aside_removes_them(tmp_path):
         run_protocol(longer, out, resume=True, progress=False)
     assert (kept / "metrics.nc").read_bytes() == original
     assert xr.open_dataset(out / "metrics.nc").sizes["epoch"] == 2
-    run_protocol(longer, out, force=True, progress=False)  # a completed --force: both go
+    # a --force would have to discard the kept results before it is done: refused
+    with pytest.raises(ConfigError, match="would have to discard one of them"):
+        run_protocol(longer, out, force=True, progress=False)
+    assert (kept / "metrics.nc").read_bytes() == original
+    shutil.rmtree(kept)  # the user's choice
+    run_protocol(longer, out, force=True, progress=False)  # a completed --force: it goes
     assert not kept.exists() and not (out / "REPLACES").exists()
 
 

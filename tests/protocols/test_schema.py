@@ -301,3 +301,99 @@ def test_every_kind_has_its_sections_its_runner_and_its_primary_result():
 
     for table in (RUNNERS, SECTIONS_BY_KIND, REQUIRED_SECTIONS, PRIMARY_RESULT):
         assert set(table) == set(KINDS)
+
+
+ASYMMETRY = {"protocol": {"name": "a", "kind": "asymmetry"}, "model": {"name": "hopfield"}}
+
+
+@pytest.mark.parametrize("section, key, value, hint", [
+    ("network", "coupling", "feedforward", "its networks are asymmetric"),
+    ("network", "alpha", 0.5, "set [asymmetry].alphas"),
+    ("network", "seed", 3, "set [asymmetry].seeds"),
+    ("training", "checkpoint_every", 2, "it reads only epochs, "),
+    ("outputs", "state_samples", 2, "it reads only figures, dpi of [outputs]"),
+])
+def test_an_asymmetry_protocol_refuses_the_keys_it_does_not_read(section, key, value, hint):
+    with pytest.raises(ConfigError, match=rf"kind 'asymmetry' does not read "
+                                          rf"\[{section}\]\.{key} \(") as error:
+        load_protocol({**ASYMMETRY, section: {key: value}})
+    assert hint in str(error.value)
+    with pytest.raises(ConfigError, match=rf"does not read \[{section}\]\.{key}"):
+        load_protocol(ASYMMETRY, [f"{section}.{key}={value!r}".replace("'", '"')])
+    config = load_protocol({**ASYMMETRY, "network": {"sizes": [64, 8, 10], "gain": 2.0},
+                            "training": {"epochs": 2, "seed": 1}}).config
+    assert key not in config[section] and config["network"]["gain"] == 2.0
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("engine", "tol", 0.0), ("engine", "free_steps", 40), ("data", "name", "mnist"),
+    ("training", "epochs", 3), ("network", "sizes", [64, 8, 10]),
+])
+def test_an_untrained_asymmetry_protocol_refuses_the_sections_it_does_not_read(section, key,
+                                                                               value):
+    untrained = {**ASYMMETRY, "asymmetry": {"train": False}}
+    with_key = {**untrained, section: {**untrained.get(section, {}), key: value}}
+    with pytest.raises(ConfigError, match=rf"kind 'asymmetry' with \[asymmetry\]\.train = "
+                                          rf"false does not read \[{section}\]\.{key}"):
+        load_protocol(with_key)
+    trained = load_protocol({**with_key, "asymmetry": {"train": True}})
+    assert trained.config[section][key] == value
+    # at their defaults (as resolved protocols wrote them) they pass, and are left out
+    from neuroeq.protocols.schema import SCHEMA
+
+    defaults = {name: {k: spec.default for k, spec in SCHEMA[name].items()
+                       if spec.default is not None}
+                for name in ("network", "engine", "data", "training")}
+    config = load_protocol({**untrained, **defaults}).config
+    assert set(config) == {"protocol", "model", "asymmetry", "outputs"}
+    assert config["model"] == {"name": "hopfield", "parameters": {}}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("models", ["hopfield", "hopfeld"],
+     r"\[gradcheck\]\.models: unknown model 'hopfeld' \(did you mean 'hopfield'\?\)"),
+    ("batch", 10_001, r"\[gradcheck\]\.batch must be at most 10000, got 10001"),
+    ("batch", 0, r"\[gradcheck\]\.batch must be positive, got 0"),
+    ("sizes", [10, 4000, 97], r"\[gradcheck\]\.sizes \[10, 4000, 97\] has 4,097 units beyond "
+                              r"the input, more than the 4,096 a gradient check may ask for"),
+])
+def test_a_gradcheck_protocol_checks_its_models_batch_and_sizes_when_it_loads(key, value,
+                                                                              message):
+    data = {"protocol": {"name": "g", "kind": "gradcheck"}, "gradcheck": {key: value}}
+    with pytest.raises(ConfigError, match=message):
+        load_protocol(data)
+
+
+def test_gradient_check_limits_are_those_of_the_gradient_check():
+    from neuroeq.gradcheck import MAX_BATCH, MAX_UNITS
+
+    data = {"protocol": {"name": "g", "kind": "gradcheck"},
+            "gradcheck": {"batch": MAX_BATCH, "sizes": [5000, MAX_UNITS - 2, 2]}}
+    assert load_protocol(data).config["gradcheck"]["batch"] == MAX_BATCH
+    with pytest.raises(ConfigError, match=r"\[asymmetry\]\.gradcheck_sizes \[5, 4096, 2\] has "
+                                          "4,098 units beyond the input"):
+        load_protocol({**ASYMMETRY, "asymmetry": {"gradcheck_sizes": [5, 4096, 2]}})
+    with pytest.raises(ConfigError, match=r"\[asymmetry\]\.gradcheck_sizes needs an input and "
+                                          "an output layer"):
+        load_protocol({**ASYMMETRY, "asymmetry": {"gradcheck_sizes": [5]}})
+
+
+@pytest.mark.parametrize("text, what", [
+    ("2024-01-01", "date"), ("2024-01-01T10:30:00", "date-time"), ("10:30:00", "time")])
+def test_an_unquoted_date_where_a_string_belongs_says_to_quote_it(tmp_path, text, what):
+    quote = rf'quote it, "{text}"; with --set: \'protocol.name="{text}"\''
+    with pytest.raises(ConfigError, match=rf"\[protocol\]\.name must be a string, got {text}, "
+                                          rf"which TOML reads as a {what} .*{quote}"):
+        load_protocol({"protocol": {"name": "g", "kind": "gradcheck"}},
+                      [f"protocol.name={text}"])
+    path = tmp_path / "p.toml"
+    path.write_text(f'[protocol]\nname = {text}\nkind = "gradcheck"\n')
+    with pytest.raises(ConfigError, match=rf"\[protocol\]\.name must be a string, got {text}, "
+                                          rf"which TOML reads as a {what}"):
+        load_protocol(path)
+    path.write_text(f'[protocol]\nname = "{text.replace(":", "-")}"\nkind = "gradcheck"\n')
+    assert load_protocol(path).name == text.replace(":", "-")
+    with pytest.raises(ConfigError, match=rf"\[gradcheck\]\.models must be a string, got "
+                                          rf"{text}, which TOML reads as a {what}"):
+        load_protocol({"protocol": {"name": "g", "kind": "gradcheck"}},
+                      [f"gradcheck.models=[{text}]"])

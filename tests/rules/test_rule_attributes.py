@@ -72,8 +72,12 @@ def test_a_rule_the_brian2_engine_cannot_run_is_refused_at_load(rule):
                  "engine": {"name": "brian2"}, "asymmetry": {"rules": ["ep", rule]}}
     with pytest.raises(ConfigError, match=rf"\[asymmetry\].rules '{rule}' does not run"):
         load_protocol(asymmetry)
-    # without training the asymmetry protocol's gradient checks run on torch only
-    load_protocol({**asymmetry, "asymmetry": {"rules": ["ep", rule], "train": False}})
+    # without training the asymmetry protocol reads no [engine]: its gradient checks run on
+    # torch only
+    untrained = {**asymmetry, "asymmetry": {"rules": ["ep", rule], "train": False}}
+    with pytest.raises(ConfigError, match=r"train = false does not read \[engine\]\.name"):
+        load_protocol(untrained)
+    load_protocol({key: value for key, value in untrained.items() if key != "engine"})
 
 
 FROZEN_CASES = [(name, "hopfield_smooth") for name in
