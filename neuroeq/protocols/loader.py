@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -85,11 +86,19 @@ def load_protocol(source: str | os.PathLike | Mapping[str, Any],
     overrides = [parse_override(o) if isinstance(o, str) else o for o in overrides]
     data = apply_overrides(data, overrides)
     # errors name the changes too: a bad value may be one of them, not the file's
-    changes = "; ".join(f"{'.'.join(path)}={value!r}" for path, value in overrides)
+    changes = "; ".join(f"{'.'.join(path)}={_as_written(value)}" for path, value in overrides)
     where = f"{name} (with {changes})" if changes else name
     config = validate(data, where)
     _refuse_unread_overrides(config["protocol"]["kind"], overrides, where)
     return Protocol(config, name)
+
+
+def _as_written(value: Any) -> str:
+    """An override's value as it was typed: a TOML date or time as ``2024-01-01``, not as
+    Python's ``datetime.date(2024, 1, 1)``; anything else as its ``repr``."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return repr(value)
 
 
 def _refuse_unread_overrides(kind: str, overrides: list[tuple[list[str], Any]],

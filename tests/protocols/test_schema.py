@@ -382,7 +382,8 @@ def test_gradient_check_limits_are_those_of_the_gradient_check():
     ("2024-01-01", "date"), ("2024-01-01T10:30:00", "date-time"), ("10:30:00", "time")])
 def test_an_unquoted_date_where_a_string_belongs_says_to_quote_it(tmp_path, text, what):
     quote = rf'quote it, "{text}"; with --set: \'protocol.name="{text}"\''
-    with pytest.raises(ConfigError, match=rf"\[protocol\]\.name must be a string, got {text}, "
+    with pytest.raises(ConfigError, match=rf"\(with protocol\.name={text}\): \[protocol\]\.name "
+                                          rf"must be a string, got {text}, "
                                           rf"which TOML reads as a {what} .*{quote}"):
         load_protocol({"protocol": {"name": "g", "kind": "gradcheck"}},
                       [f"protocol.name={text}"])
