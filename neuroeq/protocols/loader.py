@@ -13,7 +13,7 @@ from typing import Any
 import tomli_w
 
 from neuroeq.errors import ConfigError
-from neuroeq.protocols.schema import KEYS_READ, validate
+from neuroeq.protocols.schema import refuse_unread_changes, validate
 from neuroeq.toml_data import read_toml
 
 
@@ -89,7 +89,7 @@ def load_protocol(source: str | os.PathLike | Mapping[str, Any],
     changes = "; ".join(f"{'.'.join(path)}={_as_written(value)}" for path, value in overrides)
     where = f"{name} (with {changes})" if changes else name
     config = validate(data, where)
-    _refuse_unread_overrides(config["protocol"]["kind"], overrides, where)
+    refuse_unread_changes(config, [path for path, _ in overrides], where)
     return Protocol(config, name)
 
 
@@ -99,18 +99,6 @@ def _as_written(value: Any) -> str:
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     return repr(value)
-
-
-def _refuse_unread_overrides(kind: str, overrides: list[tuple[list[str], Any]],
-                             where: str) -> None:
-    """A file may hold a key its kind does not read at its default value (the resolved
-    ``protocol.toml`` of earlier versions wrote every key); a change asks for a setting,
-    so one the kind would ignore is refused whatever its value."""
-    for path, _ in overrides:
-        read = KEYS_READ.get(kind, {}).get(path[0])
-        if read is not None and len(path) > 1 and path[1] not in read:
-            raise ConfigError(f"{where}: kind {kind!r} does not read [{path[0]}].{path[1]} "
-                              f"(it reads only {', '.join(read)} of [{path[0]}])")
 
 
 def _drop_none(value: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import math
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -425,12 +425,28 @@ def _keys_read(kind: str, data: Mapping[str, Any], source: str
     return KEYS_READ.get(kind, {}), ""
 
 
+def refuse_unread_changes(config: Mapping[str, Any], paths: Iterable[Sequence[str]],
+                          source: str) -> None:
+    """Refuse a changed key (``--set``, a sweep's setting: its ``[section, key]`` path) that
+    the validated protocol's kind does not read, whatever its value: a change asks for a
+    setting (a file may hold an unread key at its default, :func:`_refuse_unread`)."""
+    kind = config["protocol"]["kind"]
+    keys_read, condition = _keys_read(kind, config, source)
+    for path in paths:
+        read = keys_read.get(path[0])
+        if read is not None and len(path) > 1 and path[1] not in read:
+            _refuse_unread({path[1]: None}, read, kind, path[0],
+                           f"{source}: kind {kind!r}{condition}", even_at_default=True)
+
+
 def _refuse_unread(table: Mapping[str, Any], read: tuple[str, ...], kind: str, section: str,
-                   who: str) -> None:
+                   who: str, even_at_default: bool = False) -> None:
     """Refuse a key of ``[section]`` that is not in ``read`` (``who``: the kind, in the
-    error), unless it holds its default, as resolved protocols of earlier versions wrote."""
+    error), unless it holds its default, as resolved protocols of earlier versions wrote
+    (``even_at_default``: whatever it holds)."""
     fields = SCHEMA[section]
-    ignored = [key for key in table if key not in read and table[key] != fields[key].default]
+    ignored = [key for key in table if key not in read
+               and (even_at_default or table[key] != fields[key].default)]
     if not ignored:
         return
     key = ignored[0]

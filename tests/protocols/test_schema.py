@@ -347,6 +347,10 @@ def test_an_untrained_asymmetry_protocol_refuses_the_sections_it_does_not_read(s
     config = load_protocol({**untrained, **defaults}).config
     assert set(config) == {"protocol", "model", "asymmetry", "outputs"}
     assert config["model"] == {"name": "hopfield", "parameters": {}}
+    # a change asks for a setting: refused even at its default value
+    with pytest.raises(ConfigError, match=r"with \[asymmetry\]\.train = false does not read "
+                                          r"\[training\]\.epochs"):
+        load_protocol(untrained, ["training.epochs=10"])
 
 
 @pytest.mark.parametrize("key, value, message", [
