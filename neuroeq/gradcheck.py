@@ -52,7 +52,8 @@ def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> 
                               f"known: {', '.join(allowed)}")
 
 
-def gradcheck(models: Sequence[str | NeuronModel] = ("hopfield_smooth",), sizes: Sequence[int] = (20, 16, 5),
+def gradcheck(models: Sequence[str | NeuronModel] = ("hopfield_smooth",),
+              sizes: Sequence[int] = (20, 16, 5),
               couplings: Sequence[str] = ("symmetric",), alphas: Sequence[float] = (1.0,),
               rules: Sequence[str] = DEFAULT_RULES,
               betas: Sequence[float] = (1e-3,), seeds: Sequence[int] = (0,), batch: int = 4,

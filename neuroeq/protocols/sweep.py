@@ -5,6 +5,8 @@ distributed (a ``LocalCluster`` by default, or an existing scheduler), combined 
 Each point runs in ``OUT/points/<point>/`` with its own ``protocol.toml`` and log. A point
 that fails is recorded with its error (``status``, ``error`` in the combined dataset) and
 does not stop the others; re-running skips points already done (same resolved protocol).
+``OUT/sweep.json`` records the sweep (:meth:`~neuroeq.protocols.sweep_file.Sweep.identity`):
+a folder with another sweep's finished points is refused without ``force``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import xarray as xr
 from neuroeq.brian2_import import import_brian2
 from neuroeq.checks import whole_number
 from neuroeq.errors import ConfigError, NeuroEQError
-from neuroeq.io import software_attrs, write_netcdf, write_text
-from neuroeq.protocols.folder_lock import folder_lock
+from neuroeq.io import is_temporary, software_attrs, write_netcdf, write_text
+from neuroeq.protocols.folder_lock import LOCK_FILE, folder_lock
 from neuroeq.protocols.loader import load_protocol
 from neuroeq.protocols.result_folder import (
     DONE_MARKER,
@@ -35,12 +37,16 @@ from neuroeq.protocols.result_folder import (
     result_path,
     seconds_taken,
 )
-from neuroeq.protocols.sweep_file import Sweep, SweepPoint, coordinate
+from neuroeq.protocols.sweep_file import Sweep, SweepPoint, axis_labels, identity_hash
 
 #: the dataset a finished point contributes, by protocol kind
 PRIMARY_RESULT = {"train": "metrics.nc", "gradcheck": "gradcheck.nc",
                   "asymmetry": "asymmetry.nc", "stochastic": "stochastic.nc",
                   "snn_bptt": "metrics.nc"}
+#: the record of the sweep a folder holds (what identifies it: :meth:`Sweep.identity`)
+SWEEP_RECORD = "sweep.json"
+#: what a sweep writes into its folder (anything else there is not a sweep's)
+SWEEP_FILES = (SWEEP_RECORD, "sweep.nc", "failures.txt", "points", LOCK_FILE)
 
 
 def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None,
@@ -120,8 +126,10 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
     combined dataset; see the module docstring. ``threads``: torch CPU threads per point
     (``None``: the workers' own, one in a LocalCluster). A point folder that holds a
     finished run of other settings (the sweep file or its ``--set`` changed) is replaced
-    only with ``force``; without it the sweep is refused before any point runs. One sweep
-    at a time writes to a folder (the lock of :mod:`~neuroeq.protocols.folder_lock`)."""
+    only with ``force``, and so are another sweep's ``sweep.json`` and ``sweep.nc`` (a
+    folder of files no sweep wrote is written into only with ``force``); without it the
+    sweep is refused before anything is written. One sweep at a time writes to a folder
+    (the lock of :mod:`~neuroeq.protocols.folder_lock`)."""
     threads = None if threads is None else whole_number(threads, "threads", 1)
     out = result_path(Path(out_dir) if out_dir is not None else Path("results") / sweep.name)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +144,7 @@ def _run_sweep_in(sweep: Sweep, out: Path, *, scheduler: str | None, workers: in
                   ) -> xr.Dataset:
     from dask.distributed import Client, as_completed
 
+    _check_sweep_folder(sweep, out, force=force)  # before anything is written
     points_dir = out / "points"
     points = sweep.points()
     outcome: dict[str, dict[str, Any]] = {}
@@ -157,8 +166,7 @@ def _run_sweep_in(sweep: Sweep, out: Path, *, scheduler: str | None, workers: in
                               f"other settings ({name}: {why}); pass --force to replace "
                               "them, or give another --out")
     points_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out / "sweep.json", json.dumps({"source": sweep.source, "grid": sweep.grid,
-                                               "base": sweep.base}, indent=2, default=str))
+    write_text(out / SWEEP_RECORD, _record(sweep))
     say(f"{len(points)} points: {len(points) - len(pending)} already done, "
         f"{len(pending)} to run")
     if pending:
@@ -197,12 +205,92 @@ def _run_sweep_in(sweep: Sweep, out: Path, *, scheduler: str | None, workers: in
     return dataset
 
 
+def _check_sweep_folder(sweep: Sweep, out: Path, *, force: bool) -> None:
+    """Refuse an ``out`` that is a file and, unless ``force``, a folder that holds files no
+    sweep wrote or the finished points of another sweep (its ``sweep.json`` records another
+    grid or base protocol): this sweep would write its ``sweep.json`` and ``sweep.nc`` over
+    theirs. A sweep none of whose points finished leaves no results: another may take its
+    folder. Re-running a sweep into its own folder passes (its finished points are kept)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"the result folder {str(out)!r} is a file; give --out a folder")
+    if force or not out.is_dir():
+        return
+    foreign = sorted(entry.name for entry in out.iterdir()
+                     if entry.name not in SWEEP_FILES and not is_temporary(entry.name))
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+        raise ConfigError(f"result folder {str(out)!r} holds files that no sweep wrote "
+                          f"({shown}); pass --force to write the sweep into it anyway, or "
+                          "give another --out")
+    finished = any((out / "points").glob(f"*/{DONE_MARKER}"))
+    if finished and (why := _another_sweep(sweep, out / SWEEP_RECORD)) is not None:
+        raise ConfigError(f"result folder {str(out)!r} holds the results of another sweep "
+                          f"({why}); pass --force to run this sweep there (its sweep.json "
+                          "and sweep.nc are replaced, finished points of other settings "
+                          "too), or give another --out")
+
+
+def _another_sweep(sweep: Sweep, record: Path) -> str | None:
+    """How the sweep recorded in ``record`` (a ``sweep.json``) differs from ``sweep``;
+    ``None`` when there is no record or it is this sweep's."""
+    if not record.is_file():
+        return None
+    stored = _read_record(record)
+    if stored is None:
+        return f"its {SWEEP_RECORD} is not a sweep's record"
+    grid, protocol = stored["grid"], stored.get("protocol")
+    if not isinstance(protocol, dict):  # a record of an earlier version: its base only
+        try:
+            protocol = load_protocol(stored["base"]).config
+        except NeuroEQError as error:
+            return f"its base protocol is no longer valid: {error}"
+    ours = sweep.identity()
+    theirs = stored.get("id") or identity_hash({"grid": [[k, v] for k, v in grid.items()],
+                                               "protocol": protocol})
+    if theirs == identity_hash(ours):
+        return None
+    source = f"from {stored.get('source', '?')!r}; "
+    if json.dumps(grid, default=str) != json.dumps(sweep.grid, default=str):
+        return (f"{source}its grid is {_grid_text(grid)}, this sweep's "
+                f"{_grid_text(sweep.grid)}")
+    changed = changed_settings(protocol, ours["protocol"])
+    return source + ("its base protocol differs: " + "; ".join(changed[:3]) if changed
+                     else "its base protocol differs")
+
+
+def _read_record(record: Path) -> dict[str, Any] | None:
+    """A ``sweep.json``'s content; ``None`` unless it holds a grid and a base protocol."""
+    try:
+        stored = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not (isinstance(stored, dict) and isinstance(stored.get("grid"), dict)
+            and isinstance(stored.get("base"), dict)):
+        return None
+    return stored
+
+
+def _record(sweep: Sweep) -> str:
+    """The ``sweep.json`` of ``sweep``: its id (:meth:`Sweep.fingerprint`), name, source
+    file, grid, base protocol as given and resolved."""
+    identity = sweep.identity()
+    return json.dumps({"id": identity_hash(identity), "name": sweep.name,
+                       "source": sweep.source, "grid": sweep.grid, "base": sweep.base,
+                       "protocol": identity["protocol"]}, indent=2, default=str)
+
+
+def _grid_text(grid: Mapping[str, Any]) -> str:
+    text = "; ".join(f"{key} = {json.dumps(values, default=str)}" for key, values in grid.items())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
                    outcome: Mapping[str, Mapping[str, Any]]) -> xr.Dataset:
     """Stack each finished point's primary dataset along the sweep dimensions; ``status``,
     ``error`` and ``seconds`` cover every point (failed ones have NaN results). A grid key
     whose short name the points' datasets already use gets its whole name
-    (:meth:`Sweep.dimension_names`); list values become their JSON text (:func:`coordinate`)."""
+    (:meth:`Sweep.dimension_names`); list and table values become their JSON text
+    (:func:`axis_labels`)."""
     kind = sweep.base.get("protocol", {}).get("kind", "train")
     finished = []
     threads = set()  # the points' torch thread counts
@@ -218,10 +306,14 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
             finished.append((point, part))
     dims = sweep.dimension_names({str(name) for _, part in finished
                                   for name in (*part.variables, *part.dims)})
-    parts = [part.expand_dims({dims[k]: [coordinate(v)] for k, v in point.values.items()})
-             for point, part in finished]
-    coords = {dims[key]: [coordinate(v) for v in values] for key, values in sweep.grid.items()}
+    labels = {key: axis_labels(values) for key, values in sweep.grid.items()}
     shape = tuple(len(v) for v in sweep.grid.values())
+    at = dict(zip((point.name for point in points),
+                  itertools.product(*(range(n) for n in shape)), strict=True))
+    parts = [part.expand_dims({dims[key]: [labels[key][i]]
+                               for key, i in zip(sweep.grid, at[point.name], strict=True)})
+             for point, part in finished]
+    coords = {dims[key]: values for key, values in labels.items()}
     status = np.empty(shape, dtype=object)
     error = np.empty(shape, dtype=object)
     seconds = np.full(shape, np.nan)

@@ -10,13 +10,17 @@ A sweep file is a protocol file with a ``[sweep]`` table::
     [sweep.grid]                        # dotted keys -> lists of values (Cartesian product)
     "rule.beta" = [0.1, 0.5]
     "network.seed" = [0, 1]
+    [sweep.set]                         # dotted keys -> fixed values (a table is a value:
+    "training.lr" = {W1 = 0.1, default = 0.05}  # a per-parameter learning rate)
 
 A grid key the base protocol does not read, a grid none of whose points is a valid
-protocol, and a fixed value for a grid key are the file's errors, raised when it loads.
+protocol, and a fixed value for a grid key are the file's errors, raised when it loads;
+``[sweep.set]`` and ``--set`` are checked as a single protocol's ``--set`` is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -76,6 +80,17 @@ class Sweep:
                       else key.replace(".", "_"))
                 for key, short in zip(self.grid, last, strict=True)}
 
+    def identity(self) -> dict[str, Any]:
+        """What makes two sweeps one (their points the same runs): the grid, its keys in
+        order, and the resolved base protocol (``sweep.json`` records it)."""
+        return {"grid": [[key, values] for key, values in self.grid.items()],
+                "protocol": load_protocol(self.base, name=f"{self.source}: its base "
+                                                         "protocol").config}
+
+    def fingerprint(self) -> str:
+        """A short hash of :meth:`identity` (``id`` in ``sweep.json``)."""
+        return identity_hash(self.identity())
+
     def points(self) -> list[SweepPoint]:
         keys = list(self.grid)
         points = []
@@ -85,6 +100,12 @@ class Sweep:
             config = apply_overrides(self.base, [(k.split("."), v) for k, v in values.items()])
             points.append(SweepPoint(f"p{index:04d}_{label}"[:120], values, config))
         return points
+
+
+def identity_hash(identity: Mapping[str, Any]) -> str:
+    """The hash of a sweep's :meth:`Sweep.identity` (of one read back from JSON too)."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _label(value: Any) -> str:
@@ -97,6 +118,16 @@ def coordinate(value: Any) -> Any:
     if isinstance(value, list | Mapping):
         return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
     return value
+
+
+def axis_labels(values: list[Any]) -> list[Any]:
+    """The coordinate labels of one grid key's values: :func:`coordinate` of each, or every
+    value's JSON text where some are lists or tables (``training.lr = [{W1 = 0.1, default =
+    0.05}, 0.05]``: one coordinate holds one type, or the points' datasets do not combine)."""
+    if any(isinstance(value, list | Mapping) for value in values):
+        return [json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+                for value in values]
+    return [coordinate(value) for value in values]
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
@@ -137,17 +168,19 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     if n_points > MAX_POINTS:
         raise ConfigError(f"{path}: the grid has {n_points:,} points, more than {MAX_POINTS:,}")
     fixed = _flatten(table.get("set", {}), f"{path}: [sweep.set]")
-    parsed = [parse_override(o) for o in overrides]
-    for key in list(fixed) + [".".join(keys) for keys, _ in parsed]:
+    changes = [(k.split("."), v) for k, v in fixed.items()]
+    changes += [parse_override(o) for o in overrides]
+    for key in (".".join(keys) for keys, _ in changes):
         if key in grid:
             raise ConfigError(f"{path}: {key} is a grid key ([sweep.grid].{key}): every point "
                               "sets its own value, so a fixed value would be ignored; change "
                               "the grid instead")
-    data = apply_overrides(data, [(k.split("."), v) for k, v in fixed.items()])
-    data = apply_overrides(data, parsed)
     name = folder_name(table.get("name", path.stem), f"{path}: [sweep].name")
-    # the base itself must be valid (values are checked per point)
-    base = load_protocol(data, name=f"{path} (its base protocol with [sweep.set] and --set)")
+    # the base itself must be valid (values are checked per point), and its changes are
+    # checked as a single protocol's --set is: a key its kind does not read is refused
+    base = load_protocol(data, changes, name=f"{path}: its base protocol")
+    _check_model_parameters(changes, grid, base.config, path)
+    data = apply_overrides(data, changes)
     _check_grid_keys(grid, base.config, path)
     sweep = Sweep(name, str(path), grid, data)
     _check_some_point_is_valid(sweep, path)
@@ -199,23 +232,50 @@ def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: P
             raise ConfigError(f"{path}: [sweep.grid].{key} must be "
                               + ("model.parameters.NAME" if parameters else
                                  f"section.key ([{section}].{field} is not a table)"))
-        if (section, field) == ("model", "parameters") and len(parts) == 3 \
-                and "model.name" not in grid:
-            known = load_model(config["model"]["name"]).parameters
-            if parts[2] not in known:
-                raise ConfigError(f"{path}: [sweep.grid].{key}: model "
-                                  f"{config['model']['name']!r} has no parameter "
-                                  f"{parts[2]!r}; its parameters: {', '.join(known)}")
+        if parameters and len(parts) == 3 and "model.name" not in grid:
+            _check_model_parameter(parts[2], config, f"{path}: [sweep.grid].{key}")
+
+
+def _check_model_parameters(changes: list[tuple[list[str], Any]], grid: Mapping[str, Any],
+                            config: dict[str, Any], path: Path) -> None:
+    """A ``[sweep.set]`` or ``--set`` of a parameter the base's model does not have would
+    fail every point (unless the grid changes the model): refused like a grid key."""
+    if "model.name" in grid:
+        return
+    for keys, value in changes:
+        if keys[:2] != ["model", "parameters"]:
+            continue
+        names = keys[2:3] or (list(value) if isinstance(value, Mapping) else [])
+        for name in names:
+            _check_model_parameter(str(name), config, f"{path}: {'.'.join(keys)}")
+
+
+def _check_model_parameter(name: str, config: dict[str, Any], where: str) -> None:
+    model = config["model"]["name"]
+    known = load_model(model).parameters
+    if name not in known:
+        raise ConfigError(f"{where}: model {model!r} has no parameter {name!r}; its "
+                          f"parameters: {', '.join(known)}")
 
 
 def _flatten(table: Any, where: str, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of ``table`` down to the settings (``training.lr``; ``model.parameters.NAME``):
+    nested tables (``[sweep.set.training]``, unquoted ``training.epochs``) are followed
+    to a setting, and a table there is its value (``"training.lr" = {W1 = 0.1}``)."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table")
     flat: dict[str, Any] = {}
     for key, value in table.items():
         full = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and not _names_a_setting(full):
             flat.update(_flatten(value, where, f"{full}."))
         else:
             flat[full] = value
     return flat
+
+
+def _names_a_setting(key: str) -> bool:
+    """Whether ``key`` names one setting: ``section.key``, or a parameter of the model
+    (``model.parameters.NAME``: the model's parameters are set one by one)."""
+    parts = key.split(".")
+    return len(parts) >= (3 if parts[:2] == ["model", "parameters"] else 2)

@@ -2,6 +2,8 @@
 the sweep dimensions, failed points are reported without losing the others, and a re-run
 skips finished points."""
 
+import re
+
 import pytest
 import xarray as xr
 
@@ -150,8 +152,9 @@ def test_a_fixed_value_for_a_grid_key_is_refused(tmp_path):
         load_sweep(path)
     path.write_text(SWEEP.replace('[sweep.grid]', '[sweep.set]\n"training.epochs" = -3\n'
                                                   '[sweep.grid]'))
-    with pytest.raises(ConfigError, match=r"s\.toml \(its base protocol with \[sweep\.set\] "
-                                          r"and --set\): \[training\]\.epochs must be positive"):
+    with pytest.raises(ConfigError, match=r"s\.toml: its base protocol \(with "
+                                          r"training\.epochs=-3\): \[training\]\.epochs must "
+                                          "be positive"):
         load_sweep(path)
 
 
@@ -260,3 +263,224 @@ def test_a_point_folder_written_after_the_sweep_started_is_not_replaced(tmp_path
     done_at = (folder / "DONE").read_text()
     assert run_point(point.config, str(folder))["status"] == "done"  # the same: kept
     assert (folder / "DONE").read_text() == done_at
+
+
+# -- the result folder of another sweep ----------------------------------------------------
+
+VALID = SWEEP.replace("[0.3, -1.0]", "[0.3, 0.2]")
+
+
+def _sweep(tmp_path, text, name="s.toml", overrides=()):
+    path = tmp_path / name
+    path.write_text(text)
+    return load_sweep(path, list(overrides))
+
+
+def _finish_points(sweep, out):
+    """Make every point of ``sweep`` a finished run in ``out/points`` (as if run there):
+    run_sweep then skips them all and starts no cluster."""
+    from neuroeq.protocols.result_folder import PROTOCOL_HEADER
+
+    for i, point in enumerate(sweep.points()):
+        folder = out / "points" / point.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "protocol.toml").write_text(f"{PROTOCOL_HEADER}s.toml\n"
+                                              + load_protocol(point.config).to_toml())
+        (folder / "DONE").write_text("1.0 s\n")
+        xr.Dataset({"loss": ("epoch", [float(i)])}, coords={"epoch": [1]}).to_netcdf(
+            folder / "metrics.nc")
+
+
+def test_a_folder_holding_another_sweeps_results_is_refused_without_force(tmp_path):
+    """Another grid into a sweep's folder would write its sweep.json and sweep.nc over the
+    first's: refused before anything is written; the sweep itself may run there again,
+    and ``force`` runs the other one there (the first's points stay in points/)."""
+    import json
+
+    out = tmp_path / "out"
+    first = _sweep(tmp_path, VALID)
+    _finish_points(first, out)
+    run_sweep(first, out)
+    written = {name: (out / name).read_bytes() for name in ("sweep.json", "sweep.nc")}
+    other = _sweep(tmp_path, VALID.replace('"network.seed" = [0, 1]', '"rule.beta" = [0.1, 1.0]'),
+                   "other.toml")
+    with pytest.raises(ConfigError, match=rf"result folder '{re.escape(str(out))}' holds the "
+                                          r"results of another sweep \(from '.*s\.toml'; its "
+                                          r"grid is training\.lr = \[0\.3, 0\.2\]; network\.seed"
+                                          r" = \[0, 1\], this sweep's .*rule\.beta = \[0\.1, "
+                                          r"1\.0\]\); pass --force"):
+        run_sweep(other, out)
+    assert {name: (out / name).read_bytes() for name in written} == written
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["id"] == first.fingerprint() and record["grid"] == first.grid
+    messages = []
+    run_sweep(first, out, progress=messages.append)  # its own folder: skips its points
+    assert "4 already done, 0 to run" in messages[0]
+    _finish_points(other, out)
+    run_sweep(other, out, force=True)
+    assert json.loads((out / "sweep.json").read_text())["id"] == other.fingerprint()
+    assert all((out / "points" / point.name / "DONE").is_file() for point in first.points())
+
+
+def test_another_base_protocol_is_another_sweep(tmp_path):
+    out = tmp_path / "out"
+    first = _sweep(tmp_path, VALID)
+    _finish_points(first, out)
+    run_sweep(first, out)
+    written = (out / "sweep.json").read_text()
+    changed = _sweep(tmp_path, VALID, overrides=["training.epochs=3"])
+    with pytest.raises(ConfigError, match=r"holds the results of another sweep \(from .*; its "
+                                          r"base protocol differs: training\.epochs \(2 -> 3\)"
+                                          r"\); pass --force to run this sweep there"):
+        run_sweep(changed, out)
+    assert (out / "sweep.json").read_text() == written
+
+
+def test_a_folder_of_files_no_sweep_wrote_is_refused_without_force(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    sweep = _sweep(tmp_path, VALID)
+    with pytest.raises(ConfigError, match=rf"result folder '{re.escape(str(out))}' holds files "
+                                          r"that no sweep wrote \(notes\.txt\); pass --force "
+                                          "to write the sweep into it anyway, or give another "
+                                          "--out"):
+        run_sweep(sweep, out)
+    assert sorted(entry.name for entry in out.iterdir()) == ["notes.txt"]
+    _finish_points(sweep, out)
+    (out / "points" / "x").mkdir()  # (points/ is a sweep's: only notes.txt is named)
+    run_sweep(sweep, out, force=True)
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "sweep.nc").is_file()
+
+
+def test_a_sweep_json_of_an_earlier_version_is_its_sweeps_and_a_sweep_without_results_is_taken(
+        tmp_path):
+    """The sweep.json that earlier versions wrote (source, grid, base: no id) names the same
+    sweep when its grid and resolved base are this one's; a folder whose sweep finished no
+    point holds no results, and another sweep may take it."""
+    import json
+
+    from neuroeq.protocols.sweep import _check_sweep_folder
+
+    out = tmp_path / "out"
+    sweep = _sweep(tmp_path, VALID)
+    _finish_points(sweep, out)
+    (out / "sweep.json").write_text(json.dumps({"source": "elsewhere/s.toml",
+                                                "grid": sweep.grid, "base": sweep.base}))
+    run_sweep(sweep, out)
+    assert json.loads((out / "sweep.json").read_text())["id"] == sweep.fingerprint()
+    other = _sweep(tmp_path, VALID.replace("[0.3, 0.2]", "[0.1, 0.4]"), "other.toml")
+    with pytest.raises(ConfigError, match="holds the results of another sweep"):
+        _check_sweep_folder(other, out, force=False)
+    for done in (out / "points").glob("*/DONE"):
+        done.unlink()  # every point failed: nothing to keep
+    _check_sweep_folder(other, out, force=False)  # (running it would start a cluster)
+
+
+# -- table values and the keys of [sweep.set] and --set -------------------------------------
+
+LR_BASE = VALID.replace('"training.lr" = [0.3, 0.2]', '"rule.beta" = [0.1, 0.5]').replace(
+    "epochs = 2", "epochs = 2\nlr = 0.05")
+LR_TABLE = {"W1": 0.1, "default": 0.05}
+
+
+@pytest.mark.parametrize("setting, overrides", [
+    ('[sweep.set]\n"training.lr" = {W1 = 0.1, default = 0.05}\n', []),
+    ("[sweep.set.training]\nlr = {W1 = 0.1, default = 0.05}\n", []),
+    ("[sweep.set]\ntraining.lr = {W1 = 0.1, default = 0.05}\n", []),
+    ("", ["training.lr={W1 = 0.1, default = 0.05}"]),
+])
+def test_a_per_parameter_learning_rate_table_replaces_the_base_rate(tmp_path, setting,
+                                                                     overrides):
+    """A table set at a setting is its value (the lr of each parameter), not more keys."""
+    sweep = _sweep(tmp_path, LR_BASE.replace("[sweep.grid]", setting + "[sweep.grid]"),
+                   overrides=overrides)
+    assert sweep.base["training"]["lr"] == LR_TABLE
+    for point in sweep.points():
+        assert load_protocol(point.config).config["training"]["lr"] == LR_TABLE
+
+
+def test_model_parameters_in_sweep_set_are_set_one_by_one(tmp_path):
+    text = LR_BASE.replace("[sweep.grid]", '[sweep.set]\n"model.parameters" = {tau = 0.002}\n'
+                                           "[sweep.grid]")
+    text = text.replace('name = "hopfield"', 'name = "hopfield"\nparameters = {tau = 0.001}')
+    assert _sweep(tmp_path, text).base["model"]["parameters"] == {"tau": 0.002}
+    with pytest.raises(ConfigError, match=r"s\.toml: model\.parameters\.tua: model 'hopfield' "
+                                          r"has no parameter 'tua'; its parameters: tau"):
+        _sweep(tmp_path, text.replace("{tau = 0.002}", "{tua = 0.002}"))
+
+
+def test_a_grid_of_learning_rate_tables_and_rates_combines(tmp_path):
+    """Tables beside numbers along one grid key: every value is labelled by its JSON text
+    (one coordinate, one type), so the points' datasets combine."""
+    sweep = _sweep(tmp_path, LR_BASE.replace(
+        '"rule.beta" = [0.1, 0.5]', '"training.lr" = [{W1 = 0.1, default = 0.05}, 0.05]'))
+    points = sweep.points()
+    assert [load_protocol(p.config).config["training"]["lr"] for p in points[::2]] == [
+        LR_TABLE, 0.05]
+    _finish_points(sweep, tmp_path)
+    outcome = {point.name: {"status": "done", "error": "", "seconds": 1.0} for point in points}
+    combined = combine_points(sweep, points, tmp_path / "points", outcome)
+    assert "not_combined" not in combined.attrs
+    assert list(combined["lr"].values) == ['{"W1":0.1,"default":0.05}', "0.05"]
+    assert float(combined.loss.sel(lr="0.05", seed=1, epoch=1)) == 3.0
+    with pytest.raises(ConfigError, match=r"\[sweep\.grid\]\.training\.lr must be a non-empty "
+                                          "list of values"):
+        _sweep(tmp_path, LR_BASE.replace('"rule.beta" = [0.1, 0.5]',
+                                         '"training.lr" = {W1 = [0.1, 0.2]}'))
+
+
+STOCHASTIC = """
+[sweep]
+[sweep.grid]
+"stochastic.beta" = [0.1, 0.2]
+[protocol]
+name = "st"
+kind = "stochastic"
+[model]
+name = "hopfield"
+"""
+
+
+@pytest.mark.parametrize("key, value", [("network.dtype", '"float32"'),  # its default
+                                        ("network.sizes", "[64, 8, 10]"),
+                                        ("network.cost", '"mse"')])
+@pytest.mark.parametrize("how", ["set", "--set"])
+def test_a_set_of_a_key_the_kind_does_not_read_is_refused_as_for_one_protocol(
+        tmp_path, key, value, how):
+    """[sweep.set] and --set are a protocol's --set: a key its kind would ignore is refused
+    whatever its value, with the single protocol's error, before any point runs."""
+    override = f"{key}={value}"
+    single = load_protocol(_sweep(tmp_path, STOCHASTIC).base)  # the base alone is valid
+    with pytest.raises(ConfigError) as expected:
+        load_protocol(single.config, [override])
+    error = str(expected.value).split(": ", 1)[1]
+    assert error.startswith(f"kind 'stochastic' does not read [{key.replace('.', '].')}")
+    if how == "set":
+        text = STOCHASTIC.replace("[sweep.grid]", f'[sweep.set]\n"{key}" = {value}\n'
+                                                  "[sweep.grid]")
+        overrides = []
+    else:
+        text, overrides = STOCHASTIC, [override]
+    with pytest.raises(ConfigError) as raised:
+        _sweep(tmp_path, text, overrides=overrides)
+    assert str(raised.value).endswith(error)
+    assert str(raised.value).startswith(f"{tmp_path / 's.toml'}: its base protocol (with ")
+
+
+@pytest.mark.parametrize("how", ["set", "--set"])
+def test_a_misspelt_key_in_sweep_set_or_set_is_refused(tmp_path, how):
+    text = (SWEEP.replace("[sweep.grid]", '[sweep.set]\n"rule.betta" = 0.3\n[sweep.grid]')
+            if how == "set" else SWEEP)
+    with pytest.raises(ConfigError, match=r"s\.toml: its base protocol \(with rule\.betta=0\.3\)"
+                                          r": unknown key \[rule\]\.betta \(did you mean "
+                                          "'beta'"):
+        _sweep(tmp_path, text, overrides=["rule.betta=0.3"] if how == "--set" else [])
+
+
+def test_a_grid_key_the_kind_does_not_read_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[sweep\.grid\]\.network\.sizes: a 'stochastic' "
+                                          r"protocol does not read \[network\]\.sizes \(only "
+                                          "coupling, alpha"):
+        _sweep(tmp_path, STOCHASTIC.replace('"stochastic.beta"', '"network.sizes" = [[8, 3]]\n'
+                                                                 '"stochastic.beta"'))
