@@ -41,7 +41,8 @@ def add_protocol_commands(commands: argparse._SubParsersAction[_Parser]) -> None
     sweep.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a base setting (not a grid key)")
     sweep.add_argument("--force", action="store_true", help="replace finished points made "
-                       "with other settings (a re-run of the same sweep skips them)")
+                       "with other settings (a re-run of the same sweep skips them); write "
+                       "into a folder of another sweep's results or of files no sweep wrote")
     sweep.set_defaults(handler=_sweep)
 
 

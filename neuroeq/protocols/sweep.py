@@ -131,12 +131,30 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike | None = None, *,
     sweep is refused before anything is written. One sweep at a time writes to a folder
     (the lock of :mod:`~neuroeq.protocols.folder_lock`)."""
     threads = None if threads is None else whole_number(threads, "threads", 1)
+    if scheduler is not None:
+        _check_scheduler_address(scheduler)
     out = result_path(Path(out_dir) if out_dir is not None else Path("results") / sweep.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):  # one sweep at a time in a folder (its points lock their own)
         return _run_sweep_in(sweep, out, scheduler=scheduler, workers=workers,
                              threads=threads, force=force,
                              say=progress or (lambda text: None))
+
+
+def _check_scheduler_address(address: object) -> None:
+    """Refuse, before anything is written, a scheduler address Dask cannot connect to as
+    written (no port, an unknown scheme): ``tcp://HOST:PORT`` and the like."""
+    from distributed.comm import get_address_host_port, parse_address
+
+    if not isinstance(address, str) or not address.strip():
+        raise ConfigError(f"the scheduler address must be a text such as tcp://HOST:8786, "
+                          f"got {address!r}")
+    try:
+        if parse_address(address)[0] != "inproc":  # (an in-process scheduler has no port)
+            get_address_host_port(address)
+    except ValueError as exc:
+        raise ConfigError(f"scheduler address {address!r}: {exc}; give one such as "
+                          "tcp://HOST:8786") from None
 
 
 def _run_sweep_in(sweep: Sweep, out: Path, *, scheduler: str | None, workers: int,

@@ -484,3 +484,17 @@ def test_a_grid_key_the_kind_does_not_read_is_refused(tmp_path):
                                           "coupling, alpha"):
         _sweep(tmp_path, STOCHASTIC.replace('"stochastic.beta"', '"network.sizes" = [[8, 3]]\n'
                                                                  '"stochastic.beta"'))
+
+
+@pytest.mark.parametrize("address, message", [
+    ("notanaddress", "missing port number"), ("foo://x:1", "unknown address scheme 'foo'"),
+    ("", "must be a text such as tcp://HOST:8786")])
+def test_a_malformed_scheduler_address_is_refused_before_anything_is_written(
+        tmp_path, capsys, address, message):
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text(VALID)
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep_file), "--scheduler", address, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "neuroeq: error: " in error and message in error and "Traceback" not in error
+    assert not out.exists()
