@@ -97,9 +97,20 @@ class Sweep:
         for index, combo in enumerate(itertools.product(*(self.grid[k] for k in keys))):
             values = dict(zip(keys, combo, strict=True))
             label = "_".join(f"{self.dims[k]}-{_label(v)}" for k, v in values.items())
-            config = apply_overrides(self.base, [(k.split("."), v) for k, v in values.items()])
+            config = _absolute_data_root(
+                apply_overrides(self.base, [(k.split("."), v) for k, v in values.items()]))
             points.append(SweepPoint(f"p{index:04d}_{label}"[:120], values, config))
         return points
+
+
+def _absolute_data_root(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with a relative ``[data].root`` made absolute (against the directory the
+    sweep runs from, as a single run reads it): a scheduler's workers may run elsewhere."""
+    data = config.get("data")
+    root = data.get("root") if isinstance(data, Mapping) else None
+    if isinstance(root, str) and root and not os.path.isabs(os.path.expanduser(root)):
+        config = {**config, "data": {**data, "root": os.path.abspath(root)}}
+    return config
 
 
 def identity_hash(identity: Mapping[str, Any]) -> str:

@@ -498,3 +498,13 @@ def test_a_malformed_scheduler_address_is_refused_before_anything_is_written(
     error = capsys.readouterr().err
     assert "neuroeq: error: " in error and message in error and "Traceback" not in error
     assert not out.exists()
+
+
+def test_a_relative_data_root_reaches_the_points_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = VALID.replace("[outputs]", '[data]\nname = "mnist"\nroot = "data/idx"\n[outputs]')
+    sweep = _sweep(tmp_path, text, overrides=())
+    roots = {point.config["data"]["root"] for point in sweep.points()}
+    assert roots == {str(tmp_path / "data" / "idx")}
+    home = _sweep(tmp_path, text.replace('"data/idx"', '"~/idx"'), name="h.toml")
+    assert {point.config["data"]["root"] for point in home.points()} == {"~/idx"}
