@@ -373,7 +373,9 @@ class Brian2Engine(RelaxationSettings):
         nudge_every: steps between refreshes of the readout's nudging force inside the
             simulation (1: every step, the torch engine's dynamics exactly).
         divergence: ``|s|`` above this counts as divergence.
-        on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle.
+        on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle
+            (the result carries the error in ``failure``); NaN, inf and divergence always
+            raise.
         record_trace: keep the max residual at each check.
     """
 

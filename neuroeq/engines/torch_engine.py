@@ -109,7 +109,9 @@ class TorchEngine(RelaxationSettings):
         tol: stop when every sample's ``max|ds/dt|·τ < tol``; ``0`` runs the full budget.
         check_every: steps between convergence checks (each check syncs the device).
         divergence: ``|s|`` above this counts as divergence.
-        on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle.
+        on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle
+            (or an accelerated solver's fixed point is unstable): the result then carries
+            the error in ``failure``. NaN, inf and divergence always raise.
         record_trace: keep the max residual at each check (convergence traces).
         solver: ``euler`` (plain iteration of the Euler map, the dynamics themselves),
             ``anderson`` (Anderson-accelerated fixed-point iteration of the same map) or
