@@ -84,7 +84,7 @@ def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
 def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from neuroeq.checks import distinct_paths
     from neuroeq.gradcheck import gradcheck, summary_table
-    from neuroeq.io import refuse_overwrite, write_netcdf, write_text
+    from neuroeq.io import refuse_overwrite, write_netcdf, write_outputs, write_text
 
     distinct_paths({"--out": args.out, "--markdown": args.markdown})
     for path in (args.out, args.markdown):
@@ -102,14 +102,19 @@ def _gradcheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
                         progress=lambda text: print(f"gradcheck: {text}", file=sys.stderr))
     table = summary_table(dataset)
     print(table)
-    if args.out is not None:
-        write_netcdf(dataset, args.out)
-        print(f"wrote {args.out}")
-    if args.markdown is not None:
-        command = "neuroeq " + " ".join(shlex.quote(a) for a in argv)
-        write_text(args.markdown, f"Produced by:\n\n```\n{command}\n```\n\n{table}")
-        print(f"wrote {args.markdown}")
+    command = command_line(argv)
+    writers = {args.out: lambda path: write_netcdf(dataset, path),
+               args.markdown: lambda path: write_text(
+                   path, f"Produced by:\n\n```\n{command}\n```\n\n{table}")}
+    write_outputs({path: write for path, write in writers.items() if path is not None})
     return 0
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """``neuroeq ARGS`` as typed, for a report's "Produced by": arguments the locale could
+    not decode (``é`` under ``LC_ALL=C``) are read back from their bytes as UTF-8."""
+    typed = (os.fsencode(arg).decode("utf-8", "replace") for arg in argv)
+    return "neuroeq " + " ".join(shlex.quote(arg) for arg in typed)
 
 
 def _brian2_engine(args: argparse.Namespace) -> Brian2Engine:
@@ -139,8 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_output() -> None:
+    """Let stdout and stderr show what their encoding cannot (``α`` under ``LC_ALL=C``) as
+    ``\\u03b1`` rather than fail; files are written as UTF-8 whatever the locale."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _tolerant_output()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -7,7 +7,6 @@ do not (the report says what to fix); bad input exits 2 like every other command
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,6 +92,7 @@ def _numbers(text: str, kind: Callable[[str], float], what: str) -> list:
 
 
 def _gibbscheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from neuroeq.cli import command_line
     from neuroeq.gibbs_check import gibbs_check, gibbs_table
     from neuroeq.io import refuse_overwrite, write_text
 
@@ -107,7 +107,7 @@ def _gibbscheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
     table = gibbs_table(dataset)
     print(table)
     if args.markdown is not None:
-        command = "neuroeq " + " ".join(shlex.quote(a) for a in argv)
+        command = command_line(argv)
         write_text(args.markdown, f"Produced by:\n\n```\n{command}\n```\n\n{table}")
         print(f"wrote {args.markdown}")
     return 0
@@ -116,9 +116,13 @@ def _gibbscheck(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def parse_grid(specs: Sequence[str]) -> dict[str, list[float]]:
     """``["b=0.2:1.0:5", "eps=1,3,6"]`` → ``{"b": linspace(0.2, 1, 5), "eps": [1, 3, 6]}``."""
     grid: dict[str, list[float]] = {}
+    given: dict[str, str] = {}
     for spec in specs:
         name, _, values = spec.partition("=")
         name = name.strip()
+        if name and name in given:
+            raise ConfigError(_given_twice(name, given[name], spec))
+        given[name] = spec
         try:
             if ":" in values:
                 low, high, count = values.split(":")
@@ -137,3 +141,15 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[float]]:
         if not name or not grid[name]:
             raise ConfigError(f"grid {spec!r}: expected NAME=LOW:HIGH:COUNT or NAME=V1,V2,...")
     return grid
+
+
+def _given_twice(name: str, first: str, second: str) -> str:
+    """The error for a parameter ``name`` given by two ``--grid`` specs: only one would be
+    scanned. Two lists of values are shown joined (``b=1,2``)."""
+    values = [spec.partition("=")[2].strip() for spec in (first, second)]
+    if any(":" in value or not value for value in values):
+        example = f"{name}=LOW:HIGH:COUNT or {name}=V1,V2,..."
+    else:
+        example = f"{name}={','.join(values)}"
+    return (f"grid parameter {name!r} is given twice (--grid {first} and --grid {second}); "
+            f"give all its values in one --grid {example}")

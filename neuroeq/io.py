@@ -1,11 +1,13 @@
 """Writing results without losing any: atomic writes (temp file + rename), no silent
-overwrites."""
+overwrites, errors that name the file asked for (never a temporary), text as UTF-8."""
 
 from __future__ import annotations
 
 import errno
 import os
 import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import xarray as xr
@@ -26,16 +28,22 @@ def software_attrs() -> dict[str, str | int]:
 
 def refuse_overwrite(path: str | os.PathLike, force: bool) -> None:
     """Raise, before anything is computed, if the file ``path`` could not be written: it
-    exists and ``force`` is not set, it is a folder, or a parent of it is a file."""
+    exists and ``force`` is not set, it is a folder, a parent of it is a file, or this user
+    may not create files in the nearest folder of it that exists."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{str(path)!r} is a folder; give the name of a file to write")
     if path.exists() and not force:
         raise ConfigError(f"{str(path)!r} exists; pass --force to overwrite it")
     parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
+    if parent is None:
+        return
+    if not parent.is_dir():
         raise ConfigError(f"cannot write {str(path)!r}: {str(parent)!r} is a file, not a "
                           "folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {str(path)!r}: no permission to create files in "
+                          f"the folder {str(parent)!r}")
 
 
 def is_temporary(name: str) -> bool:
@@ -56,38 +64,79 @@ def _temporary_sibling(path: Path) -> Path:
     return Path(name)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text atomically."""
-    path = Path(path)
-    temporary = _temporary_sibling(path)
+def _cannot_write(path: Path, error: OSError) -> OSError:
+    """``error`` (about ``path``'s temporary, say) as an error naming ``path`` itself; an
+    error that already names ``path`` is returned as it is."""
+    if error.filename == str(path):
+        return error
+    return _os_error(error.errno, f"cannot write {str(path)!r}: {error.strerror or error}")
+
+
+def _os_error(number: int | None, message: str) -> OSError:
+    """An ``OSError`` of the subclass ``number`` gives (``PermissionError`` for ``EACCES``)."""
+    return OSError(message) if number is None else OSError(number, message)
+
+
+@contextmanager
+def _atomic(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary next to ``path`` to write, renamed onto ``path`` when the block ends
+    (removed if it fails); an ``OSError`` names ``path``, never the temporary."""
+    path, temporary = Path(path), None
     try:
-        temporary.write_text(text)
+        temporary = _temporary_sibling(path)
+        yield temporary
         os.replace(temporary, path)
+    except OSError as error:
+        renamed = _cannot_write(path, error)
+        if renamed is error:
+            raise
+        raise renamed from error
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text atomically, as UTF-8 (whatever the locale)."""
+    with _atomic(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes atomically."""
-    path = Path(path)
-    temporary = _temporary_sibling(path)
-    try:
+    with _atomic(path) as temporary:
         temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def write_netcdf(dataset: xr.Dataset, path: str | os.PathLike) -> None:
     """Write a dataset as NetCDF atomically."""
-    path = Path(path)
-    temporary = _temporary_sibling(path)
-    try:
+    with _atomic(path) as temporary:
         try:
             dataset.to_netcdf(temporary)
         except RuntimeError as error:  # the NetCDF library's own ("NetCDF: HDF error")
             raise OSError(errno.EIO, f"writing NetCDF failed ({error}; is the disk full?)",
                           str(path)) from error
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+
+def write_outputs(writers: Mapping[Path, Callable[[Path], None]],
+                  report: Callable[[str], None] = print) -> None:
+    """Call each writer on its path and ``report`` ``"wrote PATH"``; one that fails does not
+    stop the others: the failures are raised together, as one ``OSError``, at the end."""
+    failures: list[OSError] = []
+    for path, write in writers.items():
+        try:
+            write(path)
+        except OSError as error:
+            failures.append(error)
+        else:
+            report(f"wrote {path}")
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise _os_error(failures[0].errno, "; ".join(_described(f) for f in failures))
+
+
+def _described(error: OSError) -> str:
+    """``error`` as the command line shows it: its reason and the file it names."""
+    where = f": {error.filename!r}" if error.filename else ""
+    return f"{error.strerror or error}{where}"

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with opener(path, "rb") as handle:
             raw = handle.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise ConfigError(f"{str(path)!r}: cannot read IDX file ({exc}); "
-                          "the file is missing, truncated or not gzip") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+                          "the file is missing, truncated, corrupt or not gzip") from None
+    if len(raw) < 4:
+        raise ConfigError(f"{str(path)!r}: {_empty_or_short(path, raw)}; truncated (an "
+                          "interrupted download?) or not an IDX file")
+    if raw[0] != 0 or raw[1] != 0:
         raise ConfigError(f"{str(path)!r}: not an IDX file (bad magic number)")
     if raw[2] != 0x08:
         raise ConfigError(f"{str(path)!r}: IDX type {raw[2]:#04x} unsupported "
@@ -80,15 +84,35 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def resolve_root(root: str | os.PathLike | None, name: str, split: str = "train") -> Path:
-    """The directory holding ``name``'s ``split`` files: ``root``, else
-    ``$NEUROEQ_DATA_DIR`` (a leading ``~`` is expanded), or one of its sub-folders."""
-    base = root if root is not None else os.environ.get(DATA_DIR_ENV)
-    if not base:
+def _empty_or_short(path: Path, raw: bytes) -> str:
+    """What is wrong with an IDX file of fewer than 4 bytes (its header's first word)."""
+    if not raw:
+        compressed = path.suffix == ".gz" and path.stat().st_size > 0
+        return "holds no data once decompressed" if compressed else "is empty (0 bytes)"
+    return f"holds only {len(raw)} bytes, less than an IDX header"
+
+
+def _data_dir(name: str) -> str:
+    """``$NEUROEQ_DATA_DIR``, for data set ``name`` given no root; unset or empty, an error."""
+    folder = os.environ.get(DATA_DIR_ENV)
+    if folder is None:
         raise ConfigError(f"data set {name!r} needs its IDX files: pass root=DIR (protocol key "
                           f"data.root) or set {DATA_DIR_ENV}; the built-in task 'digits' "
                           "needs no download")
-    base = Path(base).expanduser()
+    if not folder.strip():
+        raise ConfigError(f"data set {name!r}: ${DATA_DIR_ENV} is set but empty; set it to the "
+                          "folder holding the IDX files, or pass root=DIR (protocol key "
+                          "data.root)")
+    return folder
+
+
+def resolve_root(root: str | os.PathLike | None, name: str, split: str = "train") -> Path:
+    """The directory holding ``name``'s ``split`` files: ``root``, else
+    ``$NEUROEQ_DATA_DIR`` (a leading ``~`` is expanded), or one of its sub-folders."""
+    if isinstance(root, str) and not root.strip():
+        raise ConfigError(f"data set {name!r}: root {root!r} is empty; give a folder (protocol "
+                          f"key data.root) or leave it out to use ${DATA_DIR_ENV}")
+    base = Path(root if root is not None else _data_dir(name)).expanduser()
     labels = FILES[name][f"{split}_labels"][0]
     for sub in SUBFOLDERS[name]:
         folder = base / sub if sub else base
