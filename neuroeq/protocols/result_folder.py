@@ -37,7 +37,7 @@ RESUME_REWRITES = ("protocol.toml", DONE_MARKER, "metrics.nc")
 def seconds_taken(out: Path) -> float:
     """How long the finished run in ``out`` took, from its done marker; NaN if unknown."""
     try:
-        return float((out / DONE_MARKER).read_text().split()[0])
+        return float((out / DONE_MARKER).read_text(encoding="utf-8").split()[0])
     except (OSError, ValueError, IndexError):
         return float("nan")
 
@@ -143,7 +143,7 @@ def replaced_by_a_finished_run(out: Path) -> bool:
     """Whether ``out`` holds a finished ``force`` run that replaced ``NAME.previous`` (it
     was stopped before it removed that folder: it is due for removal)."""
     try:
-        marker = (out / REPLACES_MARKER).read_text().strip()
+        marker = (out / REPLACES_MARKER).read_text(encoding="utf-8").strip()
     except OSError:
         return False
     return (out / DONE_MARKER).is_file() and marker == previous_path(out).name

@@ -166,7 +166,7 @@ def _run_in(protocol: Protocol, out: Path, previous: Path | None, *, resume: boo
             log.removeHandler(handler)
     seconds = time.perf_counter() - started
     write_text(out / DONE_MARKER, f"{seconds:.1f} s\n")
-    with open(out / "log.txt", "a") as handle:
+    with open(out / "log.txt", "a", encoding="utf-8") as handle:
         handle.write(f"done in {seconds:.1f} s\n")
 
 
@@ -174,7 +174,7 @@ def _logger(out: Path) -> logging.Logger:
     """A logger writing to ``out/log.txt``, of this run alone: not registered with
     ``logging`` (a sweep would otherwise keep one logger per point for good)."""
     log = logging.Logger(f"neuroeq.run.{out.resolve()}", logging.INFO)
-    handler = logging.FileHandler(out / "log.txt")
+    handler = logging.FileHandler(out / "log.txt", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return log

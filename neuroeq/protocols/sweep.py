@@ -85,7 +85,7 @@ def _already_done(config: dict[str, Any], folder: Path) -> bool:
         expected = load_protocol(config).to_toml()
     except NeuroEQError:
         return False
-    return stored.read_text().split("\n", 1)[-1] == expected
+    return stored.read_text(encoding="utf-8").split("\n", 1)[-1] == expected
 
 
 def _made_otherwise(config: dict[str, Any], folder: Path) -> str | None:
