@@ -366,7 +366,9 @@ class Network(nn.Module):
         return torch.cat([p.expand(*shape, p.shape[-1]) for p in pieces], dim=-1)
 
     def cost(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample cost ``C(ρ(s_out), y)``."""
+        """Per-sample cost ``C(ρ(s_out), y)``, shape ``(..., batch)``, for a state
+        (..., batch, state_size) and class labels ``y`` (…, batch) or float targets
+        (…, batch, n_classes) of the same batch (others are refused by the readout)."""
         return self.readout.cost(self.output_rates(state), y)
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from neuroeq.checks import whole_number
 from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.seeds import check_seed
 
@@ -25,6 +26,10 @@ WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 class Readout(nn.Module):
     """Maps output rates ``r`` (batch, n_out) to predictions (batch, n_classes).
 
+    ``n_out`` (at least 1) output units read; ``n_classes`` (default ``n_out``) columns
+    predicted: at least 1 for ``mse`` (one column regresses a float target), at least 2
+    for ``cross_entropy``. Sizes are whole numbers (a bool is refused).
+
     ``identity``: prediction ``r`` itself (``n_out == n_classes``); ``linear``:
     ``W r + b``. Costs: ``mse`` ``C = ½‖p - t‖²`` and ``cross_entropy``
     ``C = -Σ_k t_k log softmax(p)_k``, with ``t = onehot(y)`` for class labels (then
@@ -38,7 +43,7 @@ class Readout(nn.Module):
             raise ConfigError(f"readout kind {kind!r} must be one of {', '.join(READOUT_KINDS)}")
         if cost not in COSTS:
             raise ConfigError(f"cost {cost!r} must be one of {', '.join(COSTS)}")
-        n_classes = n_out if n_classes is None else n_classes
+        n_out, n_classes = _sizes(n_out, n_classes, cost)
         if kind == "identity" and n_classes != n_out:
             raise ConfigError(f"an identity readout needs as many output units ({n_out}) as "
                               f"classes ({n_classes}); use kind='linear'")
@@ -91,9 +96,12 @@ class Readout(nn.Module):
                               f"readout predicts {self.n_classes} classes")
 
     def cost(self, rates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample cost ``C(r, y)``, shape ``(..., batch)``."""
+        """Per-sample cost ``C(r, y)``, shape ``(..., batch)``, for rates ``r``
+        (..., batch, n_out) and class labels ``y`` (…, batch) or float targets
+        (…, batch, n_classes) of the same batch (:func:`check_batch`)."""
         prediction = self.forward(rates)  # (not through Module.__call__: ~4 µs per call)
         target = self.targets(y, prediction)
+        check_batch(y, target, prediction)
         if self.cost_name == "mse":
             return 0.5 * ((prediction - target) ** 2).sum(-1)
         return -(target * torch.log_softmax(prediction, dim=-1)).sum(-1)
@@ -104,6 +112,7 @@ class Readout(nn.Module):
         target row sums to 1, as one-hot targets do), times ``∂p/∂r``."""
         prediction = self.forward(rates)  # (once per nudged step)
         target = self.targets(y, prediction)
+        check_batch(y, target, prediction)
         if self.cost_name == "mse":
             error = prediction - target
         elif y.dtype in LABEL_DTYPES + WIDE_UNSIGNED:  # one-hot rows
@@ -117,6 +126,39 @@ class Readout(nn.Module):
     def predict(self, rates: torch.Tensor) -> torch.Tensor:
         """Predicted class labels."""
         return self(rates).argmax(-1)
+
+
+def check_batch(y: torch.Tensor, target: torch.Tensor, prediction: torch.Tensor) -> None:
+    """Refuse labels or targets ``y`` whose batch does not fit the predictions': class
+    labels must be ``(…, batch)`` and float targets ``(…, batch, n_classes)`` (``target``,
+    ``y`` as one-hot or float rows), with the batch of ``prediction`` (…, batch, n_classes);
+    leading dimensions broadcast (one batch of labels for every chain or nudge). Without
+    this, labels of shape (batch, 1) would broadcast into a (batch, batch) cost."""
+    dims, batch = target.shape[:-1], prediction.shape[:-1]
+    if dims == batch and dims:  # (the common case first: ~0.5 µs of every nudged step)
+        return
+    if dims and batch and dims[-1] == batch[-1] and len(dims) <= len(batch) and all(
+            a in (1, b) for a, b in zip(dims[::-1], batch[::-1], strict=False)):
+        return
+    n = batch[-1] if batch else "?"
+    what = "labels" if y.dtype in LABEL_DTYPES + WIDE_UNSIGNED else "float targets"
+    raise ConfigError(f"{what} y of shape {tuple(y.shape)} do not fit the output rates' "
+                      f"batch shape {tuple(batch)}: class labels must have shape (batch,) = "
+                      f"({n},), float targets (batch, n_classes) = ({n}, "
+                      f"{prediction.shape[-1]})")
+
+
+def _sizes(n_out: object, n_classes: object, cost: str) -> tuple[int, int]:
+    """``(n_out, n_classes)`` as whole numbers, ``n_classes`` defaulting to ``n_out``: at
+    least one output unit and one prediction (mse: one column regresses a float target),
+    and at least two classes for cross-entropy (a softmax over one class costs 0 whatever
+    the rates: nothing to learn)."""
+    n_out = whole_number(n_out, "readout n_out (output units read)", 1)
+    name = "readout n_classes" + (" (= n_out when not given)" if n_classes is None else "")
+    n_classes = n_out if n_classes is None else n_classes
+    if cost == "cross_entropy":
+        return n_out, whole_number(n_classes, f"{name} of a cross-entropy cost", 2)
+    return n_out, whole_number(n_classes, name, 1)
 
 
 def _softmax(prediction: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
@@ -42,43 +44,57 @@ class NeuroEQAccessor:
             raise ConfigError(f"ds.neq.{method}() needs {KINDS[kind]}, with "
                               f"{', '.join(missing)}; this dataset's variables: {present}")
 
-    def alignment(self, over: str = "seed") -> xr.Dataset:
+    def alignment(self, *args: Any, **kwargs: Any) -> xr.Dataset:
         if "estimate" in self._dataset:
-            self._require("alignment", "gradcheck", "estimate", "true", "rel_error", over)
+            self._require("alignment", "gradcheck", "estimate", "true", "rel_error")
         else:
-            self._require("alignment", "gradcheck", "cosine", "rel_error", over)
-        return alignment.alignment_summary(self._dataset, over)
+            self._require("alignment", "gradcheck", "cosine", "rel_error")
+        # (a dimension ``over`` that is not there is named by alignment_summary)
+        return alignment.alignment_summary(self._dataset, *args, **kwargs)
 
-    def plot_alignment(self, **kwargs: Any) -> Figure | SubFigure:
+    def plot_alignment(self, *args: Any, **kwargs: Any) -> Figure | SubFigure:
         # (a missing x, beta by default, is named by plot_alignment with the dimensions
         # there are: an asymmetry sweep's alignment is plotted against x="alpha")
-        self._require("plot_alignment", "gradcheck", kwargs.get("variable", "rel_error"),
-                      "rule")
-        return alignment.plot_alignment(self._dataset, **kwargs)
+        given = _arguments(alignment.plot_alignment, self._dataset, args, kwargs)
+        self._require("plot_alignment", "gradcheck", given["variable"], "rule")
+        return alignment.plot_alignment(self._dataset, *args, **kwargs)
 
     def plot_learning_curves(self) -> Figure:
         self._require("plot_learning_curves", "metrics", "epoch", "train_accuracy",
                       "test_accuracy", "train_loss", "test_loss")
         return learning.plot_learning_curves(self._dataset)
 
-    def plot_convergence(self, **kwargs: Any) -> Figure | SubFigure:
+    def plot_convergence(self, *args: Any, **kwargs: Any) -> Figure | SubFigure:
         self._require("plot_convergence", "states", "residual", "phase", "time", "sample")
-        return traces.plot_convergence(self._dataset, **kwargs)
+        return traces.plot_convergence(self._dataset, *args, **kwargs)
 
-    def plot_phase_portrait(self, **kwargs: Any) -> Figure | SubFigure:
+    def plot_phase_portrait(self, *args: Any, **kwargs: Any) -> Figure | SubFigure:
         self._require("plot_phase_portrait", "states", "state", "phase", "variable", "layer",
                       "sample")
-        return traces.plot_phase_portrait(self._dataset, **kwargs)
+        return traces.plot_phase_portrait(self._dataset, *args, **kwargs)
 
-    def plot_plasticity_map(self, **kwargs: Any) -> Figure:
-        name = kwargs.get("name", "W1")
+    def plot_plasticity_map(self, *args: Any, **kwargs: Any) -> Figure:
+        name = _arguments(plasticity.plot_plasticity_map, self._dataset, args, kwargs)["name"]
         weights = _weight_names(self._dataset)
         if weights and name not in self._dataset.data_vars:
             raise ConfigError(f"ds.neq.plot_plasticity_map(): this weight-changes dataset has "
                               f"no weight {name!r}; its weights: {', '.join(weights)} "
                               "(pass name= one of them)")
         self._require("plot_plasticity_map", "changes", name)
-        return plasticity.plot_plasticity_map(self._dataset, **kwargs)
+        return plasticity.plot_plasticity_map(self._dataset, *args, **kwargs)
+
+
+def _arguments(function: Callable[..., Any], dataset: xr.Dataset, args: tuple,
+               kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments ``function(dataset, *args, **kwargs)`` would see, defaults filled in
+    (so that the accessor reads ``name`` or ``variable`` given either way); a call that
+    does not fit the signature raises Python's own :class:`TypeError`."""
+    try:
+        bound = inspect.signature(function).bind(dataset, *args, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"ds.neq.{function.__name__}(): {error}") from None
+    bound.apply_defaults()
+    return bound.arguments
 
 
 def _weight_names(dataset: xr.Dataset) -> list[str]:

@@ -8,9 +8,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from neuroeq.errors import ConfigError
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure, SubFigure
+
+#: keyword arguments of ``DataArray.sel`` that are options, not dimensions
+SEL_OPTIONS = ("method", "tolerance", "drop")
 
 
 def cosine(estimate: xr.DataArray, true: xr.DataArray, dim: str = "element") -> xr.DataArray:
@@ -24,12 +29,46 @@ def alignment_summary(dataset: xr.Dataset, over: str = "seed") -> xr.Dataset:
     """Mean and spread over ``over`` of ``cosine`` and ``rel_error`` (and of the angle in
     degrees); recomputed from ``estimate``/``true`` when those are present."""
     cos = cosine(dataset.estimate, dataset.true) if "estimate" in dataset else dataset.cosine
+    _check_over(over, cos, dataset.rel_error)
     angle = np.degrees(np.arccos(cos.clip(-1.0, 1.0)))
     return xr.Dataset({
         "cosine_mean": cos.mean(over), "cosine_std": cos.std(over),
         "angle_deg_mean": angle.mean(over),
         "rel_error_mean": dataset.rel_error.mean(over),
         "rel_error_std": dataset.rel_error.std(over)}, attrs=dict(dataset.attrs))
+
+
+def _check_over(over: object, cos: xr.DataArray, rel_error: xr.DataArray) -> None:
+    """Refuse a dimension ``over`` that cosine and rel_error do not both have (``element``
+    is summed into the cosine), naming the dimensions there are."""
+    allowed = [str(d) for d in cos.dims if d in rel_error.dims]
+    if over not in allowed:
+        raise ConfigError(f"alignment: cannot average over {over!r}: cosine and rel_error "
+                          f"share the dimensions {', '.join(allowed) or 'none'}; give over= "
+                          "one of them")
+
+
+def _check_selection(data: xr.DataArray, selection: dict[str, Any]) -> None:
+    """Refuse a ``selection`` (``model="fhn"``) of a dimension ``data`` lacks or of a value
+    its coordinate does not hold, naming what there is (xarray's own KeyError names
+    neither). xarray's own options of ``sel`` pass (``method="nearest"``: values unchecked)."""
+    options = {key for key in SEL_OPTIONS if key in selection and key not in data.coords}
+    inexact = "method" in options and selection["method"] is not None
+    for key, value in selection.items():
+        if key in options:
+            continue
+        if key not in data.dims and key not in data.coords:
+            raise ConfigError(f"plot_alignment: no dimension {key!r} to select; the data's "
+                              f"dimensions: {', '.join(map(str, data.dims)) or 'none'}")
+        if key not in data.coords or isinstance(value, slice) or inexact:
+            continue
+        known = data[key].values.tolist()
+        known = known if isinstance(known, list) else [known]
+        wanted = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+        missing = [v for v in wanted if (v.item() if hasattr(v, "item") else v) not in known]
+        if missing:
+            raise ConfigError(f"plot_alignment: no {key} {missing[0]!r} in this dataset; its "
+                              f"{key} values: {', '.join(map(repr, known))}")
 
 
 def plot_alignment(dataset: xr.Dataset, x: str = "beta", variable: str = "rel_error",
@@ -40,8 +79,10 @@ def plot_alignment(dataset: xr.Dataset, x: str = "beta", variable: str = "rel_er
     averaging over it would pass off its effect as the seeds' spread."""
     import matplotlib.pyplot as plt
 
-    from neuroeq.errors import ConfigError
-
+    if variable not in dataset.data_vars:
+        raise ConfigError(f"plot_alignment: no variable {variable!r} in this dataset; its "
+                          f"variables: {', '.join(map(str, dataset.data_vars)) or 'none'}")
+    _check_selection(dataset[variable], selection)
     data = dataset[variable].sel(**selection)
     if "rule" not in data.dims:  # one rule selected (rule="ep"): a line of its own
         data = data.expand_dims("rule") if "rule" in data.coords else data.expand_dims(

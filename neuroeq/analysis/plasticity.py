@@ -11,6 +11,9 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.checks import whole_number
+from neuroeq.errors import ConfigError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -30,15 +33,31 @@ def weight_changes(before: Mapping[str, torch.Tensor], after: Mapping[str, torch
     return xr.Dataset(variables, attrs={"title": "weight changes ΔW (after - before)"})
 
 
+def _image_shape(image_shape: object, name: str, n_pre: int) -> tuple[int, int]:
+    """``image_shape`` as ``(rows, columns)`` of whole numbers whose product is the number
+    of presynaptic units ``n_pre`` of ``name`` (one pixel per input)."""
+    if isinstance(image_shape, (str, bytes)) or not hasattr(image_shape, "__len__") \
+            or len(image_shape) != 2:
+        raise ConfigError(f"plot_plasticity_map: image_shape must be a pair (rows, columns), "
+                          f"got {image_shape!r}")
+    rows, columns = (whole_number(n, "plot_plasticity_map: image_shape's sizes", 1)
+                     for n in image_shape)
+    if rows * columns != n_pre:
+        raise ConfigError(f"plot_plasticity_map: image_shape ({rows}, {columns}) has "
+                          f"{rows * columns} pixels, but {name} has {n_pre} inputs "
+                          "(presynaptic units); the image shape's product must equal the "
+                          "number of inputs")
+    return rows, columns
+
+
 def plot_plasticity_map(changes: xr.Dataset, name: str = "W1", units: int = 16,
                         image_shape: tuple[int, int] | None = None) -> Figure:
     """ΔW of ``name``: the rows of the first ``units`` postsynaptic neurons as images when
     the presynaptic layer is an image (``image_shape``; guessed for ``W1``, the input's
-    weights, when the input is square), else the whole matrix as a heat map. Colours are
-    symmetric around zero (NaN entries left blank)."""
+    weights, when the input is square; a given ``(rows, columns)`` must hold the
+    presynaptic units, ``rows · columns = n_pre``), else the whole matrix as a heat map.
+    Colours are symmetric around zero (NaN entries left blank)."""
     import matplotlib.pyplot as plt
-
-    from neuroeq.checks import whole_number
 
     units = whole_number(units, "units", 1)
     delta = changes[name].values
@@ -46,6 +65,8 @@ def plot_plasticity_map(changes: xr.Dataset, name: str = "W1", units: int = 16,
     if image_shape is None and name == "W1":
         side = int(round(math.sqrt(n_pre)))
         image_shape = (side, side) if side * side == n_pre and side > 2 else None
+    elif image_shape is not None:
+        image_shape = _image_shape(image_shape, name, n_pre)
     finite = np.abs(delta[np.isfinite(delta)])
     limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     if image_shape is None:

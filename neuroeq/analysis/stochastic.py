@@ -30,11 +30,14 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.checks import whole_number
 from neuroeq.engines.brian2_spiking import SpikingEngine
 from neuroeq.engines.torch_engine import TorchEngine
+from neuroeq.errors import ConfigError, short
 from neuroeq.network import Network
 from neuroeq.rules.oracles import ImplicitDifferentiation
 from neuroeq.rules.stochastic_ep import StochasticEP, mean_field_limit
+from neuroeq.seeds import check_seed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,13 +51,15 @@ def stochastic_vs_mean_field(network: Network, x: torch.Tensor, y: torch.Tensor,
                              mean_field_engine: TorchEngine | None = None) -> xr.Dataset:
     """Bias, variance and cosine of stochastic EP against mean-field EP.
 
-    ``x`` (B, n_in), ``y`` (B,). Returns a Dataset with dims ``seed``, ``window``,
-    ``replicas`` (see the module docstring); attrs hold the network, ``beta``, ``dt``
-    and the fitted slopes.
+    ``x`` (B, n_in), ``y`` (B,). ``windows`` (steps) and ``replicas``: non-empty lists of
+    distinct whole numbers of at least 1 (sorted); ``seeds``: distinct seeds (whole numbers
+    ≥ 0), at least one; all checked before anything runs. Returns a Dataset with dims
+    ``seed``, ``window``, ``replicas`` (see the module docstring); attrs hold the network,
+    ``beta``, ``dt`` and the fitted slopes.
     """
-    windows = sorted(int(w) for w in windows)
-    replicas = sorted(int(r) for r in replicas)
-    seeds = [int(s) for s in seeds]
+    windows = _counts(windows, "windows", "steps")
+    replicas = _counts(replicas, "replicas", "replicas per sample")
+    seeds = _seeds(seeds)
     names = [n for n, _ in network.named_parameters() if not n.startswith("readout.")]
     x = x.to(network.dtype)
     probe = SpikingEngine(target=target)
@@ -111,6 +116,42 @@ def stochastic_vs_mean_field(network: Network, x: torch.Tensor, y: torch.Tensor,
     for label, index in (("1", 0), ("max", -1)):
         dataset.attrs[f"slope_window_{label}"] = window_slope(dataset, replicas[index])
     return dataset
+
+
+def _counts(values: Iterable[object], name: str, unit: str) -> list[int]:
+    """``values`` sorted, as distinct whole numbers of at least 1 (at least one of them)."""
+    values = _listed(values, name)
+    counts = sorted(whole_number(v, f"stochastic_vs_mean_field: {name} ({unit}) entry", 1)
+                    for v in values)
+    _distinct(counts, name)
+    return counts
+
+
+def _seeds(values: Iterable[object]) -> list[int]:
+    """``values`` as distinct seeds (at least one), in the order given."""
+    seeds = [check_seed(v, "stochastic_vs_mean_field: seeds entry")
+             for v in _listed(values, "seeds")]
+    _distinct(seeds, "seeds")
+    return seeds
+
+
+def _listed(values: Iterable[object], name: str) -> list[object]:
+    """``values`` as a non-empty list (a single number or a string refused)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ConfigError(f"stochastic_vs_mean_field: {name} must be a list of whole "
+                          f"numbers, got {values!r}")
+    listed = list(values)
+    if not listed:
+        raise ConfigError(f"stochastic_vs_mean_field: {name} is empty; give at least one")
+    return listed
+
+
+def _distinct(values: list[int], name: str) -> None:
+    """Refuse a value given twice (a repeated coordinate: ``sel`` could not pick one)."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"stochastic_vs_mean_field: {name} holds {short(repeated)} more "
+                          "than once; give each once")
 
 
 def window_slope(dataset: xr.Dataset, replicas: int) -> float:

@@ -3,6 +3,7 @@ with convergence traces and phase portraits (FHN units in the ``(v, w)`` plane).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,9 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neuroeq.checks import whole_number
 from neuroeq.engines.torch_engine import TorchEngine
+from neuroeq.errors import ConfigError, short
 from neuroeq.network import Network
 from neuroeq.rules.phases import active_mask
 
@@ -35,7 +38,14 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
     the start of each phase) holds every phase's recording times, and ``state`` and
     ``residual`` are NaN where a phase has no record (a budget of 8 steps in chunks of 10 is
     recorded at 0 and 8 steps).
+
+    ``free_steps`` and ``nudged_steps``: Euler steps of each phase, whole numbers of at
+    least 1; ``None`` (the default) runs the engine's budget (its ``max_steps``, or the
+    model file's). ``chunk``: steps between records, at least 1.
     """
+    chunk = whole_number(chunk, "record_relaxation: chunk", 1)
+    free_steps = _phase_steps(free_steps, "free_steps")
+    nudged_steps = _phase_steps(nudged_steps, "nudged_steps")
     if isinstance(engine, TorchEngine) and engine.solver != "euler":
         # the dynamics, not an accelerated solver's iterates (Anderson restarted every
         # chunk, or sweeps of ω·dt on a time axis of dt)
@@ -43,10 +53,12 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
     dt, budget, _ = engine.settings(network)
     x = x.to(network.device, network.dtype)
     drive = network.drive(x)
-    phases = [("free", 0.0, None, free_steps or budget)]
+    free_steps = budget if free_steps is None else free_steps
+    nudged_steps = budget if nudged_steps is None else nudged_steps
+    phases = [("free", 0.0, None, free_steps)]
     if y is not None and beta:
-        phases += [("nudged+", beta, "free", nudged_steps or budget),
-                   ("nudged-", -beta, "free", nudged_steps or budget)]
+        phases += [("nudged+", beta, "free", nudged_steps),
+                   ("nudged-", -beta, "free", nudged_steps)]
     recorded: dict[str, tuple[list[int], list[np.ndarray], list[np.ndarray]]] = {}
     finals: dict[str, torch.Tensor] = {}
     for name, phase_beta, start_from, steps in phases:
@@ -88,6 +100,17 @@ def record_relaxation(network: Network, engine: TorchEngine, x: torch.Tensor,
     dataset.time.attrs.update(units="ms", long_name="time from the start of each phase")
     dataset.residual.attrs.update(units="1", long_name="max |ds/dt|·τ over the units")
     return dataset
+
+
+def _phase_steps(steps: object, name: str) -> int | None:
+    """A phase's step count as given (a whole number of at least 1), or ``None`` for the
+    engine's budget: 0 would record no step, not the whole budget."""
+    if steps is None:
+        return None
+    try:
+        return whole_number(steps, f"record_relaxation: {name}", 1)
+    except ConfigError as error:
+        raise ConfigError(f"{error} (None runs the engine's budget)") from None
 
 
 def _residual(network: Network, state: torch.Tensor, drive: dict, y: torch.Tensor | None,
@@ -134,6 +157,23 @@ def plot_convergence(traces: xr.Dataset, ax: Axes | None = None) -> Figure | Sub
     return ax.figure
 
 
+def _check_sample(traces: xr.Dataset, sample: object) -> None:
+    """Refuse a ``sample`` the traces do not hold: one of the ``sample`` coordinate's values
+    where there is one, else a position in ``[0, n)``."""
+    if "sample" in traces.coords:
+        known = traces.sample.values.tolist()
+        if sample not in known:
+            raise ConfigError(f"plot_phase_portrait: no sample {sample!r} in these traces; "
+                              f"their samples: {short(known)}")
+        return
+    count = traces.sizes.get("sample", 0)
+    if isinstance(sample, bool) or not isinstance(sample, numbers.Integral) \
+            or not 0 <= sample < count:
+        raise ConfigError(f"plot_phase_portrait: sample {sample!r} is not in these traces; "
+                          f"they hold samples 0 to {count - 1}" if count else
+                          "plot_phase_portrait: these traces hold no sample")
+
+
 def plot_phase_portrait(traces: xr.Dataset, layer: str | None = None, units: int = 6,
                         sample: int = 0, parameters: dict | None = None,
                         ax: Axes | None = None) -> Figure | SubFigure:
@@ -145,8 +185,7 @@ def plot_phase_portrait(traces: xr.Dataset, layer: str | None = None, units: int
     ``w = v - v³/3`` are drawn."""
     import matplotlib.pyplot as plt
 
-    from neuroeq.errors import ConfigError
-
+    _check_sample(traces, sample)
     layers = [str(name) for name in dict.fromkeys(traces.layer.values)]
     if layer is None:
         layer = "hidden1" if "hidden1" in layers else layers[0]

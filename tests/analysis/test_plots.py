@@ -148,3 +148,59 @@ def test_alignment_refuses_to_pool_a_dimension_that_is_not_the_seed():
         data.neq.plot_alignment()
     figure = data.neq.plot_alignment(alpha=1.0)  # one value: one line per rule
     assert [line.get_label() for line in figure.axes[0].lines] == ["ep", "centered"]
+
+
+@pytest.mark.parametrize("option", ["free_steps", "nudged_steps"])
+@pytest.mark.parametrize("steps", [0, -3, 2.5, True])
+def test_a_phase_of_no_steps_is_refused_not_run_for_the_whole_budget(option, steps):
+    network = Network("hopfield", (6, 5, 3), seed=0)
+    x = torch.rand(2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(ConfigError, match=rf"record_relaxation: {option} must be a whole "
+                                          r"number of at least 1, got .* \(None runs the "
+                                          r"engine's budget\)"):
+        record_relaxation(network, TorchEngine(tol=0.0), x, torch.tensor([0, 2]), beta=0.5,
+                          **{option: steps})
+
+
+def test_no_step_count_runs_the_engines_budget_and_chunks_must_advance():
+    network = Network("hopfield", (6, 5, 3), seed=0)
+    x = torch.rand(2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    traces = record_relaxation(network, TorchEngine(tol=0.0, max_steps=7), x,
+                               torch.tensor([0, 2]), beta=0.5, chunk=5, nudged_steps=3)
+    dt_ms = traces.attrs["dt_ms"]
+    np.testing.assert_allclose(traces.time.values, np.array([0, 3, 5, 7]) * dt_ms)
+    assert traces.residual.sel(phase="free").notnull().all("sample").values.tolist() == [
+        True, False, True, True]
+    with pytest.raises(ConfigError, match="record_relaxation: chunk must be a whole number "
+                                          "of at least 1, got 0"):
+        record_relaxation(network, TorchEngine(tol=0.0), x, chunk=0, free_steps=5)
+
+
+def test_a_sample_the_traces_do_not_hold_is_named_with_the_range():
+    traces = _two_variable_traces("w")  # one sample, no sample coordinate
+    for sample in (99, -1, 1.5):
+        with pytest.raises(ConfigError, match=rf"sample {sample!r} is not in these traces; "
+                                              "they hold samples 0 to 0"):
+            traces.neq.plot_phase_portrait(sample=sample)
+    labelled = traces.assign_coords(sample=[7])
+    assert labelled.neq.plot_phase_portrait(sample=7) is not None
+    with pytest.raises(ConfigError, match=r"no sample 0 in these traces; their samples: \[7\]"):
+        labelled.neq.plot_phase_portrait(sample=0)
+
+
+def test_an_image_shape_that_does_not_hold_the_inputs_names_both_sizes():
+    changes = xr.Dataset({"W1": (("W1_post", "W1_pre"), np.ones((3, 16))),
+                          "W2": (("W2_post", "W2_pre"), np.ones((2, 3)))})
+    with pytest.raises(ConfigError, match=r"image_shape \(7, 7\) has 49 pixels, but W1 has 16 "
+                                          "inputs .* product must equal the number of inputs"):
+        changes.neq.plot_plasticity_map(image_shape=(7, 7))
+    with pytest.raises(ConfigError, match=r"image_shape must be a pair \(rows, columns\), "
+                                          "got 16"):
+        changes.neq.plot_plasticity_map(image_shape=16)
+    with pytest.raises(ConfigError, match="image_shape's sizes must be a whole number of at "
+                                          "least 1, got 0"):
+        changes.neq.plot_plasticity_map(image_shape=(0, 16))
+    figure = changes.neq.plot_plasticity_map(image_shape=(2, 8), units=3)
+    assert [a.images[0].get_array().shape for a in figure.axes if a.images] == [(2, 8)] * 3
+    hidden = changes.neq.plot_plasticity_map(name="W2", image_shape=(1, 3))  # any layer
+    assert len([a for a in hidden.axes if a.images]) == 2
