@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from neuroeq.errors import ConfigError
@@ -40,6 +41,62 @@ def real_number(value: object, name: str) -> float:
             or not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def fraction(value: object, name: str) -> float:
+    """``value`` as a ``float`` in ``[0, 1]``; a zero-dimensional tensor or array gives its
+    value (a string, a bool, ``None`` or NaN is refused)."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def flag(value: object, name: str) -> bool:
+    """``value`` as a ``bool``: ``True``, ``False`` or a numpy bool. Anything else is refused,
+    a string above all (``bool("False")`` is ``True``), and ``0``/``1`` and ``None``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def available_device(value: object, name: str = "device") -> torch.device:
+    """``value`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a :class:`torch.device` or an
+    accelerator index) as a :class:`torch.device` that this machine has: a
+    :class:`ConfigError` naming ``name`` for a string torch does not read as a device
+    (``"gpu"``) or a device that is not available (``"cuda"`` without a CUDA GPU)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, torch.device)):
+        raise ConfigError(f"{name} must be a device such as 'cpu' or 'cuda', got {value!r}")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError) as error:
+        if isinstance(value, str):
+            raise ConfigError(f"{name} {value!r} is not a torch device name; use 'cpu', "
+                              "'cuda' or 'cuda:N'") from error
+        raise ConfigError(f"{name} {value!r} is not available: {error}") from error
+    if device.type == "cuda":
+        _check_cuda(device, value, name)
+    elif device.type != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError, NotImplementedError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ConfigError(f"{name} {value!r} is not available on this machine "
+                              f"({reason}); use 'cpu'") from error
+    return device
+
+
+def _check_cuda(device: torch.device, value: object, name: str) -> None:
+    """Refuse a CUDA ``device`` without a CUDA GPU, or with an index past the last one."""
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{name} {value!r} is not available: torch finds no CUDA GPU "
+                          "(torch.cuda.is_available() is False); use 'cpu'")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"{name} {value!r} is not available: this machine has {count} "
+                          f"CUDA device(s), 'cuda:0' to 'cuda:{count - 1}'")
 
 
 def nudge_strength(value: object, name: str = "beta") -> float | complex:

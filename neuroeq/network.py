@@ -18,17 +18,26 @@ are the single source of truth; every engine reads them from here.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from neuroeq.checks import positive_number, real_number, whole_number
+from neuroeq.checks import (
+    available_device,
+    did_you_mean,
+    flag,
+    fraction,
+    positive_number,
+    real_number,
+    whole_number,
+)
 from neuroeq.compiled_model import CompiledModel
 from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.neuron_model import NeuronModel, load_model
-from neuroeq.readout import Readout
+from neuroeq.readout import READOUT_KINDS, Readout
 from neuroeq.seeds import check_seed
 
 COUPLINGS = ("symmetric", "asymmetric", "feedforward")
@@ -61,45 +70,46 @@ class Network(nn.Module):
     """A layered network of one neuron model, with its readout.
 
     Args:
-        model: a :class:`NeuronModel` or the name of a model file (``"fhn"``).
+        model: a :class:`NeuronModel`, or the name or path of a model file (``"fhn"``).
         sizes: units per layer, input first, e.g. ``(784, 500, 10)``.
         coupling: ``symmetric``, ``asymmetric`` (tunable ``alpha``) or ``feedforward``.
-        alpha: asymmetry of the initial backward weights, ``B = (1-α)Wᵀ + αR``.
-        lateral, skip: add lateral (within-layer) and skip (``l-2 → l``) projections.
-        readout: output rates to predictions; default identity readout with MSE.
+        alpha: asymmetry in ``[0, 1]`` of the initial backward weights,
+            ``B = (1-α)Wᵀ + αR`` (read by ``asymmetric`` coupling only).
+        lateral, skip: add lateral (within-layer) and skip (``l-2 → l``) projections
+            (``True`` or ``False``).
+        readout: a :class:`~neuroeq.readout.Readout` of the output rates, or ``None`` for
+            the identity readout with MSE.
         seed: seeds the weight initialisation (reproducible).
         gain: scale of the initial weights (uniform ``±gain/√fan_in``).
+        bias_init: the initial value of every bias.
+        dtype: ``torch.float32`` or ``torch.float64``.
+        device: a device this machine has (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+
+    Every argument is checked here: a string where a number or a bool is needed, a
+    readout that is not a ``Readout``, or a device that is not available is a
+    :class:`ConfigError` naming the argument.
     """
 
-    def __init__(self, model: NeuronModel | str, sizes: Sequence[int], *,
+    def __init__(self, model: NeuronModel | str | os.PathLike, sizes: Sequence[int], *,
                  coupling: str = "symmetric", alpha: float = 1.0, lateral: bool = False,
                  skip: bool = False, readout: Readout | None = None, seed: int = 0,
                  gain: float = 1.0, bias_init: float = 0.0, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu"):
         super().__init__()
-        self.model = load_model(model) if isinstance(model, str) else model
-        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            raise ConfigError(f"sizes {sizes!r} must be a sequence of layer sizes, such as "
-                              "(784, 500, 10)")
-        sizes = tuple(sizes)
-        sizes = tuple(whole_number(n, f"sizes {sizes}: a layer size") for n in sizes)
-        if len(sizes) < 2:
-            raise ConfigError(f"sizes {sizes} needs at least an input and an output layer")
-        if any(n <= 0 for n in sizes):
-            raise ConfigError(f"sizes {sizes}: every layer needs a positive number of units")
-        if coupling not in COUPLINGS:
-            raise ConfigError(f"coupling {coupling!r} must be one of {', '.join(COUPLINGS)}")
-        if not 0.0 <= float(alpha) <= 1.0 or not math.isfinite(float(alpha)):
-            raise ConfigError(f"alpha {alpha} must lie in [0, 1]")
+        self.model = _neuron_model(model)
+        sizes = _layer_sizes(sizes)
+        coupling = _coupling(coupling)
+        alpha = fraction(alpha, "alpha")
         gain = positive_number(gain, "gain")
         bias_init = real_number(bias_init, "bias_init")
-        if dtype not in (torch.float32, torch.float64):
-            raise ConfigError(f"dtype {dtype} must be torch.float32 or torch.float64")
+        _check_dtype(dtype)
+        device = available_device(device, "device") if device is not None else None
         if not abs(bias_init) <= torch.finfo(dtype).max:
             raise ConfigError(f"bias_init {bias_init:g} lies beyond the range of {dtype}")
-        self.sizes, self.coupling, self.alpha = sizes, coupling, float(alpha)
+        lateral, skip = flag(lateral, "lateral"), flag(skip, "skip")
+        self.sizes, self.coupling, self.alpha = sizes, coupling, alpha
         seed = check_seed(seed, "network seed")
-        self.lateral, self.skip, self.seed, self.gain = bool(lateral), bool(skip), seed, gain
+        self.lateral, self.skip, self.seed, self.gain = lateral, skip, seed, gain
         self.compiled = CompiledModel(self.model)
         self.layer_names = ["input"] + [f"hidden{l}" for l in range(1, len(sizes) - 1)] + ["output"]
         self.n_layers = len(sizes) - 1  # free layers
@@ -142,10 +152,7 @@ class Network(nn.Module):
         for l in range(1, len(sizes)):
             self.biases[f"b{l}"] = nn.Parameter(torch.full((sizes[l],), float(bias_init),
                                                            dtype=torch.float64))
-        self.readout = readout if readout is not None else Readout(sizes[-1], dtype=dtype)
-        if self.readout.n_out != sizes[-1]:
-            raise ConfigError(f"the readout reads {self.readout.n_out} output units; the "
-                              f"network's output layer has {sizes[-1]} (sizes {sizes})")
+        self.readout = _readout(readout, sizes, dtype)
         self.blocks: list[Block] = []
         offset = 0
         for l in range(1, len(sizes)):
@@ -435,6 +442,62 @@ class Network(nn.Module):
         for l in range(1, self.n_layers + 1):
             total = total + self.compiled.unit_energy(self.variables(state, l)).sum(-1)
         return total
+
+
+def _neuron_model(model: object) -> NeuronModel:
+    """``model`` as a :class:`NeuronModel`: a name or path is loaded, others refused."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    if not isinstance(model, NeuronModel):
+        raise ConfigError(f"model must be a NeuronModel or the name or path of a model file "
+                          f"(such as 'fhn'), got {model!r}")
+    return model
+
+
+def _layer_sizes(sizes: object) -> tuple[int, ...]:
+    """``sizes`` as a tuple of positive whole numbers, at least two (input and output);
+    a string, a set or a mapping (no order of layers) is refused."""
+    if isinstance(sizes, (str, bytes, Set, Mapping)) or not hasattr(sizes, "__iter__"):
+        raise ConfigError(f"sizes {sizes!r} must be a sequence of layer sizes, input first, "
+                          "such as (784, 500, 10)")
+    sizes = tuple(sizes)
+    sizes = tuple(whole_number(n, f"sizes {sizes}: a layer size") for n in sizes)
+    if len(sizes) < 2:
+        raise ConfigError(f"sizes {sizes} needs at least an input and an output layer")
+    if any(n <= 0 for n in sizes):
+        raise ConfigError(f"sizes {sizes}: every layer needs a positive number of units")
+    return sizes
+
+
+def _coupling(coupling: object) -> str:
+    """``coupling`` if it is one of :data:`COUPLINGS`, else a :class:`ConfigError`."""
+    if not isinstance(coupling, str) or coupling not in COUPLINGS:
+        hint = did_you_mean(coupling, COUPLINGS) if isinstance(coupling, str) else ""
+        raise ConfigError(f"coupling {coupling!r} must be one of {', '.join(COUPLINGS)}{hint}")
+    return coupling
+
+
+def _check_dtype(dtype: object) -> None:
+    """Refuse a ``dtype`` other than ``torch.float32`` and ``torch.float64``."""
+    if dtype not in (torch.float32, torch.float64):
+        hint = " (a torch dtype, not a string)" if isinstance(dtype, str) else ""
+        raise ConfigError(f"dtype {dtype!r} must be torch.float32 or torch.float64{hint}")
+
+
+def _readout(readout: object, sizes: tuple[int, ...], dtype: torch.dtype) -> Readout:
+    """``readout`` checked against the output layer (``None``: identity readout, MSE)."""
+    if readout is None:
+        return Readout(sizes[-1], dtype=dtype)
+    if not isinstance(readout, Readout):
+        kind = f", kind={readout!r}" if isinstance(readout, str) and readout in READOUT_KINDS \
+            else ""
+        raise ConfigError(f"readout must be a neuroeq.readout.Readout or None (the identity "
+                          f"readout with MSE), got {readout!r}; pass "
+                          f"Readout({sizes[-1]}, n_classes{kind})")
+    if readout.n_out != sizes[-1]:
+        raise ConfigError(f"the readout reads {readout.n_out} output units; the "
+                          f"network's output layer has {sizes[-1]} (sizes {sizes})")
+    return readout
 
 
 def _check_input(x: torch.Tensor) -> None:
