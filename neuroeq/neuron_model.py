@@ -325,6 +325,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
     if coupled not in variables:
         raise ModelError(f"{where}: coupled_variable {coupled!r} is not a state variable "
                          f"(state variables: {', '.join(variables)})")
+    _refuse_engine_names(parameters, variables, where)
     channels = _parse_channels(_table(data, "channels", where), coupled, parameters, where)
     engine_symbols = set(ENGINE_SYMBOLS) | {f"I_syn_{name}" for name in channels}
     clash = set(variables) & (set(parameters) | engine_symbols)
@@ -397,6 +398,28 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> NeuronMo
             raise ModelError(f"{where}: a skew-gradient model needs Q = 1 on the coupled "
                              f"variable {coupled!r} (got {q.get(coupled)})")
     return model
+
+
+def _refuse_engine_names(parameters: Mapping[str, float], variables: list[str],
+                         where: str) -> None:
+    """Refuse parameter and state-variable names that the Brian2 engines define themselves
+    (``I_in``, ``nudge``, ``w_syn``, ``I_e<k>``, ``<var>_star``, ``g_<var>``, Brian2's units,
+    ...: :data:`~neuroeq.engines.brian2_common.ENGINE_NAMES`), where Brian2 would read the
+    engine's variable in place of the model's; and state variables from which the engines
+    would make one name twice."""
+    from neuroeq.engines.brian2_common import engine_name_clashes, engine_name_meaning
+
+    for kind, names in (("parameter", parameters), ("state variable", variables)):
+        for name in names:
+            meaning = engine_name_meaning(name, variables)
+            if meaning is not None:
+                raise ModelError(f"{where}: {kind} name {name!r} is reserved: the Brian2 "
+                                 f"engines use it for {meaning} and would read theirs in place "
+                                 f"of the model's; rename it (e.g. to '{name}_model')")
+    for name, meanings in engine_name_clashes(variables).items():
+        raise ModelError(f"{where}: the state variables {variables} give the Brian2 engines "
+                         f"the name {name!r} twice ({'; '.join(meanings)}); rename one of "
+                         "them")
 
 
 def _integration(table: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Brian2 set-up shared by the Brian2 engines: code-generation target and a cache
-directory the package controls.
+"""Brian2 set-up shared by the Brian2 engines: code-generation target, a cache directory
+the package controls, and the names the engines define (which a model may not use).
 
 The Cython cache goes to ``$NEUROEQ_CACHE_DIR/brian2`` when that variable is set, else to
 ``<repository>/.cache/brian2`` in a source checkout, else to the user's cache directory
@@ -8,9 +8,12 @@ The Cython cache goes to ``$NEUROEQ_CACHE_DIR/brian2`` when that variable is set
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -85,6 +88,181 @@ def configure_brian2(target: str = "cython") -> None:
     flags = list(prefs.codegen.cpp.extra_compile_args_gcc)
     prefs.codegen.cpp.extra_compile_args_gcc = flags + [f for f in GCC_VECTOR_FLAGS
                                                         if f not in flags]
+
+
+# ------------------------------------------------------------ names the Brian2 engines define
+@dataclass(frozen=True)
+class EngineNames:
+    """The names one Brian2 engine gives its groups and synapses, each with what it holds.
+
+    ``fixed`` are the same for every model; ``per_projection`` are regular expressions of
+    the names made per projection ``k``; ``per_variable`` and ``per_pair`` are templates
+    filled with each state variable ``v`` and each pair ``(v, m)`` in file order. A model
+    may use none of them as a parameter or state variable: Brian2 would read the engine's
+    variable where the model meant its own.
+    """
+
+    label: str
+    fixed: Mapping[str, str]
+    per_projection: Mapping[str, str] = field(default_factory=dict)
+    per_variable: Mapping[str, str] = field(default_factory=dict)
+    per_pair: Mapping[str, str] = field(default_factory=dict)
+
+
+#: names Brian2 gives every group, synapse and pathway the engines build
+BRIAN2_NAMES = {
+    "t": "Brian2's time", "dt": "Brian2's time step", "t_in_timesteps": "Brian2's step count",
+    "i": "Brian2's neuron index", "j": "Brian2's postsynaptic index of a synapse",
+    "N": "Brian2's group size", "N_incoming": "Brian2's count of a neuron's incoming synapses",
+    "N_outgoing": "Brian2's count of a neuron's outgoing synapses",
+    "delay": "Brian2's synaptic delay", "xi": "Brian2's white noise",
+}
+#: Brian2 reads ``xi_<name>`` in equations as white noise
+NOISE = re.compile(r"xi_\w+")
+#: a synapse reads a variable ``x`` of its pre- and postsynaptic neurons as ``x_pre``,
+#: ``x_post``
+SYNAPSE_SUFFIXES = ("_pre", "_post")
+_SHARED = {
+    "I_syn": "the synaptic input", "I_in": "the clamped input layer's current",
+    "bias": "the neuron's bias", "rho": "the rate rho of the coupled variable",
+    "nudge": "the output layer's nudging current", "w_syn": "a synapse's weight",
+}
+#: what each engine defines, under the engine's ``name``; the engines check what they
+#: build against it (:func:`check_engine_names`)
+ENGINE_NAMES = {
+    "brian2": EngineNames(
+        label="Brian2 engine",
+        fixed={**_SHARED, "rho_prime": "rho' of the coupled variable",
+               "rp_star": "AsymEP's rho' at the free state",
+               "dcp": "AsymEP's rho'(s*)(c - c*)", "gd": "AsymEP's sum of g_v (v - v*)"},
+        per_projection={r"I_e\d+": "the summed current of a projection",
+                        r"D_e\d+": "AsymEP's summed rho'(s*)(c - c*) of a projection",
+                        r"T_e\d+": "AsymEP's summed transposed correction of a projection"},
+        per_variable={"{v}_star": "AsymEP's free-phase value of {v!r}",
+                      "g_{v}": "AsymEP's dF_{v}/dI_syn",
+                      "corr_{v}": "AsymEP's correction of d{v}/dt"},
+        per_pair={"a_{v}_{m}": "AsymEP's within-neuron asymmetry of ({v!r}, {m!r})"}),
+    "brian2_spiking": EngineNames(
+        label="spiking engine",
+        fixed={**_SHARED, "spk": "a neuron's spike in this step",
+               "acc_r": "the accumulated spike count", "acc_u": "the accumulated membrane",
+               "t_start": "the time statistics start at",
+               "acc_c": "a synapse's accumulated coincidences"}),
+}
+
+
+def _engines(engine: str | None) -> list[EngineNames]:
+    if engine is None:
+        return list(ENGINE_NAMES.values())
+    if engine not in ENGINE_NAMES:
+        raise ConfigError(f"unknown Brian2 engine {engine!r}; known: {', '.join(ENGINE_NAMES)}")
+    return [ENGINE_NAMES[engine]]
+
+
+def engine_names(state_variables: Sequence[str], engine: str | None = None
+                 ) -> dict[str, list[str]]:
+    """The names that ``engine`` (``None``: every Brian2 engine) defines by name for a model
+    with these state variables, each with what it holds: more than one meaning is a clash
+    between them (:func:`engine_name_clashes`). Per-projection and synaptic names are
+    patterns: :func:`engine_name_meaning` knows them too."""
+    names: dict[str, list[str]] = {}
+    for table in _engines(engine):
+        for name, meaning in {**BRIAN2_NAMES, **table.fixed}.items():
+            if meaning not in names.setdefault(name, []):
+                names[name].append(meaning)
+    generated: dict[str, list[str]] = {}
+    for table in _engines(engine):
+        for a, v in enumerate(state_variables):
+            for template, meaning in table.per_variable.items():
+                generated.setdefault(template.format(v=v), []).append(meaning.format(v=v))
+            for m in state_variables[a + 1:]:
+                for template, meaning in table.per_pair.items():
+                    generated.setdefault(template.format(v=v, m=m), []).append(
+                        meaning.format(v=v, m=m))
+    for name, meanings in generated.items():
+        names.setdefault(name, []).extend(meanings)
+    return names
+
+
+def engine_name_clashes(state_variables: Sequence[str]) -> dict[str, list[str]]:
+    """Names that the Brian2 engines would make twice from these state variables (``g_m``
+    and ``m_star`` both give ``g_m_star``; ``rp`` gives AsymEP's ``rp_star``)."""
+    return {name: meanings for name, meanings in engine_names(state_variables).items()
+            if len(meanings) > 1}
+
+
+def _group_name_meaning(name: str, state_variables: Sequence[str], engine: str | None
+                        ) -> str | None:
+    """What a group of ``engine`` holds under ``name`` (``None``: nothing it defines)."""
+    meanings = engine_names(state_variables, engine).get(name)
+    if meanings:
+        return meanings[0]
+    for table in _engines(engine):
+        for pattern, meaning in table.per_projection.items():
+            if re.fullmatch(pattern, name):
+                return meaning
+    return BRIAN2_NAMES["xi"] if NOISE.fullmatch(name) else None
+
+
+def engine_name_meaning(name: str, state_variables: Sequence[str], engine: str | None = None
+                        ) -> str | None:
+    """What the Brian2 engine ``engine`` (``None``: any) means by ``name`` in a model with
+    these state variables: one of its variables, a synapse's view ``x_pre``/``x_post`` of
+    a neuron's variable or state variable ``x``, or Brian2's own unit, function or constant
+    (which Brian2 reads before a model's parameters); ``None`` where it is free."""
+    meaning = _group_name_meaning(name, state_variables, engine)
+    if meaning is not None:
+        return meaning
+    for suffix in SYNAPSE_SUFFIXES:
+        stem = name.removesuffix(suffix)
+        if stem != name and (stem in state_variables
+                             or _group_name_meaning(stem, state_variables, engine)):
+            return f"a synapse's name for {stem!r} of its {suffix[1:]}synaptic neuron"
+    return _brian2_default(name)
+
+
+def _brian2_default(name: str) -> str | None:
+    """``"Brian2's unit"`` (function, constant) where Brian2 defines ``name`` itself."""
+    import_brian2()
+    from brian2.core.namespace import DEFAULT_CONSTANTS, DEFAULT_FUNCTIONS, DEFAULT_UNITS
+
+    for kind, names in (("constant", DEFAULT_CONSTANTS), ("unit", DEFAULT_UNITS),
+                        ("function", DEFAULT_FUNCTIONS)):
+        if name in names:
+            return f"Brian2's {kind} {name!r}"
+    return None
+
+
+def check_engine_names(objects: Iterable[Any], model: NeuronModel, engine: str) -> None:
+    """Check the Brian2 objects that ``engine`` built for ``model`` (and the pathways and
+    operations they contain): every name they define must be the model's state variable or
+    listed in :data:`ENGINE_NAMES` (else model files could use it: a neuroeq bug, raised as
+    ``RuntimeError``), and no parameter in their namespace may be one of their names or
+    Brian2's own (Brian2 would use that instead, warning only: :class:`ModelError`)."""
+    label = ENGINE_NAMES[engine].label
+    for obj in _with_contained(objects):
+        variables = getattr(obj, "variables", None) or {}
+        for name in variables:
+            if not name.startswith("_") and name not in model.state_variables \
+                    and engine_name_meaning(name, model.state_variables, engine) is None:
+                raise RuntimeError(
+                    f"the {label} defines {name!r} in {obj.name!r}, which ENGINE_NAMES in "
+                    "neuroeq/engines/brian2_common.py does not list; list it there, so that "
+                    "model files cannot use the name")
+        for name in getattr(obj, "namespace", None) or {}:
+            meaning = engine_name_meaning(name, model.state_variables, engine)
+            if name in variables or (meaning or "").startswith("Brian2's "):
+                raise ModelError(
+                    f"model {model.name!r}: parameter {name!r} is also "
+                    f"{meaning or 'a variable'} in the {label} ({obj.name!r}); Brian2 would "
+                    "use that in place of the parameter: rename the parameter")
+
+
+def _with_contained(objects: Iterable[Any]) -> Iterator[Any]:
+    """``objects`` and, recursively, the objects each contains."""
+    for obj in objects:
+        yield obj
+        yield from _with_contained(getattr(obj, "contained_objects", ()))
 
 
 # ----------------------------------------------------------------- helpers shared by the engines
@@ -171,11 +349,52 @@ def recent_simulation(cache: dict, key: tuple, network: Network,
     return simulation, built
 
 
+#: the logger of Brian2's warning that a name means two things, a variable of the group
+#: and a unit, function or namespace entry (``Group._resolve``), of which it uses one
+NAME_CLASH_LOGGER = "brian2.groups.group.Group.resolve.resolution_conflict"
+
+
+class _NameClashes(logging.Filter):
+    """Keeps Brian2's name-clash warnings (and lets Brian2 log them again next time: it
+    logs each message once per process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from brian2.utils.logger import BrianLogger
+
+        self.messages.append(" ".join(record.getMessage().split()))
+        getattr(BrianLogger, "_log_messages", set()).discard(
+            (record.name, "WARNING", record.msg))
+        return False
+
+
 @contextmanager
 def brian2_errors(what: str) -> Iterator[None]:
     """Brian2's errors while building or running ``what`` (a model, named) as one
     :class:`ModelError` (the original chained), since they mean that Brian2 refused the
-    model's code; neuroeq's own errors, even when Brian2 wraps them, pass as they are."""
+    model's code; neuroeq's own errors, even when Brian2 wraps them, pass as they are.
+    Brian2's warning that a name means two things (it then uses one of them, perhaps not
+    the model's) is a :class:`ModelError` too."""
+    clashes = _NameClashes()
+    logger = logging.getLogger(NAME_CLASH_LOGGER)
+    logger.addFilter(clashes)
+    try:
+        with _brian2_refusals(what):
+            yield
+    finally:
+        logger.removeFilter(clashes)
+    if clashes.messages:
+        raise ModelError(f"{what}: a name means two things to Brian2 "
+                         f"({clashes.messages[0][:MAX_MESSAGE]}); rename the model's parameter "
+                         "or state variable")
+
+
+@contextmanager
+def _brian2_refusals(what: str) -> Iterator[None]:
+    """Brian2's exceptions as :class:`ModelError` (:func:`brian2_errors`)."""
     try:
         yield
     except (NeuroEQError, MemoryError):

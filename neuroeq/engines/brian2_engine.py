@@ -44,6 +44,7 @@ from neuroeq.engines.brian2_common import (
     block_diagonal,
     brian2_errors,
     check_dimensionless,
+    check_engine_names,
     configure_brian2,
     model_namespace,
     recent_simulation,
@@ -108,7 +109,8 @@ class _Simulation:
     def build_objects(self, network: Network, batch: int, dt: float, asym: bool) -> None:
         """The ``NeuronGroup`` per layer and ``Synapses`` per projection, on whichever Brian2
         device is active (the runtime one here; ``bench/bench_brian2.py`` also builds them
-        for ``cpp_standalone``)."""
+        for ``cpp_standalone``); every name they define is one that ``ENGINE_NAMES`` lists
+        (:func:`check_engine_names`)."""
         import brian2
 
         model = network.model
@@ -155,6 +157,7 @@ class _Simulation:
                 exclude_diagonal=lateral, interleave=INTERLEAVE)
             synapses.connect(i=pre, j=post)
             self.projections.append(_Projection(edge, k, partner, synapses, keep, weight_index))
+        check_engine_names(self.objects(), model, Brian2Engine.name)
 
     def _layer(self, model: NeuronModel, layer: int, incoming: list[int], outgoing: list[int],
                namespace: dict) -> brian2.NeuronGroup:

@@ -36,6 +36,7 @@ from neuroeq.engines.brian2_common import (
     block_diagonal,
     brian2_errors,
     check_dimensionless,
+    check_engine_names,
     configure_brian2,
     model_namespace,
     recent_simulation,
@@ -110,8 +111,9 @@ class _SpikingSimulation:
                                        threshold="spk > 0.5", reset="", clock=self.clock,
                                        namespace=namespace, name=name)
             group.run_regularly(f"spk = int({draw})", when="start", name=f"{name}_draw")
-            group.run_regularly(f"counting = int(t >= t_start)\nacc_r += spk*counting\n"
-                                f"acc_u += {membrane}*counting", when="end",
+            # no temporary name: a group's variables are what check_engine_names sees
+            group.run_regularly(f"acc_r += spk*int(t >= t_start)\n"
+                                f"acc_u += {membrane}*int(t >= t_start)", when="end",
                                 name=f"{name}_accumulate")
             self.groups[l] = group
         edges = [e for e in network.edges if e.pre > 0 and e.post > 0]
@@ -133,7 +135,9 @@ class _SpikingSimulation:
                                                 exclude_diagonal=edge.kind == "lateral")
             synapses.connect(i=pre, j=post)
             self.projections.append(_Projection(edge, synapses, keep))
-        self.net = brian2.Network(*self.groups.values(), *(p.synapses for p in self.projections))
+        objects = [*self.groups.values(), *(p.synapses for p in self.projections)]
+        check_engine_names(objects, model, SpikingEngine.name)
+        self.net = brian2.Network(*objects)
         self.net.store("built")
 
     def write(self, params: Params, drive: dict[int, torch.Tensor], membrane: torch.Tensor,
