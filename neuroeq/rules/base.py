@@ -18,6 +18,7 @@ from neuroeq.checks import whole_number, within_dtype
 from neuroeq.engines.torch_engine import RelaxResult, TorchEngine
 from neuroeq.errors import ConfigError, sample_list, short
 from neuroeq.network import Network
+from neuroeq.seeds import check_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -169,6 +170,35 @@ class GradientEstimator(ABC):
 
     def set_random_state(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027
         """Restore what :meth:`random_state` returned (nothing for deterministic rules)."""
+
+    def reseed(self, seed: int) -> None:
+        """Restart the rule's random streams (its engine's and sampler's too) from ``seed``,
+        as a new rule made with that seed starts them: :func:`~neuroeq.training.train`
+        calls it with ``training.seed`` at the start of every run, so that a run does not
+        depend on what the rule drew before. The default restarts what
+        :meth:`random_state` reports: each generator state (a ``uint8`` tensor) becomes
+        that of a generator seeded with ``seed``, each counter (an integer scalar, such as
+        the spiking engine's phase count) 0; a rule whose streams are otherwise overrides
+        it. Nothing for deterministic rules."""
+        seed = check_seed(seed, f"rule {self.name!r}: seed")
+        state = self.random_state()
+        if state:
+            self.set_random_state({key: _restarted(value, seed, f"rule {self.name!r}'s "
+                                                   f"random state {key!r}")
+                                   for key, value in state.items()})
+
+
+def _restarted(value: torch.Tensor, seed: int, where: str) -> torch.Tensor:
+    """A generator state (``uint8``) seeded with ``seed``, or a counter at 0."""
+    if isinstance(value, torch.Tensor) and value.dtype == torch.uint8:
+        fresh = torch.Generator().manual_seed(seed).get_state()  # (states are on the CPU)
+        if fresh.shape == value.shape:
+            return fresh
+    elif isinstance(value, torch.Tensor) and value.dim() == 0 \
+            and not (value.is_floating_point() or value.is_complex()):
+        return torch.zeros_like(value)
+    raise TypeError(f"{where} is neither a torch generator's state nor a counter "
+                    f"({type(value).__name__}): the rule must override reseed() to restart it")
 
 
 def _as_tensor(value: object, name: str) -> torch.Tensor:

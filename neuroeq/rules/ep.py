@@ -35,7 +35,9 @@ class ClassicEP(GradientEstimator):
     ``ΔW_l = -η ĝ_l ∝ (1/β)(ρ_l^β ρ_{l-1}^βᵀ - ρ_l* ρ_{l-1}*ᵀ)`` is contrastive Hebbian.
     Exact as ``β → 0`` for gradient systems, and for skew-gradient ones with symmetric
     coupling (:class:`SkewGradientEP` is this rule with a check of the model), error O(β).
-    ``random_sign`` draws the sign of β per call.
+    ``random_sign`` draws the sign of β per call from the rule's own generator, seeded
+    with ``seed``; :func:`~neuroeq.training.train` restarts it from ``training.seed``
+    (:meth:`~neuroeq.rules.base.GradientEstimator.reseed`).
     """
 
     name = "ep"

@@ -113,10 +113,11 @@ def _evaluate_into(row: dict, network: Network, rule: GradientEstimator, data: L
     this how often and in what batches the test set is evaluated would change what the run
     learns (and a resume that changes ``eval_batch_size`` would not be exact)."""
     streams = rule.random_state()
-    row["test_loss"], row["test_accuracy"], row["test_unsettled_samples"] = evaluate(
-        network, rule, data, config.eval_batch_size,
-        skip_diverged=config.on_nonconvergence != "stop")
+    loss, accuracy, unsettled = evaluate(network, rule, data, config.eval_batch_size,
+                                         skip_diverged=config.on_nonconvergence != "stop")
     rule.set_random_state(streams)
+    row["test_loss"], row["test_accuracy"] = float(loss), float(accuracy)
+    row["test_unsettled_samples"] = int(unsettled)
 
 
 def _metrics_dataset(history: list[dict], network: Network, rule: GradientEstimator,
@@ -147,7 +148,9 @@ def train(network: Network, rule: GradientEstimator, train_data: LabeledData,
 
     With ``out_dir``, metrics (``metrics.nc``) and a checkpoint (``checkpoint.pt``) are
     written atomically after every ``checkpoint_every`` epochs; ``resume=True`` continues
-    from that checkpoint and ends with exactly the weights of an uninterrupted run.
+    from that checkpoint and ends with exactly the weights of an uninterrupted run. A run
+    depends on ``config.seed``, not on what ``rule`` drew before: its random streams are
+    restarted from it (:meth:`GradientEstimator.reseed`; on resume, the checkpoint's).
     Parameters that become NaN or inf end the run with a :class:`TrainingError` (the
     metrics of the epochs before are written, as for ``on_nonconvergence = "stop"``).
     """
@@ -204,6 +207,16 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
     history: list[dict] = []
     first_epoch = 1
     checkpoint = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+    rule.reseed(config.seed)  # what the rule drew before (another run) changes nothing
+
+    def save(epoch: int) -> None:  # metrics and checkpoint: the same history in both
+        write_netcdf(metrics(), out_dir / METRICS_NAME)
+        save_checkpoint(checkpoint, {
+            "epoch": epoch, "network": network.state_dict(),
+            "optimizer": optimizer.state_dict(), "particles": particles,
+            "torch_threads": torch.get_num_threads(), "config": config.as_dict(),
+            "rule_random_state": rule.random_state(), "history": history})
+
     if resume and (checkpoint is None or not checkpoint.exists()):
         warnings.warn(f"resume=True but there is no checkpoint "
                       f"{'(no out_dir)' if checkpoint is None else f'in {str(out_dir)!r}'}: "
@@ -221,15 +234,18 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
                               "the same settings or start again") from None
         if particles is not None and saved.get("particles") is not None:
             particles = saved["particles"].to(network.device, network.dtype)
-        rule.set_random_state(saved.get("rule_random_state", {}))
+        rule.set_random_state(saved.get("rule_random_state", {}))  # (over the reseed)
         history = list(saved["history"])
         first_epoch = int(saved["epoch"]) + 1
         _warn_if_threads_changed(saved.get("torch_threads"))
     if history and test_data is not None and first_epoch > config.epochs \
             and math.isnan(history[-1]["test_accuracy"]):
         # resumed with as many epochs as the checkpoint holds, whose last one was not
-        # evaluated (the run stopped before its final epoch): the final epoch always is
+        # evaluated (the run stopped before its final epoch): the final epoch always is,
+        # and the result folder keeps what is returned
         _evaluate_into(history[-1], network, rule, test_data, config)
+        if out_dir is not None:
+            save(first_epoch - 1)
     for epoch in range(first_epoch, config.epochs + 1):
         for group in optimizer.param_groups:  # a function of the epoch: resume-safe
             group["lr"] = group["base_lr"] * config.lr_decay ** (epoch - 1)
@@ -261,12 +277,7 @@ def _train(network: Network, rule: GradientEstimator, train_data: LabeledData,
             on_epoch(row)
         if out_dir is not None and (epoch % config.checkpoint_every == 0
                                     or epoch == config.epochs):
-            write_netcdf(metrics(), out_dir / METRICS_NAME)
-            save_checkpoint(checkpoint, {
-                "epoch": epoch, "network": network.state_dict(),
-                "optimizer": optimizer.state_dict(), "particles": particles,
-                "torch_threads": torch.get_num_threads(), "config": config.as_dict(),
-                "rule_random_state": rule.random_state(), "history": history})
+            save(epoch)
     return metrics()
 
 
@@ -413,8 +424,8 @@ def _train_epoch(network: Network, rule: GradientEstimator, optimizer: torch.opt
         warnings.warn(f"epoch {epoch}: all {skipped} batches were skipped (the phases did not "
                       "settle); its train loss and accuracy are NaN", RuntimeWarning,
                       stacklevel=4)
-    nan = float("nan")
-    return {"epoch": epoch, "train_loss": total_loss / seen if seen else nan,
+    nan = float("nan")  # plain Python numbers: the checkpoint keeps the rows
+    return {"epoch": epoch, "train_loss": float(total_loss / seen) if seen else nan,
             "train_accuracy": correct / seen if seen else nan,
             "samples_per_second": seen / seconds,
             "epoch_seconds": seconds, "skipped_batches": skipped,

@@ -442,3 +442,135 @@ def test_the_metrics_file_carries_the_callers_attributes(tmp_path):
     with xr.open_dataset(tmp_path / "metrics.nc") as saved:
         for metrics in (saved, returned):
             assert (metrics.attrs["protocol"], metrics.attrs["kind"]) == ("p", "k")
+
+
+def test_a_config_of_numpy_and_torch_scalars_resumes_exactly(digits, tmp_path):
+    """Numbers given as numpy or torch scalars are kept as Python numbers: the checkpoint
+    reads back with weights_only (it was refused as corrupt) and the resume is exact."""
+    import numpy as np
+
+    from neuroeq.training import load_checkpoint
+
+    def config(epochs):
+        return TrainConfig(epochs=np.int64(epochs), batch_size=np.int32(32),
+                           lr={"W1": np.float32(0.1), "default": torch.tensor(0.05)},
+                           lr_decay=np.float64(0.9), momentum=torch.tensor(0.5),
+                           seed=np.int64(2), limit_train=np.int64(128), limit_test=64,
+                           extra={"note": np.int64(1), "scale": [np.float32(0.5)]})
+
+    reference, rule = _setup()
+    train(reference, rule, *digits, config(2), progress=False)
+    network, rule = _setup()
+    train(network, rule, *digits, config(1), out_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["extra"] == {
+        "note": 1, "scale": [0.5]}
+    network, rule = _setup()
+    metrics = train(network, rule, *digits, config(2), out_dir=tmp_path, resume=True,
+                    progress=False)
+    assert list(metrics.epoch.values) == [1, 2]
+    assert torch.equal(network.weights["W1"], reference.weights["W1"])
+
+
+def test_a_resume_with_no_epoch_left_writes_the_final_evaluation(digits, tmp_path):
+    """Stopped after epoch 2 of 4 (eval_every 4), resumed with epochs = 2: the final epoch
+    is evaluated, and metrics.nc and the checkpoint keep what train() returns."""
+    import numpy as np
+
+    from neuroeq.training import load_checkpoint
+
+    def stop_in_epoch_3(row):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    settings = {"eval_every": 4, "limit_train": 64, "limit_test": 32}
+    network, rule = _setup()
+    with pytest.raises(KeyboardInterrupt):
+        train(network, rule, *digits, TrainConfig(epochs=4, **settings), out_dir=tmp_path,
+              progress=False, on_epoch=stop_in_epoch_3)
+    network, rule = _setup()
+    returned = train(network, rule, *digits, TrainConfig(epochs=2, **settings),
+                     out_dir=tmp_path, resume=True, progress=False)
+    assert returned.test_accuracy.isnull().values.tolist() == [True, False]
+    with xr.open_dataset(tmp_path / "metrics.nc") as saved:
+        for name in returned.data_vars:
+            if name not in ("samples_per_second", "epoch_seconds"):
+                np.testing.assert_array_equal(saved[name].values, returned[name].values, name)
+    history = load_checkpoint(tmp_path / "checkpoint.pt")["history"]
+    np.testing.assert_array_equal([row["test_accuracy"] for row in history],
+                                  returned.test_accuracy.values)
+
+
+def _random_sign_rule(seed):
+    return Network("hopfield", (64, 16, 10), seed=0), ClassicEP(
+        0.5, TorchEngine(max_steps=20, tol=0.0), random_sign=True, seed=seed)
+
+
+def _gibbs_rule(seed):
+    from neuroeq.rules import FiniteNudgeEP
+
+    return Network("linear", (64, 8, 10), seed=0, gain=0.5), FiniteNudgeEP(
+        0.5, TorchEngine(max_steps=20, tol=0.0), temperature=0.05, chains=4, groups=2,
+        burn_in=2, samples=2, thin=1, seed=seed)
+
+
+def _spiking_rule(seed):
+    from neuroeq.engines.brian2_spiking import SpikingEngine
+    from neuroeq.rules.stochastic_ep import StochasticEP
+
+    return (Network("spiking_rate", (64, 6, 10), seed=0, gain=0.5, bias_init=0.5),
+            StochasticEP(0.5, SpikingEngine(target="numpy", window=20, burn_in=5, seed=1)))
+
+
+@pytest.mark.parametrize("make", [_random_sign_rule, _gibbs_rule, _spiking_rule])
+def test_a_run_is_reproduced_by_its_training_seed_alone(digits, make):
+    """A rule used before (by another train() call) or made with another seed of its own
+    learns what a fresh rule learns: train() restarts the rule's random streams (random
+    signs of beta, Langevin noise, the spiking engine's phase count) from training.seed."""
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.05, limit_train=32, limit_test=16,
+                         seed=5)
+    weights = []
+    network, rule = make(0)
+    train(network, rule, *digits, config, progress=False)
+    weights.append(network.weights["W1"].detach().clone())
+    network, _ = make(0)  # the same rule again, on a fresh network
+    train(network, rule, *digits, config, progress=False)
+    weights.append(network.weights["W1"].detach().clone())
+    network, rule = make(7)  # a rule seeded otherwise
+    train(network, rule, *digits, config, progress=False)
+    weights.append(network.weights["W1"].detach().clone())
+    assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
+
+
+def test_the_training_seed_sets_the_random_signs(digits):
+    """Two training seeds draw other signs of beta (on the same batches: one batch)."""
+    config = {"epochs": 1, "batch_size": 64, "lr": 0.05, "limit_train": 64}
+    runs = []
+    for seed in range(4):
+        network, rule = _random_sign_rule(0)
+        signs = []
+        rule.estimate = _recording_signs(rule.estimate, signs)
+        train(network, rule, digits[0], None, TrainConfig(seed=seed, **config),
+              progress=False)
+        runs.append(signs)
+    assert all(len(signs) == 1 for signs in runs) and len({s[0] for s in runs}) == 2
+
+
+def _recording_signs(estimate, signs):
+    def recorded(*args, **kwargs):
+        result = estimate(*args, **kwargs)
+        signs.extend(result.nudged)
+        return result
+    return recorded
+
+
+def test_a_random_state_the_default_reseed_cannot_restart_is_named(digits):
+    """The default reseed restarts generator states and counters; anything else must be
+    restarted by the rule itself."""
+    class _Drifting(ClassicEP):
+        def random_state(self):
+            return {"temperature": torch.tensor(0.5)}
+
+    network = Network("hopfield", (64, 16, 10), seed=0)
+    with pytest.raises(TypeError, match="rule 'ep''s random state 'temperature' is neither "
+                                        "a torch generator's state nor a counter"):
+        train(network, _Drifting(0.5), digits[0], None, TrainConfig(epochs=1), progress=False)
