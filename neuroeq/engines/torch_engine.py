@@ -46,9 +46,13 @@ from neuroeq.checks import (
 )
 from neuroeq.engines import fast_step
 from neuroeq.engines.failures import (
+    FLOOR_MARGIN,
     ConvergenceLog,
     check_finite,
+    floor_might_bind,
+    floor_notice,
     not_settled,
+    residual_floor,
     sample_list,
     short,
     stability_hint,
@@ -78,7 +82,10 @@ class RelaxResult:
     ``trace`` the max residual at each check when recorded; ``drive`` the clamped input's
     currents ``Σ W x`` per layer that the phase used (a later phase of the same batch and
     weights reuses them instead of recomputing ``W x``); ``euler_map`` the closed-form
-    map it ran, when it ran one (a later phase shares its constant parts: ``start=``).
+    map it ran, when it ran one (a later phase shares its constant parts: ``start=``);
+    ``at_floor`` per sample, where some sample settled at working precision rather than
+    below ``tol``: its residual reached the dtype's floor ``eps·max|s|·τ/dt`` above ``tol``
+    (a warning said so; ``None`` when no sample did).
     """
 
     state: torch.Tensor
@@ -90,6 +97,7 @@ class RelaxResult:
     trace: list[float] = field(default_factory=list)
     drive: dict[int, torch.Tensor] | None = field(default=None, repr=False)
     euler_map: fast_step.EulerMap | None = field(default=None, repr=False)
+    at_floor: torch.Tensor | None = None
 
 
 #: iterations in a row with a repeated residual after which Anderson counts a sample stalled
@@ -107,6 +115,10 @@ class TorchEngine(RelaxationSettings):
         dt: Euler step in seconds.
         max_steps: step budget per phase.
         tol: stop when every sample's ``max|ds/dt|·τ < tol``; ``0`` runs the full budget.
+            The residual of a step is resolved to one rounding step of the state,
+            ``eps·max|s|·τ/dt`` per sample (1.19e-6 for float32 FHN near ``|v| = 1``): a
+            sample whose residual is at or below it counts as settled at working precision
+            even above ``tol`` (``RelaxResult.at_floor``, with a warning).
         check_every: steps between convergence checks (each check syncs the device).
         divergence: ``|s|`` above this counts as divergence.
         on_failure: ``raise`` (default), ``warn`` or ``ignore`` when a phase does not settle
@@ -287,15 +299,21 @@ class TorchEngine(RelaxationSettings):
             return self._anderson(network, step, state, project, max_steps, tol, scale,
                                   describe_index)
         return self._finish(*self._euler(network, step, state, max_steps, tol, scale,
-                                         describe_index, buffered))
+                                         describe_index, buffered), tol=tol, scale=scale)
 
     def _euler(self, network: Network, step: Step, state: torch.Tensor, max_steps: int,
                tol: float, scale: float, describe_index: Callable[[int], str], buffered: bool,
                offset: int = 0) -> tuple:
-        """Iterate the Euler map: the dynamics themselves. Returns ``_finish``'s arguments.
-        ``offset``: map evaluations the relaxation used before (its errors count them)."""
+        """Iterate the Euler map: the dynamics themselves. Returns ``_finish``'s positional
+        arguments (``at_floor`` last). ``offset``: map evaluations the relaxation used
+        before (its errors count them)."""
         log = ConvergenceLog(state.shape[:-1], state.real.dtype, state.device,
                              keep_trace=self.record_trace)
+        # the per-sample floors (residual_floor) are computed at a check only where they can
+        # reach tol, judged from the whole state's max|s| that the finiteness check reads
+        real = state.real.dtype
+        floored = False  # whether some check compared residuals with their floors
+        peak = 0.0  # max|s| at the last check
         last_delta: torch.Tensor | None = None  # set at every residual step (the last one too)
         spare = torch.empty_like(state) if buffered else None
         step_index = 0
@@ -315,23 +333,44 @@ class TorchEngine(RelaxationSettings):
                 state = new_state
             if not check:
                 continue
-            check_finite(network, state, offset + step_index, self.divergence, describe_index)
-            if residual_here and log.record(last_delta.amax(-1) * scale, step_index, tol):
+            peak = check_finite(network, state, offset + step_index, self.divergence,
+                                describe_index)
+            if not residual_here:
+                continue
+            floor = residual_floor(state, scale) if floor_might_bind(tol, peak, real, scale) \
+                else None
+            floored |= floor is not None
+            if log.record(last_delta.amax(-1) * scale, step_index, tol, floor):
                 break
         failure = None
         if tol > 0 and not bool(log.converged.all()):
             if last_delta is None:  # max_steps = 0: not a single step was taken
                 last_delta = torch.zeros_like(state)
+            # the floors, where the error may name rounding: where the largest residual may
+            # be within FLOOR_MARGIN of them (peak is the last step's, always a check)
+            worst = float(log.residual.max())
+            floor = residual_floor(state, scale) \
+                if floor_might_bind(worst, FLOOR_MARGIN * peak, real, scale) else None
             failure = not_settled(network, last_delta, log.residual, log.converged,
-                                  log.history, offset + step_index, tol, describe_index)
-        return state, log.steps, log.converged, log.residual, step_index, failure, log.trace
+                                  log.history, offset + step_index, tol, describe_index,
+                                  floor=floor)
+        at_floor = _at_floor(log.converged, log.residual, tol) if floored else None
+        return (state, log.steps, log.converged, log.residual, step_index, failure, log.trace,
+                at_floor)
 
     def _finish(self, state: torch.Tensor, steps: torch.Tensor, converged: torch.Tensor,
                 residual: torch.Tensor, n_steps: int, failure: RelaxationError | None,
-                trace: list[float]) -> RelaxResult:
+                trace: list[float], at_floor: torch.Tensor | None = None, *, tol: float = 0.0,
+                scale: float = 1.0) -> RelaxResult:
+        """The result; ``on_failure`` applied, and a warning where samples settled at their
+        residual floor above ``tol`` (``at_floor``; ``scale = τ/dt`` for its text)."""
         self._report_failure(failure, stacklevel=4)
+        if at_floor is not None and bool(at_floor.any()):
+            warnings.warn(floor_notice(residual.dtype, tol, scale), RuntimeWarning, stacklevel=4)
+        else:
+            at_floor = None
         return RelaxResult(state=state, steps=steps, converged=converged, residual=residual,
-                           n_steps=n_steps, failure=failure, trace=trace)
+                           n_steps=n_steps, failure=failure, trace=trace, at_floor=at_floor)
 
     # ----------------------------------------------------------------- Gauss-Seidel
     def _gauss_seidel(self, network: Network, drive: dict, state: torch.Tensor,
@@ -349,31 +388,39 @@ class TorchEngine(RelaxationSettings):
             state = network.project(state)
             sweep.mark_in_bounds(state)
         used, target, trace, history = 0, tol, [], []
+        scale = network.tau / dt
+        # whether a floor may reach tol for some state within the divergence bound (which
+        # the sweep's checks enforce): else the criterion is tol alone, as without floors
+        might_bind = floor_might_bind(tol, self.divergence, state.real.dtype, scale)
         while True:
             (state, steps, converged, residual, n_steps, failure,
-             more) = self._euler(network, sweep, state, max_steps - used, target,
-                                 network.tau / (omega * dt), describe_index, buffered=True,
-                                 offset=used)
+             more, _) = self._euler(network, sweep, state, max_steps - used, target,
+                                    network.tau / (omega * dt), describe_index, buffered=True,
+                                    offset=used)
             steps = torch.where(steps >= 0, steps + used, steps)
             used, trace = used + n_steps, trace + more
             if tol <= 0:
                 return self._finish(state, steps, converged, residual, used, failure, trace)
             # judged by the engine's own criterion at the user's tol, whatever the sweep's
             # own verdict (a later round sweeps to a tighter target: its failure said
-            # nothing about tol): one Euler map evaluation
+            # nothing about tol): one Euler map evaluation; a residual at its floor counts
             used += 1
             delta = (euler(state) - state).abs()
-            residual = delta.amax(-1) * (network.tau / dt)
+            residual = delta.amax(-1) * scale
             history.append(residual)
             converged = residual < tol
+            floor = residual_floor(state, scale) if might_bind else None
+            if floor is not None:
+                converged |= residual <= floor
             steps = torch.where(converged, torch.where(steps >= 0, steps, used),
                                 torch.full_like(steps, -1))
             if bool(converged.all()):
                 break
             if failure is not None or used >= max_steps:  # the budget is spent
                 failure = not_settled(network, delta, residual, converged, history, used,
-                                      tol, describe_index)
-                return self._finish(state, steps, converged, residual, used, failure, trace)
+                                      tol, describe_index, floor=floor)
+                return self._finish(state, steps, converged, residual, used, failure, trace,
+                                    _at_floor(converged, residual, tol), tol=tol, scale=scale)
             target /= 10.0  # the sweep's change understated the residual: sweep on
         failure = None
         if self.stability_iterations > 0:
@@ -385,12 +432,13 @@ class TorchEngine(RelaxationSettings):
             if unstable is not None:
                 failure = unstable[0]
                 followed = self._follow_dynamics(network, euler, state, shape, unstable,
-                                                 project, used, max_steps, tol,
-                                                 network.tau / dt, describe_index, trace)
+                                                 project, used, max_steps, tol, scale,
+                                                 describe_index, trace)
                 if followed is not None:
                     return followed
                 steps, converged = _unsettled(steps, converged, unstable[2])
-        return self._finish(state, steps, converged, residual, used, failure, trace)
+        return self._finish(state, steps, converged, residual, used, failure, trace,
+                            _at_floor(converged, residual, tol), tol=tol, scale=scale)
 
     # ----------------------------------------------------------------- Anderson
     def _anderson(self, network: Network, step: Step, state: torch.Tensor,
@@ -400,7 +448,8 @@ class TorchEngine(RelaxationSettings):
 
         ``f_k = G(s_k) - s_k``; ``ΔF``, ``ΔG`` hold the last ``m`` differences of ``f`` and
         ``G``; ``γ = (ΔFᴴΔF + λI)⁻¹ ΔFᴴ f_k`` and ``s_{k+1} = Π(G(s_k) - ΔG γ)``. A sample
-        is frozen at ``G(s_k)`` once ``max|f_k|·τ/dt < tol``.
+        is frozen at ``G(s_k)`` once ``max|f_k|·τ/dt < tol``, or, at a check, once it is at
+        or below its floor ``eps·max|G(s_k)|·τ/dt``.
         """
         shape = state.shape
         width = shape[-1]
@@ -430,6 +479,10 @@ class TorchEngine(RelaxationSettings):
         residual = torch.full((n_samples,), math.inf, dtype=real, device=x.device)
         result = x.clone()
         mixing = float(self.anderson_mixing)
+        # a residual floor per unit of max|G(s)| (residual_floor), where one may reach tol
+        # for some state within the divergence bound (the checks enforce it)
+        floor_factor = torch.finfo(real).eps * scale \
+            if floor_might_bind(tol, self.divergence, real, scale) else None
         secants = _AndersonHistory(n_samples, int(self.anderson_memory), width, x)
         # Work buffers, two of each: an iteration reads the previous one's f, mixed step and
         # iterate while it writes its own (fresh (samples, D) temporaries page-fault on CPU:
@@ -489,7 +542,10 @@ class TorchEngine(RelaxationSettings):
             last_f = f
             residual = torch.where(active, peak * scale, residual)
             if tol > 0:
-                newly = active & (residual < tol)
+                below = residual < tol
+                if check and floor_factor is not None:  # at its floor, from the size read
+                    below |= residual <= size * floor_factor
+                newly = active & below
                 if bool(newly.any()):  # (the masked copies are not free: skip them if none)
                     result[newly] = g[newly]
                     steps[newly] = iteration
@@ -567,7 +623,9 @@ class TorchEngine(RelaxationSettings):
         failure = None
         if tol > 0 and not bool(converged.all()):
             failure = not_settled(network, last_f.reshape(shape).abs(), residual, converged,
-                                  history, iteration, tol, describe_index)
+                                  history, iteration, tol, describe_index,
+                                  floor=None if floor_factor is None
+                                  else residual_floor(result.reshape(shape), scale))
         elif tol > 0 and self.stability_iterations > 0:
             unstable, evaluations = self._unstable(network, step, result, shape, project,
                                                    describe_index)
@@ -581,7 +639,8 @@ class TorchEngine(RelaxationSettings):
                     return followed
                 steps, converged = _unsettled(steps, converged, unstable[2])
         return self._finish(result.reshape(shape), steps, converged, residual, iteration,
-                            failure, trace)
+                            failure, trace, _at_floor(converged, residual, tol), tol=tol,
+                            scale=scale)
 
     def _follow_dynamics(self, network: Network, step: Step, point: torch.Tensor,
                          shape: torch.Size, unstable: tuple[RelaxationError, torch.Tensor],
@@ -600,12 +659,12 @@ class TorchEngine(RelaxationSettings):
         start = (point + push).reshape(shape)
         if project is not None:
             start = project(start)
-        (state, steps, converged, residual, n_steps, failure,
-         more) = self._euler(network, step, start, remaining, tol, scale, describe_index,
-                             buffered=False, offset=used)
+        (state, steps, converged, residual, n_steps, failure, more,
+         at_floor) = self._euler(network, step, start, remaining, tol, scale, describe_index,
+                                 buffered=False, offset=used)
         steps = torch.where(steps >= 0, steps + used, steps)
         return self._finish(state, steps, converged, residual, n_steps + used, failure,
-                            trace + more)
+                            trace + more, at_floor, tol=tol, scale=scale)
 
     def _unstable(self, network: Network, step: Step, point: torch.Tensor,
                   shape: torch.Size, project: Force | None,
@@ -709,6 +768,13 @@ class TorchEngine(RelaxationSettings):
             kind="unstable", layer=layer, samples=samples, residual=worst),
             torch.where(unstable[:, None], u, torch.zeros_like(u)),
             unstable.reshape(leading)), evaluations
+
+
+def _at_floor(converged: torch.Tensor, residual: torch.Tensor, tol: float
+              ) -> torch.Tensor | None:
+    """The samples that count as settled although their residual is not below ``tol`` (it
+    reached their floor, :func:`~neuroeq.engines.failures.residual_floor`)."""
+    return converged & ~(residual < tol) if tol > 0 else None
 
 
 def _unsettled(steps: torch.Tensor, converged: torch.Tensor, unstable: torch.Tensor
