@@ -1,5 +1,6 @@
 """Evaluate a trained network (a result folder of ``neuroeq run``) on its test set in both
-engines: the torch engine it was trained with and the Brian2 engine, with the same model,
+engines: the torch engine (the protocol's settings, whichever engine trained it) and the
+Brian2 engine, with the same model,
 weights, ``dt``, step budget, tolerance and steps between convergence checks. Reports each
 engine's test accuracy, how often their predictions agree, the largest difference between
 their stationary states, and the wall time of each (the first batch of each size is run
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -21,8 +23,27 @@ import torch
 from tqdm.auto import tqdm
 
 from neuroeq.engines.brian2_engine import Brian2Engine
+from neuroeq.errors import ConfigError, NeuroEQError
 from neuroeq.protocols import build, load_protocol
 from neuroeq.training.checkpoint import load_checkpoint
+
+
+def _load(result: Path) -> tuple:
+    """The result folder's protocol, trained network, a torch engine with its ``[engine]``
+    settings (also for a folder trained in Brian2: the comparison is always torch against
+    Brian2) and its test set."""
+    protocol = load_protocol(result / "protocol.toml")
+    config = protocol.config
+    if config["engine"]["name"] == "spiking":
+        raise ConfigError(f"{result} was trained with the spiking engine, which has no "
+                          "deterministic torch counterpart to compare with")
+    model = build.build_model(config)
+    network = build.build_network(config, model)
+    network.load_state_dict(load_checkpoint(result / "checkpoint.pt")["network"])
+    as_torch = {**config, "engine": {**config["engine"], "name": "torch"}}
+    torch_engine = dataclasses.replace(build.build_engine(as_torch), on_failure="ignore")
+    _, test = build.build_data(config)
+    return protocol, network, torch_engine, test
 
 
 def main() -> None:
@@ -34,16 +55,13 @@ def main() -> None:
     parser.add_argument("--target", default="cython", choices=("cython", "numpy"))
     args = parser.parse_args()
 
-    protocol = load_protocol(args.result / "protocol.toml")
-    config = protocol.config
-    model = build.build_model(config)
-    network = build.build_network(config, model)
-    network.load_state_dict(load_checkpoint(args.result / "checkpoint.pt")["network"])
-    torch_engine = dataclasses.replace(build.build_engine(config), on_failure="ignore")
+    try:
+        protocol, network, torch_engine, test = _load(args.result)
+    except NeuroEQError as error:
+        sys.exit(f"evaluate_in_brian2: {error}")
     brian2_engine = Brian2Engine(target=args.target, dt=torch_engine.dt,
                                  max_steps=torch_engine.max_steps, tol=torch_engine.tol,
                                  check_every=torch_engine.check_every, on_failure="ignore")
-    _, test = build.build_data(config)
     n = len(test) if args.limit is None else min(args.limit, len(test))
 
     correct = {"torch": 0, "brian2": 0}

@@ -59,7 +59,8 @@ def _add_gradcheck(commands: argparse._SubParsersAction[_Parser]) -> None:
     parser.add_argument("--coupling", type=_list(str, "--coupling"), default=["symmetric"],
                         help=f"{', '.join(COUPLINGS)} (comma-separated)")
     parser.add_argument("--alpha", type=_list(float, "--alpha"), default=[1.0],
-                        help="asymmetry(ies) of asymmetric nets (default 1)")
+                        help="asymmetry(ies) of asymmetric nets (default 1; values other "
+                        "than 1 need asymmetric among the --coupling values)")
     parser.add_argument("--rules", type=_list(str, "--rules"), default=None,
                         help=f"rules and oracles: {', '.join(RULE_CHOICES)} (default "
                         f"{','.join(DEFAULT_RULES)}; with --engine brian2, those of them "

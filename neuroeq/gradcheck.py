@@ -23,7 +23,7 @@ from neuroeq.engines.settings import DTYPES, gradient_check_tolerance
 from neuroeq.engines.torch_engine import TorchEngine
 from neuroeq.errors import ConfigError
 from neuroeq.io import software_attrs
-from neuroeq.network import COUPLINGS, Network
+from neuroeq.network import COUPLINGS, DEFAULT_ALPHA, Network
 from neuroeq.neuron_model import NeuronModel, load_model
 from neuroeq.readout import Readout
 from neuroeq.rules import ORACLES, RULE_NAMES, RULES, make_rule
@@ -52,6 +52,16 @@ def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> 
                               f"known: {', '.join(allowed)}")
 
 
+def check_alphas(couplings: Sequence[str], alphas: Sequence[float], where: str = "alphas"
+                 ) -> None:
+    """Refuse asymmetries ``alphas`` other than the default ``[1.0]`` for a check without
+    asymmetric coupling: no network would read them (``where`` names them in the error)."""
+    if "asymmetric" not in couplings and [float(a) for a in alphas] != [DEFAULT_ALPHA]:
+        raise ConfigError(f"{where} {list(alphas)} set the asymmetry of asymmetric networks, "
+                          f"and couplings {', '.join(couplings)} have none: add asymmetric to "
+                          "the couplings, or leave the alphas out")
+
+
 def gradcheck(models: Sequence[str | NeuronModel] = ("hopfield_smooth",),
               sizes: Sequence[int] = (20, 16, 5),
               couplings: Sequence[str] = ("symmetric",), alphas: Sequence[float] = (1.0,),
@@ -78,6 +88,7 @@ def gradcheck(models: Sequence[str | NeuronModel] = ("hopfield_smooth",),
     for alpha in alphas:
         if not 0 <= alpha <= 1:
             raise ConfigError(f"alpha {alpha} must lie in [0, 1]")
+    check_alphas(couplings, alphas)
     if not 1 <= batch <= MAX_BATCH:
         raise ConfigError(f"batch {batch} must lie in [1, {MAX_BATCH:,}]")
     if len(sizes) < 2 or sum(sizes[1:]) > MAX_UNITS:
@@ -108,11 +119,15 @@ def gradcheck(models: Sequence[str | NeuronModel] = ("hopfield_smooth",),
                     for key in [key for key in vectors if key[:3] == (i, j, 0)]:
                         vectors[(i, j, k, *key[3:])] = vectors[key]
                     continue
+                # alpha shapes asymmetric nets only (the others refuse one)
+                asymmetric = alpha if coupling == "asymmetric" else None
+                label = f"{model_name} {coupling}" + (f" alpha={alpha}" if asymmetric is not None
+                                                      else "")
                 for s, seed in enumerate(seeds):
                     if progress:
-                        progress(f"{model_name} {coupling} alpha={alpha} seed={seed}")
-                    network = Network(model, sizes, coupling=coupling, alpha=alpha, seed=seed,
-                                      gain=gain, dtype=torch_dtype,
+                        progress(f"{label} seed={seed}")
+                    network = Network(model, sizes, coupling=coupling, alpha=asymmetric,
+                                      seed=seed, gain=gain, dtype=torch_dtype,
                                       readout=Readout(sizes[-1], 10 if readout == "linear"
                                                       else None, kind=readout, cost=cost,
                                                       seed=seed, dtype=torch_dtype))

@@ -41,6 +41,11 @@ from neuroeq.readout import READOUT_KINDS, Readout
 from neuroeq.seeds import check_seed
 
 COUPLINGS = ("symmetric", "asymmetric", "feedforward")
+#: the asymmetry of an asymmetric network given no ``alpha``: independent backward weights
+DEFAULT_ALPHA = 1.0
+#: why the couplings other than ``asymmetric`` have no use for ``alpha``
+_NO_ALPHA = {"symmetric": "its backward weights are the forward ones transposed",
+             "feedforward": "it has no backward weights"}
 Params = Mapping[str, torch.Tensor]
 
 
@@ -73,8 +78,10 @@ class Network(nn.Module):
         model: a :class:`NeuronModel`, or the name or path of a model file (``"fhn"``).
         sizes: units per layer, input first, e.g. ``(784, 500, 10)``.
         coupling: ``symmetric``, ``asymmetric`` (tunable ``alpha``) or ``feedforward``.
-        alpha: asymmetry in ``[0, 1]`` of the initial backward weights,
-            ``B = (1-α)Wᵀ + αR`` (read by ``asymmetric`` coupling only).
+        alpha: asymmetry in ``[0, 1]`` of an asymmetric network's initial backward weights,
+            ``B = (1-α)Wᵀ + αR`` (default 1: independent of ``W``). The other couplings
+            have none (``self.alpha`` is ``None``): an ``alpha`` given with them is a
+            :class:`ConfigError`.
         lateral, skip: add lateral (within-layer) and skip (``l-2 → l``) projections
             (``True`` or ``False``).
         readout: a :class:`~neuroeq.readout.Readout` of the output rates, or ``None`` for
@@ -91,7 +98,7 @@ class Network(nn.Module):
     """
 
     def __init__(self, model: NeuronModel | str | os.PathLike, sizes: Sequence[int], *,
-                 coupling: str = "symmetric", alpha: float = 1.0, lateral: bool = False,
+                 coupling: str = "symmetric", alpha: float | None = None, lateral: bool = False,
                  skip: bool = False, readout: Readout | None = None, seed: int = 0,
                  gain: float = 1.0, bias_init: float = 0.0, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu"):
@@ -99,7 +106,7 @@ class Network(nn.Module):
         self.model = _neuron_model(model)
         sizes = _layer_sizes(sizes)
         coupling = _coupling(coupling)
-        alpha = fraction(alpha, "alpha")
+        alpha = _alpha(alpha, coupling)
         gain = positive_number(gain, "gain")
         bias_init = real_number(bias_init, "bias_init")
         _check_dtype(dtype)
@@ -475,6 +482,20 @@ def _coupling(coupling: object) -> str:
         hint = did_you_mean(coupling, COUPLINGS) if isinstance(coupling, str) else ""
         raise ConfigError(f"coupling {coupling!r} must be one of {', '.join(COUPLINGS)}{hint}")
     return coupling
+
+
+def _alpha(alpha: object, coupling: str) -> float | None:
+    """The asymmetry of a ``coupling`` network: ``alpha`` in ``[0, 1]`` (``None``:
+    :data:`DEFAULT_ALPHA`) for ``asymmetric``; ``None`` for the other couplings, for which
+    a given ``alpha`` is a :class:`ConfigError` (it would be silently ignored)."""
+    if coupling == "asymmetric":
+        return DEFAULT_ALPHA if alpha is None else fraction(alpha, "alpha")
+    if alpha is not None:
+        raise ConfigError(f"alpha={alpha!r} sets the asymmetry of coupling 'asymmetric' "
+                          f"(initial backward weights B = (1-α)Wᵀ + αR); coupling "
+                          f"{coupling!r} has no use for it ({_NO_ALPHA[coupling]}): leave "
+                          "alpha out, or use coupling='asymmetric'")
+    return None
 
 
 def _check_dtype(dtype: object) -> None:

@@ -30,7 +30,7 @@ def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def make_problem(model: str, sizes=(20, 16, 5), coupling="symmetric", alpha=1.0, seed=0,
+def make_problem(model: str, sizes=(20, 16, 5), coupling="symmetric", alpha=None, seed=0,
                  batch=4, dtype=torch.float64, **network_options):
     """A network and a seeded batch ``(x, y)``."""
     network = Network(model, sizes, coupling=coupling, alpha=alpha, seed=seed, dtype=dtype,

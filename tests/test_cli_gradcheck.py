@@ -111,3 +111,32 @@ def test_rules_with_another_reference_point_to_their_check(rule, pointer):
     with pytest.raises(ConfigError, match=f"rule '{rule}' is not checked against the "
                                           f"deterministic gradient: .*{pointer}"):
         gradcheck(rules=["ep", rule], sizes=(4, 3, 2))
+
+
+def test_alpha_reaches_the_asymmetric_networks_only(monkeypatch):
+    """Every coupling of one check, one alpha: the symmetric and feedforward networks are
+    built without it (they refuse one), the asymmetric one with it."""
+    import neuroeq.gradcheck as module
+
+    built = []
+
+    def network(*args, **kwargs):
+        built.append((kwargs.get("coupling", "symmetric"), kwargs.get("alpha")))
+        return module_network(*args, **kwargs)
+
+    module_network = module.Network
+    monkeypatch.setattr(module, "Network", network)
+    ds = gradcheck(sizes=(4, 3, 2), couplings=["symmetric", "feedforward", "asymmetric"],
+                   alphas=[0.5], rules=["asym"], batch=2)
+    assert ("symmetric", None) in built and ("feedforward", None) in built
+    assert ("asymmetric", 0.5) in built
+    assert all(alpha is None for coupling, alpha in built if coupling != "asymmetric")
+    assert list(ds.alpha.values) == [0.5]
+
+
+def test_alphas_without_an_asymmetric_coupling_are_refused():
+    with pytest.raises(ConfigError, match=r"alphas \[0\.3\] set the asymmetry of asymmetric "
+                                          r"networks, and couplings symmetric, feedforward "
+                                          "have none"):
+        gradcheck(sizes=(4, 3, 2), couplings=["symmetric", "feedforward"], alphas=[0.3])
+    assert main(["gradcheck", "--sizes", "4,3,2", "--alpha", "0.3", "--rules", "ep"]) == 2

@@ -18,7 +18,7 @@ def build(**kwargs) -> Network:
     return Network(kwargs.pop("model", "hopfield"), sizes, **kwargs)
 
 
-@pytest.mark.parametrize("alpha", ["0.5", None, True, False, 1.5, -0.1, float("nan"),
+@pytest.mark.parametrize("alpha", ["0.5", True, False, 1.5, -0.1, float("nan"),
                                    float("inf"), [0.5], 0.5j])
 def test_an_alpha_that_is_not_a_number_in_the_unit_interval_is_refused(alpha):
     with pytest.raises(ConfigError, match=r"alpha must be a number in \[0, 1\], got "):
@@ -30,6 +30,31 @@ def test_an_alpha_that_is_not_a_number_in_the_unit_interval_is_refused(alpha):
 def test_an_alpha_of_any_real_type_is_taken_as_a_float(alpha):
     network = build(coupling="asymmetric", alpha=alpha)
     assert type(network.alpha) is float and network.alpha == float(alpha)
+
+
+@pytest.mark.parametrize("coupling", ["symmetric", "feedforward"])
+@pytest.mark.parametrize("alpha", [0.3, 1.0, 0.0])
+def test_an_alpha_given_with_a_coupling_that_has_no_use_for_it_is_refused(coupling, alpha):
+    # it only shapes the initial backward weights of coupling 'asymmetric': it was ignored
+    with pytest.raises(ConfigError, match=rf"alpha={alpha!r} sets the asymmetry of coupling "
+                                          rf"'asymmetric' .*; coupling '{coupling}' has no use "
+                                          r"for it .*leave alpha out, or use "
+                                          "coupling='asymmetric'"):
+        build(coupling=coupling, alpha=alpha)
+
+
+def test_alpha_left_out_suits_every_coupling():
+    """Not given (``None``): 1.0 for an asymmetric network, none for the others; a network's
+    own coupling and alpha build it again (its ``describe()`` holds both)."""
+    assert build(coupling="asymmetric").alpha == 1.0
+    assert build(coupling="asymmetric", alpha=None).alpha == 1.0
+    for coupling in ("symmetric", "asymmetric", "feedforward"):
+        network = build(coupling=coupling, alpha=None)
+        assert network.describe()["alpha"] == network.alpha
+        again = build(coupling=coupling, alpha=network.alpha)
+        assert all(torch.equal(a, b) for a, b in zip(network.parameters(), again.parameters(),
+                                                     strict=True))
+    assert build().alpha is None and build(coupling="feedforward").alpha is None
 
 
 @pytest.mark.parametrize("name", ["lateral", "skip"])

@@ -397,6 +397,9 @@ class Brian2Engine(RelaxationSettings):
     name = "brian2"
     differentiable = False  # simulates without autograd (no BPTT)
     samples_statistics = False  # it relaxes to rest (the spiking engine samples spikes)
+    # it simulates the model's own state (with AsymEP's correction) only: it runs the rules
+    # whose runs_on_brian2 is set, and every other rule refuses it (check_engine)
+    brian2_rules_only = True
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

@@ -35,7 +35,8 @@ def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None =
                   n_classes: int | None = None, **changes: Any) -> Network:
     """The ``[network]`` section (``changes`` override single keys, e.g. ``alpha``).
     ``n_classes``: the data's classes, when there are data (a linear readout without them
-    predicts 10)."""
+    predicts 10). An ``alpha`` that is ``None`` or absent (the resolved protocol's, for a
+    coupling other than asymmetric) is not passed on: the network takes its default."""
     section = {**config["network"], **changes}
     model = model or build_model(config)
     dtype = DTYPES[section["dtype"]]
@@ -50,7 +51,7 @@ def build_network(config: dict[str, dict[str, Any]], model: NeuronModel | None =
                       kind=section["readout"], cost=section["cost"],
                       seed=section["seed"], dtype=dtype)
     return Network(model, section["sizes"], coupling=section["coupling"],
-                   alpha=section["alpha"], lateral=section["lateral"], skip=section["skip"],
+                   alpha=section.get("alpha"), lateral=section["lateral"], skip=section["skip"],
                    readout=readout, seed=section["seed"], gain=section["gain"],
                    bias_init=section["bias_init"], dtype=dtype)
 

@@ -19,9 +19,9 @@ from neuroeq.engines.brian2_common import TARGETS
 from neuroeq.engines.settings import DTYPES
 from neuroeq.engines.torch_engine import SOLVERS
 from neuroeq.errors import ConfigError, ModelError
-from neuroeq.gradcheck import DEFAULT_RULES, MAX_BATCH
+from neuroeq.gradcheck import DEFAULT_RULES, MAX_BATCH, check_alphas
 from neuroeq.gradcheck import MAX_UNITS as GRADCHECK_MAX_UNITS
-from neuroeq.network import COUPLINGS
+from neuroeq.network import COUPLINGS, DEFAULT_ALPHA
 from neuroeq.neuron_model import find_model_file
 from neuroeq.readout import COSTS, READOUT_KINDS
 from neuroeq.rules import RULES, rule_option_defaults, rules_with_option
@@ -129,7 +129,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "network": {
         "sizes": Field("list[int]", [64, 32, 10], positive=True, maximum=MAX_UNITS),
         "coupling": Field("str", "symmetric", choices=COUPLINGS),
-        "alpha": Field("float", 1.0, minimum=0.0, maximum=1.0),
+        # (None: no alpha, as a resolved protocol of another coupling holds it)
+        "alpha": Field("optional_float", DEFAULT_ALPHA, minimum=0.0, maximum=1.0,
+                       doc="coupling asymmetric only: the asymmetry of the initial backward "
+                           "weights, B = (1-α)Wᵀ + αR (another coupling refuses a value other "
+                           "than 1.0, and has none)"),
         "lateral": Field("bool", False),
         "skip": Field("bool", False),
         "gain": Field("float", 1.0, positive=True),
@@ -244,7 +248,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
                        doc=GRADCHECK_SIZES_DOC),
         "couplings": Field("list[str]", ["symmetric"],
                            choices=COUPLINGS),
-        "alphas": Field("list[float]", [1.0], minimum=0.0, maximum=1.0),
+        "alphas": Field("list[float]", [DEFAULT_ALPHA], minimum=0.0, maximum=1.0,
+                        doc="asymmetries of the asymmetric networks (others need "
+                            "asymmetric among the couplings)"),
         "rules": Field("list[str]", list(DEFAULT_RULES), choices=RULE_CHOICES,
                        doc=CHECKED_ELSEWHERE_DOC),
         "betas": Field("list[float]", [1e-3], positive=True),
@@ -408,6 +414,7 @@ def validate(data: Mapping[str, Any], source: str = "protocol") -> dict[str, dic
         except ModelError as error:
             raise ConfigError(f"{source}: [model].name: {error}") from None
     _check_network_size(resolved, source)
+    _check_alpha(resolved, source)
     _check_gradient_checks(resolved, source)
     _check_engine_and_rule(resolved, kind, source)
     return resolved
@@ -429,10 +436,15 @@ def refuse_unread_changes(config: Mapping[str, Any], paths: Iterable[Sequence[st
                           source: str) -> None:
     """Refuse a changed key (``--set``, a sweep's setting: its ``[section, key]`` path) that
     the validated protocol's kind does not read, whatever its value: a change asks for a
-    setting (a file may hold an unread key at its default, :func:`_refuse_unread`)."""
+    setting (a file may hold an unread key at its default, :func:`_refuse_unread`). So is
+    ``[network].alpha`` for a network whose coupling is not ``asymmetric``."""
     kind = config["protocol"]["kind"]
     keys_read, condition = _keys_read(kind, config, source)
+    coupling = config.get("network", {}).get("coupling", "asymmetric")
     for path in paths:
+        if list(path) == ["network", "alpha"] and coupling != "asymmetric":
+            # (a value other than the default was refused by validate)
+            raise ConfigError(_alpha_message(source, coupling, DEFAULT_ALPHA))
         read = keys_read.get(path[0])
         if read is not None and len(path) > 1 and path[1] not in read:
             _refuse_unread({path[1]: None}, read, kind, path[0],
@@ -575,6 +587,31 @@ def _check_network_size(resolved: dict[str, dict[str, Any]], source: str) -> Non
                               f"more than the {MAX_SYNAPSES:,} a protocol may ask for")
 
 
+def _check_alpha(resolved: dict[str, dict[str, Any]], source: str) -> None:
+    """``[network].alpha`` sets the asymmetry of coupling ``asymmetric`` only: with another
+    coupling it is refused, unless it holds the default ``1.0`` that earlier versions wrote
+    into every resolved protocol.toml (or ``None``, as the resolved config holds it), and
+    resolved to ``None`` (left out of the resolved protocol; the network is built without
+    one)."""
+    network = resolved.get("network", {})
+    if "alpha" not in network:
+        return
+    if network.get("coupling", "asymmetric") == "asymmetric":
+        if network["alpha"] is None:  # (a resolved protocol of another coupling, changed)
+            network["alpha"] = DEFAULT_ALPHA
+        return
+    if network["alpha"] not in (None, DEFAULT_ALPHA):
+        raise ConfigError(_alpha_message(source, network["coupling"], network["alpha"]))
+    network["alpha"] = None
+
+
+def _alpha_message(source: str, coupling: str, alpha: Any) -> str:
+    return (f"{source}: [network].alpha = {_show(alpha)} sets the asymmetry of coupling "
+            f"'asymmetric' (initial backward weights B = (1-α)Wᵀ + αR), and "
+            f"[network].coupling = {coupling!r} has none: leave alpha out, or set "
+            'coupling = "asymmetric"')
+
+
 def _check_gradient_checks(resolved: dict[str, dict[str, Any]], source: str) -> None:
     """What a gradient check would refuse when it runs: unknown models, and networks
     larger than its oracle's limit (:data:`neuroeq.gradcheck.MAX_UNITS`)."""
@@ -583,6 +620,12 @@ def _check_gradient_checks(resolved: dict[str, dict[str, Any]], source: str) -> 
             find_model_file(name)
         except ModelError as error:
             raise ConfigError(f"{source}: [gradcheck].models: {error}") from None
+    if "gradcheck" in resolved:
+        section = resolved["gradcheck"]
+        try:
+            check_alphas(section["couplings"], section["alphas"], "[gradcheck].alphas")
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
     for section, key in (("gradcheck", "sizes"), ("asymmetry", "gradcheck_sizes")):
         sizes = resolved.get(section, {}).get(key)
         if sizes is None:

@@ -238,6 +238,13 @@ def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: P
         if read is not None and field not in read:
             raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol does not read "
                               f"[{section}].{field} (only {', '.join(read)})")
+        coupling = config.get("network", {}).get("coupling", "asymmetric")
+        if (section, field) == ("network", "alpha") and coupling != "asymmetric" \
+                and "network.coupling" not in grid:
+            raise ConfigError(f"{path}: [sweep.grid].{key}: [network].alpha sets the "
+                              f"asymmetry of coupling 'asymmetric', and the base protocol's "
+                              f"[network].coupling = {coupling!r} has none: set coupling = "
+                              '"asymmetric" in the base')
         parameters = (section, field) == ("model", "parameters")
         if len(parts) > (3 if parameters else 2):
             raise ConfigError(f"{path}: [sweep.grid].{key} must be "

@@ -29,13 +29,15 @@ class Estimate:
 
     ``grads``: parameter name → tensor shaped like the parameter; ``loss``: batch-mean
     cost at the free state; ``free``: the free phase; ``nudged``: the other phases by
-    label (``"+beta"``, ``"-beta"``, ``"dyadic"``, ...).
+    label (``"+beta"``, ``"-beta"``, ``"dyadic"``, ...); ``diagnostics``: figures a rule
+    reports about its own accuracy by name (holomorphic EP's ``"aliasing"``).
     """
 
     grads: dict[str, torch.Tensor]
     loss: float
     free: RelaxResult | None = None
     nudged: dict[str, RelaxResult] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
     def flat(self, names: list[str] | None = None) -> torch.Tensor:
         """All gradients concatenated (in ``names`` order, default: sorted)."""
@@ -48,7 +50,8 @@ class GradientEstimator(ABC):
 
     The class attributes say what the rule is and needs; the protocol schema, the builders,
     the CLI and the classifier read them instead of keeping lists of rule names. ``engine``
-    (an instance attribute) is the relaxation engine.
+    (an instance attribute) is the relaxation engine; one the rule cannot run on is a
+    :class:`ConfigError` when the rule is made (:meth:`check_engine`).
     """
 
     #: the CLI and protocol name
@@ -69,7 +72,8 @@ class GradientEstimator(ABC):
     #: whether the rule estimates from spike statistics (an engine that samples them)
     uses_spike_statistics: bool = False
     #: whether the Brian2 engine runs the rule's phases (the model's own state, plus AsymEP's
-    #: correction; no autograd, no extended state, no complex nudges, no sampling)
+    #: correction; no autograd, no extended state, no complex nudges, no sampling): a rule
+    #: without it refuses a Brian2 engine (:meth:`check_engine`)
     runs_on_brian2: bool = False
     #: whether the rule needs analytic (holomorphic) dynamics
     needs_analytic_dynamics: bool = False
@@ -79,14 +83,43 @@ class GradientEstimator(ABC):
 
     def __init__(self, engine: TorchEngine | None = None, nudged_steps: int | None = None):
         self.engine = engine if engine is not None else TorchEngine()
-        if getattr(self.engine, "samples_statistics", False) != self.uses_spike_statistics:
-            raise ConfigError(
-                f"rule {self.name!r} needs an engine that relaxes to rest (TorchEngine, "
-                "Brian2Engine); the spiking engine samples spike statistics for rule stoch_ep"
-                if not self.uses_spike_statistics else
-                f"rule {self.name!r} estimates from spike statistics: give it a SpikingEngine")
+        self.check_engine(self.engine)
         self.nudged_steps = (None if nudged_steps is None
                              else whole_number(nudged_steps, "nudged_steps", 1))
+
+    def check_engine(self, engine: object) -> None:
+        """Refuse an engine the rule cannot run on, by what the engine declares: a ``relax``
+        method (a relaxation engine at all), ``samples_statistics`` (the spiking engine:
+        the rules that :attr:`uses_spike_statistics` only, and those only there) and
+        ``brian2_rules_only`` (the Brian2 engine: the rules that :attr:`runs_on_brian2`).
+        Called when the rule is made and by every :meth:`estimate` (``rule.engine`` may be
+        replaced in between)."""
+        from neuroeq.rules import RULES  # (the package imports this module)
+
+        what = f"the {getattr(engine, 'name', '?')} engine ({type(engine).__name__})"
+        if not callable(getattr(engine, "relax", None)):
+            sampler = ("; it makes its own Langevin sampler from its options (temperature, "
+                       "chains, ...) and starts the chains from the engine's free phase"
+                       if self.samples_gibbs else "")
+            raise ConfigError(f"rule {self.name!r}: engine must be a relaxation engine "
+                              "(TorchEngine, Brian2Engine or SpikingEngine), got "
+                              f"{type(engine).__name__}{sampler}")
+        if bool(getattr(engine, "samples_statistics", False)) != self.uses_spike_statistics:
+            if self.uses_spike_statistics:
+                raise ConfigError(f"rule {self.name!r} estimates from spike statistics: give "
+                                  f"it a SpikingEngine, not {what}")
+            relaxing = "TorchEngine or Brian2Engine" if self.runs_on_brian2 else "TorchEngine"
+            spiking = [name for name, rule in RULES.items() if rule.uses_spike_statistics]
+            raise ConfigError(f"rule {self.name!r} needs an engine that relaxes to rest "
+                              f"({relaxing}); {what} samples spike statistics, for rule "
+                              f"{' or '.join(spiking)}")
+        if getattr(engine, "brian2_rules_only", False) and not self.runs_on_brian2:
+            runs = [name for name, rule in RULES.items() if rule.runs_on_brian2]
+            raise ConfigError(f"rule {self.name!r} ({type(self).__name__}) does not run on "
+                              f"{what}, which simulates the model's own state with AsymEP's "
+                              "correction only (no autograd, doubled state, complex nudges, "
+                              "batched parameters or sampling): give the rule a TorchEngine, "
+                              f"or use a rule that runs there: {', '.join(runs)}")
 
     def check_range(self, network: Network) -> None:
         """Refuse, before any computation, a setting beyond the range of the network's dtype
@@ -114,6 +147,7 @@ class GradientEstimator(ABC):
                         batch, (tuple, list)) else ""))
             raise ConfigError(f"the batch must be a pair (x, y) of inputs and labels or "
                               f"targets, got {what}")
+        self.check_engine(self.engine)
         self.check_range(network)
         x, y = batch
         x, y = _as_tensor(x, "x"), _as_tensor(y, "y")

@@ -96,11 +96,16 @@ class BPTT(GradientEstimator):
 
     def __init__(self, engine: TorchEngine | None = None, steps: int | None = None):
         super().__init__(engine)
-        if not self.engine.differentiable:
-            raise ConfigError(f"BPTT back-propagates through the relaxation, and the "
-                              f"{self.engine.name} engine runs without autograd: give BPTT a "
-                              "TorchEngine")
         self.steps = None if steps is None else whole_number(steps, "BPTT steps", 1)
+
+    def check_engine(self, engine: object) -> None:
+        """An engine that runs with autograd (``differentiable``), and the base checks."""
+        if getattr(engine, "differentiable", True) is False:
+            raise ConfigError(f"BPTT back-propagates through the relaxation, and the "
+                              f"{getattr(engine, 'name', type(engine).__name__)} engine runs "
+                              "without autograd: give BPTT a "
+                              "TorchEngine")
+        super().check_engine(engine)
 
     def compute(self, network: Network, x: torch.Tensor, y: torch.Tensor,
                 free: RelaxResult) -> Estimate:

@@ -402,3 +402,57 @@ def test_an_unquoted_date_where_a_string_belongs_says_to_quote_it(tmp_path, text
                                           rf"{text}, which TOML reads as a {what}"):
         load_protocol({"protocol": {"name": "g", "kind": "gradcheck"}},
                       [f"gradcheck.models=[{text}]"])
+
+
+@pytest.mark.parametrize("kind, coupling", [("train", "symmetric"), ("train", "feedforward"),
+                                            ("stochastic", "symmetric")])
+def test_an_alpha_with_a_coupling_that_has_none_is_refused_at_load(kind, coupling):
+    data = {**BASE, "protocol": {"name": "t", "kind": kind},
+            "network": {"coupling": coupling, "alpha": 0.3}}
+    if kind == "stochastic":
+        del data["rule"]
+    with pytest.raises(ConfigError, match=rf"\[network\]\.alpha = 0\.3 sets the asymmetry of "
+                                          rf"coupling 'asymmetric' .*\[network\]\.coupling = "
+                                          rf"'{coupling}' has none: leave alpha out, or set "
+                                          'coupling = "asymmetric"'):
+        load_protocol(data)
+    # a --set asks for it: refused whatever its value
+    with pytest.raises(ConfigError, match=r"with network\.alpha=1\.0\): \[network\]\.alpha"):
+        load_protocol({**data, "network": {"coupling": coupling}}, ["network.alpha=1.0"])
+    data["network"]["coupling"] = "asymmetric"
+    assert load_protocol(data).config["network"]["alpha"] == 0.3
+
+
+def test_a_resolved_protocol_holds_alpha_for_asymmetric_coupling_only():
+    """The network is built without one, and the resolved protocol.toml leaves it out; one
+    written by an earlier version (alpha = 1.0 with every coupling) loads to the same
+    settings, so its run still resumes."""
+    from neuroeq.protocols.result_folder import changed_settings
+
+    protocol = load_protocol(BASE)
+    assert protocol.config["network"]["alpha"] is None and "alpha" not in protocol.to_toml()
+    assert load_protocol(protocol.config).config == protocol.config  # (validated again)
+    changed = load_protocol(protocol.config, ['network.coupling="asymmetric"']).config
+    assert changed["network"]["alpha"] == 1.0
+    assert build.build_network(protocol.config).alpha is None
+    earlier = protocol.to_toml().replace("[network]\n", "[network]\nalpha = 1.0\n")
+    assert "alpha = 1.0" in earlier
+    import tomllib
+
+    assert changed_settings(load_protocol(tomllib.loads(earlier)).config,
+                            protocol.config) == []
+    asymmetric = load_protocol(_with("network", "coupling", "asymmetric"))
+    assert asymmetric.config["network"]["alpha"] == 1.0 and "alpha = 1.0" in \
+        asymmetric.to_toml()
+    assert build.build_network(asymmetric.config).alpha == 1.0
+
+
+def test_gradcheck_alphas_need_an_asymmetric_coupling():
+    data = {"protocol": {"name": "g", "kind": "gradcheck"},
+            "gradcheck": {"couplings": ["symmetric"], "alphas": [0.0, 0.5]}}
+    with pytest.raises(ConfigError, match=r"\[gradcheck\]\.alphas \[0\.0, 0\.5\] set the "
+                                          "asymmetry of asymmetric networks, and couplings "
+                                          "symmetric have none"):
+        load_protocol(data)
+    data["gradcheck"]["couplings"] = ["symmetric", "asymmetric"]
+    assert load_protocol(data).config["gradcheck"]["alphas"] == [0.0, 0.5]

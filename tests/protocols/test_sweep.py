@@ -486,6 +486,17 @@ def test_a_grid_key_the_kind_does_not_read_is_refused(tmp_path):
                                                                  '"stochastic.beta"'))
 
 
+def test_a_grid_over_alpha_of_a_network_without_asymmetric_coupling_is_refused(tmp_path):
+    text = SWEEP.replace('"network.seed" = [0, 1]', '"network.alpha" = [0.5, 1.0]')
+    with pytest.raises(ConfigError, match=r"\[sweep\.grid\]\.network\.alpha: \[network\]"
+                                          r"\.alpha sets the asymmetry of coupling 'asymmetric',"
+                                          r" and the base protocol's \[network\]\.coupling = "
+                                          "'symmetric' has none"):
+        _sweep(tmp_path, text)
+    sweep = _sweep(tmp_path, text.replace("[network]\n", '[network]\ncoupling = "asymmetric"\n'))
+    assert [point.config["network"]["alpha"] for point in sweep.points()] == [0.5, 1.0] * 2
+
+
 @pytest.mark.parametrize("address, message", [
     ("notanaddress", "missing port number"), ("foo://x:1", "unknown address scheme 'foo'"),
     ("", "must be a text such as tcp://HOST:8786")])

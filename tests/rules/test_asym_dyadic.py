@@ -35,7 +35,7 @@ def _relative_errors(network, batch, rules, engine):
 @pytest.mark.parametrize("coupling", ["asymmetric", "feedforward"])
 @pytest.mark.parametrize("sizes", [(20, 16, 5), (20, 16, 16, 5)])
 def test_asym_and_dyadic_are_exact(model, coupling, sizes, precise_engine):
-    network, batch = make_problem(model, sizes, coupling, alpha=1.0)
+    network, batch = make_problem(model, sizes, coupling)  # (asymmetric: alpha 1)
     rules = [AsymEP(1e-4, precise_engine), DyadicEP(1e-4, precise_engine)]
     found = _compare(network, batch, rules, precise_engine)
     assert found["asym"][0] >= 0.9999
@@ -83,7 +83,8 @@ def test_dyadic_is_exact_with_units_pinned_at_either_bound(coupling, bias):
     midpoint left the bounds and chattered."""
     from neuroeq import Network, TorchEngine
 
-    network = Network("hopfield", (4, 5, 3), coupling=coupling, alpha=0.5, seed=1,
+    network = Network("hopfield", (4, 5, 3), coupling=coupling,
+                      alpha=0.5 if coupling == "asymmetric" else None, seed=1,
                       bias_init=bias)
     x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     y = torch.tensor([1, 0, 2])

@@ -2,6 +2,7 @@
 schema, the builder, the CLI and the classifier read them instead of lists of names."""
 
 import pytest
+import torch
 
 from neuroeq.errors import ConfigError
 from neuroeq.protocols import build, load_protocol
@@ -109,3 +110,66 @@ def test_every_rule_leaves_a_frozen_parameter_alone(rule_name, model):
     assert network.weights["W2"].grad is not None and network.biases["b1"].grad is not None
     torch.optim.SGD(network.parameters(), lr=1.0).step()
     assert all(torch.equal(param, old) for param, old in zip(frozen, before, strict=True))
+
+
+def _rule_options(name):
+    return {"chains": 16} if RULES[name].samples_gibbs else {}
+
+
+@pytest.mark.parametrize("name", [name for name, rule in RULES.items()
+                                  if not rule.runs_on_brian2 and not rule.uses_spike_statistics
+                                  and name != "bptt"])  # (BPTT: tests/engines, brian2)
+def test_a_rule_the_brian2_engine_cannot_run_refuses_it_when_made(name):
+    """In Python too, not only in protocols: holomorphic EP and the Gibbs rules ran their
+    own phases in torch from a Brian2 free phase, Dyadic EP and finite differences failed
+    only after that free phase."""
+    from neuroeq.engines.brian2_engine import Brian2Engine
+
+    engine = Brian2Engine(target="numpy")
+    message = (rf"rule '{name}' \({RULES[name].__name__}\) does not run on the brian2 engine "
+               rf"\(Brian2Engine\), .*use a rule that runs there: {', '.join(BRIAN2_RULES)}$")
+    with pytest.raises(ConfigError, match=message):
+        make_rule(name, beta=0.5, engine=engine, **_rule_options(name))
+    for runs in BRIAN2_RULES:  # the rules it runs take it
+        assert make_rule(runs, beta=0.5, engine=engine).engine is engine
+
+
+def test_a_brian2_engine_given_to_a_rule_later_is_refused_at_its_next_estimate():
+    from neuroeq import Network
+    from neuroeq.engines.brian2_engine import Brian2Engine
+
+    network = Network("hopfield_smooth", (3, 4, 2), seed=0)
+    batch = (torch.full((2, 3), 0.5, dtype=torch.float64), torch.tensor([0, 1]))
+    rule = make_rule("holomorphic", beta=0.1)
+    rule.engine = Brian2Engine(target="numpy")
+    with pytest.raises(ConfigError, match=r"rule 'holomorphic' \(HolomorphicEP\) does not "
+                                          "run on the brian2 engine"):
+        rule.estimate(network, batch, write_grad=False)
+    assert all(param.grad is None for param in network.parameters())
+
+
+@pytest.mark.parametrize("name", ["ep", "holomorphic", "finite_nudge", "stoch_ep"])
+def test_an_object_that_is_not_an_engine_is_refused_by_name(name):
+    from neuroeq.engines.langevin import LangevinSampler
+
+    for engine, what in (("brian2", "str"), (LangevinSampler(0.05), "LangevinSampler")):
+        with pytest.raises(ConfigError, match=rf"rule '{name}': engine must be a relaxation "
+                                              r"engine \(TorchEngine, Brian2Engine or "
+                                              rf"SpikingEngine\), got {what}"):
+            make_rule(name, beta=0.5, engine=engine, **_rule_options(name))
+    if name == "finite_nudge":  # its sampler is made from its own options
+        with pytest.raises(ConfigError, match="it makes its own Langevin sampler"):
+            make_rule(name, beta=0.5, engine=LangevinSampler(0.05))
+
+
+@pytest.mark.parametrize("name, engines", [("holomorphic", r"\(TorchEngine\)"),
+                                           ("finite_nudge", r"\(TorchEngine\)"),
+                                           ("asym", r"\(TorchEngine or Brian2Engine\)")])
+def test_the_spiking_engine_is_refused_naming_the_engines_the_rule_runs_on(name, engines):
+    from neuroeq.engines.brian2_spiking import SpikingEngine
+
+    with pytest.raises(ConfigError, match=rf"rule '{name}' needs an engine that relaxes to "
+                                          rf"rest {engines}; the brian2_spiking engine "
+                                          r"\(SpikingEngine\) samples spike statistics, for "
+                                          "rule stoch_ep$"):
+        make_rule(name, beta=0.5, engine=SpikingEngine(target="numpy"), **_rule_options(name))
