@@ -31,6 +31,23 @@ def _attrs(protocol: Protocol, **extra: Any) -> dict[str, Any]:
             "config": json.dumps(protocol.config, default=str), **software_attrs(), **extra}
 
 
+def _log_inexact(log: logging.Logger, models: list[NeuronModel | str], couplings: list[str],
+                 rules: list[str]) -> None:
+    """Log, once each, why a rule of the run is not exact on a coupling of the run (it runs
+    there as an approximate baseline; each estimate warns too)."""
+    from neuroeq.neuron_model import load_model
+    from neuroeq.rules import rule_for_model
+
+    for model in models:
+        loaded = model if not isinstance(model, str) else load_model(model)
+        for coupling in couplings:
+            for name in rules:
+                note = rule_for_model(name, loaded.structural_class).inexact_note(
+                    coupling, loaded.name)
+                if note is not None:
+                    log.warning("%s", note)
+
+
 def _save_figure(figure: Figure, path: Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
@@ -70,6 +87,8 @@ def _run_train(protocol: Protocol, out: Path, log: logging.Logger, *, resume: bo
     initial = {k: v.detach().clone() for k, v in network.dynamics_parameters().items()}
     log.info("network %s; rule %s; %d training / %d test samples", network.describe(),
              rule.describe(), len(train_data), len(test_data))
+    if (note := rule.inexact_note(network.coupling, model.name)) is not None:
+        log.warning("%s", note)
 
     def report(row: dict) -> None:
         log.info("epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | "
@@ -165,6 +184,7 @@ def _run_gradcheck(protocol: Protocol, out: Path, log: logging.Logger, *, resume
     from neuroeq.gradcheck import gradcheck, summary_table
 
     section = protocol.config["gradcheck"]
+    _log_inexact(log, section["models"], section["couplings"], section["rules"])
     dataset = gradcheck(models=section["models"], sizes=section["sizes"],
                         couplings=section["couplings"], alphas=section["alphas"],
                         rules=section["rules"], betas=section["betas"], seeds=section["seeds"],
@@ -202,6 +222,7 @@ def _run_asymmetry(protocol: Protocol, out: Path, log: logging.Logger, *, resume
     model = build.build_model(config)
     alphas, rules, seeds = section["alphas"], section["rules"], section["seeds"]
     log.info("gradient alignment over alpha %s, rules %s", alphas, rules)
+    _log_inexact(log, [model], ["asymmetric"], rules)
     checked = gradcheck(models=[model], sizes=section["gradcheck_sizes"],
                         couplings=["asymmetric"], alphas=alphas, rules=rules,
                         betas=[section["gradcheck_beta"]], seeds=seeds,

@@ -43,13 +43,20 @@ def make_rule(name: str, *, beta: float = 1e-3,
               model_class: str | None = None, **options: Any) -> GradientEstimator:
     """Build a rule from its CLI name. For skew-gradient models ``ep``/``centered`` mean
     skew-gradient EP."""
-    if model_class == "skew_gradient" and name in ("ep", "centered"):
-        name = {"ep": "skew_ep", "centered": "skew_centered"}[name]
-    rule = rule_class(name)
-    _check_options(name, rule, options)
+    rule = rule_for_model(name, model_class)
+    _check_options(rule.name, rule, options)
     if rule.takes_beta:
         return rule(beta=beta, engine=engine, **options)
     return rule(engine=engine, **options)
+
+
+def rule_for_model(name: str, model_class: str | None = None) -> type[GradientEstimator]:
+    """The rule class :func:`make_rule` builds for ``name`` on a model of structural class
+    ``model_class``: for skew-gradient models ``ep``/``centered`` mean ``skew_ep`` /
+    ``skew_centered``."""
+    if model_class == "skew_gradient" and name in ("ep", "centered"):
+        name = {"ep": "skew_ep", "centered": "skew_centered"}[name]
+    return rule_class(name)
 
 
 def rule_class(name: str) -> type[GradientEstimator]:
@@ -106,6 +113,6 @@ __all__ = [
     "Estimate", "FiniteDifferences", "FiniteNudgeEP", "HolomorphicEP", "PathIntegralEP",
     "SampledEstimate", "GradientEstimator", "ImplicitDifferentiation", "StochasticEP",
     "NUDGED_RULES", "ORACLES", "RULES", "RULE_NAMES", "SkewGradientEP", "VectorFieldEP",
-    "make_rule", "rule_class", "rule_option_defaults", "rule_options", "rules_with_option",
-    "write_gradients",
+    "make_rule", "rule_class", "rule_for_model", "rule_option_defaults", "rule_options",
+    "rules_with_option", "write_gradients",
 ]

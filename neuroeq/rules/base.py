@@ -9,6 +9,7 @@ is the gradient of the batch-mean cost at the free stationary state,
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -29,15 +30,16 @@ class Estimate:
 
     ``grads``: parameter name → tensor shaped like the parameter; ``loss``: batch-mean
     cost at the free state; ``free``: the free phase; ``nudged``: the other phases by
-    label (``"+beta"``, ``"-beta"``, ``"dyadic"``, ...); ``diagnostics``: figures a rule
-    reports about its own accuracy by name (holomorphic EP's ``"aliasing"``).
+    label (``"+beta"``, ``"-beta"``, ``"dyadic"``, ...); ``diagnostics``: what a rule
+    reports about its own accuracy by name (holomorphic EP's ``"aliasing"`` figure; for a
+    rule run on a coupling where it is not exact, ``"not_exact"``: the reason, as warned).
     """
 
     grads: dict[str, torch.Tensor]
     loss: float
     free: RelaxResult | None = None
     nudged: dict[str, RelaxResult] = field(default_factory=dict)
-    diagnostics: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float | str] = field(default_factory=dict)
 
     def flat(self, names: list[str] | None = None) -> torch.Tensor:
         """All gradients concatenated (in ``names`` order, default: sorted)."""
@@ -64,6 +66,12 @@ class GradientEstimator(ABC):
     #: ``ρ' ∈ {0, 1}``, listed before the rules exact for any general model). A subclass
     #: that changes the estimate says its own.
     exact_in: tuple[tuple[str, str], ...] = ()
+    #: the couplings to which :attr:`exact_in` is restricted, for a rule that still runs on
+    #: the others as an approximate baseline: there :meth:`estimate` warns and reports it in
+    #: ``Estimate.diagnostics["not_exact"]`` (:meth:`inexact_note`). ``None``: no restriction
+    #: declared (the rule is exact on any coupling, refuses the couplings it cannot use, or,
+    #: as vector-field EP, is the biased baseline for non-reciprocal networks by design)
+    exact_couplings: tuple[str, ...] | None = None
     #: whether the rule nudges with a strength ``beta`` (the oracles do not)
     takes_beta: bool = True
     #: whether the rule samples a noisy network's Gibbs distribution (Langevin chains; its
@@ -120,6 +128,25 @@ class GradientEstimator(ABC):
                               "correction only (no autograd, doubled state, complex nudges, "
                               "batched parameters or sampling): give the rule a TorchEngine, "
                               f"or use a rule that runs there: {', '.join(runs)}")
+
+    @classmethod
+    def inexact_note(cls, coupling: str, model: str) -> str | None:
+        """Why the rule's estimate is not the gradient on a network of ``model`` (its name)
+        with ``coupling``: ``None`` where :attr:`exact_couplings` holds it. The note names
+        the rule, the coupling and the rules exact there (those exact for general models
+        on any coupling); :meth:`estimate` warns with it, and the protocols log it."""
+        if cls.exact_couplings is None or coupling in cls.exact_couplings:
+            return None
+        from neuroeq.rules import RULES  # (the package imports this module)
+
+        exact = [f"{name} ({rule.__name__})" for name, rule in RULES.items()
+                 if rule.takes_beta and rule.exact_couplings is None
+                 and "general" in dict(rule.exact_in)]
+        return (f"rule {cls.name!r} ({cls.__name__}) is exact only with "
+                f"{' or '.join(cls.exact_couplings)} coupling, and this {model} network's "
+                f"coupling is {coupling!r}: its estimate is not the gradient there (it runs "
+                "as an approximate baseline, biased by the non-reciprocal coupling); for the "
+                f"gradient use {' or '.join(exact)}")
 
     def check_range(self, network: Network) -> None:
         """Refuse, before any computation, a setting beyond the range of the network's dtype
@@ -180,6 +207,11 @@ class GradientEstimator(ABC):
                               f"{network.state_size} state variables) of this network and x: "
                               "pass the free phase of this batch")
         estimate = self.compute(network, x, y, free)
+        note = self.inexact_note(network.coupling, network.model.name)
+        if note is not None:  # (said once per call site by Python's default filter)
+            estimate.diagnostics["not_exact"] = note
+            warnings.warn(f"{note} (Estimate.diagnostics['not_exact'])", RuntimeWarning,
+                          stacklevel=2)
         frozen = {name for name, param in network.named_parameters() if not param.requires_grad}
         if frozen:  # a frozen parameter is not estimated (some rules' closed forms had it)
             estimate.grads = {k: v for k, v in estimate.grads.items() if k not in frozen}

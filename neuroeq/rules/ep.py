@@ -35,6 +35,9 @@ class ClassicEP(GradientEstimator):
     ``ΔW_l = -η ĝ_l ∝ (1/β)(ρ_l^β ρ_{l-1}^βᵀ - ρ_l* ρ_{l-1}*ᵀ)`` is contrastive Hebbian.
     Exact as ``β → 0`` for gradient systems, and for skew-gradient ones with symmetric
     coupling (:class:`SkewGradientEP` is this rule with a check of the model), error O(β).
+    On asymmetric or feedforward coupling (and so for the centered and skew-gradient
+    variants) it runs as a biased baseline: the estimate warns that it is not the gradient
+    there and says so in ``Estimate.diagnostics["not_exact"]``.
     ``random_sign`` draws the sign of β per call from the rule's own generator, seeded
     with ``seed``; :func:`~neuroeq.training.train` restarts it from ``training.seed``
     (:meth:`~neuroeq.rules.base.GradientEstimator.reseed`).
@@ -45,6 +48,7 @@ class ClassicEP(GradientEstimator):
     exact_in = (("gradient", "as beta -> 0, error O(beta)"),
                 ("piecewise_gradient", "as beta -> 0: diag rho'(u) J is symmetric, rho' in "
                                        "{0, 1}"))
+    exact_couplings = ("symmetric",)
     runs_on_brian2 = True
 
     def __init__(self, beta: float = 1e-3, engine: TorchEngine | None = None,
@@ -115,7 +119,9 @@ class _SkewGradientCheck:
 class SkewGradientEP(_SkewGradientCheck, ClassicEP):
     """Skew-gradient EP (Kendall 2026) for systems ``ds/dt = -(1/τ) Q ∇E``, e.g. FHN with
     ``Q = diag(1, -ε)``: nudge only the activators (``Q = 1`` there, checked at load), and
-    ``ĝ = (1/β)(∂E/∂θ(s_β) - ∂E/∂θ(s*))`` is exact as ``β → 0`` (the ``Q`` factors cancel).
+    ``ĝ = (1/β)(∂E/∂θ(s_β) - ∂E/∂θ(s*))`` is exact as ``β → 0`` (the ``Q`` factors cancel)
+    with symmetric coupling; on asymmetric or feedforward coupling it warns that it is not
+    (:class:`ClassicEP`).
     """
 
     name = "skew_ep"
