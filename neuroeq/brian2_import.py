@@ -17,10 +17,19 @@ previous handler back, so Ctrl+C stops the run (and a process started with SIGIN
 a background job, keeps ignoring it: Brian2's handler called the ignored handler and
 raised TypeError). Only the main thread may install handlers; in another thread (a Dask
 worker's task) the import skips that call.
+
+Brian2 copies the running script, headed by ``# Run as: <sys.argv>``, next to its debug
+log, encoding the line as strict UTF-8. An argument Python could not decode in the locale's
+encoding (``é`` in a result path under ``LC_ALL=C``, a Latin-1 byte under a UTF-8 locale)
+holds lone surrogates there, and the import failed with ``UnicodeEncodeError``. Brian2
+sees those arguments as UTF-8 (undecodable bytes as ``\\xNN``) while it is imported; its
+debug log escapes such characters in later messages instead of dropping them with a
+"Logging error".
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -30,24 +39,61 @@ _IMPORT_LOCK = threading.Lock()
 
 
 def import_brian2() -> None:
-    """``import brian2`` (once), leaving ``sys.excepthook``, ``warnings.showwarning`` and
-    the SIGINT handler as they were before."""
+    """``import brian2`` (once), leaving ``sys.excepthook``, ``warnings.showwarning``, the
+    SIGINT handler and ``sys.argv`` as they were before."""
     if "brian2" in sys.modules:
         return
     with _IMPORT_LOCK:
         if "brian2" in sys.modules:
             return
-        hook, show = sys.excepthook, warnings.showwarning
+        hook, show, argv = sys.excepthook, warnings.showwarning, sys.argv
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGINT) if in_main else None
         install = signal.signal
         if not in_main:
             signal.signal = lambda *args, **kwargs: None
+        sys.argv = [_as_utf8(arg) for arg in argv]
         try:
             import brian2  # noqa: F401
         finally:
+            sys.argv = argv
             signal.signal = install
             sys.excepthook = hook
             warnings.showwarning = show
             if in_main and previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        _escape_in_file_log()
+
+
+def _as_utf8(arg: str) -> str:
+    """``arg`` as text that encodes to UTF-8: an argument holding undecoded bytes (lone
+    surrogates) is read as UTF-8, bytes that are not UTF-8 as ``\\xNN``."""
+    try:
+        arg.encode("utf-8")
+        return arg
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(arg).decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return arg.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _escape_in_file_log() -> None:
+    """Reopen Brian2's debug log (UTF-8) so that characters UTF-8 cannot encode (a path
+    decoded under an ASCII locale) are written as escapes: with strict encoding, logging
+    drops such a message and prints a "Logging error" traceback instead."""
+    from brian2.utils.logger import BrianLogger
+
+    handler = BrianLogger.file_handler
+    if handler is None or handler.errors is not None or handler.stream is None:
+        return
+    try:
+        stream = open(handler.baseFilename, "a", encoding=handler.encoding,  # noqa: SIM115
+                      errors="backslashreplace")
+    except OSError:
+        return  # (the log file gone unwritable) Brian2's stream is kept as it is
+    handler.errors = "backslashreplace"  # also when it rotates the file
+    old = handler.setStream(stream)
+    if old is not None:
+        old.close()

@@ -162,7 +162,7 @@ def _bypassing_the_file_check(name: str):
 @pytest.mark.brian2
 @pytest.mark.parametrize("name, message", [
     ("I_in", r"parameter 'I_in' is also the clamped input layer's current in the Brian2 "
-             r"engine \('neuroeq_layer1'\)"),
+             r"engine; Brian2 would use that"),
     ("e", r"parameter 'e' is also Brian2's constant 'e' in the Brian2 engine"),
 ])
 def test_the_engine_refuses_a_parameter_its_objects_define(name, message):
@@ -176,7 +176,7 @@ def test_the_engine_refuses_a_parameter_its_objects_define(name, message):
 def test_brian2s_name_clash_warning_is_an_error(monkeypatch):
     """Past the engine's own check: Brian2's warning, which it logs once per process, is a
     ``ModelError`` every time."""
-    monkeypatch.setattr(brian2_engine, "check_engine_names", lambda *args: None)
+    monkeypatch.setattr(brian2_engine, "check_parameter_names", lambda *args: None)
     for _ in range(2):
         network = _bypassing_the_file_check("I_in")
         with pytest.raises(ModelError, match=r"a name means two things to Brian2 \('I_in' is "

@@ -127,8 +127,9 @@ _SHARED = {
     "bias": "the neuron's bias", "rho": "the rate rho of the coupled variable",
     "nudge": "the output layer's nudging current", "w_syn": "a synapse's weight",
 }
-#: what each engine defines, under the engine's ``name``; the engines check what they
-#: build against it (:func:`check_engine_names`)
+#: what each engine defines, under the engine's ``name``; the engines check a model's
+#: parameters (:func:`check_parameter_names`) and what they build against it
+#: (:func:`check_engine_names`)
 ENGINE_NAMES = {
     "brian2": EngineNames(
         label="Brian2 engine",
@@ -233,29 +234,39 @@ def _brian2_default(name: str) -> str | None:
     return None
 
 
+def check_parameter_names(model: NeuronModel, engine: str) -> None:
+    """Refuse, before ``engine`` builds any Brian2 object, a parameter of ``model`` that is
+    a name the engine defines (:func:`engine_name_meaning`), Brian2's own unit, function or
+    constant, or one of the model's state variables: Brian2 would use that in place of the
+    parameter, warning only (:class:`ModelError`). A model file was checked for every
+    engine's names already; a model made or changed in code is checked here, before the
+    build: objects built and then dropped make Brian2 warn that each "was never included in
+    a network"."""
+    label = ENGINE_NAMES[engine].label
+    for name in model.parameters:
+        meaning = "the model's state variable" if name in model.state_variables else \
+            engine_name_meaning(name, model.state_variables, engine)
+        if meaning is not None:
+            raise ModelError(
+                f"model {model.name!r}: parameter {name!r} is also {meaning} in the {label}; "
+                "Brian2 would use that in place of the parameter: rename the parameter")
+
+
 def check_engine_names(objects: Iterable[Any], model: NeuronModel, engine: str) -> None:
     """Check the Brian2 objects that ``engine`` built for ``model`` (and the pathways and
     operations they contain): every name they define must be the model's state variable or
-    listed in :data:`ENGINE_NAMES` (else model files could use it: a neuroeq bug, raised as
-    ``RuntimeError``), and no parameter in their namespace may be one of their names or
-    Brian2's own (Brian2 would use that instead, warning only: :class:`ModelError`)."""
+    listed in :data:`ENGINE_NAMES`, else model files could use it (a neuroeq bug, raised as
+    ``RuntimeError``). With :func:`check_parameter_names`, run before the build, no
+    parameter is then one of their names."""
     label = ENGINE_NAMES[engine].label
     for obj in _with_contained(objects):
-        variables = getattr(obj, "variables", None) or {}
-        for name in variables:
+        for name in getattr(obj, "variables", None) or {}:
             if not name.startswith("_") and name not in model.state_variables \
                     and engine_name_meaning(name, model.state_variables, engine) is None:
                 raise RuntimeError(
                     f"the {label} defines {name!r} in {obj.name!r}, which ENGINE_NAMES in "
                     "neuroeq/engines/brian2_common.py does not list; list it there, so that "
                     "model files cannot use the name")
-        for name in getattr(obj, "namespace", None) or {}:
-            meaning = engine_name_meaning(name, model.state_variables, engine)
-            if name in variables or (meaning or "").startswith("Brian2's "):
-                raise ModelError(
-                    f"model {model.name!r}: parameter {name!r} is also "
-                    f"{meaning or 'a variable'} in the {label} ({obj.name!r}); Brian2 would "
-                    "use that in place of the parameter: rename the parameter")
 
 
 def _with_contained(objects: Iterable[Any]) -> Iterator[Any]:

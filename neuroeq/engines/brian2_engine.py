@@ -45,6 +45,7 @@ from neuroeq.engines.brian2_common import (
     brian2_errors,
     check_dimensionless,
     check_engine_names,
+    check_parameter_names,
     configure_brian2,
     model_namespace,
     recent_simulation,
@@ -109,12 +110,14 @@ class _Simulation:
     def build_objects(self, network: Network, batch: int, dt: float, asym: bool) -> None:
         """The ``NeuronGroup`` per layer and ``Synapses`` per projection, on whichever Brian2
         device is active (the runtime one here; ``bench/bench_brian2.py`` also builds them
-        for ``cpp_standalone``); every name they define is one that ``ENGINE_NAMES`` lists
-        (:func:`check_engine_names`)."""
+        for ``cpp_standalone``), once the model's parameters are checked
+        (:func:`check_parameter_names`); every name they define is one that ``ENGINE_NAMES``
+        lists (:func:`check_engine_names`)."""
         import brian2
 
         model = network.model
         check_dimensionless(model)
+        check_parameter_names(model, Brian2Engine.name)
         self.network, self.batch, self.dt, self.asym = network, batch, dt, asym
         compiled = network.compiled
         self.variables = compiled.variables

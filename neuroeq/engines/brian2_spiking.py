@@ -37,6 +37,7 @@ from neuroeq.engines.brian2_common import (
     brian2_errors,
     check_dimensionless,
     check_engine_names,
+    check_parameter_names,
     configure_brian2,
     model_namespace,
     recent_simulation,
@@ -90,6 +91,7 @@ class _SpikingSimulation:
         if len(model.state) != 1:
             raise ModelError(f"model {model.name!r}: the spiking engine needs a single membrane "
                              f"variable, found {', '.join(model.state_variables)}")
+        check_parameter_names(model, SpikingEngine.name)  # before any Brian2 object
         self.network, self.copies, self.dt = network, copies, dt
         membrane = model.coupled_variable
         namespace = model_namespace(model)

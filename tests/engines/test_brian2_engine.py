@@ -1,6 +1,8 @@
 """Brian2 engine: the model file's FHN equations in Brian2 agree with the torch engine; EP
 rules on Brian2 states match the oracle; failures are detected; weights change in place."""
 
+import re
+
 import pytest
 import torch
 
@@ -327,3 +329,80 @@ def test_running_out_of_memory_is_not_called_brian2_refusing_the_model(monkeypat
     network, (x, _) = make_problem("fhn", SIZES, batch=2)
     with pytest.raises(type(error), match="memory"):
         Brian2Engine(target="numpy").relax(network, x)
+
+
+#: imports Brian2 through neuroeq with the arguments it is given, then writes to Brian2's
+#: debug log; prints what Brian2 wrote, as ASCII JSON
+ARGV_SCRIPT = """
+import json, logging, sys
+from neuroeq.brian2_import import import_brian2
+argv = list(sys.argv)
+import_brian2()
+from brian2.utils.logger import BrianLogger
+logging.getLogger("brian2").warning("result folder %s", argv[1])
+BrianLogger.file_handler.flush()
+undecoded = [any(0xDC80 <= ord(c) <= 0xDCFF for c in arg) for arg in argv[1:]]
+files = [open(path, encoding="utf-8").read()
+         for path in (BrianLogger.tmp_script, BrianLogger.tmp_log)]
+print(json.dumps([undecoded, sys.argv == argv, *files]))
+"""
+
+
+def test_arguments_the_locale_cannot_decode_do_not_stop_brian2s_import(tmp_path):
+    """Under ``LC_ALL=C`` without UTF-8 mode (``PYTHONUTF8=0``: from Python 3.7 the C locale
+    turns it on) a UTF-8 ``é`` in the arguments is decoded to lone surrogates, as is a
+    Latin-1 byte under any UTF-8 locale; Brian2's import wrote them into its copy of the
+    script as strict UTF-8 and raised UnicodeEncodeError."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"  # Brian2 copies a script file, not ``python -c``
+    script.write_text(ARGV_SCRIPT)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LC_") and k not in ("PYTHONIOENCODING", "PYTHONUTF8")}
+    env.update(LC_ALL="C", PYTHONUTF8="0")
+    done = subprocess.run([sys.executable, str(script), b"r\xc3\xa9sultats", b"\xe9"],
+                          capture_output=True, env=env, timeout=120)
+    stderr = done.stderr.decode("utf-8", "backslashreplace")
+    assert done.returncode == 0, stderr
+    undecoded, argv_kept, copy, log = json.loads(done.stdout)
+    assert undecoded == [True, True]  # the case that failed: not decoded by the locale
+    assert argv_kept  # sys.argv is the process's own again after the import
+    assert f"# Run as: {script} r\xe9sultats \\xe9\n" in copy
+    assert "result folder r\\udcc3\\udca9sultats" in log
+    assert "Logging error" not in stderr
+
+
+@pytest.mark.parametrize("engine, model, name, meaning", [
+    ("brian2", "hopfield_smooth", "I_in", "the clamped input layer's current in the Brian2"),
+    ("brian2", "hopfield_smooth", "e", "Brian2's constant 'e' in the Brian2"),
+    ("spiking", "spiking_rate", "acc_r", "the accumulated spike count in the spiking"),
+])
+def test_a_refused_parameter_leaves_no_brian2_object_behind(engine, model, name, meaning):
+    """The engine refuses a parameter named as one of its variables (or Brian2's own name:
+    Brian2 would read that instead) before it builds any Brian2 object: objects built
+    first were dropped unused, and Brian2 warned of each that it "was never included in a
+    network"."""
+    import dataclasses
+    import gc
+
+    from neuroeq.engines.brian2_spiking import SpikingEngine
+
+    loaded = load_model(model)  # past the model file's own check of the names
+    loaded = dataclasses.replace(loaded, parameters={**loaded.parameters, name: 0.3},
+                                 parameter_units={**loaded.parameter_units, name: "1"})
+    network = Network(loaded, (3, 3, 2), seed=0)
+    x = torch.rand(2, 3, dtype=torch.float64)
+    run = Brian2Engine(target="numpy", max_steps=10, check_every=10) if engine == "brian2" \
+        else SpikingEngine(target="numpy", burn_in=0, window=10)
+    from brian2.utils.logger import catch_logs
+
+    gc.collect()  # objects that earlier tests left unused warn now, not below
+    with catch_logs() as logs:
+        with pytest.raises(ModelError, match=rf"model '{model}': parameter '{name}' is also "
+                                             rf"{re.escape(meaning)}"):
+            run.relax(network, x)
+        gc.collect()
+    assert logs == []
