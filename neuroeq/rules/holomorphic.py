@@ -58,6 +58,7 @@ class HolomorphicEP(GradientEstimator):
         super().__init__(engine, nudged_steps)
         self.beta = positive_number(beta, "radius r (holomorphic EP takes it as beta)")
         self.points = whole_number(points, "points (2 is centered EP)", 2)
+        self._aliasing_warned: set[str] = set()  # models already warned about
 
     def describe(self) -> dict:
         return {**super().describe(), "r": self.beta, "points": self.points}
@@ -125,20 +126,22 @@ class HolomorphicEP(GradientEstimator):
         estimate taken from every other node (no extra phase). Aliasing falls as
         ``(r/R)^N``, so this is about the ``N/2``-point error and its square the ``N``-point
         one: a warning when it exceeds :data:`ALIASING_WARNING` (``r`` near or beyond the
-        radius of analyticity ``R``)."""
+        radius of analyticity ``R``), once per rule object and model."""
         pairs = [(f, c) for f, c in zip(fine, coarse, strict=True) if f is not None]
         if not pairs:
             return 0.0
         difference = math.sqrt(sum(float((f - c).square().sum()) for f, c in pairs))
         size = math.sqrt(sum(float(f.square().sum()) for f, _ in pairs))
         aliasing = difference / size if size > 0 else (0.0 if difference == 0 else math.inf)
-        if aliasing > ALIASING_WARNING:
-            warnings.warn(
+        if aliasing > ALIASING_WARNING and network.model.name not in self._aliasing_warned:
+            self._aliasing_warned.add(network.model.name)  # once per rule and model: the
+            warnings.warn(  # figure changes with each batch, so Python's filter would repeat it
                 f"holomorphic EP on {network.model.name}: the {self.points}-point estimate and "
                 f"the {self.points // 2}-point one on every other node differ by "
                 f"{aliasing:.2g} (relative), so r = {self.beta:g} is near or beyond the radius "
                 "where s_beta is analytic and the estimate may be far from the gradient; "
-                "lower r (e.g. by 10) or raise points (Estimate.diagnostics['aliasing'])",
+                "lower r (e.g. by 10) or raise points (Estimate.diagnostics['aliasing']; "
+                "this rule warns once, later estimates report it there only)",
                 RuntimeWarning, stacklevel=4)
         return aliasing
 

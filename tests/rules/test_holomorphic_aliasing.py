@@ -67,3 +67,20 @@ def test_an_odd_number_of_points_reports_no_aliasing():
     estimate = HolomorphicEP(0.01, engine, points=5).estimate(network, batch, free=free,
                                                               write_grad=False)
     assert "aliasing" not in estimate.diagnostics
+
+
+def test_the_aliasing_warning_comes_once_per_rule_while_each_estimate_reports_it():
+    """The figure in the warning changes with each batch, so Python's filter alone would
+    repeat it at every training step: the rule says it once, and its diagnostics each time."""
+    network, batch, engine, free = _oscillator_problem()
+    rule = HolomorphicEP(0.1, engine, points=16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimates = [rule.estimate(network, batch, free=free, write_grad=False)
+                     for _ in range(3)]
+    aliasing = [w for w in caught if "radius where s_beta is analytic" in str(w.message)]
+    assert len(aliasing) == 1
+    assert all(e.diagnostics["aliasing"] > 0.03 for e in estimates)
+    with pytest.warns(RuntimeWarning, match="radius where s_beta is analytic"):  # a new rule
+        HolomorphicEP(0.1, engine, points=16).estimate(network, batch, free=free,
+                                                       write_grad=False)
