@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import xarray as xr
 
@@ -48,8 +49,9 @@ def refuse_overwrite(path: str | os.PathLike, force: bool) -> None:
 
 def is_temporary(name: str) -> bool:
     """Whether ``name`` is a temporary file of an atomic write: ``.NAME.XXXXXXXX.tmp``
-    (:func:`write_text`, :func:`write_netcdf`), ``.NAME.PID.tmp`` (a checkpoint) or
-    ``.STEM.tmp.png`` (a figure). A writer killed mid-write leaves one behind."""
+    (:func:`write_file` and the writers built on it, checkpoints included),
+    ``.NAME.PID.tmp`` (a checkpoint of an earlier version) or ``.STEM.tmp.png`` (a figure).
+    A writer killed mid-write leaves one behind."""
     return name.startswith(".") and name.endswith((".tmp", ".tmp.png"))
 
 
@@ -78,13 +80,17 @@ def _os_error(number: int | None, message: str) -> OSError:
 
 
 @contextmanager
-def _atomic(path: str | os.PathLike) -> Iterator[Path]:
+def _atomic(path: str | os.PathLike, *, durable: bool = False) -> Iterator[Path]:
     """A temporary next to ``path`` to write, renamed onto ``path`` when the block ends
-    (removed if it fails); an ``OSError`` names ``path``, never the temporary."""
+    (removed if it fails, whatever the error); ``durable``: its data reach the disk
+    (``fsync``) before the rename. An ``OSError`` names ``path``, never the temporary."""
     path, temporary = Path(path), None
     try:
         temporary = _temporary_sibling(path)
         yield temporary
+        if durable:
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
         renamed = _cannot_write(path, error)
@@ -94,6 +100,15 @@ def _atomic(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
+
+
+def write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None], *,
+               durable: bool = False) -> None:
+    """Write ``path`` atomically with ``write(handle)`` (a file open for binary writing);
+    ``durable``: synced to disk before it replaces ``path`` (a checkpoint). If ``write``
+    raises, ``path`` is left as it was and no temporary remains."""
+    with _atomic(path, durable=durable) as temporary, open(temporary, "wb") as handle:
+        write(handle)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -293,9 +293,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "outputs": {
         "figures": Field("bool", True),
         "state_samples": Field("int", 6, minimum=0, maximum=1000,
-                               doc="test samples whose free/nudged trajectories are saved"),
+                               doc="train: test samples whose free/nudged trajectories are "
+                                   "saved"),
         "trace_chunk": Field("int", 10, positive=True,
-                             doc="steps between saved trace points (and each phase's last step)"),
+                             doc="train: steps between saved trace points (and each phase's "
+                                 "last step)"),
         "dpi": Field("int", 110, positive=True, maximum=600),
     },
 }
@@ -309,18 +311,24 @@ SECTIONS_BY_KIND: dict[str, tuple[str, ...]] = {
     "stochastic": ("protocol", "model", "network", "stochastic", "outputs"),
     "snn_bptt": ("protocol", "network", "data", "training", "snn", "outputs"),
 }
+#: the ``[outputs]`` keys of the kinds that record no relaxation traces (only train saves
+#: ``state_samples`` trajectories every ``trace_chunk`` steps)
+FIGURE_OUTPUTS = ("figures", "dpi")
 #: the keys of a section a kind reads, where it reads only some: the others are refused
 #: unless they hold their default (a resolved protocol.toml of an earlier version wrote
 #: every default) and are left out of the resolved protocol
 KEYS_READ: dict[str, dict[str, tuple[str, ...]]] = {
+    "gradcheck": {"outputs": FIGURE_OUTPUTS},
     # [stochastic] sets the sizes, and the comparison runs in float64 with an identity
     # readout and MSE
     "stochastic": {"network": ("coupling", "alpha", "lateral", "skip", "gain", "bias_init",
-                               "seed")},
+                               "seed"),
+                   "outputs": FIGURE_OUTPUTS},
     # the snntorch baseline: Adam at one learning rate, seeded by [training].seed
     "snn_bptt": {"network": ("sizes",),
                  "training": ("epochs", "batch_size", "lr", "seed", "limit_train",
-                              "limit_test")},
+                              "limit_test"),
+                 "outputs": FIGURE_OUTPUTS},
     # with train = true (else ASYMMETRY_UNTRAINED_KEYS_READ): [asymmetry] sets the networks'
     # coupling (asymmetric), alphas and seeds; training writes no checkpoints; its gradient
     # checks build their own networks
@@ -328,14 +336,14 @@ KEYS_READ: dict[str, dict[str, tuple[str, ...]]] = {
                               "cost", "dtype"),
                   "training": tuple(key for key in SCHEMA["training"]
                                     if key != "checkpoint_every"),
-                  "outputs": ("figures", "dpi")},
+                  "outputs": FIGURE_OUTPUTS},
 }
 #: what an asymmetry protocol with train = false reads: its gradient checks run on torch,
 #: in float64, on networks of [asymmetry].gradcheck_sizes of the model (with its
 #: [model].parameters)
 ASYMMETRY_UNTRAINED_KEYS_READ: dict[str, tuple[str, ...]] = {
     "model": ("name", "parameters"), "network": (), "engine": (), "data": (), "training": (),
-    "outputs": ("figures", "dpi"),
+    "outputs": FIGURE_OUTPUTS,
 }
 #: what to set instead of a key a kind does not read
 UNREAD_HINTS: dict[tuple[str, str, str], str] = {
@@ -466,7 +474,23 @@ def _refuse_unread(table: Mapping[str, Any], read: tuple[str, ...], kind: str, s
              else f"it reads no key of [{section}]")
     hint = UNREAD_HINTS.get((kind, section, key))
     raise ConfigError(f"{who} does not read [{section}].{_name(key)} ({reads}"
-                      f"{f'; {hint}' if hint else ''})")
+                      f"{f'; {hint}' if hint else ''}; {read_by(section, key, kind)})")
+
+
+def kinds_reading(section: str, key: str) -> list[str]:
+    """The kinds that read ``[section].key`` (an asymmetry protocol as with ``train =
+    true``)."""
+    return [kind for kind, sections in SECTIONS_BY_KIND.items() if section in sections
+            and key in KEYS_READ.get(kind, {}).get(section, (key,))]
+
+
+def read_by(section: str, key: str, refusing: str | None = None) -> str:
+    """``"kind train reads it"``, for an error about a kind that does not read it (the
+    ``refusing`` kind, if it reads it with other settings, as ``"asymmetry (otherwise)"``)."""
+    kinds = [f"{kind} (otherwise)" if kind == refusing else kind
+             for kind in kinds_reading(section, key)]
+    return (f"kind {kinds[0]} reads it" if len(kinds) == 1
+            else f"kinds {', '.join(kinds)} read it")
 
 
 def _copy(value: Any) -> Any:

@@ -40,7 +40,7 @@ from neuroeq.protocols.loader import (
     parse_override,
     read_protocol_file,
 )
-from neuroeq.protocols.schema import KEYS_READ, SCHEMA, SECTIONS_BY_KIND
+from neuroeq.protocols.schema import KEYS_READ, SCHEMA, SECTIONS_BY_KIND, read_by
 
 SWEEP_KEYS = ("name", "protocol", "grid", "set")
 MAX_POINTS = 10_000
@@ -237,7 +237,8 @@ def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: P
         read = KEYS_READ.get(kind, {}).get(section)
         if read is not None and field not in read:
             raise ConfigError(f"{path}: [sweep.grid].{key}: a {kind!r} protocol does not read "
-                              f"[{section}].{field} (only {', '.join(read)})")
+                              f"[{section}].{field} (only {', '.join(read)}; "
+                              f"{read_by(section, field)})")
         coupling = config.get("network", {}).get("coupling", "asymmetric")
         if (section, field) == ("network", "alpha") and coupling != "asymmetric" \
                 and "network.coupling" not in grid:

@@ -1,4 +1,4 @@
-"""Checkpoints written atomically (temp file + rename) and read without unpickling code
+"""Checkpoints written atomically (temp file + fsync + rename) and read without unpickling code
 (``torch.load(weights_only=True)``)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from neuroeq.errors import ConfigError, TrainingError
+from neuroeq.io import write_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -42,21 +43,12 @@ def check_storable(value: object, where: str = "the checkpoint") -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (tensors, numbers, strings, lists, dicts) atomically; a payload
-    :func:`load_checkpoint` could not read back is refused before anything is written
-    (:func:`check_storable`)."""
+    """Write ``payload`` (tensors, numbers, strings, lists, dicts) atomically and synced to
+    disk (:func:`neuroeq.io.write_file`: a failed write leaves the previous checkpoint and
+    no temporary); a payload :func:`load_checkpoint` could not read back is refused before
+    anything is written (:func:`check_storable`)."""
     check_storable(payload)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_file(path, lambda handle: torch.save(payload, handle), durable=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -456,3 +456,54 @@ def test_gradcheck_alphas_need_an_asymmetric_coupling():
         load_protocol(data)
     data["gradcheck"]["couplings"] = ["symmetric", "asymmetric"]
     assert load_protocol(data).config["gradcheck"]["alphas"] == [0.0, 0.5]
+
+
+#: a minimal protocol of each kind that records no relaxation traces
+NO_TRACES = {
+    "gradcheck": {"protocol": {"name": "g", "kind": "gradcheck"}},
+    "asymmetry": ASYMMETRY,
+    "asymmetry with [asymmetry].train = false": {**ASYMMETRY, "asymmetry": {"train": False}},
+    "stochastic": {"protocol": {"name": "s", "kind": "stochastic"},
+                   "model": {"name": "hopfield"}},
+    "snn_bptt": {"protocol": {"name": "b", "kind": "snn_bptt"}},
+}
+
+
+@pytest.mark.parametrize("key, value", [("state_samples", 2), ("trace_chunk", 5)])
+@pytest.mark.parametrize("kind", list(NO_TRACES))
+def test_trace_outputs_are_refused_by_the_kinds_that_record_no_traces(kind, key, value):
+    """Only train records relaxation traces: another kind would ignore [outputs]
+    state_samples and trace_chunk, so a value is refused, naming the key, the kind and the
+    kind that reads it; at its default (as earlier versions' protocol.toml wrote it) it
+    passes and is left out."""
+    from neuroeq.protocols.schema import SCHEMA
+
+    data = NO_TRACES[kind]
+    message = (rf"kind '{kind.split()[0]}'.* does not read \[outputs\]\.{key} \(it reads only "
+               r"figures, dpi of \[outputs\]; kind train reads it\)")
+    with pytest.raises(ConfigError, match=message):
+        load_protocol({**data, "outputs": {key: value}})
+    default = SCHEMA["outputs"][key].default
+    with pytest.raises(ConfigError, match=message):  # a change asks for it, even the default
+        load_protocol(data, [f"outputs.{key}={default}"])
+    config = load_protocol({**data, "outputs": {key: default, "dpi": 50}}).config
+    assert config["outputs"] == {"figures": True, "dpi": 50}
+    assert key not in load_protocol(config).to_toml()
+
+
+def test_a_train_protocol_reads_its_trace_outputs_and_its_resolved_protocol_reloads():
+    """The demo's state_samples and trace_chunk reach the resolved protocol, and its
+    protocol.toml (as a run writes it and --resume reads it) loads again unchanged."""
+    import tomllib
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[2] / "protocols" / "demo.toml"
+    written = tomllib.loads(demo.read_text(encoding="utf-8"))["outputs"]
+    assert {"state_samples", "trace_chunk"} <= set(written)
+    protocol = load_protocol(demo)
+    assert protocol.config["outputs"].items() >= written.items()
+    changed = load_protocol(demo, ["outputs.state_samples=2", "outputs.trace_chunk=7"])
+    assert (changed.config["outputs"]["state_samples"],
+            changed.config["outputs"]["trace_chunk"]) == (2, 7)
+    for resolved in (protocol, changed):
+        assert load_protocol(tomllib.loads(resolved.to_toml())).config == resolved.config

@@ -486,6 +486,15 @@ def test_a_grid_key_the_kind_does_not_read_is_refused(tmp_path):
                                                                  '"stochastic.beta"'))
 
 
+def test_a_grid_over_trace_outputs_of_a_kind_that_records_none_is_refused(tmp_path):
+    text = STOCHASTIC.replace('"stochastic.beta" = [0.1, 0.2]', '"outputs.trace_chunk" = [5, 20]')
+    with pytest.raises(ConfigError, match=r"\[sweep\.grid\]\.outputs\.trace_chunk: a "
+                                          r"'stochastic' protocol does not read "
+                                          r"\[outputs\]\.trace_chunk \(only figures, dpi; "
+                                          r"kind train reads it\)"):
+        _sweep(tmp_path, text)
+
+
 def test_a_grid_over_alpha_of_a_network_without_asymmetric_coupling_is_refused(tmp_path):
     text = SWEEP.replace('"network.seed" = [0, 1]', '"network.alpha" = [0.5, 1.0]')
     with pytest.raises(ConfigError, match=r"\[sweep\.grid\]\.network\.alpha: \[network\]"

@@ -90,7 +90,9 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
     saved = load_checkpoint(checkpoint)  # complete: written atomically
     assert 1 <= saved["epoch"] < EPOCHS
     assert not (interrupted / "DONE").exists()
-    # a write torn by a kill leaves at most a stray temporary file; it must not matter
+    # a write torn by a kill leaves at most a stray temporary file (named as now, or as an
+    # earlier version named it); it must not matter
+    (interrupted / ".checkpoint.pt.k3j4x9_a.tmp").write_bytes(b"torn write")
     (interrupted / f".checkpoint.pt.{process.pid}.tmp").write_bytes(b"torn write")
 
     refused = _run(*_command(protocol, interrupted))
