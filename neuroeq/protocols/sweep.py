@@ -78,6 +78,10 @@ def run_point(config: dict[str, Any], out_dir: str, threads: int | None = None,
 
 
 def _already_done(config: dict[str, Any], folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run of ``config``: its ``protocol.toml``, read
+    through the schema as this version reads it, resolves to the same settings (a file an
+    earlier version wrote may hold keys at their defaults that a kind no longer reads, such
+    as a gradcheck's ``[outputs].state_samples``: the schema drops them)."""
     marker, stored = folder / DONE_MARKER, folder / "protocol.toml"
     if not (marker.is_file() and stored.is_file()):
         return False
@@ -85,7 +89,12 @@ def _already_done(config: dict[str, Any], folder: Path) -> bool:
         expected = load_protocol(config).to_toml()
     except NeuroEQError:
         return False
-    return stored.read_text(encoding="utf-8").split("\n", 1)[-1] == expected
+    if stored.read_text(encoding="utf-8").split("\n", 1)[-1] == expected:
+        return True
+    try:
+        return load_protocol(stored).to_toml() == expected
+    except NeuroEQError:  # (a file this version cannot read is not this run)
+        return False
 
 
 def _made_otherwise(config: dict[str, Any], folder: Path) -> str | None:

@@ -528,3 +528,44 @@ def test_a_relative_data_root_reaches_the_points_absolute(tmp_path, monkeypatch)
     assert roots == {str(tmp_path / "data" / "idx")}
     home = _sweep(tmp_path, text.replace('"data/idx"', '"~/idx"'), name="h.toml")
     assert {point.config["data"]["root"] for point in home.points()} == {"~/idx"}
+
+
+def test_a_point_an_earlier_version_finished_with_keys_now_dropped_counts_as_done(tmp_path):
+    """An earlier version wrote every default into a point's protocol.toml, also keys its
+    kind does not read (a gradcheck's [outputs].state_samples): the schema drops them, so
+    the point is the same run and a re-run neither repeats nor refuses it."""
+    from neuroeq.protocols.sweep import _already_done, _made_otherwise
+
+    config = {"protocol": {"name": "g", "kind": "gradcheck"},
+              "gradcheck": {"models": ["hopfield"], "sizes": [3, 4, 2], "rules": ["ep"]}}
+    now = load_protocol(config).to_toml()
+    earlier = now.replace("[outputs]\n", "[outputs]\nstate_samples = 6\ntrace_chunk = 10\n")
+    assert earlier != now
+    folder = tmp_path / "point"
+    folder.mkdir()
+    (folder / "protocol.toml").write_text("# resolved by an earlier version\n" + earlier)
+    (folder / "DONE").write_text("1.0 s\n")
+    assert _already_done(config, folder)
+    (folder / "protocol.toml").write_text("# other settings\n" + earlier.replace(
+        "batch = 4", "batch = 5"))
+    assert not _already_done(config, folder)
+    assert "batch" in _made_otherwise(config, folder)
+
+
+def test_a_point_an_earlier_version_finished_with_alpha_on_symmetric_coupling_is_done(
+        tmp_path):
+    """Earlier versions wrote ``alpha = 1.0`` for every network; with symmetric coupling the
+    schema now drops it, and such a finished point is this version's same run."""
+    from neuroeq.protocols.sweep import _already_done
+
+    config = {"protocol": {"name": "t", "kind": "train"}, "model": {"name": "hopfield"},
+              "network": {"sizes": [64, 8, 10]}, "data": {"name": "digits"},
+              "rule": {"name": "ep"}}
+    now = load_protocol(config).to_toml()
+    earlier = now.replace('coupling = "symmetric"\n', 'coupling = "symmetric"\nalpha = 1.0\n')
+    assert earlier != now
+    folder = tmp_path / "point"
+    folder.mkdir()
+    (folder / "protocol.toml").write_text("# resolved by an earlier version\n" + earlier)
+    (folder / "DONE").write_text("1.0 s\n")
+    assert _already_done(config, folder)
