@@ -23,9 +23,9 @@ reported as a failure of kind ``"unstable"``.
 (block Gauss-Seidel / SOR; for the Hopfield neuron at ``ω·dt = τ`` it is ``s_l ← clip(I_l)``
 layer by layer). Its fixed points are the Euler map's; it stops when the sweep's change
 ``max|Δs|·τ/(ω·dt)`` is below ``tol`` and then checks the engine's own criterion with one
-Euler map evaluation (sweeping on with a ten times tighter target if that fails), and the
-stability check as for Anderson. With ``tol = 0`` it sweeps the whole budget and reports
-the last sweep's change as the residual.
+Euler map evaluation (sweeping on with a ten times tighter target if that fails; each
+such evaluation counts in the budget), and the stability check as for Anderson. With
+``tol = 0`` it sweeps the whole budget and reports the last sweep's change as the residual.
 """
 
 from __future__ import annotations
@@ -392,9 +392,12 @@ class TorchEngine(RelaxationSettings):
         # whether a floor may reach tol for some state within the divergence bound (which
         # the sweep's checks enforce): else the criterion is tol alone, as without floors
         might_bind = floor_might_bind(tol, self.divergence, state.real.dtype, scale)
+        # with tol > 0 every round of sweeps ends in one Euler map evaluation that judges
+        # it: the round's sweeps leave it room in the budget
+        check = 1 if tol > 0 else 0
         while True:
             (state, steps, converged, residual, n_steps, failure,
-             more, _) = self._euler(network, sweep, state, max_steps - used, target,
+             more, _) = self._euler(network, sweep, state, max_steps - used - check, target,
                                     network.tau / (omega * dt), describe_index, buffered=True,
                                     offset=used)
             steps = torch.where(steps >= 0, steps + used, steps)
@@ -416,7 +419,8 @@ class TorchEngine(RelaxationSettings):
                                 torch.full_like(steps, -1))
             if bool(converged.all()):
                 break
-            if failure is not None or used >= max_steps:  # the budget is spent
+            # the budget is spent (another round needs a sweep and its check)
+            if failure is not None or max_steps - used < 1 + check:
                 failure = not_settled(network, delta, residual, converged, history, used,
                                       tol, describe_index, floor=floor)
                 return self._finish(state, steps, converged, residual, used, failure, trace,
@@ -448,8 +452,10 @@ class TorchEngine(RelaxationSettings):
 
         ``f_k = G(s_k) - s_k``; ``ΔF``, ``ΔG`` hold the last ``m`` differences of ``f`` and
         ``G``; ``γ = (ΔFᴴΔF + λI)⁻¹ ΔFᴴ f_k`` and ``s_{k+1} = Π(G(s_k) - ΔG γ)``. A sample
-        is frozen at ``G(s_k)`` once ``max|f_k|·τ/dt < tol``, or, at a check, once it is at
-        or below its floor ``eps·max|G(s_k)|·τ/dt``.
+        is frozen at ``s_k`` once ``max|f_k|·τ/dt < tol``, or, at a check, once it is at
+        or below its floor ``eps·max|G(s_k)|·τ/dt``; when the budget ends the others stay
+        at their last evaluated iterate. Either way the residual reported is that of the
+        state returned, ``max|G(s) - s|·τ/dt``.
         """
         shape = state.shape
         width = shape[-1]
@@ -477,7 +483,6 @@ class TorchEngine(RelaxationSettings):
         converged = torch.zeros(n_samples, dtype=torch.bool, device=x.device)
         steps = torch.full((n_samples,), -1, dtype=torch.long, device=x.device)
         residual = torch.full((n_samples,), math.inf, dtype=real, device=x.device)
-        result = x.clone()
         mixing = float(self.anderson_mixing)
         # a residual floor per unit of max|G(s)| (residual_floor), where one may reach tol
         # for some state within the divergence bound (the checks enforce it)
@@ -513,7 +518,9 @@ class TorchEngine(RelaxationSettings):
             if f.is_complex():
                 peak = f.abs().amax(-1)
             else:  # max(-min, max) without abs()'s copy; aminmax(dim=-1) is 10x slower
-                peak = torch.maximum(f.amin(-1).neg_(), f.amax(-1))
+                # (abs_ on the per-sample maxima: an exactly zero f gives -min = -0.0, and
+                # maximum(-0.0, 0.0) is -0.0, which was reported as the residual)
+                peak = torch.maximum(f.amin(-1).neg_(), f.amax(-1)).abs_()
             # An extrapolation can land where the map blows up (FHN's cubic term: NaN within
             # a few steps on dense inputs) although the dynamics settle. Such a sample drops
             # this evaluation, goes back to its best iterate and follows the plain dynamics
@@ -545,18 +552,19 @@ class TorchEngine(RelaxationSettings):
                 below = residual < tol
                 if check and floor_factor is not None:  # at its floor, from the size read
                     below |= residual <= size * floor_factor
-                newly = active & below
-                if bool(newly.any()):  # (the masked copies are not free: skip them if none)
-                    result[newly] = g[newly]
-                    steps[newly] = iteration
-                    converged |= newly
+                newly = active & below  # frozen at x, the iterate its residual is of
+                steps = torch.where(newly, iteration, steps)
+                converged |= newly
             done = tol > 0 and bool(converged.all())
             if check or done:
                 check_finite(network, g.reshape(shape), iteration, self.divergence, describe_index)
                 history.append(residual.clone())
                 if self.record_trace:
                     trace.append(float(residual.max()))
-            if done:
+            if done or iteration == max_steps:
+                # the budget is spent: each sample ends at the iterate just evaluated, whose
+                # residual is the one reported (a further extrapolation was returned, whose
+                # residual nobody had evaluated)
                 break
             # the best iterates (converged samples, frozen, may be copied too: then it is
             # mostly one copy, ~3x cheaper than the masked form)
@@ -616,7 +624,7 @@ class TorchEngine(RelaxationSettings):
             if bool(converged.any()):  # converged samples stay where they are
                 candidate = torch.where(converged[:, None], x, candidate, out=candidate)
             x = candidate
-        result = torch.where(converged[:, None], result, x)
+        result = x  # a converged sample's iterate stayed frozen since
         leading = shape[:-1]
         steps, converged, residual = (steps.reshape(leading), converged.reshape(leading),
                                       residual.reshape(leading))

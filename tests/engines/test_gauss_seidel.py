@@ -106,6 +106,34 @@ def test_gauss_seidel_still_reports_a_limit_cycle():
     assert info.value.samples
 
 
+@pytest.mark.parametrize("max_steps", [1, 2, 65])
+def test_gauss_seidel_keeps_its_euler_checks_within_the_budget(max_steps, monkeypatch):
+    """Every round of sweeps ends in one Euler map evaluation that judges it, and it is
+    part of the budget: ``n_steps`` is the evaluations run and never above ``max_steps``
+    (over-relaxed FHN: at 65 steps the first round's check fails and the second round
+    runs out; 66 were run and reported, and 2 for a budget of 1)."""
+    network = Network("fhn", (10, 12, 4), seed=0)
+    x = torch.rand(4, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    calls = {"sweep": 0, "euler": 0}
+    evaluate = fast_step.EulerMap.__call__
+
+    def counted(self, *args, **kwargs):
+        calls["sweep" if self.sweep else "euler"] += 1
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(fast_step.EulerMap, "__call__", counted)
+    engine = TorchEngine(solver="gauss_seidel", over_relaxation=1.9, tol=1e-6,
+                         max_steps=max_steps, on_failure="ignore", stability_iterations=0)
+    with torch.no_grad():
+        result = engine.relax(network, x)
+    assert result.n_steps == calls["sweep"] + calls["euler"] <= max_steps
+    assert calls["euler"] >= 1  # the last evaluation judges the last round
+    if result.failure is not None:  # the budget is spent
+        assert result.n_steps == max_steps
+        assert f"after {max_steps} steps" in str(result.failure)
+    assert int(result.steps.max()) <= max_steps
+
+
 def test_bad_over_relaxation_is_refused():
     for value in (0.0, -2.0, float("inf")):
         with pytest.raises(ConfigError, match="over_relaxation"):

@@ -231,6 +231,88 @@ def test_anderson_reports_an_exhausted_budget():
     assert info.value.kind in ("not_converged", "oscillating")
 
 
+def _counting_map_evaluations(monkeypatch):
+    """Count the closed-form map's evaluations (Euler steps, sweeps) from now on."""
+    from neuroeq.engines import fast_step
+
+    calls = {"sweep": 0, "euler": 0}
+    evaluate = fast_step.EulerMap.__call__
+
+    def counted(self, *args, **kwargs):
+        calls["sweep" if self.sweep else "euler"] += 1
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(fast_step.EulerMap, "__call__", counted)
+    return calls
+
+
+@pytest.mark.parametrize("solver", ["euler", "anderson", "gauss_seidel"])
+def test_an_exhausted_budget_reports_max_steps_evaluations(solver, monkeypatch):
+    """A tolerance out of reach in 7 steps: every solver reports 7 steps, the map
+    evaluations it ran (Gauss-Seidel's sweeps and the Euler check that judges them; it
+    reported 8, one sweep per step of the budget and then the check)."""
+    network, (x, _) = make_problem("fhn", (6, 5, 3), batch=2)
+    calls = _counting_map_evaluations(monkeypatch)
+    engine = TorchEngine(tol=1e-14, max_steps=7, check_every=1, solver=solver,
+                         on_failure="ignore", record_trace=True)
+    with torch.no_grad():
+        result = engine.relax(network, x)
+    assert result.failure is not None and "after 7 steps" in str(result.failure)
+    assert result.n_steps == 7 == calls["sweep"] + calls["euler"]
+    assert result.steps.tolist() == [-1, -1] and not bool(result.converged.any())
+    assert len(result.trace) == (6 if solver == "gauss_seidel" else 7)
+
+
+def _exact_residual(network, x, state):
+    """``max|G(s) - s|·τ/dt`` of ``state`` at the engine's Euler map ``G``."""
+    from neuroeq.engines import fast_step
+
+    dt = TorchEngine().settings(network)[0]
+    euler_map = fast_step.EulerMap(network, dt, network.drive(x))
+    return (euler_map(state) - state).abs().amax(-1) * network.tau / dt
+
+
+def test_anderson_reports_the_residual_of_the_state_it_returns():
+    """On a limit cycle Anderson's budget ends unsettled: the residual reported is the
+    returned state's own (it was that of the iterate before, and the state a further
+    extrapolation: 0.069 reported for 0.143), and the samples are reported unsettled."""
+    textbook = load_model("fhn").with_parameters(b=0.8, eps=0.08)
+    network = Network(textbook, (4, 6, 3), seed=0, gain=6.0)
+    x = torch.full((3, 4), 0.5, dtype=torch.float64)
+    with torch.no_grad():
+        fixed = TorchEngine(tol=0.0, max_steps=500, solver="anderson").relax(network, x)
+        short = TorchEngine(tol=1e-8, max_steps=300, solver="anderson",
+                            on_failure="ignore").relax(network, x)
+    for result in (fixed, short):
+        exact = _exact_residual(network, x, result.state)
+        torch.testing.assert_close(result.residual, exact, rtol=1e-9, atol=0.0)
+        assert bool((result.residual > 1e-3).all())
+        assert result.steps.tolist() == [-1, -1, -1] and not bool(result.converged.any())
+    assert short.failure is not None and short.failure.samples == [0, 1, 2]
+    # a settled sample is frozen at the iterate its residual is of
+    stable, (stable_x, _) = make_problem("fhn", (20, 16, 5))
+    with torch.no_grad():
+        settled = TorchEngine(tol=1e-10, max_steps=50_000, solver="anderson").relax(stable,
+                                                                                    stable_x)
+    assert settled.failure is None and bool(settled.converged.all())
+    torch.testing.assert_close(settled.residual, _exact_residual(stable, stable_x,
+                                                                 settled.state),
+                               rtol=1e-6, atol=1e-15)
+    assert bool((settled.residual < 1e-10).all())
+
+
+def test_anderson_at_an_exact_fixed_point_reports_a_zero_residual_not_minus_zero():
+    """With a fixed budget Anderson lands exactly on FHN's fixed point (G(s) = s to the
+    last bit): its residual is +0.0 (it was -0.0, from max(-min f, max f))."""
+    network = Network("fhn", (4, 6, 3), seed=0)
+    x = torch.full((3, 4), 0.5, dtype=torch.float64)
+    with torch.no_grad():
+        result = TorchEngine(tol=0.0, max_steps=500, solver="anderson").relax(network, x)
+    exact = _exact_residual(network, x, result.state)
+    assert result.residual.tolist() == exact.tolist() == [0.0, 0.0, 0.0]
+    assert not bool(torch.signbit(result.residual).any())
+
+
 def test_bad_solver_settings_are_refused():
     with pytest.raises(ConfigError, match="solver"):
         TorchEngine(solver="newton")
