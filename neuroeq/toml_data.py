@@ -32,8 +32,11 @@ def read_toml(path: str | os.PathLike, what: str, error: type[NeuroEQError]) -> 
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{name} is not valid TOML ({exc})") from None
-    except UnicodeDecodeError:
-        raise error(f"{name} is not a UTF-8 text file") from None
+    except UnicodeDecodeError as exc:
+        bad = " ".join(f"0x{byte:02x}" for byte in exc.object[exc.start:exc.end])
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise error(f"{name} is not a UTF-8 text file (byte {bad} on line {line} is not "
+                    "UTF-8)") from None
     except RecursionError:
         raise error(f"{name}: tables or arrays nested too deeply") from None
     if _depth(data) > MAX_DEPTH:

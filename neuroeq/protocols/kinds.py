@@ -16,7 +16,7 @@ import xarray as xr
 
 from neuroeq.engines.langevin import check_gibbs_model
 from neuroeq.errors import ConfigError
-from neuroeq.io import software_attrs, write_netcdf, write_text
+from neuroeq.io import software_attrs, utf8_data, write_file, write_netcdf, write_text
 from neuroeq.protocols import build
 from neuroeq.protocols.loader import Protocol
 
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 def _attrs(protocol: Protocol, **extra: Any) -> dict[str, Any]:
     return {"protocol": protocol.name, "kind": protocol.kind,
-            "config": json.dumps(protocol.config, default=str), **software_attrs(), **extra}
+            "config": json.dumps(utf8_data(protocol.config), default=str), **software_attrs(),
+            **extra}
 
 
 def _log_inexact(log: logging.Logger, models: list[NeuronModel | str], couplings: list[str],
@@ -49,13 +50,14 @@ def _log_inexact(log: logging.Logger, models: list[NeuronModel | str], couplings
 
 
 def _save_figure(figure: Figure, path: Path, dpi: int) -> None:
+    """Write ``figure`` as the PNG file ``path``, atomically, and close it."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
-    temporary.replace(path)
-    plt.close(figure)
+    try:
+        write_file(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi,
+                                                       bbox_inches="tight"))
+    finally:
+        plt.close(figure)
 
 
 # --------------------------------------------------------------------------- train

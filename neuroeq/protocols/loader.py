@@ -13,6 +13,7 @@ from typing import Any
 import tomli_w
 
 from neuroeq.errors import ConfigError
+from neuroeq.io import utf8_data
 from neuroeq.protocols.schema import refuse_unread_changes, validate
 from neuroeq.toml_data import read_toml
 
@@ -34,8 +35,9 @@ class Protocol:
 
     def to_toml(self) -> str:
         """The resolved protocol as TOML (``None`` values, meaning 'model default', are
-        left out)."""
-        return tomli_w.dumps(_drop_none(self.config))
+        left out); text holding bytes the locale could not decode as the UTF-8 text they
+        spell (:func:`~neuroeq.io.utf8_text`)."""
+        return tomli_w.dumps(utf8_data(_drop_none(self.config)))
 
 
 def read_protocol_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -88,9 +90,51 @@ def load_protocol(source: str | os.PathLike | Mapping[str, Any],
     # errors name the changes too: a bad value may be one of them, not the file's
     changes = "; ".join(f"{'.'.join(path)}={_as_written(value)}" for path, value in overrides)
     where = f"{name} (with {changes})" if changes else name
+    _refuse_undecodable(data, where)
     config = validate(data, where)
     refuse_unread_changes(config, [path for path, _ in overrides], where)
     return Protocol(config, name)
+
+
+def _refuse_undecodable(data: Mapping[str, Any], where: str) -> None:
+    """Refuse text holding bytes that are not UTF-8 (a Latin-1 ``é`` in a ``--set``, which
+    Python reads as a lone surrogate): the ``protocol.toml`` a run writes is UTF-8 and could
+    not hold them. Bytes that are UTF-8 (``é`` typed in a UTF-8 terminal under
+    ``LC_ALL=C``) are written as the text they spell."""
+    stack: list[tuple[str, Any]] = [(key, value) for key, value in data.items()]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, Mapping):
+            stack.extend((f"{key}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8", "surrogateescape").decode("utf-8")
+            except UnicodeError:
+                raise ConfigError(
+                    f"{where}: {key} is not UTF-8 text: it holds {_bad_bytes(value)}, which "
+                    "UTF-8 does not decode (a protocol file is UTF-8); give the value in "
+                    "UTF-8, e.g. from a terminal set to UTF-8") from None
+
+
+def _bad_bytes(text: str) -> str:
+    """The bytes of ``text`` (read with surrogates for undecoded bytes) that UTF-8 does not
+    decode, e.g. ``the byte 0xe9``."""
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "lone surrogates that stand for no byte"
+    bad, start = [], 0
+    while start < len(data):
+        try:
+            data[start:].decode("utf-8")
+            break
+        except UnicodeDecodeError as error:
+            bad.extend(data[start + error.start:start + error.end])
+            start += error.end
+    return ("the byte " if len(bad) == 1 else "the bytes ") + " ".join(f"0x{byte:02x}"
+                                                                       for byte in bad)
 
 
 def _as_written(value: Any) -> str:

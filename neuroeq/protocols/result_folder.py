@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroeq.errors import ConfigError
-from neuroeq.io import is_temporary, write_bytes
+from neuroeq.io import is_temporary, utf8_data, write_bytes
 from neuroeq.protocols import build
 from neuroeq.protocols.folder_lock import LOCK_FILE, is_locked
 from neuroeq.protocols.loader import Protocol, load_protocol
@@ -228,7 +228,8 @@ def check_resumable_folder(protocol: Protocol, out: Path) -> None:
     saved_path = out / "protocol.toml"
     if not saved_path.is_file():
         return
-    changed = changed_settings(load_protocol(saved_path).config, protocol.config,
+    # (compared as written: text the locale could not decode as the UTF-8 text it spells)
+    changed = changed_settings(load_protocol(saved_path).config, utf8_data(protocol.config),
                                ignore=RESUMABLE_CHANGES | {("outputs", None)})
     if changed:
         raise ConfigError(f"--resume continues the run in {str(out)!r} as it was made, but "

@@ -25,7 +25,7 @@ import torch
 
 from neuroeq.checks import whole_number
 from neuroeq.errors import ConfigError
-from neuroeq.io import write_text
+from neuroeq.io import utf8_text, write_text
 from neuroeq.protocols.folder_lock import folder_lock
 from neuroeq.protocols.kinds import RUNNERS
 from neuroeq.protocols.loader import Protocol
@@ -175,9 +175,18 @@ def _logger(out: Path) -> logging.Logger:
     ``logging`` (a sweep would otherwise keep one logger per point for good)."""
     log = logging.Logger(f"neuroeq.run.{out.resolve()}", logging.INFO)
     handler = logging.FileHandler(out / "log.txt", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(_Utf8Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return log
+
+
+class _Utf8Formatter(logging.Formatter):
+    """Log lines as :func:`~neuroeq.io.write_text` writes text: a path or argument holding
+    bytes the locale could not decode is logged as the UTF-8 text they spell (a strict
+    UTF-8 handler dropped the line with a "Logging error" traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return utf8_text(super().format(record))
 
 
 def _environment() -> str:

@@ -28,7 +28,7 @@ import xarray as xr
 from neuroeq.brian2_import import import_brian2
 from neuroeq.checks import whole_number
 from neuroeq.errors import ConfigError, NeuroEQError
-from neuroeq.io import is_temporary, software_attrs, write_netcdf, write_text
+from neuroeq.io import is_temporary, read_netcdf, software_attrs, write_netcdf, write_text
 from neuroeq.protocols.folder_lock import LOCK_FILE, folder_lock
 from neuroeq.protocols.loader import load_protocol
 from neuroeq.protocols.result_folder import (
@@ -324,8 +324,7 @@ def combine_points(sweep: Sweep, points: list[SweepPoint], points_dir: Path,
     for point in points:
         path = points_dir / point.name / PRIMARY_RESULT[kind]
         if outcome[point.name]["status"] == "done" and path.is_file():
-            with xr.open_dataset(path) as opened:
-                part = opened.load()
+            part = read_netcdf(path)
             threads.add(int(part.attrs.get("torch_threads", 0)))
             part.attrs = {}
             for variable in part.variables.values():  # NaN-padded ints become floats
