@@ -118,6 +118,8 @@ class StochasticEP(GradientEstimator):
     exact_for = ("the same contrast on the rate network under the same constant nudge "
                  "(mean_field_limit), as window x replicas -> infinity")
     uses_spike_statistics = True
+    #: its mean-field limit is EP's contrast, the gradient only with symmetric coupling
+    exact_couplings = ("symmetric",)
 
     def __init__(self, beta: float = 0.2, engine: SpikingEngine | None = None,
                  centered: bool = True):

@@ -127,3 +127,12 @@ def test_the_note_is_declared_by_coupling():
     assert AsymEP.inexact_note("feedforward", "fhn") is None
     assert VectorFieldEP.inexact_note("asymmetric", "fhn") is None
     assert "'feedforward'" in CenteredSkewGradientEP.inexact_note("feedforward", "fhn")
+
+
+def test_stochastic_ep_declares_the_coupling_its_mean_field_limit_needs():
+    """Its mean-field limit is EP's contrast on the rate network, biased by non-reciprocal
+    coupling as classic EP is."""
+    from neuroeq.rules import StochasticEP
+
+    assert StochasticEP.inexact_note("symmetric", "bernoulli") is None
+    assert "'asymmetric'" in StochasticEP.inexact_note("asymmetric", "bernoulli")
