@@ -29,11 +29,12 @@ debug log escapes such characters in later messages instead of dropping them wit
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 import warnings
+
+from neuroeq.io import utf8_text
 
 _IMPORT_LOCK = threading.Lock()
 
@@ -52,7 +53,7 @@ def import_brian2() -> None:
         install = signal.signal
         if not in_main:
             signal.signal = lambda *args, **kwargs: None
-        sys.argv = [_as_utf8(arg) for arg in argv]
+        sys.argv = [utf8_text(arg) for arg in argv]
         try:
             import brian2  # noqa: F401
         finally:
@@ -63,20 +64,6 @@ def import_brian2() -> None:
             if in_main and previous is not None:
                 signal.signal(signal.SIGINT, previous)
         _escape_in_file_log()
-
-
-def _as_utf8(arg: str) -> str:
-    """``arg`` as text that encodes to UTF-8: an argument holding undecoded bytes (lone
-    surrogates) is read as UTF-8, bytes that are not UTF-8 as ``\\xNN``."""
-    try:
-        arg.encode("utf-8")
-        return arg
-    except UnicodeEncodeError:
-        pass
-    try:
-        return os.fsencode(arg).decode("utf-8", "backslashreplace")
-    except UnicodeError:
-        return arg.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _escape_in_file_log() -> None:

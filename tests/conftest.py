@@ -58,3 +58,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def map_evaluations(monkeypatch):
+    """Counts of the closed-form map's evaluations from now on, by kind: ``"sweep"``
+    (Gauss-Seidel sweeps) and ``"euler"`` (Euler steps, Anderson's map, sweeps' checks)."""
+    from neuroeq.engines import fast_step
+
+    calls = {"sweep": 0, "euler": 0}
+    evaluate = fast_step.EulerMap.__call__
+
+    def counted(self, *args, **kwargs):
+        calls["sweep" if self.sweep else "euler"] += 1
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(fast_step.EulerMap, "__call__", counted)
+    return calls

@@ -107,21 +107,14 @@ def test_gauss_seidel_still_reports_a_limit_cycle():
 
 
 @pytest.mark.parametrize("max_steps", [1, 2, 65])
-def test_gauss_seidel_keeps_its_euler_checks_within_the_budget(max_steps, monkeypatch):
+def test_gauss_seidel_keeps_its_euler_checks_within_the_budget(max_steps, map_evaluations):
     """Every round of sweeps ends in one Euler map evaluation that judges it, and it is
     part of the budget: ``n_steps`` is the evaluations run and never above ``max_steps``
     (over-relaxed FHN: at 65 steps the first round's check fails and the second round
     runs out; 66 were run and reported, and 2 for a budget of 1)."""
     network = Network("fhn", (10, 12, 4), seed=0)
     x = torch.rand(4, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    calls = {"sweep": 0, "euler": 0}
-    evaluate = fast_step.EulerMap.__call__
-
-    def counted(self, *args, **kwargs):
-        calls["sweep" if self.sweep else "euler"] += 1
-        return evaluate(self, *args, **kwargs)
-
-    monkeypatch.setattr(fast_step.EulerMap, "__call__", counted)
+    calls = map_evaluations
     engine = TorchEngine(solver="gauss_seidel", over_relaxation=1.9, tol=1e-6,
                          max_steps=max_steps, on_failure="ignore", stability_iterations=0)
     with torch.no_grad():

@@ -231,28 +231,13 @@ def test_anderson_reports_an_exhausted_budget():
     assert info.value.kind in ("not_converged", "oscillating")
 
 
-def _counting_map_evaluations(monkeypatch):
-    """Count the closed-form map's evaluations (Euler steps, sweeps) from now on."""
-    from neuroeq.engines import fast_step
-
-    calls = {"sweep": 0, "euler": 0}
-    evaluate = fast_step.EulerMap.__call__
-
-    def counted(self, *args, **kwargs):
-        calls["sweep" if self.sweep else "euler"] += 1
-        return evaluate(self, *args, **kwargs)
-
-    monkeypatch.setattr(fast_step.EulerMap, "__call__", counted)
-    return calls
-
-
 @pytest.mark.parametrize("solver", ["euler", "anderson", "gauss_seidel"])
-def test_an_exhausted_budget_reports_max_steps_evaluations(solver, monkeypatch):
+def test_an_exhausted_budget_reports_max_steps_evaluations(solver, map_evaluations):
     """A tolerance out of reach in 7 steps: every solver reports 7 steps, the map
     evaluations it ran (Gauss-Seidel's sweeps and the Euler check that judges them; it
     reported 8, one sweep per step of the budget and then the check)."""
     network, (x, _) = make_problem("fhn", (6, 5, 3), batch=2)
-    calls = _counting_map_evaluations(monkeypatch)
+    calls = map_evaluations
     engine = TorchEngine(tol=1e-14, max_steps=7, check_every=1, solver=solver,
                          on_failure="ignore", record_trace=True)
     with torch.no_grad():

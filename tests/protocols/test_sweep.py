@@ -530,6 +530,14 @@ def test_a_relative_data_root_reaches_the_points_absolute(tmp_path, monkeypatch)
     assert {point.config["data"]["root"] for point in home.points()} == {"~/idx"}
 
 
+def _finished_point(folder, resolved: str):
+    """A point folder holding a finished run whose resolved protocol is ``resolved``."""
+    folder.mkdir()
+    (folder / "protocol.toml").write_text("# resolved by an earlier version\n" + resolved)
+    (folder / "DONE").write_text("1.0 s\n")
+    return folder
+
+
 def test_a_point_an_earlier_version_finished_with_keys_now_dropped_counts_as_done(tmp_path):
     """An earlier version wrote every default into a point's protocol.toml, also keys its
     kind does not read (a gradcheck's [outputs].state_samples): the schema drops them, so
@@ -541,10 +549,7 @@ def test_a_point_an_earlier_version_finished_with_keys_now_dropped_counts_as_don
     now = load_protocol(config).to_toml()
     earlier = now.replace("[outputs]\n", "[outputs]\nstate_samples = 6\ntrace_chunk = 10\n")
     assert earlier != now
-    folder = tmp_path / "point"
-    folder.mkdir()
-    (folder / "protocol.toml").write_text("# resolved by an earlier version\n" + earlier)
-    (folder / "DONE").write_text("1.0 s\n")
+    folder = _finished_point(tmp_path / "point", earlier)
     assert _already_done(config, folder)
     (folder / "protocol.toml").write_text("# other settings\n" + earlier.replace(
         "batch = 4", "batch = 5"))
@@ -564,8 +569,5 @@ def test_a_point_an_earlier_version_finished_with_alpha_on_symmetric_coupling_is
     now = load_protocol(config).to_toml()
     earlier = now.replace('coupling = "symmetric"\n', 'coupling = "symmetric"\nalpha = 1.0\n')
     assert earlier != now
-    folder = tmp_path / "point"
-    folder.mkdir()
-    (folder / "protocol.toml").write_text("# resolved by an earlier version\n" + earlier)
-    (folder / "DONE").write_text("1.0 s\n")
+    folder = _finished_point(tmp_path / "point", earlier)
     assert _already_done(config, folder)
