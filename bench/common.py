@@ -21,6 +21,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_data_root(p: argparse.ArgumentParser) -> None:
+    """``--data-root DIR``: the folder of the MNIST IDX files; without it
+    ``$NEUROEQ_DATA_DIR``, as everywhere in neuroeq."""
+    p.add_argument("--data-root", default=None,
+                   help="directory of the MNIST IDX files (default: $NEUROEQ_DATA_DIR); "
+                        "without them the benchmark uses random images of MNIST's shape "
+                        "and says so")
+
+
 def setup(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` and return the device (CUDA must exist when asked for)."""
     torch.set_num_threads(args.threads)

@@ -27,22 +27,29 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
+import sys
+
 import torch
-from common import best_time, machine_note, parser, setup, table
+from common import add_data_root, best_time, machine_note, parser, setup, table
 
 from neuroeq import Network, RelaxationError, TorchEngine
+from neuroeq.errors import NeuroEQError
 from neuroeq.rules import ClassicEP
 
 NETS = {"hopfield": (784, 500, 10), "fhn": (784, 256, 10)}
 STABILITY_ITERATIONS = 40  # the engine's default check (at most), measured separately
 
 
-def inputs(device, root: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+def inputs(device, root: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first 128 MNIST training images under ``root`` (``None``: ``$NEUROEQ_DATA_DIR``),
+    or random images of that shape, with a note on stderr saying why."""
     try:
         from neuroeq.data import load_dataset
         data = load_dataset("mnist", "train", root=root, limit=128)
         return data.x.to(device), data.y.to(device), "MNIST"
-    except Exception:
+    except NeuroEQError as exc:
+        print(f"note: random images of MNIST's shape instead of MNIST ({exc}); the counts "
+              "differ from those measured on MNIST", file=sys.stderr)
         generator = torch.Generator().manual_seed(0)
         return (torch.rand(128, 784, generator=generator).to(device),
                 torch.randint(0, 10, (128,), generator=generator).to(device), "random")
@@ -76,7 +83,7 @@ def dense_input_rows(device, tol: float, memories: list[int], repeats: int) -> l
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--tol", type=float, default=1e-6)
-    p.add_argument("--data-root", default="../shared/data")
+    add_data_root(p)
     p.add_argument("--memories", type=int, nargs="+", default=[3, 5, 10],
                    help="Anderson memories m to measure")
     p.add_argument("--mixings", type=float, nargs="+", default=[1.0, 1.5],

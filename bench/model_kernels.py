@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from common import machine_note, parser, setup, table
+from common import add_data_root, machine_note, parser, setup, table
 from convergence import inputs as convergence_inputs
 
 from neuroeq import Network, TorchEngine, compiled_model, expressions, linearization
@@ -256,7 +256,7 @@ def sweep_certificate_rows(sizes, batch, dtype, repeats, data_root: str) -> list
 
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", default="../shared/data")
+    add_data_root(p)
     p.add_argument("--checks-only", action="store_true",
                    help="only the stability-check comparisons (items 4 and 5)")
     args = p.parse_args()

@@ -44,10 +44,11 @@ import sys
 import time
 
 import torch
-from common import best_time, machine_note, parser, setup, synchronize, table
+from common import add_data_root, best_time, machine_note, parser, setup, synchronize, table
 from torch.nn import functional
 
 from neuroeq import Network, TorchEngine
+from neuroeq.errors import NeuroEQError
 from neuroeq.rules import ClassicEP, phases
 from neuroeq.rules.base import write_gradients
 
@@ -402,14 +403,14 @@ def phase_cost_rows(device, rounds: int, sizes=(784, 500, 10), batch: int = 128,
     return rows
 
 
-def mnist_epoch(device, data_root: str, threads: int) -> tuple[float, float, str]:
+def mnist_epoch(device, data_root: str | None, threads: int) -> tuple[float, float, str]:
     from neuroeq.data import load_dataset
     from neuroeq.training import TrainConfig, train
 
     try:
         data = load_dataset("mnist", "train", root=data_root)
         source = "MNIST training set (60,000 samples)"
-    except Exception as exc:  # no data here: same shapes, random values
+    except NeuroEQError as exc:  # no data here: same shapes, random values
         from neuroeq.data import LabeledData
         generator = torch.Generator().manual_seed(0)
         data = LabeledData(torch.rand(60_000, 784, generator=generator),
@@ -428,7 +429,7 @@ def mnist_epoch(device, data_root: str, threads: int) -> tuple[float, float, str
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--mnist-epoch", action="store_true", help="also time one MNIST epoch")
-    p.add_argument("--data-root", default="../shared/data", help="directory of the IDX files")
+    add_data_root(p)
     p.add_argument("--skip-compare", action="store_true")
     p.add_argument("--stages", action="store_true",
                    help="also time the stages of one 784-500-10 training step at 20 / 4")

@@ -76,7 +76,10 @@ class RelaxResult:
 
     ``state`` (…, batch, N); ``steps`` per sample: the step at which it met the tolerance
     (-1 if it never did); ``converged`` per sample; ``residual`` per sample at the end
-    (``max|ds/dt|·τ``); ``n_steps`` map evaluations used (an accelerated solver's count
+    (``max|ds/dt|·τ``; Euler measures it from its last step, ``max|s_k - s_{k-1}|·τ/dt``,
+    the velocity at the state one step before the returned ``s_k``: no extra map
+    evaluation, and where the map contracts in max-norm at least the returned state's
+    own); ``n_steps`` map evaluations used (an accelerated solver's count
     includes those of its stability check, which runs to its end even past ``max_steps``);
     ``failure`` the error when not raised;
     ``trace`` the max residual at each check when recorded; ``drive`` the clamped input's

@@ -64,11 +64,13 @@ def test_free_energy_derivative_in_beta_is_the_mean_loss():
     # dA/dbeta = <C>_beta, checked against Metropolis-adjusted Langevin samples
     network, (x, y) = _problem()
     beta, temperature, h = 0.5, 0.1, 1e-5
-    slope = (free_energy(network, x, y, beta + h, temperature)
-             - free_energy(network, x, y, beta - h, temperature)) / (2 * h)
+    with torch.no_grad():  # a number here, not a graph through the parameters
+        slope = (free_energy(network, x, y, beta + h, temperature)
+                 - free_energy(network, x, y, beta - h, temperature)) / (2 * h)
     sampler = LangevinSampler(temperature, chains=512, seed=3)
     samples = sampler.sample(network, x, y=y, betas=[beta])
-    cost = network.cost(samples.states[0], y).mean(-1)  # (sample, chain)
+    with torch.no_grad():  # the readout's parameters need no graph here
+        cost = network.cost(samples.states[0], y).mean(-1)  # (sample, chain)
     per_chain = cost.mean(0)
     stderr = per_chain.std() / per_chain.numel() ** 0.5
     assert abs(float(per_chain.mean()) - float(slope)) < 4 * float(stderr)
