@@ -228,8 +228,13 @@ def check_resumable_folder(protocol: Protocol, out: Path) -> None:
     saved_path = out / "protocol.toml"
     if not saved_path.is_file():
         return
+    saved = load_protocol(saved_path)
+    if saved.kind != protocol.kind:  # e.g. a gradient check's folder: no run of this kind
+        raise ConfigError(f"nothing to resume in {str(out)!r}: it holds a {saved.kind!r} run "
+                          f"(protocol {saved.name!r}), not a {protocol.kind!r} run; use "
+                          "--force to replace it, or another --out")
     # (compared as written: text the locale could not decode as the UTF-8 text it spells)
-    changed = changed_settings(load_protocol(saved_path).config, utf8_data(protocol.config),
+    changed = changed_settings(saved.config, utf8_data(protocol.config),
                                ignore=RESUMABLE_CHANGES | {("outputs", None)})
     if changed:
         raise ConfigError(f"--resume continues the run in {str(out)!r} as it was made, but "

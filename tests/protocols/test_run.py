@@ -217,6 +217,12 @@ def test_gradcheck_protocol_from_the_cli(tmp_path, capsys):
     assert float(dataset.cosine.sel(rule="asym", beta=1e-3).min()) > 0.9999
     assert (tmp_path / "g" / "table.md").read_text().startswith("| model")
     assert (tmp_path / "g" / "figures" / "alignment_hopfield_smooth_symmetric.png").is_file()
+    # a training protocol's --resume into this folder: nothing to resume, the folder as it was
+    before = {p.name: p.read_bytes() for p in (tmp_path / "g").iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match="nothing to resume in .*: it holds a 'gradcheck' "
+                                          "run \\(protocol 'g'\\), not a 'train' run"):
+        run_protocol(load_protocol(TINY_TRAIN), tmp_path / "g", resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "g").iterdir() if p.is_file()} == before
 
 
 def test_shipped_protocols_are_valid():
