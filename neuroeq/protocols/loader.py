@@ -12,6 +12,7 @@ from typing import Any
 
 import tomli_w
 
+from neuroeq.checks import did_you_mean
 from neuroeq.errors import ConfigError
 from neuroeq.io import utf8_data
 from neuroeq.protocols.schema import refuse_unread_changes, validate
@@ -78,9 +79,12 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str | tuple[lis
 
 def load_protocol(source: str | os.PathLike | Mapping[str, Any],
                   overrides: Iterable[str | tuple[list[str], Any]] = (),
-                  name: str = "<protocol>") -> Protocol:
+                  name: str = "<protocol>", *, check_model_parameters: bool = True
+                  ) -> Protocol:
     """Read (a path) or take (a mapping, called ``name`` in errors) a protocol, apply
-    overrides and validate it."""
+    overrides and validate it. ``check_model_parameters``: refuse a
+    ``model.parameters.NAME`` its model does not have (reads the model file, data only; a
+    sweep whose grid changes the model checks each point instead)."""
     if isinstance(source, Mapping):
         data = dict(source)
     else:
@@ -93,7 +97,26 @@ def load_protocol(source: str | os.PathLike | Mapping[str, Any],
     _refuse_undecodable(data, where)
     config = validate(data, where)
     refuse_unread_changes(config, [path for path, _ in overrides], where)
+    if check_model_parameters:
+        refuse_unknown_model_parameters(config, where)
     return Protocol(config, name)
+
+
+def refuse_unknown_model_parameters(config: Mapping[str, Any], where: str) -> None:
+    """``model.parameters`` may set only parameters the model file declares: a misspelt one
+    is named when the protocol loads, not once a run has started."""
+    section = config.get("model")
+    if not section or not section.get("parameters"):
+        return
+    from neuroeq.neuron_model import load_model
+
+    known = load_model(section["name"]).parameters
+    for parameter in section["parameters"]:
+        if parameter not in known:
+            raise ConfigError(f"{where}: model.parameters.{parameter}: model "
+                              f"{section['name']!r} has no parameter {parameter!r}"
+                              f"{did_you_mean(parameter, known)}; its parameters: "
+                              f"{', '.join(known)}")
 
 
 def _refuse_undecodable(data: Mapping[str, Any], where: str) -> None:

@@ -189,7 +189,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     name = folder_name(table.get("name", path.stem), f"{path}: [sweep].name")
     # the base itself must be valid (values are checked per point), and its changes are
     # checked as a single protocol's --set is: a key its kind does not read is refused
-    base = load_protocol(data, changes, name=f"{path}: its base protocol")
+    base = load_protocol(data, changes, name=f"{path}: its base protocol",
+                         check_model_parameters=False)  # (checked below, grid in mind)
     _check_model_parameters(changes, grid, base.config, path)
     data = apply_overrides(data, changes)
     _check_grid_keys(grid, base.config, path)

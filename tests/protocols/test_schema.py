@@ -222,6 +222,26 @@ def test_an_unknown_model_is_named_with_its_key_when_the_protocol_loads():
         load_protocol(data)
 
 
+def test_a_model_parameter_the_model_lacks_is_named_when_the_protocol_loads(tmp_path):
+    """Before any result folder exists (it used to be refused once the run had started)."""
+    fhn = {**BASE, "model": {"name": "fhn", "parameters": {"epss": 0.1}}}
+    with pytest.raises(ConfigError, match=r"model.parameters.epss: model 'fhn' has no "
+                                          r"parameter 'epss' \(did you mean 'eps'\?\); its "
+                                          r"parameters: a, b, eps, tau"):
+        load_protocol(fhn)
+    with pytest.raises(ConfigError, match=r"\(with model.parameters.aa=0.0\): "
+                                          r"model.parameters.aa: model 'hopfield'"):
+        load_protocol(BASE, ["model.parameters.aa=0.0"])
+    assert load_protocol(BASE, ["model.parameters.tau=0.02"]).config["model"][
+        "parameters"] == {"tau": 0.02}
+    path = tmp_path / "p.toml"
+    path.write_text('[protocol]\nname = "p"\nkind = "train"\n[model]\nname = "fhn"\n'
+                    '[model.parameters]\nepss = 0.1\n')
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()
+
+
 def test_holomorphic_ep_is_a_protocol_rule_with_its_points():
     data = {"protocol": {"name": "x", "kind": "train"}, "model": {"name": "hopfield_smooth"},
             "rule": {"name": "holomorphic", "beta": 0.1, "points": 8}}
