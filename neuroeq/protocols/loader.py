@@ -99,7 +99,22 @@ def load_protocol(source: str | os.PathLike | Mapping[str, Any],
     refuse_unread_changes(config, [path for path, _ in overrides], where)
     if check_model_parameters:
         refuse_unknown_model_parameters(config, where)
+        refuse_unknown_rate_names(config, where)
     return Protocol(config, name)
+
+
+def refuse_unknown_rate_names(config: Mapping[str, Any], where: str) -> None:
+    """A ``training.lr`` table may name only parameters the network has: checked on a
+    network of the same layers and couplings one unit wide (the names do not depend on the
+    widths), so that a misspelt one is named before a run starts."""
+    rates = config.get("training", {}).get("lr")
+    if not isinstance(rates, Mapping) or "network" not in config:
+        return
+    from neuroeq.protocols.build import build_network
+    from neuroeq.training.trainer import rate_per_parameter
+
+    proxy = build_network(config, sizes=[1] * len(config["network"]["sizes"]))
+    rate_per_parameter(proxy, rates, f"{where}: ")
 
 
 def refuse_unknown_model_parameters(config: Mapping[str, Any], where: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from neuroeq.checks import within_dtype
+from neuroeq.checks import did_you_mean, within_dtype
 from neuroeq.data import LabeledData
 from neuroeq.engines.settings import RelaxationSettings
 from neuroeq.errors import ConfigError, RelaxationError, TrainingError
@@ -30,44 +30,59 @@ from neuroeq.training.config import TrainConfig
 METRICS_NAME = "metrics.nc"
 
 
-def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimizer:
-    """One parameter group per learning rate; ``config.lr`` may name parameters. A rate,
-    ``momentum`` or ``weight_decay`` beyond the range of the network's dtype is refused (the
-    optimizer's step would overflow it)."""
-    for name in ("momentum", "weight_decay"):
-        within_dtype(getattr(config, name), f"training.{name}", network.dtype)
-    rates = config.lr if isinstance(config.lr, dict) else {"default": config.lr}
-    full_names = {name for name, _ in network.named_parameters()}
-    # short names (W1, b1) are the dynamics' parameters; the readout's go by "readout"
-    # or by their full names (readout.weight)
+def rate_per_parameter(network: Network, rates: Mapping[str, float], where: str = ""
+                       ) -> dict[str, float]:
+    """The learning rate of each of ``network``'s parameters (full names) from a
+    ``training.lr`` table: a key is a short name (``W1``, ``b1``: the dynamics'), a full one
+    (``readout.weight``, ``weights.W1``), ``readout`` (the readout's group) or ``default``.
+    Unknown keys, two rates for one parameter and a parameter without one are refused
+    (``where`` prefixes the error)."""
+    full_names = [name for name, _ in network.named_parameters()]
     known_short = {name.split(".", 1)[-1] for name in full_names
                    if not name.startswith("readout.")}
     groups_known = ["readout"] if any(n.startswith("readout.") for n in full_names) else []
+    known = [*sorted(known_short), *groups_known, "default"]
     for key in rates:
-        if key not in ("default", *groups_known) and key not in known_short | full_names:
-            raise ConfigError(f"training.lr names unknown parameter {key!r}; known: "
-                              f"{', '.join([*sorted(known_short), *groups_known, 'default'])}"
+        if key not in ("default", *groups_known) and key not in known_short | set(full_names):
+            raise ConfigError(f"{where}training.lr names unknown parameter {key!r}"
+                              f"{did_you_mean(key, known)}; known: {', '.join(known)}"
                               + ("" if groups_known else " (the readout has no parameters)"))
+    chosen = {}
+    for name in full_names:
+        short = name.split(".", 1)[-1]
+        readout = name.startswith("readout.")
+        if name in rates and short in rates and not readout:
+            raise ConfigError(f"{where}training.lr gives parameter {short!r} two rates "
+                              f"({short!r} = {rates[short]:g} and {name!r} = "
+                              f"{rates[name]:g}); give one")
+        if name in rates:
+            chosen[name] = rates[name]
+        elif readout and "readout" in rates:
+            chosen[name] = rates["readout"]
+        elif short in rates and not readout:
+            chosen[name] = rates[short]
+        elif "default" in rates:
+            chosen[name] = rates["default"]
+        else:
+            raise ConfigError(f"{where}training.lr has no rate for parameter "
+                              f"{name if readout else short!r}; give it one or add 'default' "
+                              f"(keys: {', '.join(known)})")
+    return chosen
+
+
+def make_optimizer(network: Network, config: TrainConfig) -> torch.optim.Optimizer:
+    """One parameter group per learning rate; ``config.lr`` may name parameters
+    (:func:`rate_per_parameter`). A rate, ``momentum`` or ``weight_decay`` beyond the range
+    of the network's dtype is refused (the optimizer's step would overflow it)."""
+    for name in ("momentum", "weight_decay"):
+        within_dtype(getattr(config, name), f"training.{name}", network.dtype)
+    rates = config.lr if isinstance(config.lr, dict) else {"default": config.lr}
+    chosen = rate_per_parameter(network, rates)
     groups: dict[float, list[torch.nn.Parameter]] = {}
     for name, param in network.named_parameters():
-        short = name.split(".", 1)[-1]
-        if name in rates and short in rates and not name.startswith("readout."):
-            raise ConfigError(f"training.lr gives parameter {short!r} two rates ({short!r} = "
-                              f"{rates[short]:g} and {name!r} = {rates[name]:g}); give one")
-        if name in rates:
-            rate = rates[name]
-        elif name.startswith("readout.") and "readout" in rates:
-            rate = rates["readout"]
-        elif short in rates and not name.startswith("readout."):
-            rate = rates[short]
-        elif "default" in rates:
-            rate = rates["default"]
-        else:
-            label = name if name.startswith("readout.") else short
-            raise ConfigError(f"training.lr has no rate for parameter {label!r}; give it one "
-                              "or add 'default' (keys: "
-                              f"{', '.join([*sorted(known_short), *groups_known, 'default'])})")
-        within_dtype(float(rate), "training.lr", network.dtype, f" for {short!r}")
+        rate = chosen[name]
+        within_dtype(float(rate), "training.lr", network.dtype,
+                     f" for {name.split('.', 1)[-1]!r}")
         groups.setdefault(float(rate), []).append(param)
     param_groups = [{"params": params, "lr": rate, "base_lr": rate}
                     for rate, params in groups.items()]

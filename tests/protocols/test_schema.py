@@ -154,8 +154,9 @@ def test_overrides_are_parsed_as_toml_values():
     assert parse_override("training.epochs=3") == (["training", "epochs"], 3)
     assert parse_override("rule.name=asym") == (["rule", "name"], "asym")
     assert parse_override("network.sizes=[64, 8, 10]") == (["network", "sizes"], [64, 8, 10])
-    protocol = load_protocol(BASE, ["training.lr.W1=0.1", "rule.beta=0.25"])
-    assert protocol.config["training"]["lr"] == {"W1": 0.1}
+    protocol = load_protocol(BASE, ["training.lr.W1=0.1", "training.lr.default=0.05",
+                                    "rule.beta=0.25"])
+    assert protocol.config["training"]["lr"] == {"W1": 0.1, "default": 0.05}
     assert protocol.config["rule"]["beta"] == 0.25
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("epochs=3")
@@ -240,6 +241,31 @@ def test_a_model_parameter_the_model_lacks_is_named_when_the_protocol_loads(tmp_
     out = tmp_path / "out"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
     assert not out.exists()
+
+
+@pytest.mark.parametrize("network, rates, message", [
+    ({}, {"W9": 0.1}, r"training.lr names unknown parameter 'W9'; known: W1, W2, b1, b2, "
+                      r"default \(the readout has no parameters\)"),
+    ({}, {"W1": 0.1}, r"training.lr has no rate for parameter 'W2'; give it one or add "
+                      r"'default'"),
+    ({"coupling": "asymmetric", "readout": "linear"}, {"BW3": 0.1, "default": 0.1},
+     r"training.lr names unknown parameter 'BW3' \(did you mean 'BW2'\?\); known: BW2, W1, "
+     r"W2, b1, b2, "
+     r"readout, default"),
+    ({}, {"W1": 0.1, "weights.W1": 0.2, "default": 0.1},
+     r"training.lr gives parameter 'W1' two rates"),
+])
+def test_a_rate_table_is_checked_against_the_networks_parameters_when_it_loads(
+        network, rates, message):
+    """The names depend on the layers and couplings, not the widths (a 784-500-10 net's
+    names are a 1-1-1 net's): a misspelt one is named before any run starts."""
+    data = {**BASE, "network": {"sizes": [64, 32, 10], **network},
+            "training": {"lr": rates}}
+    with pytest.raises(ConfigError, match=r"^<protocol>: " + message):
+        load_protocol(data)
+    good = {**data, "training": {"lr": {"default": 0.1, **{k: v for k, v in rates.items()
+                                                           if k in ("W1", "b1")}}}}
+    assert load_protocol(good).config["training"]["lr"]["default"] == 0.1
 
 
 def test_holomorphic_ep_is_a_protocol_rule_with_its_points():
