@@ -79,12 +79,12 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str | tuple[lis
 
 def load_protocol(source: str | os.PathLike | Mapping[str, Any],
                   overrides: Iterable[str | tuple[list[str], Any]] = (),
-                  name: str = "<protocol>", *, check_model_parameters: bool = True
+                  name: str = "<protocol>", *, check_parameter_names: bool = True
                   ) -> Protocol:
     """Read (a path) or take (a mapping, called ``name`` in errors) a protocol, apply
-    overrides and validate it. ``check_model_parameters``: refuse a
-    ``model.parameters.NAME`` its model does not have (reads the model file, data only; a
-    sweep whose grid changes the model checks each point instead)."""
+    overrides and validate it. ``check_parameter_names``: refuse a ``model.parameters.NAME``
+    its model does not have and a ``training.lr`` key its network does not have (reads the
+    model file, data only; a sweep, whose grid may change either, checks its points)."""
     if isinstance(source, Mapping):
         data = dict(source)
     else:
@@ -97,7 +97,7 @@ def load_protocol(source: str | os.PathLike | Mapping[str, Any],
     _refuse_undecodable(data, where)
     config = validate(data, where)
     refuse_unread_changes(config, [path for path, _ in overrides], where)
-    if check_model_parameters:
+    if check_parameter_names:
         refuse_unknown_model_parameters(config, where)
         refuse_unknown_rate_names(config, where)
     return Protocol(config, name)
@@ -121,17 +121,20 @@ def refuse_unknown_model_parameters(config: Mapping[str, Any], where: str) -> No
     """``model.parameters`` may set only parameters the model file declares: a misspelt one
     is named when the protocol loads, not once a run has started."""
     section = config.get("model")
-    if not section or not section.get("parameters"):
-        return
+    for parameter in (section or {}).get("parameters") or {}:
+        check_model_parameter(str(parameter), section["name"],
+                              f"{where}: model.parameters.{parameter}")
+
+
+def check_model_parameter(name: str, model: str, where: str) -> None:
+    """Refuse ``name`` unless model ``model`` (a name or a file; read as data) declares it;
+    ``where`` (the key that sets it) opens the error."""
     from neuroeq.neuron_model import load_model
 
-    known = load_model(section["name"]).parameters
-    for parameter in section["parameters"]:
-        if parameter not in known:
-            raise ConfigError(f"{where}: model.parameters.{parameter}: model "
-                              f"{section['name']!r} has no parameter {parameter!r}"
-                              f"{did_you_mean(parameter, known)}; its parameters: "
-                              f"{', '.join(known)}")
+    known = load_model(model).parameters
+    if name not in known:
+        raise ConfigError(f"{where}: model {model!r} has no parameter {name!r}"
+                          f"{did_you_mean(name, known)}; its parameters: {', '.join(known)}")
 
 
 def _refuse_undecodable(data: Mapping[str, Any], where: str) -> None:

@@ -33,9 +33,9 @@ from typing import Any
 
 from neuroeq.checks import did_you_mean, folder_name
 from neuroeq.errors import ConfigError
-from neuroeq.neuron_model import load_model
 from neuroeq.protocols.loader import (
     apply_overrides,
+    check_model_parameter,
     load_protocol,
     parse_override,
     read_protocol_file,
@@ -190,7 +190,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] = ()) -> Sweep:
     # the base itself must be valid (values are checked per point), and its changes are
     # checked as a single protocol's --set is: a key its kind does not read is refused
     base = load_protocol(data, changes, name=f"{path}: its base protocol",
-                         check_model_parameters=False)  # (checked below, grid in mind)
+                         check_parameter_names=False)  # (checked below, grid in mind)
     _check_model_parameters(changes, grid, base.config, path)
     data = apply_overrides(data, changes)
     _check_grid_keys(grid, base.config, path)
@@ -253,7 +253,8 @@ def _check_grid_keys(grid: dict[str, list[Any]], config: dict[str, Any], path: P
                               + ("model.parameters.NAME" if parameters else
                                  f"section.key ([{section}].{field} is not a table)"))
         if parameters and len(parts) == 3 and "model.name" not in grid:
-            _check_model_parameter(parts[2], config, f"{path}: [sweep.grid].{key}")
+            check_model_parameter(parts[2], config["model"]["name"],
+                                  f"{path}: [sweep.grid].{key}")
 
 
 def _check_model_parameters(changes: list[tuple[list[str], Any]], grid: Mapping[str, Any],
@@ -267,15 +268,10 @@ def _check_model_parameters(changes: list[tuple[list[str], Any]], grid: Mapping[
             continue
         names = keys[2:3] or (list(value) if isinstance(value, Mapping) else [])
         for name in names:
-            _check_model_parameter(str(name), config, f"{path}: {'.'.join(keys)}")
+            check_model_parameter(str(name), config["model"]["name"],
+                                  f"{path}: {'.'.join(keys)}")
 
 
-def _check_model_parameter(name: str, config: dict[str, Any], where: str) -> None:
-    model = config["model"]["name"]
-    known = load_model(model).parameters
-    if name not in known:
-        raise ConfigError(f"{where}: model {model!r} has no parameter {name!r}; its "
-                          f"parameters: {', '.join(known)}")
 
 
 def _flatten(table: Any, where: str, prefix: str = "") -> dict[str, Any]:

@@ -406,7 +406,8 @@ def test_model_parameters_in_sweep_set_are_set_one_by_one(tmp_path):
     text = text.replace('name = "hopfield"', 'name = "hopfield"\nparameters = {tau = 0.001}')
     assert _sweep(tmp_path, text).base["model"]["parameters"] == {"tau": 0.002}
     with pytest.raises(ConfigError, match=r"s\.toml: model\.parameters\.tua: model 'hopfield' "
-                                          r"has no parameter 'tua'; its parameters: tau"):
+                                          r"has no parameter 'tua' \(did you mean 'tau'\?\); "
+                                          r"its parameters: tau"):
         _sweep(tmp_path, text.replace("{tau = 0.002}", "{tua = 0.002}"))
 
 
